@@ -1,0 +1,226 @@
+// The engine: one arena of scalar nodes, and reverse-mode differentiation over it.
+//
+// Every Value is a Node in the Graph's arena, addressed by a 32-bit NodeId.
+// A node holds its value (a Python-style int or float), its gradient, an op
+// code, and up to two children inline (an n-ary node keeps a list elsewhere).
+// Nodes are reference counted: one reference for each parent that uses the
+// node, and one for the Python object that stands for it, if any.  A node
+// whose count drops to zero goes back on a free list, and so, one by one and
+// without recursion, do the children it held; so memory stays flat while a
+// training loop rebuilds its graph every step, and after warm-up no node is
+// allocated from the heap.
+//
+// backward() sorts the graph with an iterative depth-first search that marks
+// visited nodes with an epoch stamp (no hash set), in exactly the order of the
+// recursive search in agrad.pure, then sweeps it in reverse, switching on the
+// op code.  Both engines therefore add gradient contributions in the same
+// order and get the same bits.
+//
+// The engine knows nothing of Python.  A node's `owner` is an opaque pointer
+// the binding uses to find the Python object that stands for the node.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "agrad/number.hpp"
+
+namespace agrad {
+
+using NodeId = uint32_t;
+
+enum class Op : uint8_t {
+    Leaf,     // a parameter, an input or a constant
+    Add,      // a + b
+    Mul,      // a * b
+    Pow,      // a ** k, k a number kept in the node
+    Exp,
+    Log,
+    Tanh,
+    Relu,
+    Sigmoid,
+    Sum,      // start + t0 + t1 + ... (start a number kept in the node)
+    Dot,      // w0*x0 + w1*x1 + ..., children w0, x0, w1, x1, ...
+    Custom,   // built by hand with Value(data, children, op): no local gradient
+};
+
+// One side of an operation: a node, or a plain number that becomes a
+// constant leaf only once the operation has succeeded.
+struct Operand {
+    static constexpr NodeId kNumber = 0xFFFFFFFFu;
+    NodeId node = kNumber;
+    Number number;
+
+    static Operand of_node(NodeId id) {
+        Operand o;
+        o.node = id;
+        return o;
+    }
+    static Operand of_number(Number n) {
+        Operand o;
+        o.number = n;
+        return o;
+    }
+    bool is_node() const { return node != kNumber; }
+};
+
+class Graph {
+public:
+    struct Node {
+        union {
+            int64_t i;
+            double f;
+        } value;
+        double grad;
+        union {
+            int64_t i;
+            double f;
+        } param;              // Pow: the exponent; Sum: the start
+        NodeId child[2];      // Sum, Dot, Custom: child[0] indexes lists_
+        uint32_t refs;
+        uint32_t stamp;       // last backward() that visited this node
+        void* owner;
+        Op op;
+        uint8_t flags;
+    };
+
+    // -- making nodes.  A new node has no reference of its own: whoever keeps
+    // it calls retain(); a failed operation leaves nothing behind.
+    NodeId leaf(Number value) {
+        NodeId id = allocate(Op::Leaf);
+        set_value(id, value);
+        return id;
+    }
+    Status binary(Op op, Operand a, Operand b, NodeId* out);  // Add or Mul
+    Status power(NodeId base, Number exponent, NodeId* out);
+    Status unary(Op op, NodeId a, NodeId* out);  // Exp, Log, Tanh, Relu, Sigmoid
+    Status sum(const Operand* terms, size_t n, Number start, NodeId* out);
+    Status dot(const Operand* weights, const Operand* inputs, size_t n, NodeId* out);
+    NodeId custom(Number value, const NodeId* children, size_t n, std::string op_name);
+
+    void retain(NodeId id) { ++nodes_[id].refs; }
+    void release(NodeId id) {
+        if (--nodes_[id].refs == 0) free_unreferenced(id);
+    }
+
+    // Gradients of everything reachable from root: 0, root's 1, then the
+    // chain rule in reverse topological order.  If a local gradient fails
+    // (an overflow, say) the graph's gradients are left at 0.
+    Status backward(NodeId root);
+
+    // Children in the order the depth-first search visits them.
+    size_t child_count(NodeId id) const;
+    NodeId child(NodeId id, size_t i) const;
+
+    // -- reading and writing a node
+    Number value(NodeId id) const {
+        const Node& n = nodes_[id];
+        return (n.flags & kValueIsInt) ? Number::of_int(n.value.i) : Number::of_float(n.value.f);
+    }
+    void set_value(NodeId id, Number v) {
+        Node& n = nodes_[id];
+        if (v.is_int) {
+            n.value.i = v.i;
+            n.flags |= kValueIsInt;
+        } else {
+            n.value.f = v.f;
+            n.flags &= static_cast<uint8_t>(~kValueIsInt);
+        }
+    }
+    double grad(NodeId id) const { return nodes_[id].grad; }
+    void set_grad(NodeId id, double g) { nodes_[id].grad = g; }
+    Op op(NodeId id) const { return nodes_[id].op; }
+    Number param(NodeId id) const {
+        const Node& n = nodes_[id];
+        return (n.flags & kParamIsInt) ? Number::of_int(n.param.i) : Number::of_float(n.param.f);
+    }
+    void* owner(NodeId id) const { return nodes_[id].owner; }
+    void set_owner(NodeId id, void* owner) { nodes_[id].owner = owner; }
+
+    const std::string& label(NodeId id) const;
+    void set_label(NodeId id, std::string label);
+    const std::string& op_name(NodeId id) const;  // a Custom node's op text
+
+    // -- accounting, for tests and benchmarks
+    size_t live_nodes() const { return nodes_.size() - free_.size(); }
+    size_t capacity() const { return nodes_.capacity(); }
+    static constexpr size_t node_bytes() { return sizeof(Node); }
+
+private:
+    static constexpr uint8_t kValueIsInt = 1;
+    static constexpr uint8_t kParamIsInt = 2;
+    static constexpr uint8_t kHasLabel = 4;
+    static constexpr uint8_t kHasOpName = 8;
+
+    static bool has_list(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::Custom; }
+
+    NodeId allocate(Op op) {
+        NodeId id;
+        if (!free_.empty()) {
+            id = free_.back();
+            free_.pop_back();
+        } else {
+            id = static_cast<NodeId>(nodes_.size());
+            nodes_.emplace_back();
+        }
+        Node& n = nodes_[id];
+        n.grad = 0.0;
+        n.refs = 0;
+        n.stamp = 0;
+        n.owner = nullptr;
+        n.op = op;
+        n.flags = 0;
+        return id;
+    }
+    void set_param(NodeId id, Number p) {
+        Node& n = nodes_[id];
+        if (p.is_int) {
+            n.param.i = p.i;
+            n.flags |= kParamIsInt;
+        } else {
+            n.param.f = p.f;
+        }
+    }
+    NodeId materialize(const Operand& o) { return o.is_node() ? o.node : leaf(o.number); }
+    Number operand_value(const Operand& o) const { return o.is_node() ? value(o.node) : o.number; }
+    uint32_t new_list();
+    void free_unreferenced(NodeId id);
+    void topological_order(NodeId root);
+    Status propagate(NodeId id);
+
+    std::vector<Node> nodes_;
+    std::vector<NodeId> free_;
+    std::vector<std::vector<NodeId>> lists_;  // children of n-ary nodes
+    std::vector<uint32_t> free_lists_;
+    std::unordered_map<NodeId, std::string> labels_;
+    std::unordered_map<NodeId, std::string> op_names_;
+    uint32_t epoch_ = 0;
+    // scratch, kept between calls so that backward() allocates nothing once warm
+    std::vector<NodeId> order_;
+    std::vector<std::pair<NodeId, uint32_t>> stack_;
+    std::vector<NodeId> dying_;
+};
+
+inline Status Graph::binary(Op op, Operand a, Operand b, NodeId* out) {
+    Number r;
+    Number x = operand_value(a), y = operand_value(b);
+    Status s = op == Op::Add ? agrad::add(x, y, &r) : agrad::mul(x, y, &r);
+    if (s != Status::Ok) return s;
+    NodeId ca = materialize(a);
+    NodeId cb = materialize(b);
+    NodeId id = allocate(op);
+    Node& n = nodes_[id];
+    n.child[0] = ca;
+    n.child[1] = cb;
+    set_value(id, r);
+    ++nodes_[ca].refs;
+    ++nodes_[cb].refs;
+    *out = id;
+    return Status::Ok;
+}
+
+}  // namespace agrad

@@ -1,0 +1,252 @@
+// Python's arithmetic on ints and floats, in plain C++.
+//
+// agrad must give the very bits that the pure-Python engine (agrad.pure)
+// gives, and raise where Python raises.  So a value is an int or a float as
+// in Python (int op int stays int for + - * and non-negative int powers), and
+// every operation here follows the rules CPython applies to the same operands:
+// float ** float with its special cases and its errors, math.exp, math.log.
+// Ints are 64-bit: a result outside that range is an error (IntOverflow)
+// rather than a silent change of type.
+//
+// Nothing here knows of Python; errors come back as a Status that the binding
+// turns into the matching Python exception.
+#pragma once
+
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace agrad {
+
+enum class Status : uint8_t {
+    Ok,
+    IntOverflow,        // an int result outside 64 bits
+    PowRange,           // float ** float overflowed (Python: OverflowError(ERANGE, ...))
+    ZeroToNegative,     // 0.0 ** negative (Python: ZeroDivisionError)
+    FractionalOfNegative,  // negative ** fractional would be complex
+    MathRange,          // math.exp overflowed (Python: OverflowError "math range error")
+    MathDomain,         // math.log outside its domain (Python: ValueError "math domain error")
+    FloatDivisionByZero,   // x / 0.0 (Python: ZeroDivisionError "float division by zero")
+};
+
+struct Number {
+    bool is_int = false;
+    union {
+        int64_t i;
+        double f;
+    };
+
+    Number() : f(0.0) {}
+    static Number of_int(int64_t v) {
+        Number n;
+        n.is_int = true;
+        n.i = v;
+        return n;
+    }
+    static Number of_float(double v) {
+        Number n;
+        n.f = v;
+        return n;
+    }
+    // An int becomes a double with round-half-even, as Python's float(int) does.
+    double as_double() const { return is_int ? static_cast<double>(i) : f; }
+};
+
+namespace detail {
+
+inline bool add_overflows(int64_t a, int64_t b, int64_t* r) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_add_overflow(a, b, r);
+#else
+    if ((b > 0 && a > INT64_MAX - b) || (b < 0 && a < INT64_MIN - b)) return true;
+    *r = a + b;
+    return false;
+#endif
+}
+
+inline bool mul_overflows(int64_t a, int64_t b, int64_t* r) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_mul_overflow(a, b, r);
+#else
+    if (a == 0 || b == 0) {
+        *r = 0;
+        return false;
+    }
+    if ((a == -1 && b == INT64_MIN) || (b == -1 && a == INT64_MIN)) return true;
+    int64_t p = a * b;  // only trusted once the division check below agrees
+    if (p / b != a) return true;
+    *r = p;
+    return false;
+#endif
+}
+
+inline bool is_odd_integer(double x) { return std::fmod(std::fabs(x), 2.0) == 1.0; }
+
+}  // namespace detail
+
+inline Status add(Number a, Number b, Number* out) {
+    if (a.is_int && b.is_int) {
+        int64_t r;
+        if (detail::add_overflows(a.i, b.i, &r)) return Status::IntOverflow;
+        *out = Number::of_int(r);
+    } else {
+        *out = Number::of_float(a.as_double() + b.as_double());
+    }
+    return Status::Ok;
+}
+
+inline Status mul(Number a, Number b, Number* out) {
+    if (a.is_int && b.is_int) {
+        int64_t r;
+        if (detail::mul_overflows(a.i, b.i, &r)) return Status::IntOverflow;
+        *out = Number::of_int(r);
+    } else {
+        *out = Number::of_float(a.as_double() * b.as_double());
+    }
+    return Status::Ok;
+}
+
+inline Status negate(Number a, Number* out) {
+    if (a.is_int) {
+        if (a.i == INT64_MIN) return Status::IntOverflow;
+        *out = Number::of_int(-a.i);
+    } else {
+        *out = Number::of_float(-a.f);
+    }
+    return Status::Ok;
+}
+
+// float ** float with CPython's special cases, in CPython's order: they settle
+// what the platform's pow() would get wrong or report as an error.
+inline Status float_pow(double base, double exponent, double* out) {
+    if (exponent == 0.0) {  // x**0 is 1, even 0**0 and nan**0
+        *out = 1.0;
+        return Status::Ok;
+    }
+    if (std::isnan(base)) {
+        *out = base;
+        return Status::Ok;
+    }
+    if (std::isnan(exponent)) {  // 1**nan is 1
+        *out = base == 1.0 ? 1.0 : exponent;
+        return Status::Ok;
+    }
+    if (std::isinf(exponent)) {
+        double magnitude = std::fabs(base);
+        if (magnitude == 1.0)
+            *out = 1.0;
+        else if ((exponent > 0.0) == (magnitude > 1.0))
+            *out = std::fabs(exponent);
+        else
+            *out = 0.0;
+        return Status::Ok;
+    }
+    if (std::isinf(base)) {
+        bool odd = detail::is_odd_integer(exponent);
+        if (exponent > 0.0)
+            *out = odd ? base : std::fabs(base);
+        else
+            *out = odd ? std::copysign(0.0, base) : 0.0;
+        return Status::Ok;
+    }
+    if (base == 0.0) {
+        if (exponent < 0.0) return Status::ZeroToNegative;
+        *out = detail::is_odd_integer(exponent) ? base : 0.0;
+        return Status::Ok;
+    }
+    bool negate_result = false;
+    if (base < 0.0) {
+        if (exponent != std::floor(exponent)) return Status::FractionalOfNegative;
+        base = -base;
+        negate_result = detail::is_odd_integer(exponent);
+    }
+    if (base == 1.0) {  // (-1) ** huge even/odd int, where some libms fail
+        *out = negate_result ? -1.0 : 1.0;
+        return Status::Ok;
+    }
+    errno = 0;
+    double r = std::pow(base, exponent);
+    int err = errno;
+    if (err == 0 && std::isinf(r))
+        err = ERANGE;
+    else if (err == ERANGE && r == 0.0)
+        err = 0;  // underflow to 0 is not an error
+    if (err != 0) return Status::PowRange;
+    *out = negate_result ? -r : r;
+    return Status::Ok;
+}
+
+// int ** non-negative int, exact.  A square is only taken when a higher bit of
+// the exponent still needs it, so any overflow means the result overflows.
+inline Status int_pow(int64_t base, int64_t exponent, int64_t* out) {
+    int64_t result = 1;
+    while (exponent > 0) {
+        if (exponent & 1) {
+            if (detail::mul_overflows(result, base, &result)) return Status::IntOverflow;
+        }
+        exponent >>= 1;
+        if (exponent > 0 && detail::mul_overflows(base, base, &base)) return Status::IntOverflow;
+    }
+    *out = result;
+    return Status::Ok;
+}
+
+// base ** exponent as Python computes it for ints and floats.
+inline Status power(Number base, Number exponent, Number* out) {
+    if (base.is_int && exponent.is_int && exponent.i >= 0) {
+        int64_t r;
+        Status s = int_pow(base.i, exponent.i, &r);
+        if (s == Status::Ok) *out = Number::of_int(r);
+        return s;
+    }
+    double r;
+    Status s = float_pow(base.as_double(), exponent.as_double(), &r);
+    if (s == Status::Ok) *out = Number::of_float(r);
+    return s;
+}
+
+// exponent - 1 as a double, as Python computes `k - 1` (exactly, for an int k)
+// before it turns it into a float for float ** int.
+inline double exponent_minus_one(Number exponent) {
+    if (!exponent.is_int) return exponent.f - 1.0;
+    if (exponent.i == INT64_MIN) return static_cast<double>(INT64_MIN);  // -2**63-1 rounds to -2**63
+    return static_cast<double>(exponent.i - 1);
+}
+
+inline Status math_exp(double x, double* out) {
+    double r = std::exp(x);
+    if (std::isinf(r) && std::isfinite(x)) return Status::MathRange;
+    *out = r;
+    return Status::Ok;
+}
+
+inline Status math_log(double x, double* out) {
+    if (std::isnan(x) || x == std::numeric_limits<double>::infinity()) {
+        *out = x;
+        return Status::Ok;
+    }
+    if (!(x > 0.0)) return Status::MathDomain;
+    *out = std::log(x);
+    return Status::Ok;
+}
+
+// 1 / (1 + e^-x), rearranged for x < 0 so that exp cannot overflow.
+inline double sigmoid(double x) {
+    if (x >= 0.0) return 1.0 / (1.0 + std::exp(-x));
+    double e = std::exp(x);
+    return e / (1.0 + e);
+}
+
+inline Number relu(Number x) {
+    if (x.is_int) return Number::of_int(x.i < 0 ? 0 : x.i);
+    return Number::of_float(x.f < 0.0 ? 0.0 : x.f);
+}
+
+inline Status divide(double numerator, double denominator, double* out) {
+    if (denominator == 0.0) return Status::FloatDivisionByZero;
+    *out = numerator / denominator;
+    return Status::Ok;
+}
+
+}  // namespace agrad

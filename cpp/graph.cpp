@@ -1,0 +1,312 @@
+// The cold half of the engine: n-ary nodes, freeing, and the backward pass.
+#include "agrad/graph.hpp"
+
+namespace agrad {
+
+namespace {
+const std::string kEmpty;
+}
+
+uint32_t Graph::new_list() {
+    if (!free_lists_.empty()) {
+        uint32_t i = free_lists_.back();
+        free_lists_.pop_back();
+        lists_[i].clear();  // keeps its capacity for the next n-ary node
+        return i;
+    }
+    lists_.emplace_back();
+    return static_cast<uint32_t>(lists_.size() - 1);
+}
+
+Status Graph::power(NodeId base, Number exponent, NodeId* out) {
+    Number r;
+    Status s = agrad::power(value(base), exponent, &r);
+    if (s != Status::Ok) return s;
+    NodeId id = allocate(Op::Pow);
+    nodes_[id].child[0] = base;
+    set_value(id, r);
+    set_param(id, exponent);
+    ++nodes_[base].refs;
+    *out = id;
+    return Status::Ok;
+}
+
+Status Graph::unary(Op op, NodeId a, NodeId* out) {
+    Number x = value(a);
+    Number r;
+    Status s = Status::Ok;
+    switch (op) {
+        case Op::Exp:
+            r = Number::of_float(0.0);
+            s = math_exp(x.as_double(), &r.f);
+            break;
+        case Op::Log:
+            r = Number::of_float(0.0);
+            s = math_log(x.as_double(), &r.f);
+            break;
+        case Op::Tanh:
+            r = Number::of_float(std::tanh(x.as_double()));
+            break;
+        case Op::Relu:
+            r = relu(x);
+            break;
+        case Op::Sigmoid:
+            r = Number::of_float(agrad::sigmoid(x.as_double()));
+            break;
+        default:
+            return Status::MathDomain;  // not a unary op: the binding never asks
+    }
+    if (s != Status::Ok) return s;
+    NodeId id = allocate(op);
+    nodes_[id].child[0] = a;
+    set_value(id, r);
+    ++nodes_[a].refs;
+    *out = id;
+    return Status::Ok;
+}
+
+Status Graph::sum(const Operand* terms, size_t n, Number start, NodeId* out) {
+    Number total = start;
+    for (size_t i = 0; i < n; ++i) {
+        Status s = agrad::add(total, operand_value(terms[i]), &total);
+        if (s != Status::Ok) return s;
+    }
+    uint32_t list = new_list();
+    std::vector<NodeId>& children = lists_[list];
+    children.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        NodeId c = materialize(terms[i]);
+        ++nodes_[c].refs;
+        lists_[list].push_back(c);  // materialize() may have grown nodes_, not lists_
+    }
+    NodeId id = allocate(Op::Sum);
+    nodes_[id].child[0] = list;
+    set_value(id, total);
+    set_param(id, start);
+    *out = id;
+    return Status::Ok;
+}
+
+Status Graph::dot(const Operand* weights, const Operand* inputs, size_t n, NodeId* out) {
+    // the value of sum(w * x for w, x in zip(weights, inputs)): each product,
+    // then a running total from the int 0
+    Number total = Number::of_int(0);
+    for (size_t i = 0; i < n; ++i) {
+        Number product;
+        Status s = agrad::mul(operand_value(weights[i]), operand_value(inputs[i]), &product);
+        if (s == Status::Ok) s = agrad::add(total, product, &total);
+        if (s != Status::Ok) return s;
+    }
+    uint32_t list = new_list();
+    lists_[list].reserve(2 * n);
+    for (size_t i = 0; i < n; ++i) {
+        NodeId w = materialize(weights[i]);
+        ++nodes_[w].refs;
+        lists_[list].push_back(w);
+        NodeId x = materialize(inputs[i]);
+        ++nodes_[x].refs;
+        lists_[list].push_back(x);
+    }
+    NodeId id = allocate(Op::Dot);
+    nodes_[id].child[0] = list;
+    set_value(id, total);
+    *out = id;
+    return Status::Ok;
+}
+
+NodeId Graph::custom(Number value, const NodeId* children, size_t n, std::string op_name) {
+    uint32_t list = new_list();
+    lists_[list].assign(children, children + n);
+    for (size_t i = 0; i < n; ++i) ++nodes_[children[i]].refs;
+    NodeId id = allocate(Op::Custom);
+    nodes_[id].child[0] = list;
+    set_value(id, value);
+    if (!op_name.empty()) {
+        op_names_[id] = std::move(op_name);
+        nodes_[id].flags |= kHasOpName;
+    }
+    return id;
+}
+
+size_t Graph::child_count(NodeId id) const {
+    const Node& n = nodes_[id];
+    switch (n.op) {
+        case Op::Leaf:
+            return 0;
+        case Op::Add:
+        case Op::Mul:
+            return 2;
+        case Op::Sum:
+        case Op::Dot:
+        case Op::Custom:
+            return lists_[n.child[0]].size();
+        default:
+            return 1;
+    }
+}
+
+NodeId Graph::child(NodeId id, size_t i) const {
+    const Node& n = nodes_[id];
+    return has_list(n.op) ? lists_[n.child[0]][i] : n.child[i];
+}
+
+const std::string& Graph::label(NodeId id) const {
+    if (!(nodes_[id].flags & kHasLabel)) return kEmpty;
+    return labels_.find(id)->second;
+}
+
+void Graph::set_label(NodeId id, std::string label) {
+    if (label.empty()) {
+        if (nodes_[id].flags & kHasLabel) labels_.erase(id);
+        nodes_[id].flags &= static_cast<uint8_t>(~kHasLabel);
+        return;
+    }
+    labels_[id] = std::move(label);
+    nodes_[id].flags |= kHasLabel;
+}
+
+const std::string& Graph::op_name(NodeId id) const {
+    if (!(nodes_[id].flags & kHasOpName)) return kEmpty;
+    return op_names_.find(id)->second;
+}
+
+// Frees a node and, through a worklist rather than recursion, every child
+// whose last reference it held: a chain of ten million nodes goes in a loop.
+void Graph::free_unreferenced(NodeId id) {
+    dying_.push_back(id);
+    while (!dying_.empty()) {
+        NodeId d = dying_.back();
+        dying_.pop_back();
+        Node& n = nodes_[d];
+        if (n.flags & kHasLabel) labels_.erase(d);
+        if (n.flags & kHasOpName) op_names_.erase(d);
+        size_t count = child_count(d);
+        for (size_t i = 0; i < count; ++i) {
+            NodeId c = child(d, i);
+            if (--nodes_[c].refs == 0) dying_.push_back(c);
+        }
+        if (has_list(n.op)) free_lists_.push_back(n.child[0]);
+        n.op = Op::Leaf;
+        n.flags = 0;
+        free_.push_back(d);
+    }
+}
+
+// Post-order of a depth-first search from root over children in order, as
+// agrad.pure.topological_order lists it; written to order_.
+void Graph::topological_order(NodeId root) {
+    if (++epoch_ == 0) {  // the stamp wrapped: no stale stamp may look current
+        for (Node& n : nodes_) n.stamp = 0;
+        epoch_ = 1;
+    }
+    order_.clear();
+    stack_.clear();
+    nodes_[root].stamp = epoch_;
+    stack_.emplace_back(root, 0u);
+    while (!stack_.empty()) {
+        auto& [id, next] = stack_.back();
+        NodeId node = id;
+        if (next < child_count(node)) {
+            NodeId c = child(node, next++);
+            if (nodes_[c].stamp != epoch_) {
+                nodes_[c].stamp = epoch_;
+                stack_.emplace_back(c, 0u);  // may reallocate: id/next are not used after
+            }
+        } else {
+            order_.push_back(node);
+            stack_.pop_back();
+        }
+    }
+}
+
+// The chain rule at one node: add its local gradients, times its own
+// gradient, to its children's.  Each formula is the one agrad.pure writes,
+// operation for operation.
+Status Graph::propagate(NodeId id) {
+    Node& n = nodes_[id];
+    const double g = n.grad;
+    switch (n.op) {
+        case Op::Leaf:
+        case Op::Custom:
+            return Status::Ok;
+        case Op::Add:
+            nodes_[n.child[0]].grad += g;
+            nodes_[n.child[1]].grad += g;
+            return Status::Ok;
+        case Op::Mul: {
+            NodeId a = n.child[0], b = n.child[1];
+            nodes_[a].grad += value(b).as_double() * g;
+            nodes_[b].grad += value(a).as_double() * g;
+            return Status::Ok;
+        }
+        case Op::Pow: {
+            Number k = param(id);
+            NodeId a = n.child[0];
+            double p;
+            Status s = float_pow(value(a).as_double(), exponent_minus_one(k), &p);
+            if (s != Status::Ok) return s;
+            nodes_[a].grad += k.as_double() * p * g;
+            return Status::Ok;
+        }
+        case Op::Exp:
+            nodes_[n.child[0]].grad += n.value.f * g;
+            return Status::Ok;
+        case Op::Log: {
+            NodeId a = n.child[0];
+            double inverse;
+            Status s = divide(1.0, value(a).as_double(), &inverse);
+            if (s != Status::Ok) return s;
+            nodes_[a].grad += inverse * g;
+            return Status::Ok;
+        }
+        case Op::Tanh: {
+            double t = n.value.f;
+            nodes_[n.child[0]].grad += (1.0 - t * t) * g;
+            return Status::Ok;
+        }
+        case Op::Relu: {
+            double slope = value(id).as_double() > 0.0 ? 1.0 : 0.0;
+            nodes_[n.child[0]].grad += slope * g;
+            return Status::Ok;
+        }
+        case Op::Sigmoid: {
+            double s = n.value.f;
+            nodes_[n.child[0]].grad += s * (1.0 - s) * g;
+            return Status::Ok;
+        }
+        case Op::Sum: {
+            // the chain start + t0 + t1 + ... hands each term the same gradient,
+            // last term first
+            const std::vector<NodeId>& terms = lists_[n.child[0]];
+            for (size_t i = terms.size(); i-- > 0;) nodes_[terms[i]].grad += g;
+            return Status::Ok;
+        }
+        case Op::Dot: {
+            // as the chain of products would: last pair first, weight then input
+            const std::vector<NodeId>& pairs = lists_[n.child[0]];
+            for (size_t i = pairs.size(); i >= 2; i -= 2) {
+                NodeId w = pairs[i - 2], x = pairs[i - 1];
+                nodes_[w].grad += value(x).as_double() * g;
+                nodes_[x].grad += value(w).as_double() * g;
+            }
+            return Status::Ok;
+        }
+    }
+    return Status::Ok;
+}
+
+Status Graph::backward(NodeId root) {
+    topological_order(root);
+    for (NodeId id : order_) nodes_[id].grad = 0.0;
+    nodes_[root].grad = 1.0;
+    for (size_t i = order_.size(); i-- > 0;) {
+        Status s = propagate(order_[i]);
+        if (s != Status::Ok) {
+            for (NodeId id : order_) nodes_[id].grad = 0.0;
+            return s;
+        }
+    }
+    return Status::Ok;
+}
+
+}  // namespace agrad

@@ -1,0 +1,352 @@
+"""The pure-Python engine: the reference every other engine must match bit for bit.
+
+It is micrograd's ``Value`` with the contract of ``docs/DESIGN.md`` made exact:
+
+* Numbers are Python's: ``data`` is an ``int`` or a ``float`` and follows
+  Python's rules (int op int stays int for ``+ - *`` and non-negative int
+  powers).  agrad's ints are 64-bit, so the compiled engine can hold them
+  exactly; an int outside that range raises ``OverflowError``.
+* Gradients are always floats, and every local gradient is computed in float
+  arithmetic, in the order written below: the compiled engine performs the
+  very same IEEE operations in the same order, so both give identical bits.
+* Children are kept in a tuple (``_children``) because the order in which a
+  node's gradient contributions are summed must not depend on set iteration
+  order; ``_prev`` is the set view of them that the book's ``draw_dot`` uses.
+* Nothing recurses: the topological order is built with an explicit stack.
+* A node's ``_backward`` takes the node as its argument instead of closing
+  over it: a closure over ``out`` stored on ``out`` is a reference cycle, and
+  then every dropped graph waits for the garbage collector.
+
+Each op states its forward value and its local gradient side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+
+__all__ = ["Value", "topological_order"]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def _check_int(n: int) -> int:
+    if not INT64_MIN <= n <= INT64_MAX:
+        raise OverflowError("integer result out of agrad's 64-bit range; use a float")
+    return n
+
+
+def as_number(x: object) -> int | float:
+    """Return ``x`` as a plain int or float, or raise TypeError.
+
+    bool and integer types with ``__index__`` (numpy's ints) become int, other
+    real numbers (numpy's floats, Fraction) become float.
+    """
+    if type(x) is float:
+        return x
+    if type(x) is int:
+        return _check_int(x)
+    if isinstance(x, numbers.Integral):
+        return _check_int(operator.index(x))
+    if isinstance(x, numbers.Real):
+        return float(x)
+    raise TypeError(f"a Value holds a real number, not {type(x).__name__!r}")
+
+
+def _as_grad(x: object) -> float:
+    return float(as_number(x))
+
+
+def _is_odd_integer(x: float) -> bool:
+    return math.fmod(abs(x), 2.0) == 1.0
+
+
+def power(base: int | float, exponent: int | float) -> int | float:
+    """``base ** exponent`` as Python computes it, but a negative base with a
+    fractional exponent is a ValueError (Python would return a complex)."""
+    if type(base) is int and type(exponent) is int and exponent >= 0:
+        if abs(base) > 1 and exponent >= 64:  # would not fit: say so before computing it
+            _check_int(2**64)
+        return _check_int(base**exponent)
+    result = float(base) ** exponent
+    if isinstance(result, complex):
+        raise ValueError("negative number cannot be raised to a fractional power")
+    return result
+
+
+def _add(a: int | float, b: int | float) -> int | float:
+    r = a + b
+    return _check_int(r) if type(r) is int else r
+
+
+def _mul(a: int | float, b: int | float) -> int | float:
+    r = a * b
+    return _check_int(r) if type(r) is int else r
+
+
+def _neg(a: int | float) -> int | float:
+    return _check_int(-a) if type(a) is int else -a
+
+
+class Value:
+    """A scalar that remembers how it was computed, so it can be differentiated."""
+
+    __slots__ = ("_data", "_grad", "_label", "_children", "_op", "_backward", "__weakref__")
+    # numpy must hand `np.float64(2) * v` back to Value.__rmul__, not make an array.
+    __array_ufunc__ = None
+
+    def __init__(self, data, _children=(), _op="", label=""):
+        self._data = as_number(data)
+        self._grad = 0.0
+        self._label = _check_label(label)
+        self._children = _check_children(_children)
+        self._op = _check_op(_op)
+        self._backward = _no_local_gradient
+
+    # -- data and grad are checked on the way in, so a Value never holds a non-number
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = as_number(value)
+
+    @property
+    def grad(self) -> float:
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = _as_grad(value)
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @label.setter
+    def label(self, value):
+        self._label = _check_label(value)
+
+    @property
+    def _prev(self) -> set[Value]:
+        return set(self._children)
+
+    # -- operators, composed as the book composes them
+    def __add__(self, other):
+        other = _operand(other)
+        if other is NotImplemented:
+            return other
+        out = Value(_add(self._data, other._data), (self, other), "+")
+
+        def _backward(out):
+            self._grad += out._grad
+            other._grad += out._grad
+
+        out._backward = _backward
+        return out
+
+    def __mul__(self, other):
+        other = _operand(other)
+        if other is NotImplemented:
+            return other
+        out = Value(_mul(self._data, other._data), (self, other), "*")
+
+        def _backward(out):
+            self._grad += other._data * out._grad
+            other._grad += self._data * out._grad
+
+        out._backward = _backward
+        return out
+
+    def __pow__(self, other, modulo=None):
+        if modulo is not None or isinstance(other, Value):
+            return NotImplemented
+        try:
+            k = as_number(other)
+        except TypeError:
+            return NotImplemented
+        out = Value(power(self._data, k), (self,), f"**{k}")
+        k_minus_one = k - 1  # exact for ints, as Python computes it
+
+        def _backward(out):
+            self._grad += k * power(float(self._data), k_minus_one) * out._grad
+
+        out._backward = _backward
+        return out
+
+    def exp(self):
+        out = Value(math.exp(self._data), (self,), "exp")
+
+        def _backward(out):
+            self._grad += out._data * out._grad
+
+        out._backward = _backward
+        return out
+
+    def log(self):
+        out = Value(math.log(self._data), (self,), "log")
+
+        def _backward(out):
+            self._grad += (1.0 / self._data) * out._grad
+
+        out._backward = _backward
+        return out
+
+    def tanh(self):
+        out = Value(math.tanh(self._data), (self,), "tanh")
+
+        def _backward(out):
+            t = out._data
+            self._grad += (1.0 - t * t) * out._grad
+
+        out._backward = _backward
+        return out
+
+    def relu(self):
+        x = self._data
+        zero = 0 if type(x) is int else 0.0
+        out = Value(zero if x < 0 else x, (self,), "ReLU")
+
+        def _backward(out):
+            self._grad += (1.0 if out._data > 0 else 0.0) * out._grad
+
+        out._backward = _backward
+        return out
+
+    def sigmoid(self):
+        x = float(self._data)
+        if x >= 0:
+            s = 1.0 / (1.0 + math.exp(-x))
+        else:  # the same formula rearranged so exp cannot overflow
+            e = math.exp(x)
+            s = e / (1.0 + e)
+        out = Value(s, (self,), "sigmoid")
+
+        def _backward(out):
+            s = out._data
+            self._grad += s * (1.0 - s) * out._grad
+
+        out._backward = _backward
+        return out
+
+    def __neg__(self):  # -self
+        return self * -1
+
+    def __radd__(self, other):  # other + self
+        return self + other
+
+    def __sub__(self, other):  # self - other
+        if isinstance(other, Value):
+            return self + (-other)
+        try:
+            return self + _neg(as_number(other))
+        except TypeError:
+            return NotImplemented
+
+    def __rsub__(self, other):  # other - self
+        if _operand(other) is NotImplemented:
+            return NotImplemented
+        return (-self) + other
+
+    def __rmul__(self, other):  # other * self
+        return self * other
+
+    def __truediv__(self, other):  # self / other
+        if isinstance(other, Value):
+            return self * other**-1
+        try:
+            return self * power(as_number(other), -1)
+        except TypeError:
+            return NotImplemented
+
+    def __rtruediv__(self, other):  # other / self
+        if _operand(other) is NotImplemented:
+            return NotImplemented
+        return self**-1 * other
+
+    def __rpow__(self, other):
+        return NotImplemented
+
+    # -- the backward pass
+    def backward(self) -> None:
+        topo = topological_order(self)
+        for v in topo:
+            v._grad = 0.0
+        self._grad = 1.0
+        try:
+            for v in reversed(topo):
+                v._backward(v)
+        except BaseException:
+            # a local gradient raised (say an OverflowError): leave no half-summed gradients
+            for v in topo:
+                v._grad = 0.0
+            raise
+
+    def __repr__(self) -> str:
+        return f"Value({self._label}: {self._data!r})"
+
+    # -- saving: a Value pickles as a leaf (its graph is not saved)
+    def __reduce__(self):
+        return (_restore_leaf, (self._data, self._grad, self._label))
+
+
+def _restore_leaf(data, grad, label):
+    v = Value(data, label=label)
+    v.grad = grad
+    return v
+
+
+def _no_local_gradient(out) -> None:
+    pass
+
+
+def _operand(other):
+    """The other side of an op as a Value (a constant leaf for a number)."""
+    if isinstance(other, Value):
+        return other
+    try:
+        return Value(as_number(other))
+    except TypeError:
+        return NotImplemented
+
+
+def _check_label(label):
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a str, not {type(label).__name__!r}")
+    return label
+
+
+def _check_op(op):
+    if not isinstance(op, str):
+        raise TypeError(f"_op must be a str, not {type(op).__name__!r}")
+    return op
+
+
+def _check_children(children):
+    children = tuple(children)
+    for c in children:
+        if not isinstance(c, Value):
+            raise TypeError(f"_children must be Values, not {type(c).__name__!r}")
+    return children
+
+
+def topological_order(root: Value) -> list[Value]:
+    """Children before parents, in the order a recursive depth-first search
+    over ``_children`` would list them, but with an explicit stack."""
+    topo: list[Value] = []
+    visited = {id(root)}
+    stack = [(root, iter(root._children))]
+    while stack:
+        node, children = stack[-1]
+        for child in children:
+            if id(child) not in visited:
+                visited.add(id(child))
+                stack.append((child, iter(child._children)))
+                break
+        else:
+            stack.pop()
+            topo.append(node)
+    return topo
