@@ -128,28 +128,6 @@ NodeId Graph::custom(Number value, const NodeId* children, size_t n, std::string
     return id;
 }
 
-size_t Graph::child_count(NodeId id) const {
-    const Node& n = nodes_[id];
-    switch (n.op) {
-        case Op::Leaf:
-            return 0;
-        case Op::Add:
-        case Op::Mul:
-            return 2;
-        case Op::Sum:
-        case Op::Dot:
-        case Op::Custom:
-            return lists_[n.child[0]].size();
-        default:
-            return 1;
-    }
-}
-
-NodeId Graph::child(NodeId id, size_t i) const {
-    const Node& n = nodes_[id];
-    return has_list(n.op) ? lists_[n.child[0]][i] : n.child[i];
-}
-
 const std::string& Graph::label(NodeId id) const {
     if (!(nodes_[id].flags & kHasLabel)) return kEmpty;
     return labels_.find(id)->second;

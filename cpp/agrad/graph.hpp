@@ -223,4 +223,26 @@ inline Status Graph::binary(Op op, Operand a, Operand b, NodeId* out) {
     return Status::Ok;
 }
 
+inline size_t Graph::child_count(NodeId id) const {
+    const Node& n = nodes_[id];
+    switch (n.op) {
+        case Op::Leaf:
+            return 0;
+        case Op::Add:
+        case Op::Mul:
+            return 2;
+        case Op::Sum:
+        case Op::Dot:
+        case Op::Custom:
+            return lists_[n.child[0]].size();
+        default:
+            return 1;
+    }
+}
+
+inline NodeId Graph::child(NodeId id, size_t i) const {
+    const Node& n = nodes_[id];
+    return has_list(n.op) ? lists_[n.child[0]][i] : n.child[i];
+}
+
 }  // namespace agrad

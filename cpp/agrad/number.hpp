@@ -165,6 +165,10 @@ inline Status float_pow(double base, double exponent, double* out) {
         *out = negate_result ? -1.0 : 1.0;
         return Status::Ok;
     }
+    if (exponent == 1.0) {  // x**1 is exactly x: the backward pass of x**2 asks this every time
+        *out = negate_result ? -base : base;
+        return Status::Ok;
+    }
     errno = 0;
     double r = std::pow(base, exponent);
     int err = errno;
