@@ -128,6 +128,18 @@ NodeId Graph::custom(Number value, const NodeId* children, size_t n, std::string
     return id;
 }
 
+void Graph::materialize_constant(NodeId id) {
+    if (!(nodes_[id].flags & kInlineConstant)) return;
+    Number constant = param(id);
+    double grad = nodes_[id].constant_grad;
+    NodeId c = leaf(constant);  // may move nodes_: no reference into it is held
+    nodes_[c].grad = grad;
+    nodes_[c].refs = 1;
+    Node& n = nodes_[id];
+    n.child[1] = c;
+    n.flags &= static_cast<uint8_t>(~(kInlineConstant | kParamIsInt));
+}
+
 const std::string& Graph::label(NodeId id) const {
     if (!(nodes_[id].flags & kHasLabel)) return kEmpty;
     return labels_.find(id)->second;
@@ -209,12 +221,21 @@ Status Graph::propagate(NodeId id) {
             return Status::Ok;
         case Op::Add:
             nodes_[n.child[0]].grad += g;
-            nodes_[n.child[1]].grad += g;
+            if (n.flags & kInlineConstant)
+                n.constant_grad = 0.0 + g;  // zeroed, then its one contribution
+            else
+                nodes_[n.child[1]].grad += g;
             return Status::Ok;
         case Op::Mul: {
-            NodeId a = n.child[0], b = n.child[1];
-            nodes_[a].grad += value(b).as_double() * g;
-            nodes_[b].grad += value(a).as_double() * g;
+            NodeId a = n.child[0];
+            if (n.flags & kInlineConstant) {
+                nodes_[a].grad += param(id).as_double() * g;
+                n.constant_grad = 0.0 + value(a).as_double() * g;
+            } else {
+                NodeId b = n.child[1];
+                nodes_[a].grad += value(b).as_double() * g;
+                nodes_[b].grad += value(a).as_double() * g;
+            }
             return Status::Ok;
         }
         case Op::Pow: {
@@ -273,14 +294,21 @@ Status Graph::propagate(NodeId id) {
     return Status::Ok;
 }
 
+void Graph::zero_gradients() {
+    for (NodeId id : order_) {
+        nodes_[id].grad = 0.0;
+        nodes_[id].constant_grad = 0.0;
+    }
+}
+
 Status Graph::backward(NodeId root) {
     topological_order(root);
-    for (NodeId id : order_) nodes_[id].grad = 0.0;
+    zero_gradients();
     nodes_[root].grad = 1.0;
     for (size_t i = order_.size(); i-- > 0;) {
         Status s = propagate(order_[i]);
         if (s != Status::Ok) {
-            for (NodeId id : order_) nodes_[id].grad = 0.0;
+            zero_gradients();
             return s;
         }
     }

@@ -436,3 +436,34 @@ def test_fused_sum_and_dot_match_the_chain_bit_for_bit():
         results.append([bits(loss.data)] + [bits(w.grad) for w in weights] + [bits(b.grad)])
     assert results[0] == results[1]
     assert math.isfinite(loss.data)
+
+
+def every_node(root):
+    """Every node reachable from root, depth first over _children, in order."""
+    seen, order, stack = set(), [], [root]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        order.append(v)
+        stack.extend(reversed(v._children))
+    return order
+
+
+def test_every_node_including_constants_matches_pure_after_backward():
+    graphs = []
+    for V in (agrad.Value, agrad.pure.Value):
+        a, b = V(1.5, label="a"), V(-2, label="b")
+        out = ((a * 2.5 + 1) * -1 - b / 3 + 2 / a - 4) ** 2 + (7 - b).tanh()
+        out.backward()
+        graphs.append([(v._op, v.label, bits(v.data), bits(v.grad)) for v in every_node(out)])
+    assert graphs[0] == graphs[1]
+
+
+def test_a_constant_asked_for_before_backward_gets_its_gradient_after(Value):
+    w = Value(3.0)
+    y = w * 2.5
+    (const,) = [c for c in y._children if c is not w]
+    y.backward()
+    assert const.grad == 3.0 and w.grad == 2.5

@@ -79,7 +79,8 @@ public:
         union {
             int64_t i;
             double f;
-        } param;              // Pow: the exponent; Sum: the start
+        } param;              // Pow: the exponent; Sum: the start; or an inline constant
+        double constant_grad;  // the inline constant's gradient
         NodeId child[2];      // Sum, Dot, Custom: child[0] indexes lists_
         uint32_t refs;
         uint32_t stamp;       // last backward() that visited this node
@@ -115,6 +116,13 @@ public:
     // Children in the order the depth-first search visits them.
     size_t child_count(NodeId id) const;
     NodeId child(NodeId id, size_t i) const;
+
+    // The constant of `w * 2.5` (or `w + 1`, `-w`, `y - w`) lives inside its
+    // one parent, value and gradient, rather than as a node of its own: the
+    // chapter's loss has as many constants as operations.  Until this is
+    // called such a parent has one child; after it, the constant is an
+    // ordinary leaf node with the same value and gradient, for Python to see.
+    void materialize_constant(NodeId id);
 
     // -- reading and writing a node
     Number value(NodeId id) const {
@@ -155,6 +163,7 @@ private:
     static constexpr uint8_t kParamIsInt = 2;
     static constexpr uint8_t kHasLabel = 4;
     static constexpr uint8_t kHasOpName = 8;
+    static constexpr uint8_t kInlineConstant = 16;  // child[1] is the number in param
 
     static bool has_list(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::Custom; }
 
@@ -191,6 +200,7 @@ private:
     void free_unreferenced(NodeId id);
     void topological_order(NodeId root);
     Status propagate(NodeId id);
+    void zero_gradients();  // of the nodes in order_
 
     std::vector<Node> nodes_;
     std::vector<NodeId> free_;
@@ -210,15 +220,20 @@ inline Status Graph::binary(Op op, Operand a, Operand b, NodeId* out) {
     Number x = operand_value(a), y = operand_value(b);
     Status s = op == Op::Add ? agrad::add(x, y, &r) : agrad::mul(x, y, &r);
     if (s != Status::Ok) return s;
-    NodeId ca = materialize(a);
-    NodeId cb = materialize(b);
+    NodeId ca = materialize(a);  // the binding always puts a constant second
     NodeId id = allocate(op);
     Node& n = nodes_[id];
     n.child[0] = ca;
-    n.child[1] = cb;
-    set_value(id, r);
     ++nodes_[ca].refs;
-    ++nodes_[cb].refs;
+    if (b.is_node()) {
+        n.child[1] = b.node;
+        ++nodes_[b.node].refs;
+    } else {
+        n.flags |= kInlineConstant;
+        n.constant_grad = 0.0;
+        set_param(id, b.number);
+    }
+    set_value(id, r);
     *out = id;
     return Status::Ok;
 }
@@ -230,7 +245,7 @@ inline size_t Graph::child_count(NodeId id) const {
             return 0;
         case Op::Add:
         case Op::Mul:
-            return 2;
+            return (n.flags & kInlineConstant) ? 1 : 2;
         case Op::Sum:
         case Op::Dot:
         case Op::Custom:

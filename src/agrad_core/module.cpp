@@ -467,6 +467,7 @@ py::str op_text(NodeId id) {
 // free nodes.
 py::tuple children_of(py::handle self) {
     NodeId id = checked_node(self);
+    graph->materialize_constant(id);
     std::vector<NodeId> ids(graph->child_count(id));
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = graph->child(id, i);
     py::tuple out(ids.size());
