@@ -1,0 +1,122 @@
+"""Data for the chapter's regression studies.
+
+``load_body_fat()`` is the chapter's body-fat table (252 men, the target
+``body fat brozek`` first, then 14 measurements), shipped inside the package;
+its provenance is in ``body-fat-brozek.SOURCE.md`` beside it.
+``load_csv(path, target)`` reads a table of your own into the same shape, and
+``to_xy`` turns either into the book's ``X``, ``ys`` and ``feature_names``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from importlib import resources
+from typing import Sequence
+
+import pandas as pd
+
+__all__ = ["BODY_FAT_TARGET", "load_body_fat", "load_csv", "to_xy"]
+
+BODY_FAT_TARGET = "body fat brozek"
+_BODY_FAT_FILE = "body-fat-brozek.csv"
+
+
+def load_body_fat() -> pd.DataFrame:
+    """The body-fat table as a 252 x 15 DataFrame, ``body fat brozek`` first."""
+    resource = resources.files(__name__) / _BODY_FAT_FILE
+    with resource.open("r", encoding="utf-8", newline="") as stream:
+        return _read_table(stream, _BODY_FAT_FILE, BODY_FAT_TARGET, None)
+
+
+def load_csv(path: str | os.PathLike, target: str | None = None,
+             features: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a CSV with a header row into a DataFrame for the regression workflow.
+
+    The result has the ``target`` column first (default: the file's first
+    column), then ``features`` in the order given (default: every other
+    column).  Every selected cell must be a finite number: a missing column,
+    an empty cell or text where a number belongs raises ValueError naming the
+    column (and the line of the file, counting the header as line 1).
+    """
+    with open(path, encoding="utf-8", newline="") as stream:
+        return _read_table(stream, os.fspath(path), target, features)
+
+
+def _read_table(stream: io.TextIOBase, source: str, target: str | None,
+                features: Sequence[str] | None) -> pd.DataFrame:
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{source}: the file is empty (expected a header row)")
+    header = [name.strip() for name in header]
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise ValueError(f"{source}: column {duplicated[0]!r} appears more than once in the header")
+    if target is None:
+        target = header[0]
+    if features is None:
+        features = [name for name in header if name != target]
+    else:
+        features = list(features)
+    if target in features:
+        raise ValueError(f"{source}: the target {target!r} cannot also be a feature")
+    if not features:
+        raise ValueError(f"{source}: no feature columns besides the target {target!r}")
+    columns = [target, *features]
+    for name in columns:
+        if not isinstance(name, str):
+            raise TypeError(f"column names are strings, not {type(name).__name__!r}")
+        if name not in header:
+            raise ValueError(f"{source}: no column {name!r}; the columns are {', '.join(map(repr, header))}")
+    positions = [header.index(name) for name in columns]
+
+    cells: list[list[str]] = [[] for _ in columns]
+    for row in reader:
+        if not any(field.strip() for field in row):
+            continue  # a blank line
+        if len(row) != len(header):
+            raise ValueError(f"{source}, line {reader.line_num}: {len(row)} fields, "
+                             f"but the header has {len(header)}")
+        for values, name, position in zip(cells, columns, positions):
+            text = row[position].strip()
+            values.append(text)
+            _check_number(text, source, reader.line_num, name)
+    if not cells[0]:
+        raise ValueError(f"{source}: the file has a header but no rows")
+    # to_numeric keeps whole-number columns as ints, as pandas.read_csv does
+    return pd.DataFrame({name: pd.to_numeric(pd.Series(values, dtype=str)) for name, values in zip(columns, cells)})
+
+
+def _check_number(text: str, source: str, line: int, column: str) -> None:
+    where = f"{source}, line {line}, column {column!r}"
+    if not text:
+        raise ValueError(f"{where}: the value is missing")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{where}: {text!r} is not a finite number")
+
+
+def to_xy(df: pd.DataFrame, target: str | None = None) -> tuple[list[list[float]], list[float], list[str]]:
+    """The book's ``X`` (rows of features), ``ys`` and ``feature_names`` from a
+    table: the target is ``target`` (default: the first column), the features
+    every other column, in order."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"to_xy takes a pandas DataFrame, not {type(df).__name__!r}")
+    if target is None:
+        target = df.columns[0]
+    if target not in df.columns:
+        raise ValueError(f"no column {target!r}; the columns are {', '.join(map(repr, df.columns))}")
+    feature_names = [name for name in df.columns if name != target]
+    if not feature_names:
+        raise ValueError("the table has no feature columns besides the target")
+    for name in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[name]) or pd.api.types.is_bool_dtype(df[name]):
+            raise ValueError(f"column {name!r} is not numeric (dtype {df[name].dtype})")
+    return (df[feature_names].astype(float).values.tolist(), df[target].astype(float).tolist(),
+            [str(name) for name in feature_names])

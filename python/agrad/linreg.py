@@ -1,0 +1,336 @@
+"""Linear regression the autograd way: the chapter's model, training loop and
+the tools to interpret what it learned.
+
+Everything random is drawn from the module-level :mod:`random` in the order
+the book draws it, so ``random.seed(42)`` reproduces the book's printed runs::
+
+    >>> import random
+    >>> from agrad.linreg import LinReg, train
+    >>> random.seed(42)
+    >>> xs = [random.uniform(-5, 5) for _ in range(5)]
+    >>> ys = [2*x - 1 + random.gauss(0, 4) for x in xs]
+    >>> LinReg()
+    LinReg(w=0.011, b=0.000)
+
+The model and the training loop work on either engine: pass
+``value_class=agrad.pure.Value`` for the pure-Python one.  ``train`` works on
+any model that has ``parameters()`` and ``loss(xs, ys)``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+import agrad
+import agrad.pure
+
+__all__ = [
+    "ENGINES",
+    "Fit",
+    "LinReg",
+    "compare_fits",
+    "format_comparison",
+    "gaussian_log_likelihood",
+    "least_squares",
+    "mean_squared_error",
+    "model_fit",
+    "print_weights",
+    "sample_batch",
+    "standardize",
+    "train",
+]
+
+#: The engines by the names the command line uses.
+ENGINES = {"native": agrad.Value, "pure": agrad.pure.Value}
+
+
+def mean_squared_error(yhats, ys):
+    """The book's J(w, b): the mean of the squared errors.
+
+    The one place the training loss is built, so that a faster formulation
+    (a fused sum node) has a single line to replace.
+    """
+    return sum([(y - yhat) ** 2 for y, yhat in zip(ys, yhats)]) / len(ys)
+
+
+def sample_batch(xs: Sequence, ys: Sequence, m: int) -> tuple[list, list]:
+    """``m`` examples drawn without replacement, with ``random.sample`` as in the book."""
+    if len(xs) != len(ys):
+        raise ValueError(f"xs and ys differ in length: {len(xs)} inputs, {len(ys)} targets")
+    if isinstance(m, bool) or not isinstance(m, int):
+        raise TypeError(f"batch size must be an int, not {type(m).__name__!r}")
+    if not 1 <= m <= len(xs):
+        raise ValueError(f"batch size must be between 1 and the number of examples ({len(xs)}), not {m}")
+    indices = random.sample(range(len(xs)), m)
+    return [xs[i] for i in indices], [ys[i] for i in indices]
+
+
+class LinReg:
+    """The book's linear model.
+
+    ``LinReg()`` is univariate (parameters ``w`` and ``b``, a number as input);
+    ``LinReg(n_inputs=k)`` is multivariate (``weights`` and ``b``, a sequence
+    of ``k`` numbers as input).  Each weight starts at ``random.uniform(-1, 1)``
+    and the bias at 0.0, drawn in the book's order.  ``feature_names`` names
+    the weights (they become the Values' labels, and ``print_weights`` and the
+    plots use them); ``value_class`` is the engine's Value class.
+    """
+
+    def __init__(self, n_inputs: int | None = None, feature_names: Sequence[str] | None = None,
+                 value_class: type = agrad.Value):
+        if n_inputs is not None and (isinstance(n_inputs, bool) or not isinstance(n_inputs, int)):
+            raise TypeError(f"n_inputs must be an int or None, not {type(n_inputs).__name__!r}")
+        if n_inputs is not None and n_inputs < 1:
+            raise ValueError(f"n_inputs must be at least 1, not {n_inputs}")
+        if not isinstance(value_class, type):
+            raise TypeError(f"value_class must be a Value class such as agrad.Value, not {value_class!r}")
+        n_weights = 1 if n_inputs is None else n_inputs
+        if feature_names is not None:
+            feature_names = [str(name) for name in feature_names]
+            if len(feature_names) != n_weights:
+                raise ValueError(f"{len(feature_names)} feature names for {n_weights} weights")
+        self.n_inputs = n_inputs
+        self.feature_names = feature_names
+        self.value_class = value_class
+        if n_inputs is None:
+            self.w = value_class(random.uniform(-1, 1), label=feature_names[0] if feature_names else "w")
+        else:
+            labels = feature_names or [f"w{i}" for i in range(n_inputs)]
+            self.weights = [value_class(random.uniform(-1, 1), label=label) for label in labels]
+        self.b = value_class(0.0, label="b")
+
+    @property
+    def univariate(self) -> bool:
+        return self.n_inputs is None
+
+    def weight_values(self) -> list:
+        """The weight Values in input order (``[w]`` for the univariate model)."""
+        return [self.w] if self.univariate else list(self.weights)
+
+    def __call__(self, x):
+        if self.univariate:
+            return self.w * x + self.b
+        if len(x) != self.n_inputs:
+            raise ValueError(f"the model takes {self.n_inputs} inputs, got {len(x)}")
+        return sum(w * xi for w, xi in zip(self.weights, x)) + self.b
+
+    def parameters(self) -> list:
+        return self.weight_values() + [self.b]
+
+    def loss(self, xs: Sequence, ys: Sequence):
+        """The mean squared error of the model on ``xs``, ``ys`` (a Value)."""
+        if len(xs) != len(ys):
+            raise ValueError(f"xs and ys differ in length: {len(xs)} inputs, {len(ys)} targets")
+        if len(xs) == 0:
+            raise ValueError("the loss needs at least one example")
+        return mean_squared_error([self(x) for x in xs], ys)
+
+    def batch_loss(self, xs: Sequence, ys: Sequence, m: int = 10):
+        """The loss on ``m`` examples drawn at random, as in the book."""
+        return self.loss(*sample_batch(xs, ys, m))
+
+    def __repr__(self) -> str:
+        if self.univariate:
+            return f"LinReg(w={self.w.data:.3f}, b={self.b.data:.3f})"
+        weights_str = ", ".join(f"w{i}={w.data:.3f}" for i, w in enumerate(self.weights))
+        return f"LinReg({weights_str}, b={self.b.data:.3f})"
+
+
+def train(model, xs: Sequence, ys: Sequence, learning_rate: float = 0.001, n_epochs: int = 1000,
+          batch_size: int | None = None, *, log_every: int | None = 50,
+          log: Callable[[str], object] | None = None, history: list | None = None,
+          progress: bool = False):
+    """Gradient descent as in the book; returns ``model``.
+
+    Each epoch computes the loss (on the whole data when ``batch_size`` is
+    None, else on ``batch_size`` examples drawn with ``random.sample``), zeroes
+    the parameters' gradients, backpropagates and steps against the gradient.
+
+    Every ``log_every`` epochs (None or 0: never) it logs the book's line
+    ``f"{k:3} Loss: {loss.data:5.3f} {model}"`` through ``log`` (default:
+    print to stdout).  If ``history`` is a list, the loss of every epoch is
+    appended to it as a float.  ``progress=True`` shows a tqdm progress bar on
+    stderr.
+
+    A learning rate too large for the data makes the parameters blow up: that
+    raises OverflowError (from the arithmetic itself, or here when the loss
+    stops being finite) naming the epoch, rather than training on ``inf``.
+    """
+    if isinstance(n_epochs, bool) or not isinstance(n_epochs, int):
+        raise TypeError(f"n_epochs must be an int, not {type(n_epochs).__name__!r}")
+    if n_epochs < 0:
+        raise ValueError(f"n_epochs must not be negative, not {n_epochs}")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
+            or not math.isfinite(learning_rate):
+        raise ValueError(f"learning_rate must be a finite number, not {learning_rate!r}")
+    if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int)
+                                  or log_every < 0):
+        raise ValueError(f"log_every must be a non-negative int or None, not {log_every!r}")
+    if batch_size is not None:
+        sample_batch(xs, ys, batch_size)  # checks the arguments before any training
+    parameters = list(model.parameters())
+
+    epochs = range(n_epochs)
+    if progress:
+        from tqdm import tqdm
+
+        epochs = tqdm(epochs, desc="training", unit="epoch", file=sys.stderr, leave=False)
+        if log is None:
+            log = epochs.write  # keeps the bar intact under the log lines
+    if log is None:
+        log = print
+
+    for k in epochs:
+        try:
+            loss = model.loss(xs, ys) if batch_size is None else model.loss(*sample_batch(xs, ys, batch_size))
+            for p in parameters:
+                p.grad = 0
+            loss.backward()
+            for p in parameters:
+                p.data -= learning_rate * p.grad
+        except OverflowError as error:
+            raise OverflowError(f"training diverged at epoch {k} (learning rate {learning_rate} "
+                                f"too large for this data?): {error}") from error
+        if not math.isfinite(loss.data):
+            raise OverflowError(f"training diverged at epoch {k}: the loss is {loss.data} "
+                                f"(learning rate {learning_rate} too large for this data?)")
+        if history is not None:
+            history.append(float(loss.data))
+        if log_every and k % log_every == 0:
+            log(f"{k:3} Loss: {loss.data:5.3f} {model}")
+    return model
+
+
+def standardize(X: Sequence[Sequence[float]]) -> tuple[list[list[float]], np.ndarray, np.ndarray]:
+    """Z-scores of each column, as the book normalises: ``(X - mean) / std``
+    with the population standard deviation (numpy's default).
+
+    Returns the normalised rows as lists of floats, and the means and standard
+    deviations used.  A constant column cannot be normalised: ValueError.
+    """
+    X_arr = np.asarray(X, dtype=float)
+    if X_arr.ndim != 2 or X_arr.shape[0] == 0:
+        raise ValueError(f"standardize needs a non-empty table of rows, got shape {X_arr.shape}")
+    mean = X_arr.mean(axis=0)
+    std = X_arr.std(axis=0)
+    constant = np.flatnonzero(std == 0)
+    if constant.size:
+        raise ValueError(f"column {int(constant[0])} is constant: it cannot be normalised")
+    return ((X_arr - mean) / std).tolist(), mean, std
+
+
+def _model_feature_names(model, feature_names):
+    names = feature_names if feature_names is not None else getattr(model, "feature_names", None)
+    weights = model.weight_values()
+    if names is None:
+        names = ["w"] if model.univariate else [f"w{i}" for i in range(len(weights))]
+    names = list(names)
+    if len(names) != len(weights):
+        raise ValueError(f"{len(names)} feature names for {len(weights)} weights")
+    return names, [w.data for w in weights]
+
+
+def print_weights(model, feature_names: Sequence[str] | None = None, file=None) -> None:
+    """The book's table: ``f"{w:6.3f} {name}"``, largest absolute weight first.
+
+    ``feature_names`` defaults to the model's own.
+    """
+    names, weights = _model_feature_names(model, feature_names)
+    pairs = sorted(zip(names, weights), key=lambda p: abs(p[1]), reverse=True)
+    for name, w in pairs:
+        print(f"{w:6.3f} {name}", file=file)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A linear fit's weights, bias and how well it explains the data."""
+
+    weights: np.ndarray
+    bias: float
+    mse: float
+    sigma: float
+    log_likelihood: float
+
+
+def gaussian_log_likelihood(residuals: Sequence[float]) -> tuple[float, float]:
+    """The chapter's log-likelihood of residuals under i.i.d. N(0, sigma^2)
+    noise, with sigma estimated by maximum likelihood (sigma^2 = mean squared
+    residual).  Returns ``(log_likelihood, sigma)``.
+
+    With that sigma, ``-n/2 log(2 pi sigma^2) - SSE / (2 sigma^2)`` is
+    ``-n/2 (log(2 pi sigma^2) + 1)``.
+    """
+    r = np.asarray(residuals, dtype=float)
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError("the log-likelihood needs a non-empty sequence of residuals")
+    variance = float(np.mean(r**2))
+    if variance == 0.0:
+        raise ValueError("the residuals are all zero: sigma is 0 and the likelihood is unbounded")
+    return -r.size / 2 * (math.log(2 * math.pi * variance) + 1), math.sqrt(variance)
+
+
+def _fit(weights: np.ndarray, bias: float, X: np.ndarray, y: np.ndarray) -> Fit:
+    residuals = y - (X @ weights + bias)
+    log_likelihood, sigma = gaussian_log_likelihood(residuals)
+    return Fit(weights=weights, bias=float(bias), mse=float(np.mean(residuals**2)), sigma=sigma,
+               log_likelihood=log_likelihood)
+
+
+def _as_table(X, ys) -> tuple[np.ndarray, np.ndarray]:
+    X_arr = np.asarray(X, dtype=float)
+    if X_arr.ndim == 1:
+        X_arr = X_arr[:, None]  # univariate inputs
+    y = np.asarray(ys, dtype=float)
+    if X_arr.ndim != 2 or y.ndim != 1 or X_arr.shape[0] != y.shape[0] or y.size == 0:
+        raise ValueError(f"need n rows of inputs and n targets, got shapes {X_arr.shape} and {y.shape}")
+    return X_arr, y
+
+
+def least_squares(X, ys) -> Fit:
+    """The closed-form least-squares fit (numpy's lstsq with an intercept):
+    the minimum that gradient descent is heading for."""
+    X_arr, y = _as_table(X, ys)
+    design = np.column_stack([X_arr, np.ones(len(y))])
+    solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return _fit(solution[:-1], float(solution[-1]), X_arr, y)
+
+
+def model_fit(model, X, ys) -> Fit:
+    """The trained model's fit statistics, computed in plain floats."""
+    X_arr, y = _as_table(X, ys)
+    weights = np.array([w.data for w in model.weight_values()], dtype=float)
+    if weights.size != X_arr.shape[1]:
+        raise ValueError(f"the model has {weights.size} weights but the data has {X_arr.shape[1]} columns")
+    return _fit(weights, float(model.b.data), X_arr, y)
+
+
+def compare_fits(model, X, ys) -> tuple[Fit, Fit]:
+    """``(trained, least_squares)`` fits of ``model`` on the same data."""
+    return model_fit(model, X, ys), least_squares(X, ys)
+
+
+def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str:
+    """A table of weights, one column per fit (sorted by the first fit's
+    absolute weights), then bias, MSE, sigma and log-likelihood rows."""
+    if not fits:
+        raise ValueError("format_comparison needs at least one fit")
+    titles = list(fits)
+    first = fits[titles[0]]
+    names = list(feature_names)
+    if any(len(f.weights) != len(names) for f in fits.values()):
+        raise ValueError("every fit needs one weight per feature name")
+    name_width = max(len(n) for n in names + ["log-likelihood"])
+    col = max(12, *(len(t) for t in titles))
+    lines = [" " * name_width + "".join(f" {t:>{col}}" for t in titles)]
+    for i in sorted(range(len(names)), key=lambda i: abs(first.weights[i]), reverse=True):
+        lines.append(f"{names[i]:<{name_width}}" + "".join(f" {f.weights[i]:>{col}.3f}" for f in fits.values()))
+    for label, attr in [("bias", "bias"), ("MSE", "mse"), ("sigma", "sigma"),
+                        ("log-likelihood", "log_likelihood")]:
+        lines.append(f"{label:<{name_width}}" + "".join(f" {getattr(f, attr):>{col}.3f}" for f in fits.values()))
+    return "\n".join(lines)

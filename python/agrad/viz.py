@@ -1,0 +1,184 @@
+"""Pictures: the computational graph (``draw_dot``) and matplotlib figures of
+training (loss curves) and of a model's weights.
+
+``draw_dot`` returns a ``graphviz.Digraph``: it shows inline in Jupyter, and
+``.render()`` writes a file, which needs Graphviz's ``dot`` program
+(``apt-get install graphviz`` on Debian and Ubuntu, ``brew install graphviz``
+on macOS).  The figures are written as PNG files with matplotlib's Agg
+renderer, so they need no display.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Mapping, Sequence
+
+__all__ = ["MAX_DRAWN_NODES", "draw_dot", "plot_loss_curves", "plot_weights", "walk_graph"]
+
+#: Graphs with more values than this are refused by ``draw_dot``: past a few
+#: hundred nodes Graphviz takes long to lay them out and the picture is unreadable.
+MAX_DRAWN_NODES = 1000
+
+_RANKDIRS = ("LR", "RL", "TB", "BT")
+_RECORD_ESCAPES = {ord(c): "\\" + c for c in "\\{}|<>"}
+
+
+def _require(module: str, purpose: str):
+    """Import an optional dependency, or say which package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"{purpose} needs the {module!r} package: pip install 'agrad[plot]' "
+                          f"(or pip install {module})") from error
+
+
+def _children(value) -> tuple:
+    # agrad's engines keep the ordered tuple; a micrograd-style Value has only the set
+    children = getattr(value, "_children", None)
+    return tuple(value._prev) if children is None else tuple(children)
+
+
+def walk_graph(root, max_nodes: int | None = None) -> tuple[list, list]:
+    """The values reachable from ``root`` and the edges ``(child, parent)``
+    between them, found with an explicit stack (no recursion, so deep graphs
+    are fine).  Each value is listed once, keyed by identity; an edge appears
+    once per use, so ``x * x`` has two edges from ``x``.
+
+    With ``max_nodes``, stop and raise ValueError as soon as the graph is found
+    to have more values than that.
+    """
+    seen = {id(root)}
+    nodes = [root]
+    edges = []
+    stack = [root]
+    while stack:
+        value = stack.pop()
+        for child in _children(value):
+            edges.append((child, value))
+            if id(child) not in seen:
+                seen.add(id(child))
+                nodes.append(child)
+                stack.append(child)
+                if max_nodes is not None and len(nodes) > max_nodes:
+                    raise ValueError(
+                        f"the graph has more than {max_nodes} values, too many to draw legibly; "
+                        f"draw a smaller expression (for example the loss of a few examples) "
+                        f"or pass a larger max_nodes")
+    return nodes, edges
+
+
+def _format_number(x) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def draw_dot(root, format: str = "svg", rankdir: str = "LR", show_grads: bool = False,
+             max_nodes: int = MAX_DRAWN_NODES):
+    """The computational graph below ``root`` as a ``graphviz.Digraph``, drawn
+    as in the book: a record node per value (its label, its data and, with
+    ``show_grads``, its gradient) and an oval node per operation, fed by the
+    operation's inputs.  A fused ``sum`` or ``dot`` node is one operation with
+    many inputs; constants appear as leaves.
+
+    ``format`` is the file format ``render()`` writes, ``rankdir`` the layout
+    direction (``LR``, ``RL``, ``TB`` or ``BT``).  A graph of more than
+    ``max_nodes`` values raises ValueError instead of hanging Graphviz.
+    """
+    graphviz = _require("graphviz", "draw_dot")
+    if format not in graphviz.FORMATS:
+        raise ValueError(f"unknown output format {format!r}; Graphviz knows {', '.join(sorted(graphviz.FORMATS))}")
+    if rankdir not in _RANKDIRS:
+        raise ValueError(f"rankdir must be one of {', '.join(_RANKDIRS)}, not {rankdir!r}")
+    if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
+        raise ValueError(f"max_nodes must be a positive int, not {max_nodes!r}")
+    if not hasattr(root, "data") or not (hasattr(root, "_children") or hasattr(root, "_prev")):
+        raise TypeError(f"draw_dot draws a Value's graph, not a {type(root).__name__!r}")
+
+    nodes, edges = walk_graph(root, max_nodes)
+    dot = graphviz.Digraph(format=format, graph_attr={"rankdir": rankdir})
+    for value in nodes:
+        name = str(id(value))
+        # record fields are separated by | and grouped by braces: a label's own are escaped
+        fields = [value.label.translate(_RECORD_ESCAPES) or " ", f"data {_format_number(value.data)}"]
+        if show_grads:
+            fields.append(f"grad {value.grad:.4f}")
+        dot.node(name, label="{ " + " | ".join(fields) + " }", shape="record")
+        if value._op:
+            dot.node(name + value._op, label=value._op)
+            dot.edge(name + value._op, name)
+    for child, parent in edges:
+        dot.edge(str(id(child)), str(id(parent)) + parent._op)
+    return dot
+
+
+def _save(figure, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    figure.savefig(path, format="png", dpi=120, bbox_inches="tight")
+    return path
+
+
+def _figure(width: float, height: float):
+    # a bare Figure draws with Agg and touches no global pyplot state or display
+    Figure = _require("matplotlib.figure", "plotting").Figure
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def plot_loss_curves(histories: Mapping[str, Sequence[float]], path: str | os.PathLike,
+                     title: str = "Training loss", log_scale: bool = True) -> str:
+    """One line per training run: its loss at each epoch (the histories that
+    ``train(..., history=[])`` records).  A mini-batch run's line is noisy,
+    a full-batch run's smooth: that is the book's point.  Writes a PNG to
+    ``path`` and returns the path."""
+    if not histories:
+        raise ValueError("plot_loss_curves needs at least one history")
+    for name, losses in histories.items():
+        if len(losses) == 0:
+            raise ValueError(f"the history {name!r} is empty")
+    figure = _figure(8, 4.5)
+    axes = figure.add_subplot()
+    for name, losses in histories.items():
+        axes.plot(range(len(losses)), losses, label=name, linewidth=1.0, alpha=0.85)
+    if log_scale:
+        axes.set_yscale("log")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss (mean squared error)")
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend()
+    return _save(figure, path)
+
+
+def plot_weights(feature_names: Sequence[str], weights: Mapping[str, Sequence[float]],
+                 path: str | os.PathLike, title: str = "Weights") -> str:
+    """A horizontal bar chart of one or more weight vectors side by side
+    (for example gradient descent and least squares), features sorted by the
+    first vector's absolute weight, largest on top.  Writes a PNG to ``path``
+    and returns the path."""
+    import numpy as np
+
+    names = list(feature_names)
+    if not names or not weights:
+        raise ValueError("plot_weights needs feature names and at least one weight vector")
+    vectors = {label: np.asarray(w, dtype=float) for label, w in weights.items()}
+    for label, w in vectors.items():
+        if w.shape != (len(names),):
+            raise ValueError(f"{label!r} has {w.size} weights for {len(names)} features")
+    first = next(iter(vectors.values()))
+    order = np.argsort(np.abs(first))  # barh draws the first row at the bottom
+    figure = _figure(8, 0.45 * len(names) + 1.5)
+    axes = figure.add_subplot()
+    height = 0.8 / len(vectors)
+    positions = np.arange(len(names))
+    for i, (label, w) in enumerate(vectors.items()):
+        offset = (len(vectors) - 1 - i) * height - 0.4 + height / 2
+        axes.barh(positions + offset, w[order], height=height, label=label)
+    axes.set_yticks(positions, [names[i] for i in order])
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_xlabel("weight")
+    axes.set_title(title)
+    axes.grid(True, axis="x", alpha=0.3)
+    axes.legend(loc="lower right")
+    return _save(figure, path)
