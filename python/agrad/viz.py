@@ -127,11 +127,13 @@ def _figure(width: float, height: float):
 
 
 def plot_loss_curves(histories: Mapping[str, Sequence[float]], path: str | os.PathLike,
-                     title: str = "Training loss", log_scale: bool = True) -> str:
+                     title: str = "Training loss", log_scale: bool = True,
+                     references: Mapping[str, float] | None = None) -> str:
     """One line per training run: its loss at each epoch (the histories that
     ``train(..., history=[])`` records).  A mini-batch run's line is noisy,
-    a full-batch run's smooth: that is the book's point.  Writes a PNG to
-    ``path`` and returns the path."""
+    a full-batch run's smooth: that is the book's point.  ``references``
+    draws labelled horizontal lines (say, the least-squares minimum).  Writes
+    a PNG to ``path`` and returns the path."""
     if not histories:
         raise ValueError("plot_loss_curves needs at least one history")
     for name, losses in histories.items():
@@ -139,8 +141,12 @@ def plot_loss_curves(histories: Mapping[str, Sequence[float]], path: str | os.Pa
             raise ValueError(f"the history {name!r} is empty")
     figure = _figure(8, 4.5)
     axes = figure.add_subplot()
-    for name, losses in histories.items():
-        axes.plot(range(len(losses)), losses, label=name, linewidth=1.0, alpha=0.85)
+    for order, (name, losses) in enumerate(histories.items()):
+        # each later curve on top: a smooth full-batch line stays visible over a noisy one
+        axes.plot(range(len(losses)), losses, label=name, linewidth=1.2 + 0.6 * order, alpha=0.9,
+                  zorder=3 + order)
+    for name, level in (references or {}).items():
+        axes.axhline(level, color="0.2", linestyle=":", linewidth=1.2, label=name, zorder=2 + len(histories))
     if log_scale:
         axes.set_yscale("log")
     axes.set_xlabel("epoch")
