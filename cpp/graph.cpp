@@ -183,7 +183,8 @@ void Graph::free_unreferenced(NodeId id) {
 }
 
 // Post-order of a depth-first search from root over children in order, as
-// agrad.pure.topological_order lists it; written to order_.
+// agrad.pure.topological_order lists it; written to order_.  Each node's
+// gradient is zeroed as the search first reaches it, saving a second pass.
 void Graph::topological_order(NodeId root) {
     if (++epoch_ == 0) {  // the stamp wrapped: no stale stamp may look current
         for (Node& n : nodes_) n.stamp = 0;
@@ -191,18 +192,30 @@ void Graph::topological_order(NodeId root) {
     }
     order_.clear();
     stack_.clear();
-    nodes_[root].stamp = epoch_;
+    auto reach = [this](NodeId id) {
+        Node& n = nodes_[id];
+        n.stamp = epoch_;
+        n.grad = 0.0;
+        n.constant_grad = 0.0;
+    };
+    reach(root);
     stack_.emplace_back(root, 0u);
     while (!stack_.empty()) {
-        auto& [id, next] = stack_.back();
-        NodeId node = id;
-        if (next < child_count(node)) {
+        const NodeId node = stack_.back().first;
+        uint32_t next = stack_.back().second;
+        const size_t count = child_count(node);
+        bool descended = false;
+        while (next < count) {
             NodeId c = child(node, next++);
             if (nodes_[c].stamp != epoch_) {
-                nodes_[c].stamp = epoch_;
-                stack_.emplace_back(c, 0u);  // may reallocate: id/next are not used after
+                stack_.back().second = next;
+                reach(c);
+                stack_.emplace_back(c, 0u);
+                descended = true;
+                break;
             }
-        } else {
+        }
+        if (!descended) {
             order_.push_back(node);
             stack_.pop_back();
         }
@@ -303,7 +316,6 @@ void Graph::zero_gradients() {
 
 Status Graph::backward(NodeId root) {
     topological_order(root);
-    zero_gradients();
     nodes_[root].grad = 1.0;
     for (size_t i = order_.size(); i-- > 0;) {
         Status s = propagate(order_[i]);

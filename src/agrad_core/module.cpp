@@ -60,7 +60,11 @@ ValueObject* free_list[kFreeListSize];
 int free_count = 0;
 
 inline bool is_value(PyObject* o) {
-    return Py_TYPE(o) == value_type || PyType_IsSubtype(Py_TYPE(o), value_type);
+    PyTypeObject* t = Py_TYPE(o);
+    if (t == value_type) return true;
+    // the other operand is most often a plain float or int: spare it the MRO walk
+    if (t == &PyFloat_Type || t == &PyLong_Type) return false;
+    return PyType_IsSubtype(t, value_type);
 }
 
 inline NodeId node_of(PyObject* o) { return reinterpret_cast<ValueObject*>(o)->handle.node; }
