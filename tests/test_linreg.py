@@ -1,0 +1,329 @@
+"""agrad.linreg: the chapter's model and training loop, on both engines, and
+the interpretation tools (normalisation, least squares, log-likelihood)."""
+
+import math
+import random
+import statistics
+
+import numpy as np
+import pytest
+
+import agrad
+import agrad.pure
+from agrad.datasets import load_body_fat, to_xy
+from agrad.linreg import (
+    ENGINES,
+    LinReg,
+    compare_fits,
+    format_comparison,
+    gaussian_log_likelihood,
+    least_squares,
+    model_fit,
+    print_weights,
+    sample_batch,
+    standardize,
+    train,
+)
+
+ENGINE_PARAMS = pytest.mark.parametrize("value_class", [agrad.Value, agrad.pure.Value], ids=["native", "pure"])
+
+# The chapter's train() output for its 5-point data, digit for digit.
+BOOK_TRAIN_LINES = """\
+  0 Loss: 130.147 LinReg(w=-0.326, b=-0.102)
+ 50 Loss: 16.793 LinReg(w=2.578, b=-0.745)
+100 Loss: 16.778 LinReg(w=2.566, b=-0.827)
+150 Loss: 16.775 LinReg(w=2.560, b=-0.864)
+200 Loss: 16.774 LinReg(w=2.558, b=-0.880)
+250 Loss: 16.774 LinReg(w=2.557, b=-0.887)
+300 Loss: 16.774 LinReg(w=2.556, b=-0.890)
+350 Loss: 16.774 LinReg(w=2.556, b=-0.891)
+400 Loss: 16.774 LinReg(w=2.556, b=-0.892)
+450 Loss: 16.774 LinReg(w=2.556, b=-0.892)
+"""
+
+
+def book_points(n=5):
+    random.seed(42)
+    xs = [random.uniform(-5, 5) for _ in range(n)]
+    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
+    return xs, ys
+
+
+@ENGINE_PARAMS
+def test_the_books_session_prints_the_books_lines(value_class, capsys):
+    # The sequence that reproduces the book is the chapter's own, in order:
+    # seed 42, the five xs, the ys, then `lr = LinReg()` (which draws
+    # w = 0.011 and is only inspected), then `train(LinReg(), ...)`, whose
+    # *second* LinReg() draws the trained model's starting w.  Training a fresh
+    # LinReg() straight after the data does not give the book's lines: the
+    # printed losses are also the *mean* squared error, not the sum the
+    # chapter's code listing writes (that would print 392.479 for the first loss).
+    xs, ys = book_points()
+    lr = LinReg(value_class=value_class)
+    assert repr(lr) == "LinReg(w=0.011, b=0.000)"
+    lv = lr.loss(xs, ys)
+    assert isinstance(lv, value_class)
+    assert repr(lv) == "Value(: 78.49574710788079)"
+    model = train(LinReg(value_class=value_class), xs, ys, learning_rate=0.01, n_epochs=500)
+    assert capsys.readouterr().out == BOOK_TRAIN_LINES
+    assert repr(model) == "LinReg(w=2.556, b=-0.892)"
+
+
+@ENGINE_PARAMS
+def test_model_call_as_in_the_book(value_class):
+    model = LinReg(value_class=value_class)
+    model.w = value_class(10)
+    model.b = value_class(3)
+    assert repr(model(10)) == "Value(: 103)"
+
+
+def test_both_engines_train_to_identical_bits():
+    xs, ys = book_points(20)
+    finals = []
+    for value_class in ENGINES.values():
+        random.seed(7)
+        history = []
+        model = train(LinReg(value_class=value_class), xs, ys, learning_rate=0.02, n_epochs=60,
+                      batch_size=5, log_every=None, history=history)
+        finals.append(([p.data for p in model.parameters()], history))
+    assert finals[0] == finals[1]
+
+
+@ENGINE_PARAMS
+def test_multivariate_model(value_class):
+    random.seed(1)
+    model = LinReg(n_inputs=3, value_class=value_class)
+    random.seed(1)
+    expected = [random.uniform(-1, 1) for _ in range(3)]
+    assert [w.data for w in model.weights] == expected
+    assert [w.label for w in model.weights] == ["w0", "w1", "w2"]
+    assert model.b.data == 0.0
+    assert model.parameters() == [*model.weights, model.b]
+    assert repr(model) == "LinReg(" + ", ".join(f"w{i}={w:.3f}" for i, w in enumerate(expected)) + ", b=0.000)"
+    x = [1.5, -2.0, 0.25]
+    assert model(x).data == pytest.approx(sum(w * xi for w, xi in zip(expected, x)))
+    with pytest.raises(ValueError, match="takes 3 inputs, got 2"):
+        model([1.0, 2.0])
+
+
+def test_feature_names_label_the_weights():
+    model = LinReg(n_inputs=2, feature_names=["age", "height"])
+    assert [w.label for w in model.weights] == ["age", "height"]
+    assert LinReg(feature_names=["x"]).w.label == "x"
+    with pytest.raises(ValueError, match="3 feature names for 2 weights"):
+        LinReg(n_inputs=2, feature_names=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError),
+                                        ("3", TypeError)])
+def test_bad_n_inputs(bad, error):
+    with pytest.raises(error):
+        LinReg(n_inputs=bad)
+
+
+def test_value_class_must_be_a_class():
+    with pytest.raises(TypeError, match="value_class"):
+        LinReg(value_class=agrad.Value(1.0))
+
+
+@ENGINE_PARAMS
+def test_loss_is_the_mean_of_squared_errors(value_class):
+    model = LinReg(n_inputs=2, value_class=value_class)
+    X = [[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]
+    ys = [1.0, 2.0, -3.0]
+    w = [p.data for p in model.weights]
+    expected = statistics.fmean((w[0] * a + w[1] * b - y) ** 2 for (a, b), y in zip(X, ys))
+    assert model.loss(X, ys).data == pytest.approx(expected, rel=1e-15)
+    with pytest.raises(ValueError, match="differ in length"):
+        model.loss(X, ys[:2])
+    with pytest.raises(ValueError, match="at least one example"):
+        model.loss([], [])
+
+
+def test_batch_loss_samples_as_the_book():
+    xs, ys = book_points(30)
+    model = LinReg()
+    random.seed(3)
+    got = model.batch_loss(xs, ys, 4).data
+    random.seed(3)
+    indices = random.sample(range(len(xs)), 4)
+    assert got == model.loss([xs[i] for i in indices], [ys[i] for i in indices]).data
+
+
+@pytest.mark.parametrize("m, error", [(0, ValueError), (31, ValueError), (2.5, TypeError)])
+def test_bad_batch_size(m, error):
+    xs, ys = book_points(30)
+    with pytest.raises(error):
+        sample_batch(xs, ys, m)
+    with pytest.raises(error):
+        train(LinReg(), xs, ys, batch_size=m, n_epochs=1)
+
+
+def test_train_logging_history_and_silence(capsys):
+    xs, ys = book_points()
+    lines = []
+    history = []
+    train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=25, log_every=10, log=lines.append, history=history)
+    assert [line.split()[0] for line in lines] == ["0", "10", "20"]
+    assert len(history) == 25 and all(isinstance(h, float) for h in history)
+    assert history[-1] < history[0]
+    train(LinReg(), xs, ys, n_epochs=5, log_every=None)
+    train(LinReg(), xs, ys, n_epochs=5, log_every=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_train_progress_bar_goes_to_stderr(capsys):
+    xs, ys = book_points()
+    train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=60, progress=True)
+    captured = capsys.readouterr()
+    assert "training" in captured.err
+    assert captured.out.splitlines()[0].startswith("  0 Loss: ")  # log lines still reach stdout
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"n_epochs": -1}, ValueError), ({"n_epochs": 2.0}, TypeError),
+    ({"learning_rate": float("nan")}, ValueError), ({"learning_rate": "0.1"}, ValueError),
+    ({"log_every": -5}, ValueError),
+])
+def test_train_bad_arguments(kwargs, error):
+    xs, ys = book_points()
+    with pytest.raises(error):
+        train(LinReg(), xs, ys, **kwargs)
+
+
+@ENGINE_PARAMS
+def test_too_large_a_learning_rate_raises_overflow_error(value_class):
+    # the book: "if we increase the learning rate too much, we may run into
+    # errors like OverflowError: (34, 'Result too large')"
+    xs, ys = book_points()
+    with pytest.raises(OverflowError, match="diverged at epoch"):
+        train(LinReg(value_class=value_class), xs, ys, learning_rate=1.0, n_epochs=500, log_every=None)
+
+
+def test_train_works_on_any_model_with_parameters_and_loss():
+    class Quadratic:
+        """y = a x^2 + c, a model train() has never heard of."""
+
+        def __init__(self):
+            self.a = agrad.pure.Value(0.0)
+            self.c = agrad.pure.Value(0.0)
+
+        def parameters(self):
+            return [self.a, self.c]
+
+        def loss(self, xs, ys):
+            return sum((self.a * x * x + self.c - y) ** 2 for x, y in zip(xs, ys)) / len(xs)
+
+    xs = [i / 10 for i in range(-10, 11)]
+    ys = [3 * x * x - 0.5 for x in xs]
+    model = train(Quadratic(), xs, ys, learning_rate=0.5, n_epochs=800, batch_size=7, log_every=None)
+    assert model.a.data == pytest.approx(3.0, abs=1e-3)
+    assert model.c.data == pytest.approx(-0.5, abs=1e-3)
+
+
+def test_standardize_uses_the_population_std():
+    X = [[1.0, 10.0], [2.0, 20.0], [4.0, 60.0]]
+    X_norm, mean, std = standardize(X)
+    arr = np.array(X_norm)
+    np.testing.assert_allclose(arr.mean(axis=0), 0.0, atol=1e-15)
+    np.testing.assert_allclose(arr.std(axis=0), 1.0)
+    assert std[0] == pytest.approx(statistics.pstdev([1.0, 2.0, 4.0]))
+    assert mean.tolist() == pytest.approx([7 / 3, 30.0])
+    with pytest.raises(ValueError, match="column 1 is constant"):
+        standardize([[1.0, 5.0], [2.0, 5.0]])
+    with pytest.raises(ValueError):
+        standardize([])
+
+
+def test_print_weights_in_the_books_format(capsys):
+    model = LinReg(n_inputs=3, feature_names=["age", "abdomen", "knee"])
+    for w, value in zip(model.weights, [0.767, 9.433, -0.024]):
+        w.data = value
+    print_weights(model)
+    assert capsys.readouterr().out == " 9.433 abdomen\n 0.767 age\n-0.024 knee\n"
+    print_weights(model, ["a", "b", "c"])
+    assert capsys.readouterr().out.split("\n")[0] == " 9.433 b"
+    with pytest.raises(ValueError, match="2 feature names for 3 weights"):
+        print_weights(model, ["a", "b"])
+
+
+def test_least_squares_and_log_likelihood():
+    xs, ys = book_points(50)
+    fit = least_squares(xs, ys)
+    slope, intercept = np.polyfit(xs, ys, 1)
+    assert fit.weights[0] == pytest.approx(slope)
+    assert fit.bias == pytest.approx(intercept)
+    residuals = np.array(ys) - (slope * np.array(xs) + intercept)
+    sigma = math.sqrt(np.mean(residuals**2))
+    assert fit.sigma == pytest.approx(sigma)
+    # the log-likelihood is the sum of the Gaussian log densities of the residuals
+    log_density = sum(-0.5 * math.log(2 * math.pi * sigma**2) - r**2 / (2 * sigma**2) for r in residuals)
+    assert fit.log_likelihood == pytest.approx(log_density)
+    assert gaussian_log_likelihood(residuals) == pytest.approx((log_density, sigma))
+    with pytest.raises(ValueError, match="all zero"):
+        gaussian_log_likelihood([0.0, 0.0])
+    with pytest.raises(ValueError, match="n rows"):
+        least_squares([[1.0], [2.0]], [1.0])
+
+
+def test_trained_univariate_model_reaches_least_squares():
+    xs, ys = book_points()
+    model = train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=500, log_every=None)
+    trained, best = compare_fits(model, xs, ys)
+    assert trained.mse == pytest.approx(best.mse, rel=1e-5)
+    assert trained.mse == pytest.approx(16.774, abs=5e-4)  # the book's final loss
+    table = format_comparison(["w"], {"gradient descent": trained, "least squares": best})
+    assert table.splitlines()[1].split() == ["w", f"{trained.weights[0]:.3f}", f"{best.weights[0]:.3f}"]
+
+
+@pytest.fixture(scope="module")
+def body_fat():
+    X, ys, names = to_xy(load_body_fat())
+    X_norm, _, _ = standardize(X)
+    return X_norm, ys, names
+
+
+def test_body_fat_the_books_recipe(body_fat):
+    # The book's recipe (1000 epochs, mini-batches of 20, learning rate 0.05)
+    # ends on a noisy last step: over seeds its MSE lands 1-18% above the
+    # least-squares minimum (seed 42: 13%), so the claim tested is about the
+    # typical run: the median over five seeds is within 5%, and abdomen leads
+    # every time.
+    X, ys, names = body_fat
+    best = least_squares(X, ys)
+    excess = []
+    for seed in range(5, 10):
+        random.seed(seed)
+        model = train(LinReg(n_inputs=len(names), feature_names=names), X, ys,
+                      n_epochs=1000, batch_size=20, learning_rate=0.05, log_every=None)
+        fit = model_fit(model, X, ys)
+        excess.append(fit.mse / best.mse - 1)
+        assert names[int(np.argmax(np.abs(fit.weights)))] == "abdomen"
+    assert 0 <= statistics.median(excess) < 0.05
+    assert names[int(np.argmax(np.abs(best.weights)))] == "abdomen"
+
+
+def test_body_fat_full_batch_reaches_least_squares(body_fat):
+    X, ys, names = body_fat
+    random.seed(42)
+    model = train(LinReg(n_inputs=len(names)), X, ys, n_epochs=300, learning_rate=0.1, log_every=None)
+    assert names[6] == "abdomen"
+    trained, best = compare_fits(model, X, ys)
+    assert trained.mse == pytest.approx(best.mse, rel=1e-3)
+    # weight, adiposity and the circumferences are strongly correlated, so the
+    # error is flat along some directions and the weights themselves converge
+    # slowly; the large ones agree in sign and the leader is the same
+    largest = np.argsort(-np.abs(best.weights))[:5]
+    assert np.array_equal(np.sign(trained.weights[largest]), np.sign(best.weights[largest]))
+    assert names[int(np.argmax(np.abs(trained.weights)))] == "abdomen"
+
+
+def test_body_fat_on_the_pure_engine_matches_native(body_fat):
+    X, ys, names = body_fat
+    weights = []
+    for value_class in ENGINES.values():
+        random.seed(42)
+        model = train(LinReg(n_inputs=len(names), value_class=value_class), X, ys,
+                      n_epochs=40, batch_size=20, learning_rate=0.05, log_every=None)
+        weights.append([p.data for p in model.parameters()])
+    assert weights[0] == weights[1]
