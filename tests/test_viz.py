@@ -1,0 +1,172 @@
+"""agrad.viz: draw_dot's graphs (rendered for real with Graphviz's dot) and
+the matplotlib figures (written as PNG files)."""
+
+import random
+import re
+import shutil
+
+import pytest
+
+import agrad
+import agrad.pure
+from agrad.linreg import LinReg, train
+from agrad.viz import draw_dot, plot_loss_curves, plot_weights, walk_graph
+
+graphviz = pytest.importorskip("graphviz")
+ENGINE_PARAMS = pytest.mark.parametrize("value_class", [agrad.Value, agrad.pure.Value], ids=["native", "pure"])
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def book_loss(value_class, n=5):
+    random.seed(42)
+    xs = [random.uniform(-5, 5) for _ in range(n)]
+    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
+    loss = LinReg(value_class=value_class).loss(xs, ys)
+    loss.backward()
+    return loss
+
+
+def record_labels(dot):
+    return re.findall(r'label="\{ (.*?) \}" shape=record', dot.source)
+
+
+def op_labels(dot):
+    return re.findall(r'\[label="?([^"{\]]+)"?\]', dot.source)
+
+
+@ENGINE_PARAMS
+def test_the_books_loss_graph(value_class):
+    loss = book_loss(value_class)
+    nodes, edges = walk_graph(loss)
+    dot = draw_dot(loss)
+    assert isinstance(dot, graphviz.Digraph)
+    records = record_labels(dot)
+    assert len(records) == len(nodes)
+    interior = [v for v in nodes if v._op]
+    assert len(op_labels(dot)) == len(interior)
+    # an op node per operation, fed by every use of each input, feeding its result
+    assert dot.source.count("->") == len(edges) + len(interior)
+    assert "w | data 0.0107" in records and "b | data 0.0000" in records
+    assert records[0] == "  | data 78.4957"  # the root: the loss
+    assert sorted(set(op_labels(dot))) == ["*", "**2", "+"]
+    assert not any("grad" in r for r in records)
+    assert "grad 1.0000" in draw_dot(loss, show_grads=True).source
+
+
+def test_both_engines_draw_the_same_graph():
+    sources = [re.sub(r"\d{6,}", "", draw_dot(book_loss(v), show_grads=True).source)
+               for v in (agrad.Value, agrad.pure.Value)]
+    assert sorted(sources[0].splitlines()) == sorted(sources[1].splitlines())
+
+
+def test_render_svg_for_real(tmp_path):
+    if shutil.which("dot") is None:
+        pytest.fail("Graphviz's dot program is missing: apt-get install graphviz (or brew install graphviz)")
+    dot = draw_dot(book_loss(agrad.Value), format="svg", rankdir="TB", show_grads=True)
+    path = dot.render(tmp_path / "loss", cleanup=True)
+    svg = (tmp_path / "loss.svg").read_text()
+    assert path.endswith("loss.svg")
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert "data 78.4957" in svg and "grad 1.0000" in svg
+    assert "rankdir=TB" in dot.source
+
+
+def test_fused_sum_is_one_operation_with_many_inputs():
+    xs = [agrad.Value(float(i), label=f"x{i}") for i in range(6)]
+    total = agrad.sum([*xs, 2.5])
+    dot = draw_dot(total)
+    assert op_labels(dot) == ["sum"]
+    assert dot.source.count("->") == 7 + 1  # six inputs and the constant, then the result
+    assert "  | data 2.5000" in record_labels(dot)  # the constant is a leaf of its own
+
+
+def test_constants_are_leaves_and_repeated_inputs_two_edges():
+    x = agrad.pure.Value(3, label="x")
+    dot = draw_dot(x * x * 2)
+    records = record_labels(dot)
+    assert "x | data 3" in records and "  | data 2" in records and "  | data 18" in records
+    assert dot.source.count("->") == 2 + 2 + 2  # x twice into the first *, then 9 and 2, two results
+
+
+def test_micrograd_style_values_with_only_prev():
+    class Micro:
+        def __init__(self, data, children=(), op="", label=""):
+            self.data, self._prev, self._op, self.label, self.grad = data, set(children), op, label, 0.0
+
+    a, b = Micro(2.0, label="a"), Micro(3.0, label="b")
+    dot = draw_dot(Micro(6.0, (a, b), "*", "c"))
+    assert sorted(record_labels(dot)) == ["a | data 2.0000", "b | data 3.0000", "c | data 6.0000"]
+
+
+def test_labels_with_record_syntax_are_escaped(tmp_path):
+    v = agrad.Value(1.0, label="a|b{c}<d>") * 2
+    dot = draw_dot(v)
+    assert r"a\|b\{c\}\<d\>" in dot.source
+    dot.render(tmp_path / "escaped", format="svg", cleanup=True)  # dot accepts it
+
+
+def test_deep_graph_walks_without_recursion_and_is_refused_for_drawing():
+    v = agrad.Value(0.0)
+    for _ in range(50_000):
+        v = v + 1.0
+    nodes, edges = walk_graph(v)
+    assert len(nodes) == 100_001 and len(edges) == 100_000
+    with pytest.raises(ValueError, match="more than 1000 values"):
+        draw_dot(v)
+    with pytest.raises(ValueError, match="more than 10 values"):
+        walk_graph(v, max_nodes=10)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"format": "docx"}, "unknown output format"),
+    ({"rankdir": "UP"}, "rankdir must be one of"),
+    ({"max_nodes": 0}, "max_nodes"),
+])
+def test_draw_dot_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        draw_dot(agrad.Value(1.0), **kwargs)
+
+
+def test_draw_dot_needs_a_value():
+    with pytest.raises(TypeError, match="not a 'float'"):
+        draw_dot(1.0)
+
+
+def assert_png(path, min_width, min_height):
+    import matplotlib.image
+
+    with open(path, "rb") as stream:
+        assert stream.read(8) == PNG_SIGNATURE
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width >= min_width and height >= min_height
+
+
+def test_loss_curves_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    random.seed(42)
+    xs = [random.uniform(-10, 10) for _ in range(200)]
+    ys = [2 * x + 1 + random.gauss(0, 5) for x in xs]
+    full, mini = [], []
+    train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=40, log_every=None, history=full)
+    train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=40, batch_size=10, log_every=None, history=mini)
+    path = plot_loss_curves({"mini-batch of 10": mini, "full batch": full}, tmp_path / "figs" / "loss.png",
+                            references={"least squares": 25.0})
+    assert_png(path, 600, 300)
+
+
+def test_weights_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    names = ["abdomen", "weight", "hip"]
+    path = plot_weights(names, {"gradient descent": [9.1, -2.4, -1.6], "least squares": [9.5, -2.4, -1.5]},
+                        tmp_path / "weights.png")
+    assert_png(path, 600, 150)
+
+
+def test_plot_bad_arguments(tmp_path):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ValueError, match="at least one history"):
+        plot_loss_curves({}, tmp_path / "a.png")
+    with pytest.raises(ValueError, match="is empty"):
+        plot_loss_curves({"run": []}, tmp_path / "a.png")
+    with pytest.raises(ValueError, match="2 weights for 3 features"):
+        plot_weights(["a", "b", "c"], {"fit": [1.0, 2.0]}, tmp_path / "b.png")
