@@ -11,7 +11,8 @@ uint32_t Graph::new_list() {
     if (!free_lists_.empty()) {
         uint32_t i = free_lists_.back();
         free_lists_.pop_back();
-        lists_[i].clear();  // keeps its capacity for the next n-ary node
+        lists_[i].entries.clear();  // keeps its capacity for the next n-ary node
+        lists_[i].constants.clear();
         return i;
     }
     lists_.emplace_back();
@@ -72,13 +73,8 @@ Status Graph::sum(const Operand* terms, size_t n, Number start, NodeId* out) {
         if (s != Status::Ok) return s;
     }
     uint32_t list = new_list();
-    std::vector<NodeId>& children = lists_[list];
-    children.reserve(n);
-    for (size_t i = 0; i < n; ++i) {
-        NodeId c = materialize(terms[i]);
-        ++nodes_[c].refs;
-        lists_[list].push_back(c);  // materialize() may have grown nodes_, not lists_
-    }
+    lists_[list].entries.reserve(n);
+    for (size_t i = 0; i < n; ++i) append(lists_[list], terms[i]);
     NodeId id = allocate(Op::Sum);
     nodes_[id].child[0] = list;
     set_value(id, total);
@@ -98,14 +94,10 @@ Status Graph::dot(const Operand* weights, const Operand* inputs, size_t n, NodeI
         if (s != Status::Ok) return s;
     }
     uint32_t list = new_list();
-    lists_[list].reserve(2 * n);
+    lists_[list].entries.reserve(2 * n);
     for (size_t i = 0; i < n; ++i) {
-        NodeId w = materialize(weights[i]);
-        ++nodes_[w].refs;
-        lists_[list].push_back(w);
-        NodeId x = materialize(inputs[i]);
-        ++nodes_[x].refs;
-        lists_[list].push_back(x);
+        append(lists_[list], weights[i]);
+        append(lists_[list], inputs[i]);
     }
     NodeId id = allocate(Op::Dot);
     nodes_[id].child[0] = list;
@@ -116,7 +108,7 @@ Status Graph::dot(const Operand* weights, const Operand* inputs, size_t n, NodeI
 
 NodeId Graph::custom(Number value, const NodeId* children, size_t n, std::string op_name) {
     uint32_t list = new_list();
-    lists_[list].assign(children, children + n);
+    lists_[list].entries.assign(children, children + n);
     for (size_t i = 0; i < n; ++i) ++nodes_[children[i]].refs;
     NodeId id = allocate(Op::Custom);
     nodes_[id].child[0] = list;
@@ -128,7 +120,20 @@ NodeId Graph::custom(Number value, const NodeId* children, size_t n, std::string
     return id;
 }
 
-void Graph::materialize_constant(NodeId id) {
+void Graph::materialize_constants(NodeId id) {
+    if (has_list(nodes_[id].op)) {
+        uint32_t list = nodes_[id].child[0];
+        for (NodeId& entry : lists_[list].entries) {
+            if (!is_constant(entry)) continue;
+            const Constant k = lists_[list].constants[entry & ~kConstantEntry];
+            NodeId c = leaf(k.value);
+            nodes_[c].grad = k.grad;
+            nodes_[c].refs = 1;
+            entry = c;
+        }
+        lists_[list].constants.clear();
+        return;
+    }
     if (!(nodes_[id].flags & kInlineConstant)) return;
     Number constant = param(id);
     double grad = nodes_[id].constant_grad;
@@ -173,7 +178,7 @@ void Graph::free_unreferenced(NodeId id) {
         size_t count = child_count(d);
         for (size_t i = 0; i < count; ++i) {
             NodeId c = child(d, i);
-            if (--nodes_[c].refs == 0) dying_.push_back(c);
+            if (!is_constant(c) && --nodes_[c].refs == 0) dying_.push_back(c);
         }
         if (has_list(n.op)) free_lists_.push_back(n.child[0]);
         n.op = Op::Leaf;
@@ -207,7 +212,7 @@ void Graph::topological_order(NodeId root) {
         bool descended = false;
         while (next < count) {
             NodeId c = child(node, next++);
-            if (nodes_[c].stamp != epoch_) {
+            if (!is_constant(c) && nodes_[c].stamp != epoch_) {
                 stack_.back().second = next;
                 reach(c);
                 stack_.emplace_back(c, 0u);
@@ -289,17 +294,19 @@ Status Graph::propagate(NodeId id) {
         case Op::Sum: {
             // the chain start + t0 + t1 + ... hands each term the same gradient,
             // last term first
-            const std::vector<NodeId>& terms = lists_[n.child[0]];
-            for (size_t i = terms.size(); i-- > 0;) nodes_[terms[i]].grad += g;
+            ChildList& terms = lists_[n.child[0]];
+            for (size_t i = terms.entries.size(); i-- > 0;) add_to_grad(terms, terms.entries[i], g);
             return Status::Ok;
         }
         case Op::Dot: {
             // as the chain of products would: last pair first, weight then input
-            const std::vector<NodeId>& pairs = lists_[n.child[0]];
-            for (size_t i = pairs.size(); i >= 2; i -= 2) {
-                NodeId w = pairs[i - 2], x = pairs[i - 1];
-                nodes_[w].grad += value(x).as_double() * g;
-                nodes_[x].grad += value(w).as_double() * g;
+            ChildList& pairs = lists_[n.child[0]];
+            for (size_t i = pairs.entries.size(); i >= 2; i -= 2) {
+                NodeId w = pairs.entries[i - 2], x = pairs.entries[i - 1];
+                double wv = entry_value(pairs, w).as_double();
+                double xv = entry_value(pairs, x).as_double();
+                add_to_grad(pairs, w, xv * g);
+                add_to_grad(pairs, x, wv * g);
             }
             return Status::Ok;
         }
@@ -311,6 +318,8 @@ void Graph::zero_gradients() {
     for (NodeId id : order_) {
         nodes_[id].grad = 0.0;
         nodes_[id].constant_grad = 0.0;
+        if (has_list(nodes_[id].op))
+            for (Constant& k : lists_[nodes_[id].child[0]].constants) k.grad = 0.0;
     }
 }
 

@@ -467,3 +467,33 @@ def test_a_constant_asked_for_before_backward_gets_its_gradient_after(Value):
     (const,) = [c for c in y._children if c is not w]
     y.backward()
     assert const.grad == 3.0 and w.grad == 2.5
+
+
+def test_fused_nodes_show_their_constants_as_leaves():
+    w = [agrad.Value(0.5, label="w0"), agrad.Value(-2.0, label="w1")]
+    d = agrad.dot(w, [3.0, 4])
+    assert d._op == "dot" and d.data == -6.5
+    d.backward()
+    children = d._children
+    assert [c.label for c in children] == ["w0", "", "w1", ""]
+    assert [c.data for c in children] == [0.5, 3.0, -2.0, 4]
+    assert [c.grad for c in children] == [3.0, 0.5, 4.0, -2.0]
+    s = agrad.sum([w[0], 2, w[1]], start=1)
+    assert s._op == "sum" and s.data == 1.5
+    s.backward()
+    assert [c.data for c in s._children] == [0.5, 2, -2.0]
+    assert [c.grad for c in s._children] == [1.0, 1.0, 1.0]
+
+
+def test_fused_nodes_of_plain_numbers_are_plain_numbers():
+    assert agrad.sum([1, 2, 3]) == 6
+    assert agrad.dot([1.5, 2], [2, 3]) == 9.0
+
+
+def test_fused_nodes_reject_what_the_chain_would():
+    with pytest.raises(TypeError):
+        agrad.sum([agrad.Value(1.0), "x"])
+    with pytest.raises(ValueError):
+        agrad.dot([agrad.Value(1.0)], [1.0, 2.0])
+    with pytest.raises(OverflowError):
+        agrad.sum([agrad.Value(2**62), 2**62])

@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -113,16 +114,18 @@ public:
     // (an overflow, say) the graph's gradients are left at 0.
     Status backward(NodeId root);
 
-    // Children in the order the depth-first search visits them.
+    // Children in the order the depth-first search visits them; an entry of
+    // an n-ary node may be a constant (is_constant) until materialize_constants.
     size_t child_count(NodeId id) const;
     NodeId child(NodeId id, size_t i) const;
 
-    // The constant of `w * 2.5` (or `w + 1`, `-w`, `y - w`) lives inside its
-    // one parent, value and gradient, rather than as a node of its own: the
-    // chapter's loss has as many constants as operations.  Until this is
-    // called such a parent has one child; after it, the constant is an
-    // ordinary leaf node with the same value and gradient, for Python to see.
-    void materialize_constant(NodeId id);
+    // The constant of `w * 2.5` (or `w + 1`, `-w`, `y - w`, or an input of
+    // dot(weights, inputs)) lives inside its one parent, value and gradient,
+    // rather than as a node of its own: the chapter's loss has as many
+    // constants as operations.  Until this is called such a parent lacks
+    // those children; after it, each constant is an ordinary leaf node with
+    // the same value and gradient, for Python to see.
+    void materialize_constants(NodeId id);
 
     // -- reading and writing a node
     Number value(NodeId id) const {
@@ -167,12 +170,45 @@ private:
 
     static bool has_list(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::Custom; }
 
+    // An n-ary node's children.  An entry with kConstantEntry set is not a
+    // node but the index of a constant kept in the list itself.
+    static constexpr NodeId kConstantEntry = 0x80000000u;
+    struct Constant {
+        Number value;
+        double grad;
+    };
+    struct ChildList {
+        std::vector<NodeId> entries;
+        std::vector<Constant> constants;
+    };
+    static bool is_constant(NodeId entry) { return (entry & kConstantEntry) != 0; }
+    void append(ChildList& list, const Operand& o) {
+        if (o.is_node()) {
+            ++nodes_[o.node].refs;
+            list.entries.push_back(o.node);
+        } else {
+            list.entries.push_back(kConstantEntry | static_cast<NodeId>(list.constants.size()));
+            list.constants.push_back({o.number, 0.0});
+        }
+    }
+    Number entry_value(const ChildList& list, NodeId entry) const {
+        return is_constant(entry) ? list.constants[entry & ~kConstantEntry].value : value(entry);
+    }
+    void add_to_grad(ChildList& list, NodeId entry, double contribution) {
+        if (is_constant(entry))
+            list.constants[entry & ~kConstantEntry].grad = 0.0 + contribution;
+        else
+            nodes_[entry].grad += contribution;
+    }
+
     NodeId allocate(Op op) {
         NodeId id;
         if (!free_.empty()) {
             id = free_.back();
             free_.pop_back();
         } else {
+            // ids above 2**31 would collide with constant entries and Operand::kNumber
+            if (nodes_.size() >= kConstantEntry) throw std::bad_alloc();
             id = static_cast<NodeId>(nodes_.size());
             nodes_.emplace_back();
         }
@@ -204,7 +240,7 @@ private:
 
     std::vector<Node> nodes_;
     std::vector<NodeId> free_;
-    std::vector<std::vector<NodeId>> lists_;  // children of n-ary nodes
+    std::vector<ChildList> lists_;  // children of n-ary nodes
     std::vector<uint32_t> free_lists_;
     std::unordered_map<NodeId, std::string> labels_;
     std::unordered_map<NodeId, std::string> op_names_;
@@ -249,7 +285,7 @@ inline size_t Graph::child_count(NodeId id) const {
         case Op::Sum:
         case Op::Dot:
         case Op::Custom:
-            return lists_[n.child[0]].size();
+            return lists_[n.child[0]].entries.size();
         default:
             return 1;
     }
@@ -257,7 +293,7 @@ inline size_t Graph::child_count(NodeId id) const {
 
 inline NodeId Graph::child(NodeId id, size_t i) const {
     const Node& n = nodes_[id];
-    return has_list(n.op) ? lists_[n.child[0]][i] : n.child[i];
+    return has_list(n.op) ? lists_[n.child[0]].entries[i] : n.child[i];
 }
 
 }  // namespace agrad

@@ -22,6 +22,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cerrno>
+#include <new>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -471,7 +473,7 @@ py::str op_text(NodeId id) {
 // free nodes.
 py::tuple children_of(py::handle self) {
     NodeId id = checked_node(self);
-    graph->materialize_constant(id);
+    graph->materialize_constants(id);
     std::vector<NodeId> ids(graph->child_count(id));
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = graph->child(id, i);
     py::tuple out(ids.size());
@@ -588,16 +590,31 @@ PyObject* backward(PyObject* self, PyObject*) {
     Py_RETURN_NONE;
 }
 
+// No C++ exception may cross into CPython: the engine's only one is
+// std::bad_alloc (memory exhausted), which becomes MemoryError.
+template <auto F, class... Args>
+auto no_throw(Args... args) noexcept -> decltype(F(args...)) {
+    try {
+        return F(args...);
+    } catch (const std::bad_alloc&) {
+        PyErr_NoMemory();
+        if constexpr (std::is_pointer_v<decltype(F(args...))>)
+            return nullptr;
+        else
+            return -1;
+    }
+}
+
 PyGetSetDef value_getset[] = {
     {"data", get_data, set_data, "The number this Value holds: an int or a float.", nullptr},
     {"grad", get_grad, set_grad, "d(root)/d(this), set by the last backward(); a float.",
      nullptr},
-    {"label", get_label, set_label, "A name, for printing and drawing.", nullptr},
+    {"label", get_label, no_throw<set_label, PyObject*, PyObject*, void*>, "A name, for printing and drawing.", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
 PyMethodDef value_methods[] = {
-    {"backward", backward, METH_NOARGS,
+    {"backward", no_throw<backward, PyObject*, PyObject*>, METH_NOARGS,
      "Set the gradient of every node of this graph: 0, this node's 1, then the chain rule in "
      "reverse topological order."},
     {nullptr, nullptr, 0, nullptr},
@@ -606,18 +623,18 @@ PyMethodDef value_methods[] = {
 void setup_type(PyHeapTypeObject* heap_type) {
     PyTypeObject* type = &heap_type->ht_type;
     type->tp_basicsize = sizeof(ValueObject);
-    type->tp_new = value_new;
-    type->tp_init = value_init;
+    type->tp_new = no_throw<value_new, PyTypeObject*, PyObject*, PyObject*>;
+    type->tp_init = no_throw<value_init, PyObject*, PyObject*, PyObject*>;
     type->tp_dealloc = value_dealloc;
     type->tp_getset = value_getset;
     type->tp_methods = value_methods;
     PyNumberMethods* nb = &heap_type->as_number;
-    nb->nb_add = value_add;
-    nb->nb_subtract = value_subtract;
-    nb->nb_multiply = value_multiply;
-    nb->nb_true_divide = value_true_divide;
-    nb->nb_power = value_power;
-    nb->nb_negative = value_negative;
+    nb->nb_add = no_throw<value_add, PyObject*, PyObject*>;
+    nb->nb_subtract = no_throw<value_subtract, PyObject*, PyObject*>;
+    nb->nb_multiply = no_throw<value_multiply, PyObject*, PyObject*>;
+    nb->nb_true_divide = no_throw<value_true_divide, PyObject*, PyObject*>;
+    nb->nb_power = no_throw<value_power, PyObject*, PyObject*, PyObject*>;
+    nb->nb_negative = no_throw<value_negative, PyObject*>;
 }
 
 }  // namespace
