@@ -1,0 +1,116 @@
+"""python -m agrad: each subcommand runs, prints what the chapter prints, and
+fails with one line and a non-zero exit on bad input."""
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from agrad.__main__ import main
+from test_linreg import BOOK_TRAIN_LINES
+
+
+def test_default_is_the_body_fat_study_as_a_real_process():
+    done = subprocess.run([sys.executable, "-m", "agrad"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Weights, largest first:" in out
+    weights_table = out.split("Weights, largest first:\n")[1].splitlines()
+    assert weights_table[0].split()[1] == "abdomen"
+    assert "least squares" in out and "log-likelihood" in out
+    assert "% above the least-squares minimum" in out
+
+
+@pytest.mark.parametrize("engine", ["native", "pure"])
+def test_univariate_prints_the_books_lines(engine, capsys):
+    assert main(["univariate", "--engine", engine]) == 0
+    out = capsys.readouterr().out
+    assert "LinReg(w=0.011, b=0.000)" in out and "Value(: 78.49574710788079)" in out
+    assert BOOK_TRAIN_LINES in out
+
+
+def test_bodyfat_options_plots_and_raw_exercise(tmp_path, capsys):
+    assert main(["bodyfat", "--engine", "pure", "--epochs", "60", "--raw", "--plot", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Training on the pure engine: 60 epochs" in out
+    assert "learning rate 0.05: training diverged at epoch" in out  # the book's rate, unnormalised
+    assert "raw LS" in out
+    for name in ("bodyfat-weights.png", "bodyfat-loss.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_default_command_takes_its_options_without_its_name(capsys):
+    assert main(["--epochs", "5", "--seed", "1"]) == 0
+    assert "5 epochs, mini-batches of 20, learning rate 0.05, seed 1" in capsys.readouterr().out
+
+
+def test_bodyfat_on_a_users_csv(tmp_path, capsys):
+    data = tmp_path / "mine.csv"
+    data.write_text("x1,x2,y\n" + "".join(f"{i},{(i * 7) % 5},{2 * i + 3 * ((i * 7) % 5) + 1}\n" for i in range(40)))
+    assert main(["bodyfat", "--data", str(data), "--target", "y", "--epochs", "300", "--batch-size", "40",
+                 "--learning-rate", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "Predicting 'y' from 2 features" in out
+    data.write_text("x1,y\n1,2\n3,oops\n")
+    assert main(["bodyfat", "--data", str(data), "--target", "y"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"python -m agrad: error: {data}, line 3, column 'y': 'oops' is not a number")
+
+
+def test_batch_and_multivariate(tmp_path, capsys):
+    assert main(["batch", "--samples", "200", "--epochs", "60", "--plot", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mini-batch of 10:" in out and "full batch:" in out and "least squares: w=" in out
+    assert (tmp_path / "batch-loss.png").exists()
+    assert main(["multivariate", "--epochs", "300", "--log-every", "100"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if "Loss:" in line] == ["0", "100", "200"]
+    assert "w1 (true 3)" in out
+
+
+def test_graph_renders(tmp_path, capsys):
+    output = tmp_path / "graph.svg"
+    assert main(["graph", "--output", str(output), "--show-grads", "--engine", "pure"]) == 0
+    assert "<svg" in output.read_text()
+    assert not (tmp_path / "graph.gv").exists()
+    assert main(["graph", "--output", str(tmp_path / "graph")]) == 1
+    assert "needs an extension" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["nonsense"], ["bodyfat", "--epochs", "-1"], ["batch", "--learning-rate", "fast"],
+    ["univariate", "--engine", "gpu"], ["graph", "--samples", "0"],
+])
+def test_bad_arguments_exit_non_zero_with_a_message(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("python -m agrad")
+    assert "error:" in err.splitlines()[-1]
+
+
+def test_errors_found_while_running_are_one_line(capsys):
+    assert main(["batch", "--samples", "5", "--batch-size", "10"]) == 1
+    err = capsys.readouterr().err
+    assert err == "python -m agrad: error: --batch-size 10 is larger than --samples 5\n"
+    assert main(["univariate", "--learning-rate", "1.0", "--log-every", "0"]) == 1
+    assert "training diverged at epoch" in capsys.readouterr().err
+
+
+def test_help_explains_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("univariate", "batch", "multivariate", "bodyfat", "graph", "bench"):
+        assert command in out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("agrad.bench") is None, reason="agrad.bench is not written yet")
+def test_bench_help_is_forwarded(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
