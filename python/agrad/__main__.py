@@ -314,10 +314,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # bench parses its own arguments, --help included
         if argv and argv[0] == "bench":
             return run_bench(argv[1:])
-        args = build_parser().parse_args(argv or ["bodyfat"])
-        if args.command is None:
-            build_parser().error("options belong after a command, e.g. python -m agrad bodyfat --engine pure")
+        if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+            argv = ["bodyfat", *argv]  # the default command takes its options without its name
+        args = build_parser().parse_args(argv)
         args.run(args)
+    except BrokenPipeError:
+        # the reader went away (python -m agrad | head): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     # the errors a user's input or machine can cause; anything else is a bug and keeps its traceback
     except (ValueError, OverflowError, OSError, RuntimeError, ImportError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
