@@ -4,8 +4,9 @@
 the pure-Python engine with the same contract.
 """
 
+from agrad import pure
 from agrad._core import Value, dot, sum  # noqa: A004 - agrad.sum is meant to shadow the builtin
 from agrad.viz import draw_dot
 
 __version__ = "0.1.0"
-__all__ = ["Value", "dot", "draw_dot"]
+__all__ = ["Value", "dot", "draw_dot", "pure"]
