@@ -75,7 +75,9 @@ def test_same_losses_sees_one_bit():
 def test_torch_engine_when_installed():
     torch = pytest.importorskip("torch")
     workload = bench.WORKLOADS[0]
-    run = bench.Run(workload, bench.TORCH, workload.data())
+    engine = bench.torch_engine()
+    assert engine is not None
+    run = bench.Run(workload, engine, workload.data())
     before = [p.item() for p in run.params]
     run.epochs(2)
     assert all(isinstance(p, torch.Tensor) and p.dtype == torch.float64 for p in run.params)
