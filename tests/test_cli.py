@@ -6,13 +6,15 @@ import subprocess
 import sys
 
 import pytest
+from test_linreg import BOOK_TRAIN_LINES
 
 from agrad.__main__ import main
-from test_linreg import BOOK_TRAIN_LINES
 
 
 def test_default_is_the_body_fat_study_as_a_real_process():
-    done = subprocess.run([sys.executable, "-m", "agrad"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "agrad"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Weights, largest first:" in out
@@ -31,7 +33,10 @@ def test_univariate_prints_the_books_lines(engine, capsys):
 
 
 def test_bodyfat_options_plots_and_raw_exercise(tmp_path, capsys):
-    assert main(["bodyfat", "--engine", "pure", "--epochs", "60", "--raw", "--plot", str(tmp_path)]) == 0
+    assert (
+        main(["bodyfat", "--engine", "pure", "--epochs", "60", "--raw", "--plot", str(tmp_path)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Training on the pure engine: 60 epochs" in out
     assert "learning rate 0.05: training diverged at epoch" in out  # the book's rate, unnormalised
@@ -47,15 +52,35 @@ def test_default_command_takes_its_options_without_its_name(capsys):
 
 def test_bodyfat_on_a_users_csv(tmp_path, capsys):
     data = tmp_path / "mine.csv"
-    data.write_text("x1,x2,y\n" + "".join(f"{i},{(i * 7) % 5},{2 * i + 3 * ((i * 7) % 5) + 1}\n" for i in range(40)))
-    assert main(["bodyfat", "--data", str(data), "--target", "y", "--epochs", "300", "--batch-size", "40",
-                 "--learning-rate", "0.1"]) == 0
+    data.write_text(
+        "x1,x2,y\n"
+        + "".join(f"{i},{(i * 7) % 5},{2 * i + 3 * ((i * 7) % 5) + 1}\n" for i in range(40))
+    )
+    assert (
+        main(
+            [
+                "bodyfat",
+                "--data",
+                str(data),
+                "--target",
+                "y",
+                "--epochs",
+                "300",
+                "--batch-size",
+                "40",
+                "--learning-rate",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Predicting 'y' from 2 features" in out
     data.write_text("x1,y\n1,2\n3,oops\n")
     assert main(["bodyfat", "--data", str(data), "--target", "y"]) == 1
     assert capsys.readouterr().err.strip() == (
-        f"python -m agrad: error: {data}, line 3, column 'y': 'oops' is not a number")
+        f"python -m agrad: error: {data}, line 3, column 'y': 'oops' is not a number"
+    )
 
 
 def test_batch_and_multivariate(tmp_path, capsys):
@@ -78,10 +103,16 @@ def test_graph_renders(tmp_path, capsys):
     assert "needs an extension" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [
-    ["nonsense"], ["bodyfat", "--epochs", "-1"], ["batch", "--learning-rate", "fast"],
-    ["univariate", "--engine", "gpu"], ["graph", "--samples", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["nonsense"],
+        ["bodyfat", "--epochs", "-1"],
+        ["batch", "--learning-rate", "fast"],
+        ["univariate", "--engine", "gpu"],
+        ["graph", "--samples", "0"],
+    ],
+)
 def test_bad_arguments_exit_non_zero_with_a_message(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -108,7 +139,9 @@ def test_help_explains_the_commands(capsys):
         assert command in out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("agrad.bench") is None, reason="agrad.bench is not written yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("agrad.bench") is None, reason="agrad.bench is not written yet"
+)
 def test_bench_help_is_forwarded(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--help"])

@@ -7,8 +7,23 @@ import pytest
 
 from agrad.datasets import BODY_FAT_TARGET, load_body_fat, load_csv, to_xy
 
-BODY_FAT_COLUMNS = ["body fat brozek", "age", "weight", "height", "adiposity", "neck", "chest", "abdomen",
-                    "hip", "tight", "knee", "ankle", "biceps", "forearm", "wrist"]
+BODY_FAT_COLUMNS = [
+    "body fat brozek",
+    "age",
+    "weight",
+    "height",
+    "adiposity",
+    "neck",
+    "chest",
+    "abdomen",
+    "hip",
+    "tight",
+    "knee",
+    "ankle",
+    "biceps",
+    "forearm",
+    "wrist",
+]
 
 
 def test_body_fat_table():
@@ -18,15 +33,22 @@ def test_body_fat_table():
     assert df.columns[0] == BODY_FAT_TARGET
     # the chapter's Table 1: the first five examples
     preview = df[["body fat brozek", "age", "weight", "ankle"]].head()
-    assert preview.values.tolist() == [[12.6, 23, 154.25, 21.9], [6.9, 22, 173.25, 23.4], [24.6, 22, 154.00, 24.0],
-                                       [10.9, 26, 184.75, 22.8], [27.8, 24, 184.25, 24.0]]
+    assert preview.values.tolist() == [
+        [12.6, 23, 154.25, 21.9],
+        [6.9, 22, 173.25, 23.4],
+        [24.6, 22, 154.00, 24.0],
+        [10.9, 26, 184.75, 22.8],
+        [27.8, 24, 184.25, 24.0],
+    ]
     # the same frame the book gets from pandas.read_csv, dtypes included
     with (resources.files("agrad.datasets") / "body-fat-brozek.csv").open() as stream:
         pd.testing.assert_frame_equal(df, pd.read_csv(stream))
 
 
 def test_source_note_ships_beside_the_data():
-    note = (resources.files("agrad.datasets") / "body-fat-brozek.SOURCE.md").read_text(encoding="utf-8")
+    note = (resources.files("agrad.datasets") / "body-fat-brozek.SOURCE.md").read_text(
+        encoding="utf-8"
+    )
     assert "252 men" in note
 
 
@@ -35,9 +57,9 @@ def test_to_xy_as_the_book():
     X, ys, names = to_xy(df)
     assert names == BODY_FAT_COLUMNS[1:]
     assert ys == df.iloc[:, 0].tolist()
-    assert X == df.iloc[:, 1:].values.tolist()
+    assert df.iloc[:, 1:].values.tolist() == X
     assert all(type(v) is float for v in X[0])
-    X2, ys2, names2 = to_xy(df, target="age")
+    _, ys2, names2 = to_xy(df, target="age")
     assert names2[0] == "body fat brozek" and "age" not in names2
     assert ys2[:2] == [23.0, 22.0]
 
@@ -76,12 +98,15 @@ def test_load_csv_names_the_missing_column(tmp_path):
         load_csv(path, features=["x", "w"])
 
 
-@pytest.mark.parametrize("row, message", [
-    ("1,abc", r"line 3, column 'x': 'abc' is not a number"),
-    ("1,", r"line 3, column 'x': the value is missing"),
-    ("nan,2", r"line 3, column 'y': 'nan' is not a finite number"),
-    ("1,2,3", r"line 3: 3 fields, but the header has 2"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("1,abc", r"line 3, column 'x': 'abc' is not a number"),
+        ("1,", r"line 3, column 'x': the value is missing"),
+        ("nan,2", r"line 3, column 'y': 'nan' is not a finite number"),
+        ("1,2,3", r"line 3: 3 fields, but the header has 2"),
+    ],
+)
 def test_load_csv_names_column_and_line_of_a_bad_value(tmp_path, row, message):
     path = write(tmp_path, f"y,x\n1,2\n{row}\n")
     with pytest.raises(ValueError, match=message):
@@ -93,12 +118,15 @@ def test_load_csv_ignores_bad_values_in_columns_not_used(tmp_path):
     assert df.values.tolist() == [[1, 2], [3, 4]]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "the file is empty"),
-    ("y,x\n", "no rows"),
-    ("y,y\n1,2\n", "'y' appears more than once"),
-    ("y\n1\n", "no feature columns"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "the file is empty"),
+        ("y,x\n", "no rows"),
+        ("y,y\n1,2\n", "'y' appears more than once"),
+        ("y\n1\n", "no feature columns"),
+    ],
+)
 def test_load_csv_rejects_degenerate_files(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
         load_csv(write(tmp_path, text))

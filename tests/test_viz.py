@@ -13,7 +13,9 @@ from agrad.linreg import LinReg, train
 from agrad.viz import draw_dot, plot_loss_curves, plot_weights, walk_graph
 
 graphviz = pytest.importorskip("graphviz")
-ENGINE_PARAMS = pytest.mark.parametrize("value_class", [agrad.Value, agrad.pure.Value], ids=["native", "pure"])
+ENGINE_PARAMS = pytest.mark.parametrize(
+    "value_class", [agrad.Value, agrad.pure.Value], ids=["native", "pure"]
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -54,14 +56,18 @@ def test_the_books_loss_graph(value_class):
 
 
 def test_both_engines_draw_the_same_graph():
-    sources = [re.sub(r"\d{6,}", "", draw_dot(book_loss(v), show_grads=True).source)
-               for v in (agrad.Value, agrad.pure.Value)]
+    sources = [
+        re.sub(r"\d{6,}", "", draw_dot(book_loss(v), show_grads=True).source)
+        for v in (agrad.Value, agrad.pure.Value)
+    ]
     assert sorted(sources[0].splitlines()) == sorted(sources[1].splitlines())
 
 
 def test_render_svg_for_real(tmp_path):
     if shutil.which("dot") is None:
-        pytest.fail("Graphviz's dot program is missing: apt-get install graphviz (or brew install graphviz)")
+        pytest.fail(
+            "Graphviz's dot program is missing: apt-get install graphviz (or brew install graphviz)"
+        )
     dot = draw_dot(book_loss(agrad.Value), format="svg", rankdir="TB", show_grads=True)
     path = dot.render(tmp_path / "loss", cleanup=True)
     svg = (tmp_path / "loss.svg").read_text()
@@ -85,13 +91,21 @@ def test_constants_are_leaves_and_repeated_inputs_two_edges():
     dot = draw_dot(x * x * 2)
     records = record_labels(dot)
     assert "x | data 3" in records and "  | data 2" in records and "  | data 18" in records
-    assert dot.source.count("->") == 2 + 2 + 2  # x twice into the first *, then 9 and 2, two results
+    assert (
+        dot.source.count("->") == 2 + 2 + 2
+    )  # x twice into the first *, then 9 and 2, two results
 
 
 def test_micrograd_style_values_with_only_prev():
     class Micro:
         def __init__(self, data, children=(), op="", label=""):
-            self.data, self._prev, self._op, self.label, self.grad = data, set(children), op, label, 0.0
+            self.data, self._prev, self._op, self.label, self.grad = (
+                data,
+                set(children),
+                op,
+                label,
+                0.0,
+            )
 
     a, b = Micro(2.0, label="a"), Micro(3.0, label="b")
     dot = draw_dot(Micro(6.0, (a, b), "*", "c"))
@@ -117,11 +131,14 @@ def test_deep_graph_walks_without_recursion_and_is_refused_for_drawing():
         walk_graph(v, max_nodes=10)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"format": "docx"}, "unknown output format"),
-    ({"rankdir": "UP"}, "rankdir must be one of"),
-    ({"max_nodes": 0}, "max_nodes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"format": "docx"}, "unknown output format"),
+        ({"rankdir": "UP"}, "rankdir must be one of"),
+        ({"max_nodes": 0}, "max_nodes"),
+    ],
+)
 def test_draw_dot_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         draw_dot(agrad.Value(1.0), **kwargs)
@@ -148,17 +165,32 @@ def test_loss_curves_png(tmp_path):
     ys = [2 * x + 1 + random.gauss(0, 5) for x in xs]
     full, mini = [], []
     train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=40, log_every=None, history=full)
-    train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=40, batch_size=10, log_every=None, history=mini)
-    path = plot_loss_curves({"mini-batch of 10": mini, "full batch": full}, tmp_path / "figs" / "loss.png",
-                            references={"least squares": 25.0})
+    train(
+        LinReg(),
+        xs,
+        ys,
+        learning_rate=0.01,
+        n_epochs=40,
+        batch_size=10,
+        log_every=None,
+        history=mini,
+    )
+    path = plot_loss_curves(
+        {"mini-batch of 10": mini, "full batch": full},
+        tmp_path / "figs" / "loss.png",
+        references={"least squares": 25.0},
+    )
     assert_png(path, 600, 300)
 
 
 def test_weights_png(tmp_path):
     pytest.importorskip("matplotlib")
     names = ["abdomen", "weight", "hip"]
-    path = plot_weights(names, {"gradient descent": [9.1, -2.4, -1.6], "least squares": [9.5, -2.4, -1.5]},
-                        tmp_path / "weights.png")
+    path = plot_weights(
+        names,
+        {"gradient descent": [9.1, -2.4, -1.6], "least squares": [9.5, -2.4, -1.5]},
+        tmp_path / "weights.png",
+    )
     assert_png(path, 600, 150)
 
 

@@ -12,7 +12,7 @@ import os
 import random
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from agrad import linreg, viz
 
@@ -54,88 +54,169 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_common(parser: argparse.ArgumentParser, *, epochs: int, learning_rate: float,
-               log_every: int, batch_size: int | None = None, plot: bool = True) -> None:
-    parser.add_argument("--engine", choices=sorted(linreg.ENGINES), default="native",
-                        help="native: the compiled engine (default); pure: the pure-Python one")
-    parser.add_argument("--seed", type=int, default=42, help="seed of Python's random (default: %(default)s, the book's)")
-    parser.add_argument("--epochs", type=non_negative_int, default=epochs,
-                        help="training epochs (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=positive_float, default=learning_rate,
-                        help="gradient descent step size (default: %(default)s)")
+def add_common(
+    parser: argparse.ArgumentParser,
+    *,
+    epochs: int,
+    learning_rate: float,
+    log_every: int,
+    batch_size: int | None = None,
+    plot: bool = True,
+) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=sorted(linreg.ENGINES),
+        default="native",
+        help="native: the compiled engine (default); pure: the pure-Python one",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of Python's random (default: %(default)s, the book's)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=non_negative_int,
+        default=epochs,
+        help="training epochs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=learning_rate,
+        help="gradient descent step size (default: %(default)s)",
+    )
     if batch_size is not None:
-        parser.add_argument("--batch-size", type=positive_int, default=batch_size,
-                            help="examples per mini-batch (default: %(default)s)")
-    parser.add_argument("--log-every", type=non_negative_int, default=log_every, metavar="N",
-                        help="print the book's loss line every N epochs, 0 for never (default: %(default)s)")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar while training")
+        parser.add_argument(
+            "--batch-size",
+            type=positive_int,
+            default=batch_size,
+            help="examples per mini-batch (default: %(default)s)",
+        )
+    parser.add_argument(
+        "--log-every",
+        type=non_negative_int,
+        default=log_every,
+        metavar="N",
+        help="print the book's loss line every N epochs, 0 for never (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--progress", action="store_true", help="show a progress bar while training"
+    )
     if plot:
-        parser.add_argument("--plot", metavar="DIR", help="also write the run's figures as PNG files into DIR")
+        parser.add_argument(
+            "--plot", metavar="DIR", help="also write the run's figures as PNG files into DIR"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m agrad", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m agrad",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = commands.add_parser(
-        "univariate", help="the book's first fit: 5 points, y = 2x - 1 + noise",
+        "univariate",
+        help="the book's first fit: 5 points, y = 2x - 1 + noise",
         description="Fit LinReg() to the chapter's 5 points (x uniform in [-5, 5], y = 2x - 1 + "
-                    "gauss(0, 4)) by full-batch gradient descent. With the defaults it prints the "
-                    "book's lines digit for digit.")
+        "gauss(0, 4)) by full-batch gradient descent. With the defaults it prints the "
+        "book's lines digit for digit.",
+    )
     add_common(p, epochs=500, learning_rate=0.01, log_every=50)
     p.set_defaults(run=run_univariate)
 
     p = commands.add_parser(
-        "batch", help="1000 points: mini-batch against full-batch gradient descent",
+        "batch",
+        help="1000 points: mini-batch against full-batch gradient descent",
         description="Fit LinReg() to 1000 points (x uniform in [-10, 10], y = 2x + 1 + gauss(0, 5)) "
-                    "with mini-batches, then with the full batch, and compare time and result. "
-                    "--plot draws both loss curves: the mini-batch one is noisy.")
+        "with mini-batches, then with the full batch, and compare time and result. "
+        "--plot draws both loss curves: the mini-batch one is noisy.",
+    )
     add_common(p, epochs=500, learning_rate=0.01, log_every=50, batch_size=10)
-    p.add_argument("--samples", type=positive_int, default=1000, help="number of points (default: %(default)s)")
+    p.add_argument(
+        "--samples", type=positive_int, default=1000, help="number of points (default: %(default)s)"
+    )
     p.set_defaults(run=run_batch)
 
     p = commands.add_parser(
-        "multivariate", help="3 features: y = 2x0 + 3x1 - x2 + 1 + noise",
+        "multivariate",
+        help="3 features: y = 2x0 + 3x1 - x2 + 1 + noise",
         description="Fit LinReg(n_inputs=3) to 1000 points by mini-batch gradient descent, then "
-                    "compare the weights with the closed-form least-squares solution.")
+        "compare the weights with the closed-form least-squares solution.",
+    )
     add_common(p, epochs=10000, learning_rate=0.01, log_every=500, batch_size=50)
-    p.add_argument("--samples", type=positive_int, default=1000, help="number of points (default: %(default)s)")
+    p.add_argument(
+        "--samples", type=positive_int, default=1000, help="number of points (default: %(default)s)"
+    )
     p.set_defaults(run=run_multivariate)
 
     p = commands.add_parser(
-        "bodyfat", help="the body-fat study: which measurements predict body fat (the default)",
+        "bodyfat",
+        help="the body-fat study: which measurements predict body fat (the default)",
         description="Predict body fat (Brozek formula, %%) from 14 body measurements of 252 men: "
-                    "normalise the features to z-scores, train as the book does, print the weights "
-                    "largest first and compare them with the closed-form least-squares fit. "
-                    "--data and --target run the same study on a CSV file of your own.")
+        "normalise the features to z-scores, train as the book does, print the weights "
+        "largest first and compare them with the closed-form least-squares fit. "
+        "--data and --target run the same study on a CSV file of your own.",
+    )
     add_common(p, epochs=1000, learning_rate=0.05, log_every=0, batch_size=20)
-    p.add_argument("--data", metavar="CSV", help="a CSV file with a header row (default: the bundled body-fat data)")
+    p.add_argument(
+        "--data",
+        metavar="CSV",
+        help="a CSV file with a header row (default: the bundled body-fat data)",
+    )
     p.add_argument("--target", help="the column to predict (default: the first column)")
-    p.add_argument("--raw", action="store_true",
-                   help="the book's exercise: also train on the data without normalising it")
-    p.add_argument("--raw-learning-rate", type=positive_float, default=1e-5,
-                   help="learning rate for the unnormalised run (default: %(default)s; the "
-                        "normalised run's rate is tried first and diverges)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="the book's exercise: also train on the data without normalising it",
+    )
+    p.add_argument(
+        "--raw-learning-rate",
+        type=positive_float,
+        default=1e-5,
+        help="learning rate for the unnormalised run (default: %(default)s; the "
+        "normalised run's rate is tried first and diverges)",
+    )
     p.set_defaults(run=run_bodyfat)
 
     p = commands.add_parser(
-        "graph", help="draw the computational graph of the book's 5-point loss",
+        "graph",
+        help="draw the computational graph of the book's 5-point loss",
         description="Build the loss of an untrained LinReg() on the chapter's points, backpropagate, "
-                    "and render its computational graph with Graphviz (needs the `dot` program).")
-    p.add_argument("--engine", choices=sorted(linreg.ENGINES), default="native",
-                   help="native: the compiled engine (default); pure: the pure-Python one")
-    p.add_argument("--seed", type=int, default=42, help="seed of Python's random (default: %(default)s)")
-    p.add_argument("--samples", type=positive_int, default=5, help="number of points (default: %(default)s)")
-    p.add_argument("--output", default="loss-graph.svg",
-                   help="file to write; its extension picks the format (default: %(default)s)")
-    p.add_argument("--rankdir", choices=["LR", "TB", "RL", "BT"], default="LR", help="layout direction")
+        "and render its computational graph with Graphviz (needs the `dot` program).",
+    )
+    p.add_argument(
+        "--engine",
+        choices=sorted(linreg.ENGINES),
+        default="native",
+        help="native: the compiled engine (default); pure: the pure-Python one",
+    )
+    p.add_argument(
+        "--seed", type=int, default=42, help="seed of Python's random (default: %(default)s)"
+    )
+    p.add_argument(
+        "--samples", type=positive_int, default=5, help="number of points (default: %(default)s)"
+    )
+    p.add_argument(
+        "--output",
+        default="loss-graph.svg",
+        help="file to write; its extension picks the format (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rankdir", choices=["LR", "TB", "RL", "BT"], default="LR", help="layout direction"
+    )
     p.add_argument("--show-grads", action="store_true", help="show each value's gradient")
     p.set_defaults(run=run_graph)
 
     commands.add_parser(
-        "bench", add_help=False, help="native against pure-Python benchmarks (see bench --help)",
-        description="Forwarded to agrad.bench.")
+        "bench",
+        add_help=False,
+        help="native against pure-Python benchmarks (see bench --help)",
+        description="Forwarded to agrad.bench.",
+    )
     return parser
 
 
@@ -145,9 +226,17 @@ def _seed_and_engine(args) -> type:
 
 
 def _train(model, xs, ys, args, batch_size, history=None, log_every=None):
-    return linreg.train(model, xs, ys, learning_rate=args.learning_rate, n_epochs=args.epochs,
-                        batch_size=batch_size, log_every=args.log_every if log_every is None else log_every,
-                        history=history, progress=args.progress)
+    return linreg.train(
+        model,
+        xs,
+        ys,
+        learning_rate=args.learning_rate,
+        n_epochs=args.epochs,
+        batch_size=batch_size,
+        log_every=args.log_every if log_every is None else log_every,
+        history=history,
+        progress=args.progress,
+    )
 
 
 def _plot_path(args, name: str) -> str:
@@ -168,9 +257,14 @@ def run_univariate(args) -> None:
     model = _train(linreg.LinReg(value_class=value_class), xs, ys, args, None, history)
     print(f"trained: {model}, loss {history[-1]:.3f}" if history else f"untrained: {model}")
     if args.plot and history:
-        print("wrote", viz.plot_loss_curves(
-            {"full batch": history}, _plot_path(args, "univariate-loss.png"),
-            title="Univariate fit to 5 points"))
+        print(
+            "wrote",
+            viz.plot_loss_curves(
+                {"full batch": history},
+                _plot_path(args, "univariate-loss.png"),
+                title="Univariate fit to 5 points",
+            ),
+        )
 
 
 def run_batch(args) -> None:
@@ -180,7 +274,10 @@ def run_batch(args) -> None:
     if args.batch_size > args.samples:
         raise ValueError(f"--batch-size {args.batch_size} is larger than --samples {args.samples}")
     runs = {}
-    for name, batch_size in [(f"mini-batch of {args.batch_size}", args.batch_size), ("full batch", None)]:
+    for name, batch_size in [
+        (f"mini-batch of {args.batch_size}", args.batch_size),
+        ("full batch", None),
+    ]:
         print(f"{name}:")
         history: list[float] = []
         start = time.perf_counter()
@@ -193,10 +290,15 @@ def run_batch(args) -> None:
         mse = linreg.model_fit(model, xs, ys).mse
         print(f"{name}: {model}, MSE on all {args.samples} points {mse:.3f}, {seconds:.2f} s")
     if args.plot and args.epochs:
-        print("wrote", viz.plot_loss_curves(
-            {name: history for name, (_, history, _) in runs.items()}, _plot_path(args, "batch-loss.png"),
-            title=f"Loss on {args.samples} points: mini-batch (batch loss) against full batch",
-            references={"least-squares MSE": fit.mse}))
+        print(
+            "wrote",
+            viz.plot_loss_curves(
+                {name: history for name, (_, history, _) in runs.items()},
+                _plot_path(args, "batch-loss.png"),
+                title=f"Loss on {args.samples} points: mini-batch (batch loss) against full batch",
+                references={"least-squares MSE": fit.mse},
+            ),
+        )
 
 
 def run_multivariate(args) -> None:
@@ -206,16 +308,33 @@ def run_multivariate(args) -> None:
     if args.batch_size > args.samples:
         raise ValueError(f"--batch-size {args.batch_size} is larger than --samples {args.samples}")
     history: list[float] = []
-    model = _train(linreg.LinReg(n_inputs=3, value_class=value_class), X, ys, args, args.batch_size, history)
+    model = _train(
+        linreg.LinReg(n_inputs=3, value_class=value_class), X, ys, args, args.batch_size, history
+    )
     print()
     names = ["w0 (true 2)", "w1 (true 3)", "w2 (true -1)"]
-    print(linreg.format_comparison(names, dict(zip(["gradient descent", "least squares"],
-                                                   linreg.compare_fits(model, X, ys)))))
+    print(
+        linreg.format_comparison(
+            names,
+            dict(
+                zip(
+                    ["gradient descent", "least squares"],
+                    linreg.compare_fits(model, X, ys),
+                    strict=True,
+                )
+            ),
+        )
+    )
     if args.plot and history:
-        print("wrote", viz.plot_loss_curves(
-            {f"mini-batch of {args.batch_size}": history}, _plot_path(args, "multivariate-loss.png"),
-            title="Multivariate fit: loss per mini-batch",
-            references={"least-squares MSE": linreg.least_squares(X, ys).mse}))
+        print(
+            "wrote",
+            viz.plot_loss_curves(
+                {f"mini-batch of {args.batch_size}": history},
+                _plot_path(args, "multivariate-loss.png"),
+                title="Multivariate fit: loss per mini-batch",
+                references={"least-squares MSE": linreg.least_squares(X, ys).mse},
+            ),
+        )
 
 
 def run_bodyfat(args) -> None:
@@ -232,40 +351,65 @@ def run_bodyfat(args) -> None:
         source = args.data
     X, ys, names = datasets.to_xy(df, target=args.target)
     if args.batch_size > len(ys):
-        raise ValueError(f"--batch-size {args.batch_size} is larger than the {len(ys)} rows of {source}")
+        raise ValueError(
+            f"--batch-size {args.batch_size} is larger than the {len(ys)} rows of {source}"
+        )
     X_norm, _, _ = linreg.standardize(X)
     target = args.target or df.columns[0]
     print(f"Predicting {target!r} from {len(names)} features of {source}, features as z-scores.")
-    print(f"Training on the {args.engine} engine: {args.epochs} epochs, mini-batches of {args.batch_size}, "
-          f"learning rate {args.learning_rate}, seed {args.seed}.")
+    print(
+        f"Training on the {args.engine} engine: {args.epochs} epochs, mini-batches of {args.batch_size}, "
+        f"learning rate {args.learning_rate}, seed {args.seed}."
+    )
     history: list[float] = []
     start = time.perf_counter()
-    model = _train(linreg.LinReg(n_inputs=len(names), feature_names=names, value_class=value_class),
-                   X_norm, ys, args, args.batch_size, history)
+    model = _train(
+        linreg.LinReg(n_inputs=len(names), feature_names=names, value_class=value_class),
+        X_norm,
+        ys,
+        args,
+        args.batch_size,
+        history,
+    )
     print(f"Trained in {time.perf_counter() - start:.2f} s.\n")
     print("Weights, largest first:")
     linreg.print_weights(model)
     trained, best = linreg.compare_fits(model, X_norm, ys)
-    print("\nBeside the closed-form least-squares fit (weights per standard deviation of a feature):")
+    print(
+        "\nBeside the closed-form least-squares fit (weights per standard deviation of a feature):"
+    )
     print(linreg.format_comparison(names, {"gradient descent": trained, "least squares": best}))
-    print(f"\nGradient descent's mean squared error is {100 * (trained.mse / best.mse - 1):.1f}% above "
-          f"the least-squares minimum; sigma is the estimated noise, the log-likelihood the chapter's "
-          f"Gaussian one. (The last mini-batch steps are noisy: a larger --batch-size or a smaller "
-          f"--learning-rate lands closer.)")
+    print(
+        f"\nGradient descent's mean squared error is {100 * (trained.mse / best.mse - 1):.1f}% above "
+        f"the least-squares minimum; sigma is the estimated noise, the log-likelihood the chapter's "
+        f"Gaussian one. (The last mini-batch steps are noisy: a larger --batch-size or a smaller "
+        f"--learning-rate lands closer.)"
+    )
     if args.raw:
         print("\nThe same training on the unnormalised data (the book's exercise):")
         side_by_side = {"z-score GD": trained, "z-score LS": best}
         side_by_side.update(_raw_runs(args, value_class, X, ys, names))
         print(linreg.format_comparison(names, side_by_side))
     if args.plot:
-        print("wrote", viz.plot_weights(names, {"gradient descent": trained.weights, "least squares": best.weights},
-                                        _plot_path(args, "bodyfat-weights.png"),
-                                        title=f"Weights for {target!r} (features as z-scores)"))
+        print(
+            "wrote",
+            viz.plot_weights(
+                names,
+                {"gradient descent": trained.weights, "least squares": best.weights},
+                _plot_path(args, "bodyfat-weights.png"),
+                title=f"Weights for {target!r} (features as z-scores)",
+            ),
+        )
         if history:
-            print("wrote", viz.plot_loss_curves({f"mini-batch of {args.batch_size}": history},
-                                                _plot_path(args, "bodyfat-loss.png"),
-                                                title="Body-fat model: loss per mini-batch",
-                                                references={"least-squares MSE": best.mse}))
+            print(
+                "wrote",
+                viz.plot_loss_curves(
+                    {f"mini-batch of {args.batch_size}": history},
+                    _plot_path(args, "bodyfat-loss.png"),
+                    title="Body-fat model: loss per mini-batch",
+                    references={"least-squares MSE": best.mse},
+                ),
+            )
 
 
 def _raw_runs(args, value_class, X, ys, names) -> dict:
@@ -274,8 +418,16 @@ def _raw_runs(args, value_class, X, ys, names) -> dict:
         random.seed(args.seed)
         model = linreg.LinReg(n_inputs=len(names), feature_names=names, value_class=value_class)
         try:
-            linreg.train(model, X, ys, learning_rate=learning_rate, n_epochs=args.epochs,
-                         batch_size=args.batch_size, log_every=0, progress=args.progress)
+            linreg.train(
+                model,
+                X,
+                ys,
+                learning_rate=learning_rate,
+                n_epochs=args.epochs,
+                batch_size=args.batch_size,
+                log_every=0,
+                progress=args.progress,
+            )
         except OverflowError as error:
             print(f"  learning rate {learning_rate}: {error}")
             continue
@@ -294,7 +446,9 @@ def run_graph(args) -> None:
     loss.backward()
     extension = os.path.splitext(args.output)[1].lstrip(".").lower()
     if not extension:
-        raise ValueError(f"--output {args.output!r} needs an extension that names the format, e.g. .svg or .png")
+        raise ValueError(
+            f"--output {args.output!r} needs an extension that names the format, e.g. .svg or .png"
+        )
     dot = viz.draw_dot(loss, format=extension, rankdir=args.rankdir, show_grads=args.show_grads)
     print("wrote", dot.render(outfile=args.output, cleanup=True))
 
@@ -303,7 +457,9 @@ def run_bench(argv: Sequence[str]) -> int:
     try:
         from agrad import bench
     except ImportError as error:
-        raise ImportError(f"the benchmarks are not available in this installation ({error})") from error
+        raise ImportError(
+            f"the benchmarks are not available in this installation ({error})"
+        ) from error
     return bench.main(list(argv))
 
 

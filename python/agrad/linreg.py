@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import random
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -56,7 +56,7 @@ def mean_squared_error(yhats, ys):
     The one place the training loss is built, so that a faster formulation
     (a fused sum node) has a single line to replace.
     """
-    return sum([(y - yhat) ** 2 for y, yhat in zip(ys, yhats)]) / len(ys)
+    return sum([(y - yhat) ** 2 for y, yhat in zip(ys, yhats, strict=True)]) / len(ys)
 
 
 def sample_batch(xs: Sequence, ys: Sequence, m: int) -> tuple[list, list]:
@@ -66,7 +66,9 @@ def sample_batch(xs: Sequence, ys: Sequence, m: int) -> tuple[list, list]:
     if isinstance(m, bool) or not isinstance(m, int):
         raise TypeError(f"batch size must be an int, not {type(m).__name__!r}")
     if not 1 <= m <= len(xs):
-        raise ValueError(f"batch size must be between 1 and the number of examples ({len(xs)}), not {m}")
+        raise ValueError(
+            f"batch size must be between 1 and the number of examples ({len(xs)}), not {m}"
+        )
     indices = random.sample(range(len(xs)), m)
     return [xs[i] for i in indices], [ys[i] for i in indices]
 
@@ -82,14 +84,20 @@ class LinReg:
     plots use them); ``value_class`` is the engine's Value class.
     """
 
-    def __init__(self, n_inputs: int | None = None, feature_names: Sequence[str] | None = None,
-                 value_class: type = agrad.Value):
+    def __init__(
+        self,
+        n_inputs: int | None = None,
+        feature_names: Sequence[str] | None = None,
+        value_class: type = agrad.Value,
+    ):
         if n_inputs is not None and (isinstance(n_inputs, bool) or not isinstance(n_inputs, int)):
             raise TypeError(f"n_inputs must be an int or None, not {type(n_inputs).__name__!r}")
         if n_inputs is not None and n_inputs < 1:
             raise ValueError(f"n_inputs must be at least 1, not {n_inputs}")
         if not isinstance(value_class, type):
-            raise TypeError(f"value_class must be a Value class such as agrad.Value, not {value_class!r}")
+            raise TypeError(
+                f"value_class must be a Value class such as agrad.Value, not {value_class!r}"
+            )
         n_weights = 1 if n_inputs is None else n_inputs
         if feature_names is not None:
             feature_names = [str(name) for name in feature_names]
@@ -99,7 +107,9 @@ class LinReg:
         self.feature_names = feature_names
         self.value_class = value_class
         if n_inputs is None:
-            self.w = value_class(random.uniform(-1, 1), label=feature_names[0] if feature_names else "w")
+            self.w = value_class(
+                random.uniform(-1, 1), label=feature_names[0] if feature_names else "w"
+            )
         else:
             labels = feature_names or [f"w{i}" for i in range(n_inputs)]
             self.weights = [value_class(random.uniform(-1, 1), label=label) for label in labels]
@@ -118,10 +128,10 @@ class LinReg:
             return self.w * x + self.b
         if len(x) != self.n_inputs:
             raise ValueError(f"the model takes {self.n_inputs} inputs, got {len(x)}")
-        return sum(w * xi for w, xi in zip(self.weights, x)) + self.b
+        return sum(w * xi for w, xi in zip(self.weights, x, strict=True)) + self.b
 
     def parameters(self) -> list:
-        return self.weight_values() + [self.b]
+        return [*self.weight_values(), self.b]
 
     def loss(self, xs: Sequence, ys: Sequence):
         """The mean squared error of the model on ``xs``, ``ys`` (a Value)."""
@@ -142,10 +152,19 @@ class LinReg:
         return f"LinReg({weights_str}, b={self.b.data:.3f})"
 
 
-def train(model, xs: Sequence, ys: Sequence, learning_rate: float = 0.001, n_epochs: int = 1000,
-          batch_size: int | None = None, *, log_every: int | None = 50,
-          log: Callable[[str], object] | None = None, history: list | None = None,
-          progress: bool = False):
+def train(
+    model,
+    xs: Sequence,
+    ys: Sequence,
+    learning_rate: float = 0.001,
+    n_epochs: int = 1000,
+    batch_size: int | None = None,
+    *,
+    log_every: int | None = 50,
+    log: Callable[[str], object] | None = None,
+    history: list | None = None,
+    progress: bool = False,
+):
     """Gradient descent as in the book; returns ``model``.
 
     Each epoch computes the loss (on the whole data when ``batch_size`` is
@@ -166,11 +185,15 @@ def train(model, xs: Sequence, ys: Sequence, learning_rate: float = 0.001, n_epo
         raise TypeError(f"n_epochs must be an int, not {type(n_epochs).__name__!r}")
     if n_epochs < 0:
         raise ValueError(f"n_epochs must not be negative, not {n_epochs}")
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
-            or not math.isfinite(learning_rate):
+    if (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float))
+        or not math.isfinite(learning_rate)
+    ):
         raise ValueError(f"learning_rate must be a finite number, not {learning_rate!r}")
-    if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int)
-                                  or log_every < 0):
+    if log_every is not None and (
+        isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0
+    ):
         raise ValueError(f"log_every must be a non-negative int or None, not {log_every!r}")
     if batch_size is not None:
         sample_batch(xs, ys, batch_size)  # checks the arguments before any training
@@ -188,18 +211,26 @@ def train(model, xs: Sequence, ys: Sequence, learning_rate: float = 0.001, n_epo
 
     for k in epochs:
         try:
-            loss = model.loss(xs, ys) if batch_size is None else model.loss(*sample_batch(xs, ys, batch_size))
+            loss = (
+                model.loss(xs, ys)
+                if batch_size is None
+                else model.loss(*sample_batch(xs, ys, batch_size))
+            )
             for p in parameters:
                 p.grad = 0
             loss.backward()
             for p in parameters:
                 p.data -= learning_rate * p.grad
         except OverflowError as error:
-            raise OverflowError(f"training diverged at epoch {k} (learning rate {learning_rate} "
-                                f"too large for this data?): {error}") from error
+            raise OverflowError(
+                f"training diverged at epoch {k} (learning rate {learning_rate} "
+                f"too large for this data?): {error}"
+            ) from error
         if not math.isfinite(loss.data):
-            raise OverflowError(f"training diverged at epoch {k}: the loss is {loss.data} "
-                                f"(learning rate {learning_rate} too large for this data?)")
+            raise OverflowError(
+                f"training diverged at epoch {k}: the loss is {loss.data} "
+                f"(learning rate {learning_rate} too large for this data?)"
+            )
         if history is not None:
             history.append(float(loss.data))
         if log_every and k % log_every == 0:
@@ -242,7 +273,7 @@ def print_weights(model, feature_names: Sequence[str] | None = None, file=None) 
     ``feature_names`` defaults to the model's own.
     """
     names, weights = _model_feature_names(model, feature_names)
-    pairs = sorted(zip(names, weights), key=lambda p: abs(p[1]), reverse=True)
+    pairs = sorted(zip(names, weights, strict=True), key=lambda p: abs(p[1]), reverse=True)
     for name, w in pairs:
         print(f"{w:6.3f} {name}", file=file)
 
@@ -278,8 +309,13 @@ def gaussian_log_likelihood(residuals: Sequence[float]) -> tuple[float, float]:
 def _fit(weights: np.ndarray, bias: float, X: np.ndarray, y: np.ndarray) -> Fit:
     residuals = y - (X @ weights + bias)
     log_likelihood, sigma = gaussian_log_likelihood(residuals)
-    return Fit(weights=weights, bias=float(bias), mse=float(np.mean(residuals**2)), sigma=sigma,
-               log_likelihood=log_likelihood)
+    return Fit(
+        weights=weights,
+        bias=float(bias),
+        mse=float(np.mean(residuals**2)),
+        sigma=sigma,
+        log_likelihood=log_likelihood,
+    )
 
 
 def _as_table(X, ys) -> tuple[np.ndarray, np.ndarray]:
@@ -288,7 +324,9 @@ def _as_table(X, ys) -> tuple[np.ndarray, np.ndarray]:
         X_arr = X_arr[:, None]  # univariate inputs
     y = np.asarray(ys, dtype=float)
     if X_arr.ndim != 2 or y.ndim != 1 or X_arr.shape[0] != y.shape[0] or y.size == 0:
-        raise ValueError(f"need n rows of inputs and n targets, got shapes {X_arr.shape} and {y.shape}")
+        raise ValueError(
+            f"need n rows of inputs and n targets, got shapes {X_arr.shape} and {y.shape}"
+        )
     return X_arr, y
 
 
@@ -306,7 +344,9 @@ def model_fit(model, X, ys) -> Fit:
     X_arr, y = _as_table(X, ys)
     weights = np.array([w.data for w in model.weight_values()], dtype=float)
     if weights.size != X_arr.shape[1]:
-        raise ValueError(f"the model has {weights.size} weights but the data has {X_arr.shape[1]} columns")
+        raise ValueError(
+            f"the model has {weights.size} weights but the data has {X_arr.shape[1]} columns"
+        )
     return _fit(weights, float(model.b.data), X_arr, y)
 
 
@@ -325,12 +365,22 @@ def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str
     names = list(feature_names)
     if any(len(f.weights) != len(names) for f in fits.values()):
         raise ValueError("every fit needs one weight per feature name")
-    name_width = max(len(n) for n in names + ["log-likelihood"])
+    name_width = max(len(n) for n in [*names, "log-likelihood"])
     col = max(12, *(len(t) for t in titles))
     lines = [" " * name_width + "".join(f" {t:>{col}}" for t in titles)]
     for i in sorted(range(len(names)), key=lambda i: abs(first.weights[i]), reverse=True):
-        lines.append(f"{names[i]:<{name_width}}" + "".join(f" {f.weights[i]:>{col}.3f}" for f in fits.values()))
-    for label, attr in [("bias", "bias"), ("MSE", "mse"), ("sigma", "sigma"),
-                        ("log-likelihood", "log_likelihood")]:
-        lines.append(f"{label:<{name_width}}" + "".join(f" {getattr(f, attr):>{col}.3f}" for f in fits.values()))
+        lines.append(
+            f"{names[i]:<{name_width}}"
+            + "".join(f" {f.weights[i]:>{col}.3f}" for f in fits.values())
+        )
+    for label, attr in [
+        ("bias", "bias"),
+        ("MSE", "mse"),
+        ("sigma", "sigma"),
+        ("log-likelihood", "log_likelihood"),
+    ]:
+        lines.append(
+            f"{label:<{name_width}}"
+            + "".join(f" {getattr(f, attr):>{col}.3f}" for f in fits.values())
+        )
     return "\n".join(lines)

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["MAX_DRAWN_NODES", "draw_dot", "plot_loss_curves", "plot_weights", "walk_graph"]
 
@@ -29,8 +33,10 @@ def _require(module: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(f"{purpose} needs the {module!r} package: pip install 'agrad[plot]' "
-                          f"(or pip install {module})") from error
+        raise ImportError(
+            f"{purpose} needs the {module!r} package: pip install 'agrad[plot]' "
+            f"(or pip install {module})"
+        ) from error
 
 
 def _children(value) -> tuple:
@@ -64,7 +70,8 @@ def walk_graph(root, max_nodes: int | None = None) -> tuple[list, list]:
                     raise ValueError(
                         f"the graph has more than {max_nodes} values, too many to draw legibly; "
                         f"draw a smaller expression (for example the loss of a few examples) "
-                        f"or pass a larger max_nodes")
+                        f"or pass a larger max_nodes"
+                    )
     return nodes, edges
 
 
@@ -72,8 +79,13 @@ def _format_number(x) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
-def draw_dot(root, format: str = "svg", rankdir: str = "LR", show_grads: bool = False,
-             max_nodes: int = MAX_DRAWN_NODES):
+def draw_dot(
+    root,
+    format: str = "svg",  # noqa: A002 - the book's and graphviz's name for it
+    rankdir: str = "LR",
+    show_grads: bool = False,
+    max_nodes: int = MAX_DRAWN_NODES,
+):
     """The computational graph below ``root`` as a ``graphviz.Digraph``, drawn
     as in the book: a record node per value (its label, its data and, with
     ``show_grads``, its gradient) and an oval node per operation, fed by the
@@ -86,7 +98,9 @@ def draw_dot(root, format: str = "svg", rankdir: str = "LR", show_grads: bool = 
     """
     graphviz = _require("graphviz", "draw_dot")
     if format not in graphviz.FORMATS:
-        raise ValueError(f"unknown output format {format!r}; Graphviz knows {', '.join(sorted(graphviz.FORMATS))}")
+        raise ValueError(
+            f"unknown output format {format!r}; Graphviz knows {', '.join(sorted(graphviz.FORMATS))}"
+        )
     if rankdir not in _RANKDIRS:
         raise ValueError(f"rankdir must be one of {', '.join(_RANKDIRS)}, not {rankdir!r}")
     if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
@@ -99,7 +113,10 @@ def draw_dot(root, format: str = "svg", rankdir: str = "LR", show_grads: bool = 
     for value in nodes:
         name = str(id(value))
         # record fields are separated by | and grouped by braces: a label's own are escaped
-        fields = [value.label.translate(_RECORD_ESCAPES) or " ", f"data {_format_number(value.data)}"]
+        fields = [
+            value.label.translate(_RECORD_ESCAPES) or " ",
+            f"data {_format_number(value.data)}",
+        ]
         if show_grads:
             fields.append(f"grad {value.grad:.4f}")
         dot.node(name, label="{ " + " | ".join(fields) + " }", shape="record")
@@ -126,9 +143,13 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def plot_loss_curves(histories: Mapping[str, Sequence[float]], path: str | os.PathLike,
-                     title: str = "Training loss", log_scale: bool = True,
-                     references: Mapping[str, float] | None = None) -> str:
+def plot_loss_curves(
+    histories: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    title: str = "Training loss",
+    log_scale: bool = True,
+    references: Mapping[str, float] | None = None,
+) -> str:
     """One line per training run: its loss at each epoch (the histories that
     ``train(..., history=[])`` records).  A mini-batch run's line is noisy,
     a full-batch run's smooth: that is the book's point.  ``references``
@@ -143,10 +164,18 @@ def plot_loss_curves(histories: Mapping[str, Sequence[float]], path: str | os.Pa
     axes = figure.add_subplot()
     for order, (name, losses) in enumerate(histories.items()):
         # each later curve on top: a smooth full-batch line stays visible over a noisy one
-        axes.plot(range(len(losses)), losses, label=name, linewidth=1.2 + 0.6 * order, alpha=0.9,
-                  zorder=3 + order)
+        axes.plot(
+            range(len(losses)),
+            losses,
+            label=name,
+            linewidth=1.2 + 0.6 * order,
+            alpha=0.9,
+            zorder=3 + order,
+        )
     for name, level in (references or {}).items():
-        axes.axhline(level, color="0.2", linestyle=":", linewidth=1.2, label=name, zorder=2 + len(histories))
+        axes.axhline(
+            level, color="0.2", linestyle=":", linewidth=1.2, label=name, zorder=2 + len(histories)
+        )
     if log_scale:
         axes.set_yscale("log")
     axes.set_xlabel("epoch")
@@ -157,8 +186,12 @@ def plot_loss_curves(histories: Mapping[str, Sequence[float]], path: str | os.Pa
     return _save(figure, path)
 
 
-def plot_weights(feature_names: Sequence[str], weights: Mapping[str, Sequence[float]],
-                 path: str | os.PathLike, title: str = "Weights") -> str:
+def plot_weights(
+    feature_names: Sequence[str],
+    weights: Mapping[str, ArrayLike],
+    path: str | os.PathLike,
+    title: str = "Weights",
+) -> str:
     """A horizontal bar chart of one or more weight vectors side by side
     (for example gradient descent and least squares), features sorted by the
     first vector's absolute weight, largest on top.  Writes a PNG to ``path``

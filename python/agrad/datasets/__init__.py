@@ -13,8 +13,8 @@ import csv
 import io
 import math
 import os
+from collections.abc import Sequence
 from importlib import resources
-from typing import Sequence
 
 import pandas as pd
 
@@ -26,13 +26,13 @@ _BODY_FAT_FILE = "body-fat-brozek.csv"
 
 def load_body_fat() -> pd.DataFrame:
     """The body-fat table as a 252 x 15 DataFrame, ``body fat brozek`` first."""
-    resource = resources.files(__name__) / _BODY_FAT_FILE
-    with resource.open("r", encoding="utf-8", newline="") as stream:
-        return _read_table(stream, _BODY_FAT_FILE, BODY_FAT_TARGET, None)
+    text = (resources.files(__name__) / _BODY_FAT_FILE).read_text(encoding="utf-8")
+    return _read_table(io.StringIO(text, newline=""), _BODY_FAT_FILE, BODY_FAT_TARGET, None)
 
 
-def load_csv(path: str | os.PathLike, target: str | None = None,
-             features: Sequence[str] | None = None) -> pd.DataFrame:
+def load_csv(
+    path: str | os.PathLike, target: str | None = None, features: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Read a CSV with a header row into a DataFrame for the regression workflow.
 
     The result has the ``target`` column first (default: the file's first
@@ -45,8 +45,9 @@ def load_csv(path: str | os.PathLike, target: str | None = None,
         return _read_table(stream, os.fspath(path), target, features)
 
 
-def _read_table(stream: io.TextIOBase, source: str, target: str | None,
-                features: Sequence[str] | None) -> pd.DataFrame:
+def _read_table(
+    stream: io.TextIOBase, source: str, target: str | None, features: Sequence[str] | None
+) -> pd.DataFrame:
     reader = csv.reader(stream)
     header = next(reader, None)
     if header is None:
@@ -57,10 +58,7 @@ def _read_table(stream: io.TextIOBase, source: str, target: str | None,
         raise ValueError(f"{source}: column {duplicated[0]!r} appears more than once in the header")
     if target is None:
         target = header[0]
-    if features is None:
-        features = [name for name in header if name != target]
-    else:
-        features = list(features)
+    features = [name for name in header if name != target] if features is None else list(features)
     if target in features:
         raise ValueError(f"{source}: the target {target!r} cannot also be a feature")
     if not features:
@@ -70,7 +68,9 @@ def _read_table(stream: io.TextIOBase, source: str, target: str | None,
         if not isinstance(name, str):
             raise TypeError(f"column names are strings, not {type(name).__name__!r}")
         if name not in header:
-            raise ValueError(f"{source}: no column {name!r}; the columns are {', '.join(map(repr, header))}")
+            raise ValueError(
+                f"{source}: no column {name!r}; the columns are {', '.join(map(repr, header))}"
+            )
     positions = [header.index(name) for name in columns]
 
     cells: list[list[str]] = [[] for _ in columns]
@@ -78,16 +78,23 @@ def _read_table(stream: io.TextIOBase, source: str, target: str | None,
         if not any(field.strip() for field in row):
             continue  # a blank line
         if len(row) != len(header):
-            raise ValueError(f"{source}, line {reader.line_num}: {len(row)} fields, "
-                             f"but the header has {len(header)}")
-        for values, name, position in zip(cells, columns, positions):
+            raise ValueError(
+                f"{source}, line {reader.line_num}: {len(row)} fields, "
+                f"but the header has {len(header)}"
+            )
+        for values, name, position in zip(cells, columns, positions, strict=True):
             text = row[position].strip()
             values.append(text)
             _check_number(text, source, reader.line_num, name)
     if not cells[0]:
         raise ValueError(f"{source}: the file has a header but no rows")
     # to_numeric keeps whole-number columns as ints, as pandas.read_csv does
-    return pd.DataFrame({name: pd.to_numeric(pd.Series(values, dtype=str)) for name, values in zip(columns, cells)})
+    return pd.DataFrame(
+        {
+            name: pd.to_numeric(pd.Series(values, dtype=str))
+            for name, values in zip(columns, cells, strict=True)
+        }
+    )
 
 
 def _check_number(text: str, source: str, line: int, column: str) -> None:
@@ -102,7 +109,9 @@ def _check_number(text: str, source: str, line: int, column: str) -> None:
         raise ValueError(f"{where}: {text!r} is not a finite number")
 
 
-def to_xy(df: pd.DataFrame, target: str | None = None) -> tuple[list[list[float]], list[float], list[str]]:
+def to_xy(
+    df: pd.DataFrame, target: str | None = None
+) -> tuple[list[list[float]], list[float], list[str]]:
     """The book's ``X`` (rows of features), ``ys`` and ``feature_names`` from a
     table: the target is ``target`` (default: the first column), the features
     every other column, in order."""
@@ -111,12 +120,17 @@ def to_xy(df: pd.DataFrame, target: str | None = None) -> tuple[list[list[float]
     if target is None:
         target = df.columns[0]
     if target not in df.columns:
-        raise ValueError(f"no column {target!r}; the columns are {', '.join(map(repr, df.columns))}")
+        raise ValueError(
+            f"no column {target!r}; the columns are {', '.join(map(repr, df.columns))}"
+        )
     feature_names = [name for name in df.columns if name != target]
     if not feature_names:
         raise ValueError("the table has no feature columns besides the target")
     for name in df.columns:
         if not pd.api.types.is_numeric_dtype(df[name]) or pd.api.types.is_bool_dtype(df[name]):
             raise ValueError(f"column {name!r} is not numeric (dtype {df[name].dtype})")
-    return (df[feature_names].astype(float).values.tolist(), df[target].astype(float).tolist(),
-            [str(name) for name in feature_names])
+    return (
+        df[feature_names].astype(float).values.tolist(),
+        df[target].astype(float).tolist(),
+        [str(name) for name in feature_names],
+    )
