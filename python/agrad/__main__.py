@@ -19,7 +19,8 @@ from agrad import linreg, viz
 DESCRIPTION = """\
 The runs of the chapter "Linear Regression the Autograd Way", on agrad.
 
-With no arguments: the body-fat study (the same as `python -m agrad bodyfat`).
+With no command: the body-fat study (`python -m agrad --seed 9` is
+`python -m agrad bodyfat --seed 9`).
 Every run is seeded (default --seed 42) so it prints the same numbers each
 time; --engine pure runs the same code on the pure-Python engine."""
 
@@ -263,6 +264,7 @@ def run_univariate(args) -> None:
                 {"full batch": history},
                 _plot_path(args, "univariate-loss.png"),
                 title="Univariate fit to 5 points",
+                references={"least-squares MSE": linreg.least_squares(xs, ys).mse},
             ),
         )
 

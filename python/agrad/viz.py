@@ -178,6 +178,10 @@ def plot_loss_curves(
         )
     if log_scale:
         axes.set_yscale("log")
+        # plain numbers (20, 30, 100) rather than 2x10^1: losses are read, not admired
+        ticker = _require("matplotlib.ticker", "plotting")
+        axes.yaxis.set_major_formatter(ticker.LogFormatter())
+        axes.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss (mean squared error)")
     axes.set_title(title)
