@@ -25,34 +25,26 @@ Every run is seeded (default --seed 42) so it prints the same numbers each
 time; --engine pure runs the same code on the pure-Python engine."""
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _number_argument(convert, kind: str, accept, requirement: str):
+    """An argparse type: ``convert`` the text, then insist on ``accept``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, not {text}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
+positive_int = _number_argument(int, "a whole number", lambda v: v >= 1, "at least 1")
+non_negative_int = _number_argument(int, "a whole number", lambda v: v >= 0, "0 or more")
+positive_float = _number_argument(
+    float, "a number", lambda v: 0 < v < float("inf"), "a positive number"
+)
 
 
 def add_common(
