@@ -422,7 +422,6 @@ def micro_benchmarks(engines: Sequence[Engine], settings: Settings) -> dict[str,
     number_engines = [e for e in engines if not e.fused]
     samplers: dict[str, dict[str, Callable[[], float]]] = {}
     n_terms = settings.micro_sum_terms
-    nodes_per_graph = {}
     for e in number_engines:
         ns = {
             "a": e.number(1.5),
@@ -445,15 +444,14 @@ def micro_benchmarks(engines: Sequence[Engine], settings: Settings) -> dict[str,
             )
         if e is FLOATS:
             continue
-        ns["loss"] = loss = chain_graph(e.number, random.Random(3), 1000)
+        ns["loss"] = chain_graph(e.number, random.Random(3), 1000)
         stmt = "loss.backward(retain_graph=True)" if e.key == "torch" else "loss.backward()"
         samplers.setdefault("backward per node", {})[e.key] = per_call_seconds(
             stmt, ns, settings.micro_seconds
         )
-        if e is PURE:
-            nodes_per_graph["pure"] = len(agrad.pure.topological_order(loss))
-    # every engine builds the same graph, node for node, so the pure engine's count serves all
-    n_nodes = nodes_per_graph["pure"]
+    # per node of the graph as the chapter's Value builds it, which agrad.pure
+    # does node for node (the native engine keeps constants inside their parents)
+    n_nodes = chapter_graph_nodes()
     samples: dict[str, dict[str, list[float]]] = {
         op: {k: [] for k in s} for op, s in samplers.items()
     }
@@ -483,8 +481,13 @@ def rss_bytes() -> int | None:
         return None
 
 
-def bytes_per_node() -> dict[str, float]:
-    """Memory per live node of the workload-2 loss graph, held by its root.
+def chapter_graph_nodes() -> int:
+    """Nodes of the workload-2 loss graph as the chapter's Value (agrad.pure) builds it."""
+    return len(agrad.pure.topological_order(chain_graph(PURE.number, random.Random(3), 1000)))
+
+
+def loss_graph_memory() -> dict[str, tuple[int, int]]:
+    """(bytes, nodes) of the workload-2 loss graph held by its root, per engine.
 
     Python-side bytes are tracemalloc's; the native engine adds its arena,
     live nodes times the node size."""
@@ -500,10 +503,10 @@ def bytes_per_node() -> dict[str, float]:
             tracemalloc.stop()
         if engine is PURE:
             n_nodes = len(agrad.pure.topological_order(loss))
-            result[engine.key] = python_bytes / n_nodes
+            result[engine.key] = (python_bytes, n_nodes)
         else:
             n_nodes = _core._live_nodes() - nodes_before
-            result[engine.key] = (python_bytes + n_nodes * _core._node_bytes()) / n_nodes
+            result[engine.key] = (python_bytes + n_nodes * _core._node_bytes(), n_nodes)
         del loss
     return result
 
@@ -602,7 +605,7 @@ class Report:
     settings_name: str
     workloads: list[WorkloadResult]
     micro: dict[str, dict[str, float]]
-    node_bytes: dict[str, float]
+    graph_memory: dict[str, tuple[int, int]]
     soak: Soak
     split: dict[str, float]
     engines: list[str]
@@ -817,7 +820,9 @@ def render_markdown(report: Report, chart_name: str | None, profile_text: str | 
         markdown_table(MICRO_HEADER, report.micro_rows()),
         "",
         "`backward per node` is `loss.backward()` on the workload-2 loss graph "
-        "(torch with `retain_graph=True`) divided by its node count.",
+        "(torch with `retain_graph=True`) divided by its node count as the chapter's `Value` "
+        f"builds it ({report.graph_memory['pure'][1]} nodes, as in agrad.pure; the native engine "
+        f"keeps constants inside their parents and holds {report.graph_memory['native'][1]}).",
         "",
         "## Memory",
         "",
@@ -826,8 +831,7 @@ def render_markdown(report: Report, chart_name: str | None, profile_text: str | 
         "Python-side peaks are tracemalloc's; the native engine's arena is C++ memory, counted as "
         f"peak live nodes x {_core._node_bytes()} bytes. torch's own C++ memory is not counted.",
         "",
-        "Bytes per live node of the workload-2 loss graph: "
-        f"native {report.node_bytes['native']:.0f}, pure {report.node_bytes['pure']:.0f}.",
+        graph_memory_text(report.graph_memory),
         "",
         soak_text(report.soak),
         "",
@@ -851,6 +855,18 @@ def render_markdown(report: Report, chart_name: str | None, profile_text: str | 
             "",
         ]
     return "\n".join(parts)
+
+
+def graph_memory_text(graph_memory: dict[str, tuple[int, int]]) -> str:
+    parts = [
+        f"{key} {total / 1024:.0f} KiB for {nodes} live nodes ({total / nodes:.0f} bytes each)"
+        for key, (total, nodes) in graph_memory.items()
+    ]
+    native, pure = graph_memory["native"][0], graph_memory["pure"][0]
+    return (
+        f"The workload-2 loss graph, held by its root: {'; '.join(parts)}; "
+        f"pure / native: {pure / native:.1f}x."
+    )
 
 
 def soak_text(soak: Soak) -> str:
@@ -940,11 +956,13 @@ def run_suite(settings: Settings, settings_name: str, log: Callable[[str], None]
     micro = micro_benchmarks(engines, settings)
     log(f"  micro-benchmarks: {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
-    node_bytes = bytes_per_node()
+    graph_memory = loss_graph_memory()
     soak = memory_soak(settings.soak_epochs)
     log(f"  memory: {time.perf_counter() - t0:.1f} s")
     split = time_split(settings)
-    return Report(settings_name, results, micro, node_bytes, soak, split, [e.key for e in engines])
+    return Report(
+        settings_name, results, micro, graph_memory, soak, split, [e.key for e in engines]
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
