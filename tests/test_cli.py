@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from test_linreg import BOOK_TRAIN_LINES
+from chapter import BOOK_TRAIN_LINES
 
 from agrad.__main__ import main
 

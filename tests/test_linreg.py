@@ -10,6 +10,7 @@ import pytest
 
 import agrad
 import agrad.pure
+from chapter import BOOK_TRAIN_LINES, book_points
 from agrad.datasets import load_body_fat, to_xy
 from agrad.linreg import (
     ENGINES,
@@ -28,28 +29,6 @@ from agrad.linreg import (
 ENGINE_PARAMS = pytest.mark.parametrize(
     "value_class", [agrad.Value, agrad.pure.Value], ids=["native", "pure"]
 )
-
-# The chapter's train() output for its 5-point data, digit for digit.
-BOOK_TRAIN_LINES = """\
-  0 Loss: 130.147 LinReg(w=-0.326, b=-0.102)
- 50 Loss: 16.793 LinReg(w=2.578, b=-0.745)
-100 Loss: 16.778 LinReg(w=2.566, b=-0.827)
-150 Loss: 16.775 LinReg(w=2.560, b=-0.864)
-200 Loss: 16.774 LinReg(w=2.558, b=-0.880)
-250 Loss: 16.774 LinReg(w=2.557, b=-0.887)
-300 Loss: 16.774 LinReg(w=2.556, b=-0.890)
-350 Loss: 16.774 LinReg(w=2.556, b=-0.891)
-400 Loss: 16.774 LinReg(w=2.556, b=-0.892)
-450 Loss: 16.774 LinReg(w=2.556, b=-0.892)
-"""
-
-
-def book_points(n=5):
-    random.seed(42)
-    xs = [random.uniform(-5, 5) for _ in range(n)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
-    return xs, ys
-
 
 @ENGINE_PARAMS
 def test_the_books_session_prints_the_books_lines(value_class, capsys):

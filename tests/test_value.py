@@ -14,6 +14,7 @@ import pytest
 
 import agrad
 import agrad.pure
+from chapter import BOOK_TRAIN_LINES, book_points
 
 ENGINES = [pytest.param(agrad.Value, id="native"), pytest.param(agrad.pure.Value, id="pure")]
 
@@ -343,18 +344,6 @@ def chapter_classes(Value):
     return LinReg, train
 
 
-BOOK_TRAIN = """\
-  0 Loss: 130.147 LinReg(w=-0.326, b=-0.102)
- 50 Loss: 16.793 LinReg(w=2.578, b=-0.745)
-100 Loss: 16.778 LinReg(w=2.566, b=-0.827)
-150 Loss: 16.775 LinReg(w=2.560, b=-0.864)
-200 Loss: 16.774 LinReg(w=2.558, b=-0.880)
-250 Loss: 16.774 LinReg(w=2.557, b=-0.887)
-300 Loss: 16.774 LinReg(w=2.556, b=-0.890)
-350 Loss: 16.774 LinReg(w=2.556, b=-0.891)
-400 Loss: 16.774 LinReg(w=2.556, b=-0.892)
-450 Loss: 16.774 LinReg(w=2.556, b=-0.892)
-"""
 
 
 def test_the_chapter_prints_the_books_numbers(Value, capsys):
@@ -364,23 +353,18 @@ def test_the_chapter_prints_the_books_numbers(Value, capsys):
     model.b = Value(3)
     assert repr(model(10)) == "Value(: 103)"
 
-    random.seed(42)
-    n = 5
-    xs = [random.uniform(-5, 5) for _ in range(n)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
+    xs, ys = book_points()  # the chapter's: seed 42, five points
     lr = LinReg()
     assert repr(lr) == "LinReg(w=0.011, b=0.000)"
     assert repr(lr.loss(xs, ys)) == "Value(: 78.49574710788079)"
 
     train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=500)
-    assert capsys.readouterr().out == BOOK_TRAIN
+    assert capsys.readouterr().out == BOOK_TRAIN_LINES
 
 
 def test_too_large_a_learning_rate_overflows_as_the_book_warns(Value, capsys):
     LinReg, train = chapter_classes(Value)
-    random.seed(42)
-    xs = [random.uniform(-5, 5) for _ in range(5)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
+    xs, ys = book_points()
     with pytest.raises(OverflowError):
         train(LinReg(), xs, ys, learning_rate=1.0, n_epochs=500)
 
