@@ -364,3 +364,20 @@ def test_body_fat_on_the_pure_engine_matches_native(body_fat):
         )
         weights.append([p.data for p in model.parameters()])
     assert weights[0] == weights[1]
+
+
+def test_fused_native_model_trains_to_the_same_bits_as_the_pure_chain():
+    # LinReg uses agrad.dot and agrad.sum on the compiled engine and the book's
+    # builtin sum on the pure one: the runs must still agree bit for bit.
+    runs = []
+    for value_class in (agrad.Value, agrad.pure.Value):
+        random.seed(5)
+        X = [[random.uniform(-10, 10) for _ in range(3)] + [random.randint(0, 9)] for _ in range(60)]
+        ys = [2 * x[0] + 3 * x[1] - x[2] + 0.5 * x[3] + 1 + random.gauss(0, 5) for x in X]
+        history = []
+        model = train(LinReg(n_inputs=4, value_class=value_class), X, ys, learning_rate=0.005,
+                      n_epochs=40, batch_size=10, log_every=None, history=history)
+        runs.append((history, [p.data.hex() for p in model.parameters()]))
+    assert runs[0] == runs[1]
+    model = LinReg(n_inputs=2)  # and the native model really is fused
+    assert model([1.0, 2.0])._children[0]._op == "dot"
