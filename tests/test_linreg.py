@@ -381,3 +381,23 @@ def test_fused_native_model_trains_to_the_same_bits_as_the_pure_chain():
     assert runs[0] == runs[1]
     model = LinReg(n_inputs=2)  # and the native model really is fused
     assert model([1.0, 2.0])._children[0]._op == "dot"
+
+
+def test_mini_batch_training_draws_exactly_the_books_random_numbers():
+    # train() with batch_size must draw one random.sample per epoch and nothing
+    # else, so that it matches the book's loop `loss = model.batch_loss(...)`.
+    random.seed(11)
+    xs = [random.uniform(-10, 10) for _ in range(40)]
+    ys = [2 * x + 1 for x in xs]
+    random.seed(3)
+    trained = train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=25, batch_size=5, log_every=None)
+    random.seed(3)
+    by_hand = LinReg()
+    for _ in range(25):
+        loss = by_hand.batch_loss(xs, ys, 5)
+        for p in by_hand.parameters():
+            p.grad = 0
+        loss.backward()
+        for p in by_hand.parameters():
+            p.data -= 0.01 * p.grad
+    assert [p.data for p in trained.parameters()] == [p.data for p in by_hand.parameters()]

@@ -65,6 +65,12 @@ def _chain_dot(weights, x):
 
 def sample_batch(xs: Sequence, ys: Sequence, m: int) -> tuple[list, list]:
     """``m`` examples drawn without replacement, with ``random.sample`` as in the book."""
+    _check_batch(xs, ys, m)
+    indices = random.sample(range(len(xs)), m)
+    return [xs[i] for i in indices], [ys[i] for i in indices]
+
+
+def _check_batch(xs: Sequence, ys: Sequence, m: int) -> None:
     if len(xs) != len(ys):
         raise ValueError(f"xs and ys differ in length: {len(xs)} inputs, {len(ys)} targets")
     if isinstance(m, bool) or not isinstance(m, int):
@@ -73,8 +79,6 @@ def sample_batch(xs: Sequence, ys: Sequence, m: int) -> tuple[list, list]:
         raise ValueError(
             f"batch size must be between 1 and the number of examples ({len(xs)}), not {m}"
         )
-    indices = random.sample(range(len(xs)), m)
-    return [xs[i] for i in indices], [ys[i] for i in indices]
 
 
 class LinReg:
@@ -207,7 +211,7 @@ def train(
     ):
         raise ValueError(f"log_every must be a non-negative int or None, not {log_every!r}")
     if batch_size is not None:
-        sample_batch(xs, ys, batch_size)  # checks the arguments before any training
+        _check_batch(xs, ys, batch_size)  # before any training, and drawing nothing
     parameters = list(model.parameters())
 
     epochs = range(n_epochs)
