@@ -102,7 +102,11 @@ inline Status mul(Number a, Number b, Number* out) {
         if (detail::mul_overflows(a.i, b.i, &r)) return Status::IntOverflow;
         *out = Number::of_int(r);
     } else {
-        *out = Number::of_float(a.as_double() * b.as_double());
+        // Optimizers rewrite x * -1.0 (the book's -v) as -x, which flips the
+        // sign of a nan where the multiply instruction, and so Python, keeps
+        // it; a multiplier the compiler cannot see keeps the multiply.
+        volatile double multiplier = b.as_double();
+        *out = Number::of_float(a.as_double() * multiplier);
     }
     return Status::Ok;
 }
