@@ -205,6 +205,9 @@ def run(program, V, native):
 @given(programs)
 # -nan is nan * -1 as Python computes it: the sign of a nan is kept
 @example(([math.nan], [("neg", 0), ("right", "-", 0, 1.0), ("left", "-", 2, 0)], [0]))
+# a negative base to a fractional power is a ValueError, even where the
+# complex power Python would compute overflows
+@example(([-(2**63)], [("pow", 0, 709.78)], [0]))
 def test_native_and_pure_engines_agree(program):
     gc.disable()  # every node must go by reference counting alone
     try:
