@@ -70,10 +70,12 @@ def power(base: int | float, exponent: int | float) -> int | float:
         if abs(base) > 1 and exponent >= 64:  # would not fit: say so before computing it
             _check_int(2**64)
         return _check_int(base**exponent)
-    result = float(base) ** exponent
-    if isinstance(result, complex):
+    base = float(base)
+    fractional = math.isfinite(exponent) and exponent != math.floor(exponent)
+    if fractional and base < 0 and math.isfinite(base):
+        # said before computing: Python's complex power would overflow for some
         raise ValueError("negative number cannot be raised to a fractional power")
-    return result
+    return base**exponent
 
 
 def _add(a: int | float, b: int | float) -> int | float:
