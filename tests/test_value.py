@@ -11,10 +11,10 @@ import random
 import struct
 
 import pytest
+from chapter import BOOK_TRAIN_LINES, book_points
 
 import agrad
 import agrad.pure
-from chapter import BOOK_TRAIN_LINES, book_points
 
 ENGINES = [pytest.param(agrad.Value, id="native"), pytest.param(agrad.pure.Value, id="pure")]
 
@@ -235,7 +235,7 @@ def test_error_messages_match_between_engines():
     for case in cases:
         messages = []
         for V in (agrad.Value, agrad.pure.Value):
-            with pytest.raises(Exception) as info:
+            with pytest.raises(Exception) as info:  # noqa: PT011 - any type, as long as both agree
                 case(V)
             messages.append((type(info.value), str(info.value)))
         assert messages[0] == messages[1]
@@ -264,10 +264,8 @@ def test_a_failed_op_leaves_no_node_behind():
 
 
 def test_a_million_node_sum_backpropagates_without_recursion(Value):
-    if Value is agrad.pure.Value:
-        n = 200_000  # the pure engine is the slow reference: the shape is what matters
-    else:
-        n = 1_000_000
+    # the pure engine is the slow reference: there the shape is what matters
+    n = 200_000 if Value is agrad.pure.Value else 1_000_000
     total = sum(Value(1.0) for _ in range(n))
     total.backward()
     assert total.data == float(n)
@@ -293,7 +291,7 @@ def test_memory_is_flat_over_a_training_loop():
     w, b = agrad.Value(0.1), agrad.Value(0.0)
 
     def step():
-        loss = sum((y - (w * x + b)) ** 2 for x, y in zip(xs, ys)) / len(xs)
+        loss = sum((y - (w * x + b)) ** 2 for x, y in zip(xs, ys, strict=True)) / len(xs)
         loss.backward()
         for p in (w, b):
             p.data -= 0.01 * p.grad
@@ -324,7 +322,7 @@ def chapter_classes(Value):
         def loss(self, xs, ys):
             yhats = [self(x) for x in xs]
             # the book prints the mean; its listing forgot the `/ len(xs)`
-            return sum([(y - yhat) ** 2 for y, yhat in zip(ys, yhats)]) / len(xs)
+            return sum([(y - yhat) ** 2 for y, yhat in zip(ys, yhats)]) / len(xs)  # noqa: B905
 
         def __repr__(self):
             return f"LinReg(w={self.w.data:.3f}, b={self.b.data:.3f})"
@@ -342,8 +340,6 @@ def chapter_classes(Value):
         return model
 
     return LinReg, train
-
-
 
 
 def test_the_chapter_prints_the_books_numbers(Value, capsys):
@@ -414,7 +410,9 @@ def test_fused_sum_and_dot_match_the_chain_bit_for_bit():
             terms = [(agrad.dot(weights, xs) + b - y) ** 2 for y in xs]
             loss = agrad.sum(terms) / len(terms)
         else:
-            terms = [(sum(w * x for w, x in zip(weights, xs)) + b - y) ** 2 for y in xs]
+            terms = [
+                (sum(w * x for w, x in zip(weights, xs, strict=True)) + b - y) ** 2 for y in xs
+            ]
             loss = sum(terms) / len(terms)
         loss.backward()
         results.append([bits(loss.data)] + [bits(w.grad) for w in weights] + [bits(b.grad)])
@@ -477,7 +475,7 @@ def test_fused_nodes_of_plain_numbers_are_plain_numbers():
 def test_fused_nodes_reject_what_the_chain_would():
     with pytest.raises(TypeError):
         agrad.sum([agrad.Value(1.0), "x"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in length"):
         agrad.dot([agrad.Value(1.0)], [1.0, 2.0])
     with pytest.raises(OverflowError):
         agrad.sum([agrad.Value(2**62), 2**62])

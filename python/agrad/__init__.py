@@ -5,7 +5,10 @@ the pure-Python engine with the same contract.
 """
 
 from agrad import pure
-from agrad._core import Value, dot, sum  # noqa: A004 - agrad.sum is meant to shadow the builtin
+
+# agrad.sum is not in __all__: `from agrad import *` must not shadow the builtin sum
+from agrad._core import Value, dot
+from agrad._core import sum as sum  # noqa: A004
 from agrad.viz import draw_dot
 
 __version__ = "0.1.0"
