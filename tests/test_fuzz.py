@@ -41,7 +41,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "long",
-    max_examples=2_000_000,
+    max_examples=50_000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -80,19 +80,16 @@ exponents = st.one_of(
 register = st.integers(0, 63)  # taken modulo the number of results so far
 
 
-@st.composite
-def items(draw, n_min):
-    """Operands of a sum or a dot: results and constants, at least one result."""
-    drawn = draw(
-        st.lists(
-            st.one_of(st.tuples(st.just("reg"), register), st.tuples(st.just("const"), constants)),
-            min_size=n_min,
-            max_size=6,
-        )
-    )
-    if not any(kind == "reg" for kind, _ in drawn):
-        drawn[draw(st.integers(0, len(drawn) - 1))] = ("reg", draw(register))
-    return drawn
+operand = st.one_of(st.tuples(st.just("reg"), register), st.tuples(st.just("const"), constants))
+a_result = st.tuples(st.just("reg"), register)
+# The builtin chain does plain arithmetic on constants until it meets a Value
+# (unbounded Python ints, wrapping numpy ints) where agrad.sum and agrad.dot
+# check 64-bit ranges: a sum starts with a result, and each product of a dot
+# has one, so both sides do Value arithmetic throughout.
+sum_terms = st.tuples(a_result, st.lists(operand, max_size=5)).map(lambda t: [t[0], *t[1]])
+dot_pairs = st.lists(
+    st.one_of(st.tuples(a_result, operand), st.tuples(operand, a_result)), min_size=1, max_size=4
+)
 
 
 steps = st.one_of(
@@ -104,8 +101,8 @@ steps = st.one_of(
     st.tuples(
         st.just("unary"), st.sampled_from(["exp", "log", "tanh", "relu", "sigmoid"]), register
     ),
-    st.tuples(st.just("sum"), items(1), st.one_of(st.just(0), constants)),
-    st.tuples(st.just("dot"), items(2)),
+    st.tuples(st.just("sum"), sum_terms, st.one_of(st.just(0), constants)),
+    st.tuples(st.just("dot"), dot_pairs),
 )
 programs = st.tuples(
     st.lists(plain_numbers, min_size=1, max_size=4),  # leaves
@@ -122,12 +119,19 @@ BINARY = {
 
 
 def key(x):
-    """The exact identity of a number: type and bits (a nan by its sign alone)."""
+    """The exact identity of a number: its type and bits.
+
+    A nan is a nan: when both operands of an addition are nans of opposite
+    signs, which one comes out depends on how the C compiler ordered the
+    operands (CPython's float add gives its second), so the sign of a nan is
+    not part of the contract.  (One nan operand keeps its sign: see
+    test_reliability.py.)
+    """
     if type(x) is int:
         return ("int", x)
     if type(x) is float:
         if math.isnan(x):
-            return ("nan", math.copysign(1.0, x))
+            return ("nan",)
         return ("float", struct.pack("<d", x))
     return ("not a number", type(x).__name__, repr(x))
 
@@ -140,7 +144,7 @@ def outcome(thunk):
         return ("raised", type(error).__name__, str(error))
 
 
-def apply(step, regs, native):
+def apply(step, regs, fused):
     def r(i):
         return regs[i % len(regs)]
 
@@ -163,33 +167,32 @@ def apply(step, regs, native):
         return getattr(r(step[2]), step[1])()
     if kind == "sum":
         terms = [resolve(item) for item in step[1]]
-        return agrad.sum(terms, step[2]) if native else builtins.sum(terms, step[2])
+        return agrad.sum(terms, step[2]) if fused else builtins.sum(terms, step[2])
     if kind == "dot":
-        operands = [resolve(item) for item in step[1]]
-        inputs = operands[1::2]
-        weights = operands[0::2][: len(inputs)]
-        if native:
+        weights = [resolve(w) for w, _ in step[1]]
+        inputs = [resolve(x) for _, x in step[1]]
+        if fused:
             return agrad.dot(weights, inputs)
         return builtins.sum(w * x for w, x in zip(weights, inputs, strict=True))
     raise AssertionError(f"unknown step {kind}")
 
 
-def run(program, V, native):
+def run(program, V, fused=False):
     """Runs the program; returns its trace (comparable between engines) and
-    the Values it made, so the caller can drop them."""
+    the Values it made, so the caller can drop them.  fused: sums and dots
+    through agrad.sum and agrad.dot (native only), else the builtin chain."""
+    native = V is agrad.Value
     leaves, program_steps, roots = program
     regs = [V(x) for x in leaves]
     trace = [("leaf", key(v.data)) for v in regs]
     for step in program_steps:
         before = _core._live_nodes() if native else None
-        result = outcome(lambda step=step: apply(step, regs, native))
+        result = outcome(lambda step=step: apply(step, regs, fused))
         if result[0] == "ok":
             value = result[1]
-            if isinstance(value, V):
-                regs.append(value)
-                trace.append(("ok", key(value.data), repr(value)))
-            else:  # a dot whose Values all fell in an unpaired weight: a plain number
-                trace.append(("plain", key(value)))
+            assert isinstance(value, V), f"{step} gave {value!r}"
+            regs.append(value)
+            trace.append(("ok", key(value.data), repr(value)))
         else:
             if native:  # nothing half-done: the failed op left no node
                 assert _core._live_nodes() == before, step
@@ -201,21 +204,74 @@ def run(program, V, native):
     return trace, regs
 
 
+def run_both(program, fused):
+    gc.disable()  # every node must go by reference counting alone
+    try:
+        baseline = _core._live_nodes()
+        native, regs = run(program, agrad.Value, fused)
+        del regs
+        assert _core._live_nodes() == baseline, "nodes outlived their Values"
+        pure, _ = run(program, agrad.pure.Value)
+    finally:
+        gc.enable()
+    return native, pure
+
+
 @settings(PROFILE)
 @given(programs)
-# -nan is nan * -1 as Python computes it: the sign of a nan is kept
-@example(([math.nan], [("neg", 0), ("right", "-", 0, 1.0), ("left", "-", 2, 0)], [0]))
 # a negative base to a fractional power is a ValueError, even where the
 # complex power Python would compute overflows
 @example(([-(2**63)], [("pow", 0, 709.78)], [0]))
 def test_native_and_pure_engines_agree(program):
-    gc.disable()  # every node must go by reference counting alone
-    try:
-        baseline = _core._live_nodes()
-        native, regs = run(program, agrad.Value, native=True)
-        del regs
-        assert _core._live_nodes() == baseline, "nodes outlived their Values"
-        pure, _ = run(program, agrad.pure.Value, native=False)
-    finally:
-        gc.enable()
+    native, pure = run_both(program, fused=False)
     assert native == pure
+
+
+def same_gradient(native, pure):
+    """Bit for bit; or, both finite, equal but for rounding (see below)."""
+    if native == pure:
+        return True
+    if native[0] != "float" or pure[0] != "float":
+        return False
+    (a,) = struct.unpack("<d", native[1])
+    (b,) = struct.unpack("<d", pure[1])
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+# Moderate numbers: with them, adding the same contributions in another order
+# changes a gradient by rounding only, never by an overflow or a cancellation.
+moderate = st.one_of(st.floats(-4, 4), st.integers(-4, 4))
+moderate_steps = st.one_of(
+    st.tuples(st.just("binary"), st.sampled_from("+-*"), register, register),
+    st.tuples(st.just("right"), st.sampled_from("+-*/"), register, moderate.filter(bool)),
+    st.tuples(st.just("unary"), st.sampled_from(["tanh", "relu", "sigmoid"]), register),
+    st.tuples(st.just("sum"), sum_terms, st.one_of(st.just(0), moderate)),
+    st.tuples(st.just("dot"), dot_pairs),
+)
+
+
+@settings(PROFILE)
+@given(
+    st.tuples(
+        st.lists(moderate, min_size=1, max_size=4),
+        st.lists(moderate_steps, min_size=1, max_size=8),
+        st.lists(register, min_size=1, max_size=2),
+    )
+)
+def test_fused_sum_and_dot_agree_with_the_builtin_chain(program):
+    """agrad.sum and agrad.dot give the chain's data and exceptions bit for bit.
+
+    Their gradients are the chain's bit for bit when no node gets more than
+    two contributions in a different order: a term that is also reached
+    through another term (sum([a, a.exp()])) gets its contributions from the
+    fused node all at once, where the chain interleaves them with the rest of
+    the graph, so a third contribution may be added in another order.  Those
+    gradients are compared to within rounding.
+    """
+    native, pure = run_both(program, fused=True)
+    assert len(native) == len(pure)
+    for got, want in zip(native, pure, strict=True):
+        if got[0] == "grads":
+            assert all(map(same_gradient, got[1], want[1])), (got, want)
+        else:
+            assert got == want
