@@ -8,6 +8,8 @@ differ only in how many epochs they run, so interpreter start-up and imports
 cancel out.  Instructions are attributed to the object they execute in: the
 interpreter (which holds CPython's allocator and float arithmetic), agrad's
 compiled module (binding and engine), the C library (malloc) and libm.
+Last, the compiled module is rebuilt with symbols (cmake, in a temporary
+directory; the installed one is stripped) to split its share by function.
 
 Usage: ``python benchmarks/profile_native.py`` writes ``benchmarks/PROFILE.md``,
 which ``python -m agrad bench`` quotes in ``RESULTS.md``.  Needs valgrind
@@ -18,15 +20,18 @@ this machine's virtual CPU exposes no hardware counters to it.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 PHASES = ("build", "epoch")  # build: the loss graph, made and dropped; epoch: build + step
 ENGINES = ("floats", "native", "pure")
 OPS = ("Value*Value", "Value*float", "Value+Value")
@@ -65,14 +70,19 @@ def op_child(engine_key: str, op: str, count: int) -> None:
         raise ValueError(f"unknown operation {op!r}; one of {', '.join(OPS)}")
 
 
-def loss_graph_nodes() -> int:
-    """Nodes in workload 2's loss graph (the same on every engine)."""
-    from agrad import bench, pure
+def loss_graph_nodes() -> tuple[int, int]:
+    """Nodes of workload 2's loss graph: as the chapter's Value (agrad.pure)
+    builds it, and as the native engine holds it."""
+    from agrad import _core, bench, pure
 
     workload = next(w for w in bench.WORKLOADS if w.key == "w2")
-    return len(
-        pure.topological_order(bench.Run(workload, bench.PURE, workload.data()).build_loss())
-    )
+    data = workload.data()
+    chapter = len(pure.topological_order(bench.Run(workload, bench.PURE, data).build_loss()))
+    before = _core._live_nodes()
+    loss = bench.Run(workload, bench.NATIVE, data).build_loss()
+    held = _core._live_nodes() - before
+    del loss
+    return chapter, held
 
 
 def object_group(location: str) -> str:
@@ -88,7 +98,8 @@ def object_group(location: str) -> str:
         return "interpreter"
     if "libm" in obj:
         return "libm"
-    if "libc" in obj or "ld-linux" in obj:
+    # glibc's inlined helpers are listed by source path without their object
+    if "libc" in obj or "ld-linux" in obj or location.startswith("./"):
         return "libc"
     return "other"
 
@@ -96,38 +107,106 @@ def object_group(location: str) -> str:
 LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
 
 
-def instructions_by_object(callgrind_out: Path) -> dict[str, int]:
-    """Self instructions per object group, from callgrind_annotate."""
+def self_instructions(callgrind_out: Path) -> list[tuple[int, str]]:
+    """(self instructions, `file:function [object]`) of every function."""
     text = subprocess.run(
         ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(callgrind_out)],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    groups: dict[str, int] = defaultdict(int)
+    rows = []
     for line in text.splitlines():
         m = LINE.match(line)
-        if not m or "PROGRAM TOTALS" in line:
-            continue
-        groups[object_group(m.group(2))] += int(m.group(1).replace(",", ""))
+        if m and "PROGRAM TOTALS" not in line and "=>" not in line:
+            rows.append((int(m.group(1).replace(",", "")), m.group(2)))
+    return rows
+
+
+def instructions_by_object(rows: list[tuple[int, str]]) -> dict[str, int]:
+    groups: dict[str, int] = defaultdict(int)
+    for count, location in rows:
+        groups[object_group(location)] += count
     return dict(groups)
 
 
-def callgrind(args: list[str], workdir: Path) -> dict[str, int]:
+SOURCE = re.compile(r"(?:cpp|src)/[\w/]+\.(?:cpp|hpp):")
+
+
+def core_function(location: str) -> str | None:
+    """The agrad function a location of the debug build belongs to, or None.
+
+    Inlined code is listed under the function it was inlined into; the
+    binding's number slots are wrapped in a template, named here by the slot."""
+    if not SOURCE.search(location):
+        return None
+    name = SOURCE.split(location, maxsplit=1)[1]
+    slot = re.search(r"no_throw<&\(anonymous namespace\)::(\w+)", name)
+    if slot:
+        return f"slot {slot.group(1)}"
+    name = name.replace("(anonymous namespace)::", "")
+    return name.split("(", 1)[0]
+
+
+def instructions_by_core_function(rows: list[tuple[int, str]]) -> dict[str, int]:
+    functions: dict[str, int] = defaultdict(int)
+    for count, location in rows:
+        name = core_function(location)
+        if name is not None:
+            functions[name] += count
+    return dict(functions)
+
+
+Grouping = Callable[[list[tuple[int, str]]], dict[str, int]]
+
+
+def callgrind(
+    args: list[str], workdir: Path, by: Grouping, env: dict[str, str] | None
+) -> dict[str, int]:
     out = workdir / f"callgrind.{len(list(workdir.iterdir()))}"
+    python = [sys.executable, "-S"] if env else [sys.executable]  # -S: no editable-install hook
     subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, *args],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *python, *args],
         check=True,
         capture_output=True,
+        env=env,
     )
-    return instructions_by_object(out)
+    return by(self_instructions(out))
+
+
+def debug_package(workdir: Path) -> Path:
+    """agrad with its compiled module rebuilt with symbols (-g, not stripped),
+    the Release flags otherwise, in a directory to put on PYTHONPATH."""
+    import pybind11
+
+    build = workdir / "debug-build"
+    configure = [
+        "cmake", "-S", str(REPO), "-B", str(build), "-DSKBUILD=ON", "-DCMAKE_BUILD_TYPE=Release",
+        "-DCMAKE_CXX_FLAGS=-g", "-DCMAKE_STRIP=/bin/true", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+    ]  # fmt: skip
+    subprocess.run(configure, check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "-j", "2"], check=True, capture_output=True)
+    package = workdir / "debug-package"
+    shutil.copytree(
+        REPO / "python" / "agrad",
+        package / "agrad",
+        ignore=shutil.ignore_patterns("__pycache__", "*.so"),
+    )
+    shutil.copy(next(build.glob("_core*.so")), package / "agrad")
+    return package
 
 
 def per_unit(
-    args_small: list[str], args_big: list[str], units: int, workdir: Path
+    args_small: list[str],
+    args_big: list[str],
+    units: int,
+    workdir: Path,
+    by: Grouping = instructions_by_object,
+    env: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Instructions per unit of work: (big run - small run) / units, by group."""
-    small, big = callgrind(args_small, workdir), callgrind(args_big, workdir)
+    small = callgrind(args_small, workdir, by, env)
+    big = callgrind(args_big, workdir, by, env)
     keys = set(small) | set(big)
     per = {k: (big.get(k, 0) - small.get(k, 0)) / units for k in keys}
     return {k: v for k, v in per.items() if abs(v) >= 1}
@@ -138,7 +217,11 @@ def fmt(n: float) -> str:
 
 
 def render(
-    epochs: dict[tuple[str, str], dict[str, float]], ops: dict[tuple[str, str], float], nodes: int
+    epochs: dict[tuple[str, str], dict[str, float]],
+    ops: dict[tuple[str, str], float],
+    functions: dict[str, float],
+    nodes: int,
+    native_nodes: int,
 ) -> str:
     groups = sorted({g for per in epochs.values() for g in per})
     total = {k: sum(v.values()) for k, v in epochs.items()}
@@ -186,13 +269,18 @@ def render(
     for name, n, unit in parts:
         lines.append(f"| {name} | {fmt(n)} | {100 * n / native:.0f}% | {unit} |")
     core_build = epochs["native", "build"].get("agrad._core", 0)
+    interpreter = {e: epochs[e, "build"].get("interpreter", 0) for e in ("floats", "native")}
+    allocator = {e: epochs[e, "build"].get("CPython allocator", 0) for e in ("floats", "native")}
     lines += [
         "",
-        f"The loss graph has {nodes} nodes. "
-        f"In the build, agrad's compiled module (binding and engine) executes {fmt(core_build)} instructions "
-        f"({fmt(core_build / 1000)} per point); the rest of the build's excess over the floor "
-        "is the interpreter dispatching to the number slots and allocating, and freeing, "
-        "the Python objects of the intermediate results.",
+        f"The loss graph has {nodes} nodes. The interpreter executes "
+        f"{fmt(interpreter['floats'])} instructions per build on floats and "
+        f"{fmt(interpreter['native'])} on Values: dispatching to agrad's number slots costs it "
+        "nothing more than float arithmetic. The build's excess is agrad._core's own "
+        f"{fmt(core_build)} instructions ({fmt(core_build / 1000)} per point: binding, engine "
+        "forward, node and object allocation, freeing), less the "
+        f"{fmt(allocator['floats'] - allocator['native'])} that CPython's allocator spends on "
+        "float objects and not on Values (they come from agrad's free list).",
         f"pure / native instructions per epoch: {total['pure', 'epoch'] / native:.1f}x; "
         f"native / floats: {native / floor:.2f}x.",
         "",
@@ -204,6 +292,23 @@ def render(
     for op in OPS:
         f, n = ops["floats", op], ops["native", op]
         lines.append(f"| {op} | {f:.0f} | {n:.0f} | {n - f:.0f} |")
+    core = sum(functions.values())
+    lines += [
+        "",
+        "Inside agrad._core, per native epoch, by function (a build of the same sources with "
+        "symbols; inlined code counts for the function it was inlined into; the native engine "
+        f"holds {native_nodes} of the graph's {nodes} nodes, its constants live inside their "
+        "parents):",
+        "",
+        "| function | instructions per epoch | share | per native node |",
+        "|---|---|---|---|",
+    ]
+    for name, n in sorted(functions.items(), key=lambda item: -item[1]):
+        if n >= core / 200:
+            lines.append(
+                f"| `{name}` | {fmt(n)} | {100 * n / core:.0f}% | {n / native_nodes:.1f} |"
+            )
+    lines.append(f"| all of agrad._core | {fmt(core)} | 100% | {core / native_nodes:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -257,7 +362,17 @@ def main(argv: list[str] | None = None) -> int:
                     workdir,
                 )
                 ops[engine, op] = sum(per.values())
-    args.output.write_text(render(epochs, ops, loss_graph_nodes()), encoding="utf-8")
+        env = {**os.environ, "PYTHONPATH": str(debug_package(workdir))}
+        functions = per_unit(
+            [me, "--child", "native", "epoch", "1"],
+            [me, "--child", "native", "epoch", str(1 + args.epochs)],
+            args.epochs,
+            workdir,
+            instructions_by_core_function,
+            env,
+        )
+    nodes, native_nodes = loss_graph_nodes()
+    args.output.write_text(render(epochs, ops, functions, nodes, native_nodes), encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

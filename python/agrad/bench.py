@@ -235,9 +235,10 @@ class Workload:
     fused: bool  # also run the fused native model
 
 
-# Learning rates are the book's where its loss stays finite on the sum of
-# squared errors; full batches and wider mini-batches need a smaller step or
-# the weights overflow.  The time of an epoch does not depend on the rate.
+# Learning rates: the book's where its loss stays finite on the sum of squared
+# errors over tens of thousands of epochs (the full suite runs that many);
+# full batches and wider mini-batches need a smaller step or the weights
+# overflow.  The time of an epoch does not depend on the rate.
 WORKLOADS = [
     Workload(
         "w1", "1: univariate, 5 points, full batch", book_five_points, None, None, 0.01, False
@@ -255,7 +256,7 @@ WORKLOADS = [
         body_fat_normalised,
         14,
         20,
-        0.01,
+        1e-3,
         True,
     ),
 ]
@@ -310,7 +311,7 @@ class Settings:
 
 
 FULL = Settings(
-    repeats=7, block_seconds=0.12, max_block_epochs=20000, soak_epochs=10000, micro_seconds=0.05
+    repeats=9, block_seconds=0.2, max_block_epochs=20000, soak_epochs=10000, micro_seconds=0.05
 )
 QUICK = Settings(
     repeats=3, block_seconds=0.01, max_block_epochs=500, soak_epochs=300, micro_seconds=0.005
@@ -530,8 +531,11 @@ def memory_soak(epochs: int) -> Soak:
     gc.collect()
     nodes_start, rss_start = _core._live_nodes(), rss_bytes()
     rss_samples = []
-    for _ in range(100):
-        run.epochs(max(1, (epochs - 1) // 100))
+    remaining = epochs - 1
+    for chunk in range(100, 0, -1):  # 100 RSS samples along the way
+        n = remaining // chunk
+        run.epochs(n)
+        remaining -= n
         rss_samples.append(rss_bytes())
     gc.collect()
     nodes_end, rss_end = _core._live_nodes(), rss_bytes()
@@ -657,6 +661,10 @@ class Report:
             rows.append([r.workload.title, *cells])
         return rows
 
+    def target_notes(self) -> list[str]:
+        """By how much the speed targets are missed, and what bounds them."""
+        return _speed_notes(self)
+
     def targets(self) -> list[tuple[str, str, bool | None]]:
         """(target, measured, met) for each target of issue 4."""
         by_key = {r.workload.key: r.seconds for r in self.workloads}
@@ -664,9 +672,11 @@ class Report:
         for key in ("w2", "w4"):
             s = by_key[key]
             r = s["pure"] / s["native"]
-            out.append(
-                (f"workload {key[1]}: native >= 30x faster than pure", fmt_ratio(r), r >= 30)
+            # no engine can beat the loop itself: pure/floats bounds this ratio
+            ceiling = (
+                f"{fmt_ratio(r)} (ceiling: pure/floats = {fmt_ratio(s['pure'] / s['floats'])})"
             )
+            out.append((f"workload {key[1]}: native >= 30x faster than pure", ceiling, r >= 30))
         for key in ("w2", "w4"):
             s = by_key[key]
             r = s["native"] / s["floats"]
@@ -675,7 +685,8 @@ class Report:
             )
         b = self.micro["backward per node"]
         r = b["pure"] / b["native"]
-        out.append(("backward >= 100x faster per node than pure", fmt_ratio(r), r >= 100))
+        needed = f"{fmt_ratio(r)} (100x needs {fmt_time(b['pure'] / 100)} per node)"
+        out.append(("backward >= 100x faster per node than pure", needed, r >= 100))
         flat = self.soak.nodes_end == self.soak.nodes_start
         out.append(
             (
@@ -711,6 +722,34 @@ class Report:
                     )
                 )
         return out
+
+
+def _speed_notes(report: Report) -> list[str]:
+    notes = []
+    for r in report.workloads:
+        if r.workload.key not in ("w2", "w4"):
+            continue
+        s = r.seconds
+        floor_share = s["floats"] / s["native"]
+        notes.append(
+            f"Workload {r.workload.key[1]}: the plain-float loop is {100 * floor_share:.0f}% of "
+            f"the native epoch; the autograd on top of it costs {fmt_time(s['native'] - s['floats'])}"
+            f" per epoch. An autograd that cost nothing would be pure/floats = "
+            f"{fmt_ratio(s['pure'] / s['floats'])} faster than pure: "
+            + (
+                "the 30x target is out of reach of any engine on this loop, whose own cost "
+                "(batch sampling, list building, the interpreter) dominates."
+                if s["pure"] / s["floats"] < 30
+                else f"30x needs a native epoch of at most {fmt_time(s['pure'] / 30)}."
+            )
+        )
+    b = report.micro["backward per node"]
+    notes.append(
+        f"backward: {fmt_time(b['native'])} per node of the chapter's graph against pure's "
+        f"{fmt_time(b['pure'])}; 100x needs {fmt_time(b['pure'] / 100)}. Where the engine's "
+        "instructions go is in the last section."
+    )
+    return notes
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -802,6 +841,8 @@ def render_markdown(report: Report, chart_name: str | None, profile_text: str | 
                 for t, m, ok in report.targets()
             ],
         ),
+        "",
+        *[f"- {line}" for line in report.target_notes()],
         "",
         "## Time per epoch",
         "",
