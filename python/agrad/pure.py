@@ -238,7 +238,7 @@ class Value:
         return self * -1
 
     def __radd__(self, other):  # other + self
-        return self + other
+        return self.__add__(other)  # NotImplemented for a non-number, so Python says which
 
     def __sub__(self, other):  # self - other
         if isinstance(other, Value):
@@ -254,7 +254,7 @@ class Value:
         return (-self) + other
 
     def __rmul__(self, other):  # other * self
-        return self * other
+        return self.__mul__(other)
 
     def __truediv__(self, other):  # self / other
         if isinstance(other, Value):
