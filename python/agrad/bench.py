@@ -959,7 +959,7 @@ def draw_chart(report: Report, path: Path) -> None:
         for bar, h in zip(bars, heights, strict=True):
             if h:
                 ax.annotate(
-                    f"{h:.2g}",
+                    f"{h:.2g}" if h < 10 else f"{h:.0f}",
                     (bar.get_x() + bar.get_width() / 2, h),
                     ha="center",
                     va="bottom",
