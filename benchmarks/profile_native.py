@@ -165,6 +165,8 @@ def callgrind(
 ) -> dict[str, int]:
     out = workdir / f"callgrind.{len(list(workdir.iterdir()))}"
     python = [sys.executable, "-S"] if env else [sys.executable]  # -S: no editable-install hook
+    # a fixed hash seed: str hashes, and so dict probing, repeat from run to run
+    env = {**(env or os.environ), "PYTHONHASHSEED": "0"}
     subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *python, *args],
         check=True,
@@ -295,8 +297,8 @@ def render(
     core = sum(functions.values())
     lines += [
         "",
-        "Inside agrad._core, per native epoch, by function (a build of the same sources with "
-        "symbols; inlined code counts for the function it was inlined into; the native engine "
+        "Inside agrad._core, per native epoch, by function (built with symbols from the "
+        "cpp/ and src/ of this tree, which the installed module may predate; inlined code counts for the function it was inlined into; the native engine "
         f"holds {native_nodes} of the graph's {nodes} nodes, its constants live inside their "
         "parents):",
         "",
