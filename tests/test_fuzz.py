@@ -80,16 +80,25 @@ exponents = st.one_of(
 register = st.integers(0, 63)  # taken modulo the number of results so far
 
 
-operand = st.one_of(st.tuples(st.just("reg"), register), st.tuples(st.just("const"), constants))
 a_result = st.tuples(st.just("reg"), register)
-# The builtin chain does plain arithmetic on constants until it meets a Value
-# (unbounded Python ints, wrapping numpy ints) where agrad.sum and agrad.dot
-# check 64-bit ranges: a sum starts with a result, and each product of a dot
-# has one, so both sides do Value arithmetic throughout.
-sum_terms = st.tuples(a_result, st.lists(operand, max_size=5)).map(lambda t: [t[0], *t[1]])
-dot_pairs = st.lists(
-    st.one_of(st.tuples(a_result, operand), st.tuples(operand, a_result)), min_size=1, max_size=4
-)
+
+
+def sum_terms(numbers):
+    """A sum's terms: results and constants drawn from numbers.
+
+    The builtin chain does plain arithmetic on constants until it meets a
+    Value (unbounded Python ints, wrapping numpy ints) where agrad.sum and
+    agrad.dot check 64-bit ranges: so a sum starts with a result, and each
+    product of a dot has one, and both sides do Value arithmetic throughout.
+    """
+    operand = st.one_of(a_result, st.tuples(st.just("const"), numbers))
+    return st.tuples(a_result, st.lists(operand, max_size=5)).map(lambda t: [t[0], *t[1]])
+
+
+def dot_pairs(numbers):
+    operand = st.one_of(a_result, st.tuples(st.just("const"), numbers))
+    pair = st.one_of(st.tuples(a_result, operand), st.tuples(operand, a_result))
+    return st.lists(pair, min_size=1, max_size=4)
 
 
 steps = st.one_of(
@@ -101,8 +110,8 @@ steps = st.one_of(
     st.tuples(
         st.just("unary"), st.sampled_from(["exp", "log", "tanh", "relu", "sigmoid"]), register
     ),
-    st.tuples(st.just("sum"), sum_terms, st.one_of(st.just(0), constants)),
-    st.tuples(st.just("dot"), dot_pairs),
+    st.tuples(st.just("sum"), sum_terms(constants), st.one_of(st.just(0), constants)),
+    st.tuples(st.just("dot"), dot_pairs(constants)),
 )
 programs = st.tuples(
     st.lists(plain_numbers, min_size=1, max_size=4),  # leaves
@@ -245,8 +254,8 @@ moderate_steps = st.one_of(
     st.tuples(st.just("binary"), st.sampled_from("+-*"), register, register),
     st.tuples(st.just("right"), st.sampled_from("+-*/"), register, moderate.filter(bool)),
     st.tuples(st.just("unary"), st.sampled_from(["tanh", "relu", "sigmoid"]), register),
-    st.tuples(st.just("sum"), sum_terms, st.one_of(st.just(0), moderate)),
-    st.tuples(st.just("dot"), dot_pairs),
+    st.tuples(st.just("sum"), sum_terms(moderate), st.one_of(st.just(0), moderate)),
+    st.tuples(st.just("dot"), dot_pairs(moderate)),
 )
 
 
@@ -256,6 +265,14 @@ moderate_steps = st.one_of(
         st.lists(moderate, min_size=1, max_size=4),
         st.lists(moderate_steps, min_size=1, max_size=8),
         st.lists(register, min_size=1, max_size=2),
+    )
+)
+# contributions that cancel (9e15 - 9e15) must come from moderate numbers only
+@example(
+    (
+        [1.5],
+        [("binary", "-", 0, 0), ("dot", [(("reg", 0), ("reg", 0)), (("const", 4.0), ("reg", 1))])],
+        [2],
     )
 )
 def test_fused_sum_and_dot_agree_with_the_builtin_chain(program):
