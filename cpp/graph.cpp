@@ -204,18 +204,17 @@ void Graph::topological_order(NodeId root) {
         n.constant_grad = 0.0;
     };
     reach(root);
-    stack_.emplace_back(root, 0u);
+    stack_.push_back({root, 0u, static_cast<uint32_t>(child_count(root))});
     while (!stack_.empty()) {
-        const NodeId node = stack_.back().first;
-        uint32_t next = stack_.back().second;
-        const size_t count = child_count(node);
+        Visit& top = stack_.back();
+        const NodeId node = top.node;
         bool descended = false;
-        while (next < count) {
-            NodeId c = child(node, next++);
+        while (top.next < top.count) {
+            NodeId c = child(node, top.next++);
             if (!is_constant(c) && nodes_[c].stamp != epoch_) {
-                stack_.back().second = next;
                 reach(c);
-                stack_.emplace_back(c, 0u);
+                // may reallocate stack_: `top` is not used after this
+                stack_.push_back({c, 0u, static_cast<uint32_t>(child_count(c))});
                 descended = true;
                 break;
             }

@@ -247,7 +247,12 @@ private:
     uint32_t epoch_ = 0;
     // scratch, kept between calls so that backward() allocates nothing once warm
     std::vector<NodeId> order_;
-    std::vector<std::pair<NodeId, uint32_t>> stack_;
+    struct Visit {  // a node on the depth-first search's stack
+        NodeId node;
+        uint32_t next;   // its next child to look at
+        uint32_t count;  // how many children it has
+    };
+    std::vector<Visit> stack_;
     std::vector<NodeId> dying_;
 };
 
