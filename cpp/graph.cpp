@@ -190,6 +190,11 @@ void Graph::free_unreferenced(NodeId id) {
 // Post-order of a depth-first search from root over children in order, as
 // agrad.pure.topological_order lists it; written to order_.  Each node's
 // gradient is zeroed as the search first reaches it, saving a second pass.
+//
+// A fused node stands for a chain: sum's `0 + t0 + t1 + ...`, dot's
+// `0 + w0*x0 + w1*x1 + ...`.  In the chain's post-order the addition that
+// takes term i comes right after term i's subtree, so a step for term i goes
+// there too: backward then hands each term its gradient at the chain's moment.
 void Graph::topological_order(NodeId root) {
     if (++epoch_ == 0) {  // the stamp wrapped: no stale stamp may look current
         for (Node& n : nodes_) n.stamp = 0;
@@ -202,25 +207,35 @@ void Graph::topological_order(NodeId root) {
         n.stamp = epoch_;
         n.grad = 0.0;
         n.constant_grad = 0.0;
+        stack_.push_back({id, 0u, static_cast<uint32_t>(child_count(id)), false});
+    };
+    // Does child j end a term?  Every child of a sum; the input of each dot pair.
+    auto ends_term = [this](NodeId id, uint32_t j) {
+        Op op = nodes_[id].op;
+        return op == Op::Sum || (op == Op::Dot && (j & 1u));
     };
     reach(root);
-    stack_.push_back({root, 0u, static_cast<uint32_t>(child_count(root))});
     while (!stack_.empty()) {
         Visit& top = stack_.back();
         const NodeId node = top.node;
+        if (top.term_pending) {
+            order_.push_back({node, top.next - 1});
+            top.term_pending = false;
+        }
         bool descended = false;
         while (top.next < top.count) {
-            NodeId c = child(node, top.next++);
+            const uint32_t j = top.next++;
+            NodeId c = child(node, j);
             if (!is_constant(c) && nodes_[c].stamp != epoch_) {
-                reach(c);
-                // may reallocate stack_: `top` is not used after this
-                stack_.push_back({c, 0u, static_cast<uint32_t>(child_count(c))});
+                top.term_pending = ends_term(node, j);
+                reach(c);  // may reallocate stack_: `top` is not used after this
                 descended = true;
                 break;
             }
+            if (ends_term(node, j)) order_.push_back({node, j});
         }
         if (!descended) {
-            order_.push_back(node);
+            order_.push_back({node, Step::kWholeNode});
             stack_.pop_back();
         }
     }
@@ -290,31 +305,34 @@ Status Graph::propagate(NodeId id) {
             nodes_[n.child[0]].grad += s * (1.0 - s) * g;
             return Status::Ok;
         }
-        case Op::Sum: {
-            // the chain start + t0 + t1 + ... hands each term the same gradient,
-            // last term first
-            ChildList& terms = lists_[n.child[0]];
-            for (size_t i = terms.entries.size(); i-- > 0;) add_to_grad(terms, terms.entries[i], g);
-            return Status::Ok;
-        }
-        case Op::Dot: {
-            // as the chain of products would: last pair first, weight then input
-            ChildList& pairs = lists_[n.child[0]];
-            for (size_t i = pairs.entries.size(); i >= 2; i -= 2) {
-                NodeId w = pairs.entries[i - 2], x = pairs.entries[i - 1];
-                double wv = entry_value(pairs, w).as_double();
-                double xv = entry_value(pairs, x).as_double();
-                add_to_grad(pairs, w, xv * g);
-                add_to_grad(pairs, x, wv * g);
-            }
-            return Status::Ok;
-        }
+        case Op::Sum:
+        case Op::Dot:
+            return Status::Ok;  // their terms have steps of their own
     }
     return Status::Ok;
 }
 
+// One term of a fused node: what the chain's addition of that term (and, for
+// dot, the product before it) passes down.  Each link of the chain has the
+// fused node's gradient: 0.0 + g, as the chain's own nodes would hold it.
+void Graph::propagate_term(NodeId id, uint32_t term) {
+    Node& n = nodes_[id];
+    const double g = 0.0 + n.grad;
+    ChildList& list = lists_[n.child[0]];
+    if (n.op == Op::Sum) {
+        add_to_grad(list, list.entries[term], g);
+        return;
+    }
+    NodeId w = list.entries[term - 1], x = list.entries[term];
+    double wv = entry_value(list, w).as_double();
+    double xv = entry_value(list, x).as_double();
+    add_to_grad(list, w, xv * g);
+    add_to_grad(list, x, wv * g);
+}
+
 void Graph::zero_gradients() {
-    for (NodeId id : order_) {
+    for (const Step& step : order_) {
+        NodeId id = step.node;
         nodes_[id].grad = 0.0;
         nodes_[id].constant_grad = 0.0;
         if (has_list(nodes_[id].op))
@@ -326,7 +344,12 @@ Status Graph::backward(NodeId root) {
     topological_order(root);
     nodes_[root].grad = 1.0;
     for (size_t i = order_.size(); i-- > 0;) {
-        Status s = propagate(order_[i]);
+        const Step& step = order_[i];
+        if (step.term != Step::kWholeNode) {
+            propagate_term(step.node, step.term);
+            continue;
+        }
+        Status s = propagate(step.node);
         if (s != Status::Ok) {
             zero_gradients();
             return s;

@@ -479,3 +479,22 @@ def test_fused_nodes_reject_what_the_chain_would():
         agrad.dot([agrad.Value(1.0)], [1.0, 2.0])
     with pytest.raises(OverflowError):
         agrad.sum([agrad.Value(2**62), 2**62])
+
+
+def test_fused_nodes_match_the_chain_when_terms_share_subexpressions():
+    # a term reached again through another term: the fused node must hand out
+    # its gradients at the moments the chain of additions would, or a third
+    # contribution lands in another order and the rounding differs
+    results = []
+    for fused in (False, True):
+        a, b = agrad.Value(9e15), agrad.Value(0.3)
+        c = a * b - a
+        terms = [a, c, c * 1e-16, a * a * 1e-30, b]
+        pairs = ([a, c, b], [c, 1.5, a])
+        if fused:
+            out = agrad.sum(terms) + agrad.dot(*pairs)
+        else:
+            out = sum(terms) + sum(w * x for w, x in zip(*pairs, strict=True))
+        out.backward()
+        results.append([bits(v) for v in (out.data, a.grad, b.grad, c.grad)])
+    assert results[0] == results[1]

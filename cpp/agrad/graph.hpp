@@ -236,6 +236,7 @@ private:
     void free_unreferenced(NodeId id);
     void topological_order(NodeId root);
     Status propagate(NodeId id);
+    void propagate_term(NodeId id, uint32_t term);
     void zero_gradients();  // of the nodes in order_
 
     std::vector<Node> nodes_;
@@ -246,11 +247,21 @@ private:
     std::unordered_map<NodeId, std::string> op_names_;
     uint32_t epoch_ = 0;
     // scratch, kept between calls so that backward() allocates nothing once warm
-    std::vector<NodeId> order_;
+    // The backward pass's schedule.  A step is a node's chain rule, or, for
+    // a fused sum or dot, one term's share of it: the term gets its gradient
+    // where the builtin sum's chain of additions would have given it, so a
+    // fused node is bit-identical to the chain in any graph.
+    struct Step {
+        static constexpr uint32_t kWholeNode = 0xFFFFFFFFu;
+        NodeId node;
+        uint32_t term;  // kWholeNode, or the child index that ends a term
+    };
+    std::vector<Step> order_;
     struct Visit {  // a node on the depth-first search's stack
         NodeId node;
-        uint32_t next;   // its next child to look at
-        uint32_t count;  // how many children it has
+        uint32_t next;      // its next child to look at
+        uint32_t count;     // how many children it has
+        bool term_pending;  // a fused node's child has just been searched
     };
     std::vector<Visit> stack_;
     std::vector<NodeId> dying_;
