@@ -7,10 +7,10 @@ import statistics
 
 import numpy as np
 import pytest
+from chapter import BOOK_TRAIN_LINES, book_points
 
 import agrad
 import agrad.pure
-from chapter import BOOK_TRAIN_LINES, book_points
 from agrad.datasets import load_body_fat, to_xy
 from agrad.linreg import (
     ENGINES,
@@ -29,6 +29,7 @@ from agrad.linreg import (
 ENGINE_PARAMS = pytest.mark.parametrize(
     "value_class", [agrad.Value, agrad.pure.Value], ids=["native", "pure"]
 )
+
 
 @ENGINE_PARAMS
 def test_the_books_session_prints_the_books_lines(value_class, capsys):
@@ -372,11 +373,21 @@ def test_fused_native_model_trains_to_the_same_bits_as_the_pure_chain():
     runs = []
     for value_class in (agrad.Value, agrad.pure.Value):
         random.seed(5)
-        X = [[random.uniform(-10, 10) for _ in range(3)] + [random.randint(0, 9)] for _ in range(60)]
+        X = [
+            [random.uniform(-10, 10) for _ in range(3)] + [random.randint(0, 9)] for _ in range(60)
+        ]
         ys = [2 * x[0] + 3 * x[1] - x[2] + 0.5 * x[3] + 1 + random.gauss(0, 5) for x in X]
         history = []
-        model = train(LinReg(n_inputs=4, value_class=value_class), X, ys, learning_rate=0.005,
-                      n_epochs=40, batch_size=10, log_every=None, history=history)
+        model = train(
+            LinReg(n_inputs=4, value_class=value_class),
+            X,
+            ys,
+            learning_rate=0.005,
+            n_epochs=40,
+            batch_size=10,
+            log_every=None,
+            history=history,
+        )
         runs.append((history, [p.data.hex() for p in model.parameters()]))
     assert runs[0] == runs[1]
     model = LinReg(n_inputs=2)  # and the native model really is fused

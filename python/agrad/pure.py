@@ -95,7 +95,7 @@ def _neg(a: int | float) -> int | float:
 class Value:
     """A scalar that remembers how it was computed, so it can be differentiated."""
 
-    __slots__ = ("_data", "_grad", "_label", "_children", "_op", "_backward", "__weakref__")
+    __slots__ = ("__weakref__", "_backward", "_children", "_data", "_grad", "_label", "_op")
     # numpy must hand `np.float64(2) * v` back to Value.__rmul__, not make an array.
     __array_ufunc__ = None
 
