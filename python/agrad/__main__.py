@@ -54,6 +54,7 @@ def add_common(
     learning_rate: float,
     log_every: int,
     batch_size: int | None = None,
+    samples: int | None = None,
     plot: bool = True,
 ) -> None:
     parser.add_argument(
@@ -97,6 +98,13 @@ def add_common(
     parser.add_argument(
         "--progress", action="store_true", help="show a progress bar while training"
     )
+    if samples is not None:
+        parser.add_argument(
+            "--samples",
+            type=positive_int,
+            default=samples,
+            help="number of points (default: %(default)s)",
+        )
     if plot:
         parser.add_argument(
             "--plot", metavar="DIR", help="also write the run's figures as PNG files into DIR"
@@ -128,10 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with mini-batches, then with the full batch, and compare time and result. "
         "--plot draws both loss curves: the mini-batch one is noisy.",
     )
-    add_common(p, epochs=500, learning_rate=0.01, log_every=50, batch_size=10)
-    p.add_argument(
-        "--samples", type=positive_int, default=1000, help="number of points (default: %(default)s)"
-    )
+    add_common(p, epochs=500, learning_rate=0.01, log_every=50, batch_size=10, samples=1000)
     p.set_defaults(run=run_batch)
 
     p = commands.add_parser(
@@ -140,10 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit LinReg(n_inputs=3) to 1000 points by mini-batch gradient descent, then "
         "compare the weights with the closed-form least-squares solution.",
     )
-    add_common(p, epochs=10000, learning_rate=0.01, log_every=500, batch_size=50)
-    p.add_argument(
-        "--samples", type=positive_int, default=1000, help="number of points (default: %(default)s)"
-    )
+    add_common(p, epochs=10000, learning_rate=0.01, log_every=500, batch_size=50, samples=1000)
     p.set_defaults(run=run_multivariate)
 
     p = commands.add_parser(
