@@ -539,23 +539,26 @@ def train_one(V, seed):
     return losses, [bits(p.data) for p in [*weights, b]]
 
 
-def test_threads_training_their_own_models_match_a_sequential_run(Value):
-    seeds = range(4)
-    sequential = [train_one(Value, s) for s in seeds]
-    results = {}
+def run_in_threads(targets):
+    """Run each target in a thread of its own, switching threads as often as
+    CPython allows, and wait for them all."""
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows
+    sys.setswitchinterval(1e-6)
     try:
-        threads = [
-            threading.Thread(target=lambda s=s: results.__setitem__(s, train_one(Value, s)))
-            for s in seeds
-        ]
+        threads = [threading.Thread(target=target) for target in targets]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_threads_training_their_own_models_match_a_sequential_run(Value):
+    seeds = range(4)
+    sequential = [train_one(Value, s) for s in seeds]
+    results = {}
+    run_in_threads([lambda s=s: results.__setitem__(s, train_one(Value, s)) for s in seeds])
     assert [results[s] for s in seeds] == sequential
 
 
@@ -576,16 +579,7 @@ def test_threads_sharing_one_graph_see_whole_backward_passes():
             loss.backward()
             seen.append(w.grad)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=hammer) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_in_threads([hammer] * 4)
     assert set(seen) == {want}
 
 
