@@ -3,6 +3,11 @@
 ``load_body_fat()`` is the chapter's body-fat table (252 men, the target
 ``body fat brozek`` first, then 14 measurements), shipped inside the package;
 its provenance is in ``body-fat-brozek.SOURCE.md`` beside it.
+``univariate_data``, ``batch_data`` and ``multivariate_data`` draw the
+chapter's synthetic data exactly as the book does, from the ``random``
+module's global generator unless given another: after ``random.seed(42)``,
+``univariate_data()`` is the book's five points, and the ``LinReg()`` made
+next draws the book's first weight.
 ``load_csv(path, target)`` reads a table of your own into the same shape, and
 ``to_xy`` turns either into the book's ``X``, ``ys`` and ``feature_names``.
 """
@@ -13,15 +18,64 @@ import csv
 import io
 import math
 import os
+import random
 from collections.abc import Sequence
 from importlib import resources
 
 import pandas as pd
 
-__all__ = ["BODY_FAT_TARGET", "load_body_fat", "load_csv", "to_xy"]
+__all__ = [
+    "BODY_FAT_TARGET",
+    "batch_data",
+    "load_body_fat",
+    "load_csv",
+    "multivariate_data",
+    "to_xy",
+    "univariate_data",
+]
 
 BODY_FAT_TARGET = "body fat brozek"
 _BODY_FAT_FILE = "body-fat-brozek.csv"
+
+
+def _check_count(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"the number of points is an int, not {type(n).__name__!r}")
+    if n < 1:
+        raise ValueError(f"the number of points must be at least 1, not {n}")
+    return n
+
+
+def _line(n: int, low: float, high: float, slope: float, intercept: float, noise: float, rng):
+    # all xs first, then all ys: the order in which the book draws them
+    xs = [rng.uniform(low, high) for _ in range(_check_count(n))]
+    return xs, [slope * x + intercept + rng.gauss(0, noise) for x in xs]
+
+
+def univariate_data(n: int = 5, rng=random) -> tuple[list[float], list[float]]:
+    """The chapter's first data: ``x`` uniform in [-5, 5], ``y = 2x - 1 + gauss(0, 4)``.
+
+    ``rng`` is the ``random`` module (its global state, as the book uses it)
+    or a ``random.Random``.
+
+    >>> import random
+    >>> random.seed(42)
+    >>> xs, ys = univariate_data()
+    >>> round(xs[0], 4), round(ys[0], 4)
+    (1.3943, -1.9637)
+    """
+    return _line(n, -5, 5, 2, -1, 4, rng)
+
+
+def batch_data(n: int = 1000, rng=random) -> tuple[list[float], list[float]]:
+    """The mini-batch study's data: ``x`` uniform in [-10, 10], ``y = 2x + 1 + gauss(0, 5)``."""
+    return _line(n, -10, 10, 2, 1, 5, rng)
+
+
+def multivariate_data(n: int = 1000, rng=random) -> tuple[list[list[float]], list[float]]:
+    """Three features uniform in [-10, 10], ``y = 2x0 + 3x1 - x2 + 1 + gauss(0, 5)``."""
+    X = [[rng.uniform(-10, 10) for _ in range(3)] for _ in range(_check_count(n))]
+    return X, [2 * x[0] + 3 * x[1] - x[2] + 1 + rng.gauss(0, 5) for x in X]
 
 
 def load_body_fat() -> pd.DataFrame:
