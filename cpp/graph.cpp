@@ -243,7 +243,8 @@ void Graph::topological_order(NodeId root) {
 
 // The chain rule at one node: add its local gradients, times its own
 // gradient, to its children's.  Each formula is the one agrad.pure writes,
-// operation for operation.
+// operation for operation.  A node's own value is read through value(), never
+// as the union's double: Python may have written an int into any node's data.
 Status Graph::propagate(NodeId id) {
     Node& n = nodes_[id];
     const double g = n.grad;
@@ -280,7 +281,7 @@ Status Graph::propagate(NodeId id) {
             return Status::Ok;
         }
         case Op::Exp:
-            nodes_[n.child[0]].grad += n.value.f * g;
+            nodes_[n.child[0]].grad += value(id).as_double() * g;
             return Status::Ok;
         case Op::Log: {
             NodeId a = n.child[0];
@@ -291,7 +292,7 @@ Status Graph::propagate(NodeId id) {
             return Status::Ok;
         }
         case Op::Tanh: {
-            double t = n.value.f;
+            double t = value(id).as_double();
             nodes_[n.child[0]].grad += (1.0 - t * t) * g;
             return Status::Ok;
         }
@@ -301,7 +302,7 @@ Status Graph::propagate(NodeId id) {
             return Status::Ok;
         }
         case Op::Sigmoid: {
-            double s = n.value.f;
+            double s = value(id).as_double();
             nodes_[n.child[0]].grad += s * (1.0 - s) * g;
             return Status::Ok;
         }

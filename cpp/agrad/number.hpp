@@ -174,7 +174,11 @@ inline Status float_pow(double base, double exponent, double* out) {
         return Status::Ok;
     }
     errno = 0;
-    double r = std::pow(base, exponent);
+    // Through a volatile: where the exponent is a constant the optimiser turns
+    // pow(x, -1.0) into 1.0 / x, which rounds differently from the libm pow
+    // that Python calls, and `v / c` is computed as `v * c ** -1`.
+    volatile double opaque_exponent = exponent;
+    double r = std::pow(base, opaque_exponent);
     int err = errno;
     if (err == 0 && std::isinf(r))
         err = ERANGE;

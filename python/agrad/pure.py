@@ -1,6 +1,6 @@
 """The pure-Python engine: the reference every other engine must match bit for bit.
 
-It is micrograd's ``Value`` with the contract of ``docs/DESIGN.md`` made exact:
+It is micrograd's ``Value`` with the contract in the README made exact:
 
 * Numbers are Python's: ``data`` is an ``int`` or a ``float`` and follows
   Python's rules (int op int stays int for ``+ - *`` and non-negative int
@@ -42,10 +42,14 @@ def as_number(x: object) -> int | float:
     """Return ``x`` as a plain int or float, or raise TypeError.
 
     bool and integer types with ``__index__`` (numpy's ints) become int, other
-    real numbers (numpy's floats, Fraction) become float.
+    real numbers (numpy's floats, Fraction) become float.  A subclass of int
+    or float stands for its own value, whatever its ``__index__`` or
+    ``__float__`` say, as in Python's ``math`` functions.
     """
     if type(x) is float:
         return x
+    if isinstance(x, float):
+        return float.__float__(x)
     if type(x) is int:
         return _check_int(x)
     if isinstance(x, numbers.Integral):
@@ -100,11 +104,17 @@ class Value:
     __array_ufunc__ = None
 
     def __init__(self, data, _children=(), _op="", label=""):
+        try:
+            self._data  # noqa: B018 - a slot that is set only by a first __init__
+        except AttributeError:
+            pass
+        else:
+            raise TypeError(_ALREADY_MADE)
         self._data = as_number(data)
         self._grad = 0.0
-        self._label = _check_label(label)
+        self._label = _check_str(label, "label")
         self._children = _check_children(_children)
-        self._op = _check_op(_op)
+        self._op = _check_str(_op, "_op")
         self._backward = _no_local_gradient
 
     # -- data and grad are checked on the way in, so a Value never holds a non-number
@@ -130,7 +140,7 @@ class Value:
 
     @label.setter
     def label(self, value):
-        self._label = _check_label(value)
+        self._label = _check_str(value, "label")
 
     @property
     def _prev(self) -> set[Value]:
@@ -201,7 +211,7 @@ class Value:
         out = Value(math.tanh(self._data), (self,), "tanh")
 
         def _backward(out):
-            t = out._data
+            t = float(out._data)  # data set to an int: square it as a float, as every formula
             self._grad += (1.0 - t * t) * out._grad
 
         out._backward = _backward
@@ -295,6 +305,11 @@ class Value:
         return (_restore_leaf, (self._data, self._grad, self._label))
 
 
+# A Value's children and op are fixed once it is made: other nodes hold it as
+# their child, so making it anew in place would change graphs it is part of.
+_ALREADY_MADE = "Value.__init__ runs once: a Value is fixed once made; make a new Value instead"
+
+
 def _restore_leaf(data, grad, label):
     v = Value(data, label=label)
     v.grad = grad
@@ -315,16 +330,11 @@ def _operand(other):
         return NotImplemented
 
 
-def _check_label(label):
-    if not isinstance(label, str):
-        raise TypeError(f"label must be a str, not {type(label).__name__!r}")
-    return label
+def _check_str(text, what):
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, not {type(text).__name__!r}")
+    return str.__str__(text)  # the text itself: a subclass's __str__ or __eq__ is not kept
 
-
-def _check_op(op):
-    if not isinstance(op, str):
-        raise TypeError(f"_op must be a str, not {type(op).__name__!r}")
-    return op
 
 
 def _check_children(children):

@@ -1,30 +1,48 @@
 // agrad._core: the Python face of the engine in cpp/.
 //
-// `Value` is a pybind11 class, but its arithmetic does not go through
-// pybind11's dispatcher: that costs ~270 ns for Value*Value and over 1 us for
-// Value*float (failed overload conversions).  Instead the type's number slots
-// (nb_add, nb_multiply, ...) are plain C functions set by py::custom_type_setup,
-// and results are allocated here, with the engine's node id stored inside the
-// Python object itself, so an operation is a few tens of nanoseconds.
-//
-// The object layout is pybind11's `instance` followed by a ValueHandle.  The
-// instance's value pointer points at that handle, so pybind11's own casters
-// still see a valid object; but every Value is made and destroyed here, never
-// by pybind11 (no registration in pybind11's instance map, no holder).
+// The module is a pybind11 module, and its functions (`sum`, `dot`, ...) are
+// pybind11 functions.  `Value` is not a py::class_: its type is made with
+// CPython's public type-spec API (PyType_FromSpec) and its object layout is
+// our own struct.  An operation on Values is the hot path of every training
+// loop, and pybind11's dispatcher costs several times the operation itself;
+// so the number slots (nb_add, nb_multiply, ...), `data`, `grad`, `label`,
+// `backward()` and the allocation of results are plain C functions, with the
+// engine's node id stored inside the Python object.  Nothing here depends on
+// how pybind11 lays out its own objects, so no pybind11 release can make this
+// module build into something that hands out half-made objects.
 //
 // A Value object holds one reference to its node; the node knows its object
 // (`owner`) so that `_prev` hands back the very objects the user holds.
-// Children that have no object any more (a constant in `w * 2.5`, an
-// intermediate result that was dropped) get one made on request.
+// Children that have no live object (a constant in `w * 2.5`, an intermediate
+// result that was dropped) get one made on request.
+//
+// Python code can run in the middle of many calls here: a number's
+// `__float__` or `__index__`, an iterator's `__next__`, a weakref callback or
+// a subclass's `__del__` while a Value is freed, the garbage collector at any
+// allocation of a tuple or set.  The rules that keep the engine consistent
+// whatever that code does:
+//   * all conversions of Python operands happen first; node ids are read from
+//     Value objects only after the last of them, and then no Python code runs
+//     until the engine has made its node;
+//   * a Value is fixed once made: `__init__` runs once (a second call is a
+//     TypeError, on both engines), so a Value's node never changes;
+//   * an object whose reference count has reached zero is being freed: it is
+//     never handed out again, and the node forgets it before any callback runs.
 //
 // The engine is shared by every thread of the process and is only touched
-// with the GIL held; no Python code runs while a node is being changed.
+// with the GIL held.  It is also shared by nothing else: the module refuses
+// to load in a subinterpreter, whose objects could not use this process-wide
+// graph safely (and where pybind11 would deadlock taking the GIL).
 #include <pybind11/pybind11.h>
 
+#include <structmember.h>  // PyMemberDef, T_PYSSIZET: __weaklistoffset__ for PyType_FromSpec
+
 #include <cerrno>
+#include <cstddef>
+#include <exception>
 #include <new>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "agrad/graph.hpp"
@@ -39,13 +57,11 @@ using agrad::Status;
 
 namespace {
 
-struct ValueHandle {
-    NodeId node;
-};
-
 struct ValueObject {
-    py::detail::instance base;
-    ValueHandle handle;
+    PyObject_HEAD
+    NodeId node;
+    bool initialized;    // __init__ has run: it may not run again
+    PyObject* weakrefs;  // the type's weak reference list
 };
 
 // Never destroyed: Values may outlive the module during interpreter shutdown.
@@ -53,8 +69,11 @@ Graph* graph = nullptr;
 PyTypeObject* value_type = nullptr;
 PyObject* integral_abc = nullptr;  // numbers.Integral
 PyObject* real_abc = nullptr;      // numbers.Real
+PyObject* restore_leaf = nullptr;  // agrad._core._restore_leaf, for __reduce__
 
 constexpr const char* kIntRange = "integer result out of agrad's 64-bit range; use a float";
+constexpr const char* kAlreadyMade =
+    "Value.__init__ runs once: a Value is fixed once made; make a new Value instead";
 
 // Recently freed Value objects, reused to skip the allocator on the hot path.
 constexpr int kFreeListSize = 2048;
@@ -69,7 +88,8 @@ inline bool is_value(PyObject* o) {
     return PyType_IsSubtype(t, value_type);
 }
 
-inline NodeId node_of(PyObject* o) { return reinterpret_cast<ValueObject*>(o)->handle.node; }
+inline ValueObject* as_value(PyObject* o) { return reinterpret_cast<ValueObject*>(o); }
+inline NodeId node_of(PyObject* o) { return as_value(o)->node; }
 
 // -- errors: the exception Python raises for the same arithmetic on floats
 PyObject* raise(Status s) {
@@ -105,7 +125,9 @@ PyObject* raise(Status s) {
 
 // -- numbers in: 1 converted, 0 not a real number (NotImplemented), -1 error set.
 // The rules of agrad.pure.as_number: int and bool and numbers.Integral become
-// 64-bit ints, float and numbers.Real become doubles.
+// 64-bit ints, float and numbers.Real become doubles.  A subclass of int or
+// float stands for its own value (PyNumber_Index and PyFloat_AsDouble do not
+// call an override of __index__ or __float__ on one), as in Python's math.
 int int_from_pylong(PyObject* o, Number* out) {
     int overflow = 0;
     long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
@@ -119,7 +141,7 @@ int int_from_pylong(PyObject* o, Number* out) {
 }
 
 int to_number(PyObject* o, Number* out) {
-    if (PyFloat_CheckExact(o)) {
+    if (PyFloat_Check(o)) {
         *out = Number::of_float(PyFloat_AS_DOUBLE(o));
         return 1;
     }
@@ -153,35 +175,44 @@ bool require_number(PyObject* o, Number* out) {
     return r == 1;
 }
 
-int to_operand(PyObject* o, Operand* out) {
-    if (is_value(o)) {
-        *out = Operand::of_node(node_of(o));
-        return 1;
-    }
-    Number n;
-    int r = to_number(o, &n);
-    if (r == 1) *out = Operand::of_number(n);
-    return r;
-}
-
 PyObject* number_to_python(Number n) {
     return n.is_int ? PyLong_FromLongLong(n.i) : PyFloat_FromDouble(n.f);
 }
 
+// -- strings.  The engine keeps labels and op names as UTF-8.  A Python str
+// may hold lone surrogates, which strict UTF-8 cannot encode: they pass
+// through ("surrogatepass"), so every str comes back as it went in.
+bool check_str(PyObject* o, const char* what) {
+    if (PyUnicode_Check(o)) return true;
+    PyErr_Format(PyExc_TypeError, "%s must be a str, not '%.200s'", what, Py_TYPE(o)->tp_name);
+    return false;
+}
+
+bool utf8_of(PyObject* text, std::string* out) {
+    Py_ssize_t size;
+    if (const char* p = PyUnicode_AsUTF8AndSize(text, &size)) {
+        out->assign(p, static_cast<size_t>(size));
+        return true;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return false;
+    PyErr_Clear();
+    PyObject* bytes = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+    if (!bytes) return false;
+    out->assign(PyBytes_AS_STRING(bytes), static_cast<size_t>(PyBytes_GET_SIZE(bytes)));
+    Py_DECREF(bytes);
+    return true;
+}
+
+PyObject* str_of(const std::string& text) {
+    return PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()),
+                                "surrogatepass");
+}
+
 // -- Value objects
-void init_object(ValueObject* self, NodeId id) {
-    py::detail::instance& inst = self->base;
-    inst.simple_value_holder[0] = &self->handle;
-    for (size_t i = 1; i < sizeof(inst.simple_value_holder) / sizeof(void*); ++i)
-        inst.simple_value_holder[i] = nullptr;
-    inst.weakrefs = nullptr;
-    inst.owned = true;
-    inst.simple_layout = true;
-    inst.simple_holder_constructed = true;  // pybind11's metaclass checks __init__ ran
-    inst.simple_instance_registered = false;
-    inst.has_patients = false;
-    inst.is_alias = false;
-    self->handle.node = id;
+void bind(ValueObject* self, NodeId id) {
+    self->node = id;
+    self->initialized = false;
+    self->weakrefs = nullptr;
     graph->set_owner(id, self);
     graph->retain(id);
 }
@@ -200,16 +231,22 @@ PyObject* wrap_new(NodeId id) {
         }
     }
     PyObject_Init(reinterpret_cast<PyObject*>(self), value_type);
-    init_object(self, id);
+    bind(self, id);
+    self->initialized = true;  // a result is made whole, never by __init__
     return reinterpret_cast<PyObject*>(self);
 }
 
-// The object that stands for a node: the one the user holds, if alive.
+// The object that stands for a node: the one the user holds, if alive.  An
+// owner whose count is zero is in the middle of being freed (a weakref
+// callback or a subclass's dict being cleared is running): it gets a
+// successor instead of being brought back half-freed.
 PyObject* object_of(NodeId id) {
     if (void* owner = graph->owner(id)) {
         PyObject* o = static_cast<PyObject*>(owner);
-        Py_INCREF(o);
-        return o;
+        if (Py_REFCNT(o) > 0) {
+            Py_INCREF(o);
+            return o;
+        }
     }
     return wrap_new(id);
 }
@@ -217,10 +254,11 @@ PyObject* object_of(NodeId id) {
 PyObject* finish(Status s, NodeId id) { return s == Status::Ok ? wrap_new(id) : raise(s); }
 
 void value_dealloc(PyObject* o) {
-    auto* self = reinterpret_cast<ValueObject*>(o);
-    if (self->base.weakrefs) PyObject_ClearWeakRefs(o);
-    NodeId id = self->handle.node;
-    graph->set_owner(id, nullptr);
+    ValueObject* self = as_value(o);
+    const NodeId id = self->node;
+    // The node forgets this object before weakref callbacks can ask for it.
+    if (graph->owner(id) == self) graph->set_owner(id, nullptr);
+    if (self->weakrefs) PyObject_ClearWeakRefs(o);
     graph->release(id);
     PyTypeObject* type = Py_TYPE(o);
     if (type == value_type && free_count < kFreeListSize) {
@@ -234,36 +272,23 @@ void value_dealloc(PyObject* o) {
 PyObject* value_new(PyTypeObject* type, PyObject*, PyObject*) {
     // a leaf 0 until __init__ runs, so no object is ever without a node
     NodeId id = graph->leaf(Number::of_int(0));
-    if (type == value_type) return wrap_new(id);
+    if (type == value_type) {
+        PyObject* o = wrap_new(id);
+        if (o) as_value(o)->initialized = false;
+        return o;
+    }
     PyObject* o = type->tp_alloc(type, 0);
     if (!o) {
         graph->retain(id);
         graph->release(id);
         return nullptr;
     }
-    init_object(reinterpret_cast<ValueObject*>(o), id);
+    bind(as_value(o), id);
     return o;
 }
 
-// Points the object at another node, dropping its old one.
-void rebind(PyObject* o, NodeId id) {
-    auto* self = reinterpret_cast<ValueObject*>(o);
-    NodeId old = self->handle.node;
-    graph->set_owner(old, nullptr);
-    self->handle.node = id;
-    graph->set_owner(id, self);
-    graph->retain(id);
-    graph->release(old);
-}
-
-bool check_str(PyObject* o, const char* what) {
-    if (PyUnicode_Check(o)) return true;
-    PyErr_Format(PyExc_TypeError, "%s must be a str, not '%.200s'", what, Py_TYPE(o)->tp_name);
-    return false;
-}
-
 // Value(data, _children=(), _op='', label='')
-int value_init(PyObject* self, PyObject* args, PyObject* kwds) {
+int value_init(PyObject* o, PyObject* args, PyObject* kwds) {
     static const char* keywords[] = {"data", "_children", "_op", "label", nullptr};
     PyObject* data = nullptr;
     PyObject* children = nullptr;
@@ -272,43 +297,59 @@ int value_init(PyObject* self, PyObject* args, PyObject* kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:Value", const_cast<char**>(keywords),
                                      &data, &children, &op, &label))
         return -1;
+    ValueObject* self = as_value(o);
+    if (self->initialized) {
+        PyErr_SetString(PyExc_TypeError, kAlreadyMade);
+        return -1;
+    }
+    // Everything that can run Python code first.
     Number value;
     if (!require_number(data, &value)) return -1;
-    if (label && !check_str(label, "label")) return -1;
-    if (op && !check_str(op, "_op")) return -1;
-    std::vector<NodeId> child_ids;
+    std::string op_text, label_text;
+    if (label && !(check_str(label, "label") && utf8_of(label, &label_text))) return -1;
+    if (op && !(check_str(op, "_op") && utf8_of(op, &op_text))) return -1;
+    PyObject* seq = nullptr;  // holds the children alive while their ids are in use
     if (children) {
-        PyObject* seq = PySequence_Fast(children, "_children must be an iterable of Values");
+        seq = PySequence_Fast(children, "_children must be an iterable of Values");
         if (!seq) return -1;
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-        for (Py_ssize_t i = 0; i < n; ++i) {
-            PyObject* c = PySequence_Fast_GET_ITEM(seq, i);
-            if (!is_value(c)) {
-                PyErr_Format(PyExc_TypeError, "_children must be Values, not '%.200s'",
-                             Py_TYPE(c)->tp_name);
-                Py_DECREF(seq);
-                return -1;
-            }
-            child_ids.push_back(node_of(c));
+    }
+    if (self->initialized) {  // the iterator's own code called __init__
+        Py_XDECREF(seq);
+        PyErr_SetString(PyExc_TypeError, kAlreadyMade);
+        return -1;
+    }
+    // Then the ids, with no Python code in between.
+    std::vector<NodeId> child_ids;
+    Py_ssize_t n = seq ? PySequence_Fast_GET_SIZE(seq) : 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject* c = PySequence_Fast_GET_ITEM(seq, i);
+        if (!is_value(c)) {
+            PyErr_Format(PyExc_TypeError, "_children must be Values, not '%.200s'",
+                         Py_TYPE(c)->tp_name);
+            Py_DECREF(seq);
+            return -1;
         }
-        Py_DECREF(seq);
+        child_ids.push_back(node_of(c));
     }
-    std::string op_text = op ? PyUnicode_AsUTF8(op) : "";
-    const char* label_text = label ? PyUnicode_AsUTF8(label) : "";
-    if (!label_text) return -1;
-    NodeId id;
-    if (child_ids.empty() && op_text.empty()) {
-        id = graph->leaf(value);
-    } else {
-        id = graph->custom(value, child_ids.data(), child_ids.size(), op_text);
-    }
-    rebind(self, id);
-    graph->set_label(id, label_text);
+    NodeId id = child_ids.empty() && op_text.empty()
+                    ? graph->leaf(value)
+                    : graph->custom(value, child_ids.data(), child_ids.size(), std::move(op_text));
+    Py_XDECREF(seq);
+    graph->set_label(id, std::move(label_text));
+    // The object now stands for the new node instead of the placeholder leaf.
+    NodeId placeholder = self->node;
+    graph->set_owner(placeholder, nullptr);
+    self->node = id;
+    self->initialized = true;
+    graph->set_owner(id, self);
+    graph->retain(id);
+    graph->release(placeholder);
     return 0;
 }
 
 // -- the number slots.  A slot gets its operands in source order, so in
 // `2.5 * v` the float comes first; each is composed as the book composes it.
+// The other operand is converted before any node id is read.
 PyObject* not_implemented() { Py_RETURN_NOTIMPLEMENTED; }
 
 PyObject* apply_binary(Op op, Operand a, Operand b) {
@@ -320,8 +361,14 @@ PyObject* apply_binary(Op op, Operand a, Operand b) {
 // self (op) other, where other may be anything
 PyObject* binary_with(Op op, PyObject* self, PyObject* other) {
     Operand o;
-    int r = to_operand(other, &o);
-    if (r <= 0) return r == 0 ? not_implemented() : nullptr;
+    if (is_value(other)) {
+        o = Operand::of_node(node_of(other));
+    } else {
+        Number n;
+        int r = to_number(other, &n);
+        if (r <= 0) return r == 0 ? not_implemented() : nullptr;
+        o = Operand::of_number(n);
+    }
     return apply_binary(op, Operand::of_node(node_of(self)), o);
 }
 
@@ -419,127 +466,26 @@ PyObject* value_power(PyObject* a, PyObject* b, PyObject* modulo) {
     return finish(s, id);
 }
 
-// -- everything else is ordinary pybind11
-NodeId checked_node(py::handle self) {
-    if (!is_value(self.ptr())) throw py::type_error("expected an agrad Value");
-    return node_of(self.ptr());
-}
-
-py::object steal_or_throw(PyObject* o) {
-    if (!o) throw py::error_already_set();
-    return py::reinterpret_steal<py::object>(o);
-}
-
-py::object unary(py::handle self, Op op) {
+PyObject* unary(PyObject* self, Op op) {
     NodeId id;
-    Status s = graph->unary(op, checked_node(self), &id);
-    return steal_or_throw(finish(s, id));
+    Status s = graph->unary(op, node_of(self), &id);
+    return finish(s, id);
 }
 
-py::str op_text(NodeId id) {
-    switch (graph->op(id)) {
-        case Op::Leaf:
-            return py::str("");
-        case Op::Add:
-            return py::str("+");
-        case Op::Mul:
-            return py::str("*");
-        case Op::Pow: {
-            py::object k = steal_or_throw(number_to_python(graph->param(id)));
-            return py::str("**") + py::str(k);
-        }
-        case Op::Exp:
-            return py::str("exp");
-        case Op::Log:
-            return py::str("log");
-        case Op::Tanh:
-            return py::str("tanh");
-        case Op::Relu:
-            return py::str("ReLU");
-        case Op::Sigmoid:
-            return py::str("sigmoid");
-        case Op::Sum:
-            return py::str("sum");
-        case Op::Dot:
-            return py::str("dot");
-        case Op::Custom:
-            return py::str(graph->op_name(id));
-    }
-    return py::str("");
+PyObject* value_exp(PyObject* self, PyObject*) { return unary(self, Op::Exp); }
+PyObject* value_log(PyObject* self, PyObject*) { return unary(self, Op::Log); }
+PyObject* value_tanh(PyObject* self, PyObject*) { return unary(self, Op::Tanh); }
+PyObject* value_relu(PyObject* self, PyObject*) { return unary(self, Op::Relu); }
+PyObject* value_sigmoid(PyObject* self, PyObject*) { return unary(self, Op::Sigmoid); }
+
+PyObject* backward(PyObject* self, PyObject*) {
+    Status s = graph->backward(node_of(self));
+    if (s != Status::Ok) return raise(s);
+    Py_RETURN_NONE;
 }
 
-// The children's objects, in order.  Ids are copied first: making an object
-// can run arbitrary Python code (the garbage collector), which may add or
-// free nodes.
-py::tuple children_of(py::handle self) {
-    NodeId id = checked_node(self);
-    graph->materialize_constants(id);
-    std::vector<NodeId> ids(graph->child_count(id));
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = graph->child(id, i);
-    py::tuple out(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) out[i] = steal_or_throw(object_of(ids[i]));
-    return out;
-}
-
-py::object make_leaf(py::handle data, py::handle grad, py::handle label) {
-    py::object v = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(value_type))(
-        data, py::arg("label") = label);
-    v.attr("grad") = grad;
-    return v;
-}
-
-// Operands of agrad.sum / agrad.dot: Values and numbers, anything else is
-// the TypeError `+` or `*` would raise.
-std::vector<Operand> operands(py::handle iterable, const char* op) {
-    std::vector<Operand> out;
-    for (py::handle item : iterable) {
-        Operand o;
-        int r = to_operand(item.ptr(), &o);
-        if (r < 0) throw py::error_already_set();
-        if (r == 0)
-            throw py::type_error(std::string("unsupported operand type(s) for ") + op +
-                                 ": 'Value' and '" + Py_TYPE(item.ptr())->tp_name + "'");
-        out.push_back(o);
-    }
-    return out;
-}
-
-py::object fused_sum(py::iterable values, py::handle start) {
-    py::list items(values);
-    Number s;
-    if (!require_number(start.ptr(), &s)) throw py::error_already_set();
-    std::vector<Operand> terms = operands(items, "+");
-    bool any_value = false;
-    for (const Operand& t : terms) any_value |= t.is_node();
-    if (!any_value)  // no Value at all: what the builtin would give
-        return py::module_::import("builtins").attr("sum")(items, start);
-    NodeId id;
-    Status st = graph->sum(terms.data(), terms.size(), s, &id);
-    return steal_or_throw(finish(st, id));
-}
-
-py::object fused_dot(py::iterable weights, py::iterable inputs) {
-    std::vector<Operand> w = operands(py::list(weights), "*");
-    std::vector<Operand> x = operands(py::list(inputs), "*");
-    if (w.size() != x.size())
-        throw py::value_error("dot: weights and inputs differ in length (" +
-                              std::to_string(w.size()) + " and " + std::to_string(x.size()) +
-                              ")");
-    bool any_value = false;
-    for (size_t i = 0; i < w.size(); ++i) any_value |= w[i].is_node() || x[i].is_node();
-    if (!any_value) {
-        py::object builtins = py::module_::import("builtins");
-        py::object products = py::module_::import("operator").attr("mul");
-        return builtins.attr("sum")(builtins.attr("map")(products, weights, inputs));
-    }
-    NodeId id;
-    Status st = graph->dot(w.data(), x.data(), w.size(), &id);
-    return steal_or_throw(finish(st, id));
-}
-
-// -- data, grad, label and backward() are C-level too: a training loop reads
-// and writes them for every parameter on every step, and a pybind11 property
-// costs ~130 ns a read against ~25 ns here.
+// -- data, grad and label.  A training loop reads and writes them for every
+// parameter on every step, so they are a C getset, not pybind11 properties.
 PyObject* get_data(PyObject* self, void*) { return number_to_python(graph->value(node_of(self))); }
 
 // The number a setter is given; deleting the attribute is an error.
@@ -567,119 +513,338 @@ int set_grad(PyObject* self, PyObject* v, void*) {
     return 0;
 }
 
-PyObject* get_label(PyObject* self, void*) {
-    const std::string& label = graph->label(node_of(self));
-    return PyUnicode_FromStringAndSize(label.data(), static_cast<Py_ssize_t>(label.size()));
-}
+PyObject* get_label(PyObject* self, void*) { return str_of(graph->label(node_of(self))); }
 
 int set_label(PyObject* self, PyObject* v, void*) {
     if (!v) {
         PyErr_SetString(PyExc_AttributeError, "can't delete attribute 'label'");
         return -1;
     }
-    if (!check_str(v, "label")) return -1;
-    Py_ssize_t size;
-    const char* text = PyUnicode_AsUTF8AndSize(v, &size);
-    if (!text) return -1;
-    graph->set_label(node_of(self), std::string(text, static_cast<size_t>(size)));
+    std::string text;
+    if (!check_str(v, "label") || !utf8_of(v, &text)) return -1;
+    graph->set_label(node_of(self), std::move(text));
     return 0;
 }
 
-PyObject* backward(PyObject* self, PyObject*) {
-    Status s = graph->backward(node_of(self));
-    if (s != Status::Ok) return raise(s);
-    Py_RETURN_NONE;
+PyObject* get_op(PyObject* self, void*) {
+    NodeId id = node_of(self);
+    switch (graph->op(id)) {
+        case Op::Leaf:
+            return PyUnicode_FromString("");
+        case Op::Add:
+            return PyUnicode_FromString("+");
+        case Op::Mul:
+            return PyUnicode_FromString("*");
+        case Op::Pow: {  // "**k", k as str() prints it, as the pure engine's f-string
+            PyObject* k = number_to_python(graph->param(id));
+            if (!k) return nullptr;
+            PyObject* text = PyUnicode_FromFormat("**%S", k);
+            Py_DECREF(k);
+            return text;
+        }
+        case Op::Exp:
+            return PyUnicode_FromString("exp");
+        case Op::Log:
+            return PyUnicode_FromString("log");
+        case Op::Tanh:
+            return PyUnicode_FromString("tanh");
+        case Op::Relu:
+            return PyUnicode_FromString("ReLU");
+        case Op::Sigmoid:
+            return PyUnicode_FromString("sigmoid");
+        case Op::Sum:
+            return PyUnicode_FromString("sum");
+        case Op::Dot:
+            return PyUnicode_FromString("dot");
+        case Op::Custom:
+            return str_of(graph->op_name(id));
+    }
+    return PyUnicode_FromString("");
 }
 
-// No C++ exception may cross into CPython: the engine's only one is
-// std::bad_alloc (memory exhausted), which becomes MemoryError.
+// The children's objects, in order.  The tuple is made before any object:
+// making it may run the garbage collector, and so Python code; after that
+// only wrap_new runs, which runs none.  The children stay alive throughout,
+// held by this node, which `self` holds.
+PyObject* get_children(PyObject* self, void*) {
+    NodeId id = node_of(self);
+    graph->materialize_constants(id);
+    size_t n = graph->child_count(id);
+    PyObject* out = PyTuple_New(static_cast<Py_ssize_t>(n));
+    if (!out) return nullptr;
+    for (size_t i = 0; i < n; ++i) {
+        PyObject* child = object_of(graph->child(id, i));
+        if (!child) {
+            Py_DECREF(out);
+            return nullptr;
+        }
+        PyTuple_SET_ITEM(out, static_cast<Py_ssize_t>(i), child);
+    }
+    return out;
+}
+
+PyObject* get_prev(PyObject* self, void*) {
+    PyObject* children = get_children(self, nullptr);
+    if (!children) return nullptr;
+    PyObject* out = PySet_New(children);
+    Py_DECREF(children);
+    return out;
+}
+
+PyObject* value_repr(PyObject* self) {
+    NodeId id = node_of(self);
+    PyObject* label = str_of(graph->label(id));
+    if (!label) return nullptr;
+    PyObject* data = number_to_python(graph->value(id));
+    PyObject* text = data ? PyUnicode_FromFormat("Value(%U: %R)", label, data) : nullptr;
+    Py_DECREF(label);
+    Py_XDECREF(data);
+    return text;
+}
+
+// A Value pickles as a leaf: data, grad and label, not its graph.
+PyObject* value_reduce(PyObject* self, PyObject*) {
+    NodeId id = node_of(self);
+    PyObject* data = number_to_python(graph->value(id));
+    PyObject* label = str_of(graph->label(id));
+    PyObject* out = nullptr;
+    if (data && label)
+        out = Py_BuildValue("(O(OdO))", restore_leaf, data, graph->grad(id), label);
+    Py_XDECREF(data);
+    Py_XDECREF(label);
+    return out;
+}
+
+// No C++ exception may cross into CPython.  The engine's only one is
+// std::bad_alloc (memory exhausted), which becomes MemoryError; anything else
+// would be a bug here, and becomes SystemError rather than std::terminate.
+template <class R>
+R failed() {
+    if constexpr (std::is_pointer_v<R>)
+        return nullptr;
+    else
+        return -1;
+}
+
 template <auto F, class... Args>
 auto no_throw(Args... args) noexcept -> decltype(F(args...)) {
+    using R = decltype(F(args...));
     try {
         return F(args...);
     } catch (const std::bad_alloc&) {
         PyErr_NoMemory();
-        if constexpr (std::is_pointer_v<decltype(F(args...))>)
-            return nullptr;
-        else
-            return -1;
+    } catch (const std::exception& e) {
+        PyErr_Format(PyExc_SystemError, "agrad: internal error: %s", e.what());
+    } catch (...) {
+        PyErr_SetString(PyExc_SystemError, "agrad: internal error");
+    }
+    return failed<R>();
+}
+
+// Deallocation cannot report an error; its engine calls only give memory back.
+template <auto F, class... Args>
+void no_throw_void(Args... args) noexcept {
+    try {
+        F(args...);
+    } catch (...) {
+        PyErr_WriteUnraisable(nullptr);
     }
 }
 
+using Getter = PyObject* (*)(PyObject*, void*);
+using Setter = int (*)(PyObject*, PyObject*, void*);
+using Method = PyObject* (*)(PyObject*, PyObject*);
+
+template <auto F>
+constexpr Getter getter = no_throw<F, PyObject*, void*>;
+template <auto F>
+constexpr Setter setter = no_throw<F, PyObject*, PyObject*, void*>;
+template <auto F>
+constexpr Method method = no_throw<F, PyObject*, PyObject*>;
+
 PyGetSetDef value_getset[] = {
-    {"data", get_data, set_data, "The number this Value holds: an int or a float.", nullptr},
-    {"grad", get_grad, set_grad, "d(root)/d(this), set by the last backward(); a float.",
+    {"data", getter<get_data>, setter<set_data>,
+     "The number this Value holds: an int or a float.", nullptr},
+    {"grad", getter<get_grad>, setter<set_grad>,
+     "d(root)/d(this), set by the last backward(); a float.", nullptr},
+    {"label", getter<get_label>, setter<set_label>, "A name, for printing and drawing.", nullptr},
+    {"_op", getter<get_op>, nullptr, "The operation that made this Value ('' for a leaf).",
      nullptr},
-    {"label", get_label, no_throw<set_label, PyObject*, PyObject*, void*>, "A name, for printing and drawing.", nullptr},
+    {"_children", getter<get_children>, nullptr,
+     "The Values this one was computed from, in order.", nullptr},
+    {"_prev", getter<get_prev>, nullptr, "The set of the Values this one was computed from.",
+     nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
 PyMethodDef value_methods[] = {
-    {"backward", no_throw<backward, PyObject*, PyObject*>, METH_NOARGS,
-     "Set the gradient of every node of this graph: 0, this node's 1, then the chain rule in "
-     "reverse topological order."},
+    {"exp", method<value_exp>, METH_NOARGS, "exp($self, /)\n--\n\ne ** self, as a Value."},
+    {"log", method<value_log>, METH_NOARGS,
+     "log($self, /)\n--\n\nThe natural logarithm of self, as a Value."},
+    {"tanh", method<value_tanh>, METH_NOARGS, "tanh($self, /)\n--\n\ntanh(self), as a Value."},
+    {"relu", method<value_relu>, METH_NOARGS,
+     "relu($self, /)\n--\n\nmax(self, 0), as a Value (op 'ReLU')."},
+    {"sigmoid", method<value_sigmoid>, METH_NOARGS,
+     "sigmoid($self, /)\n--\n\n1 / (1 + exp(-self)), as a Value."},
+    {"backward", method<backward>, METH_NOARGS,
+     "backward($self, /)\n--\n\nSet the gradient of every node of this graph: 0, this node's 1, "
+     "then the chain rule in reverse topological order."},
+    {"__reduce__", method<value_reduce>, METH_NOARGS,
+     "__reduce__($self, /)\n--\n\nA Value pickles as a leaf: data, grad and label."},
     {nullptr, nullptr, 0, nullptr},
 };
 
-void setup_type(PyHeapTypeObject* heap_type) {
-    PyTypeObject* type = &heap_type->ht_type;
-    type->tp_basicsize = sizeof(ValueObject);
-    type->tp_new = no_throw<value_new, PyTypeObject*, PyObject*, PyObject*>;
-    type->tp_init = no_throw<value_init, PyObject*, PyObject*, PyObject*>;
-    type->tp_dealloc = value_dealloc;
-    type->tp_getset = value_getset;
-    type->tp_methods = value_methods;
-    PyNumberMethods* nb = &heap_type->as_number;
-    nb->nb_add = no_throw<value_add, PyObject*, PyObject*>;
-    nb->nb_subtract = no_throw<value_subtract, PyObject*, PyObject*>;
-    nb->nb_multiply = no_throw<value_multiply, PyObject*, PyObject*>;
-    nb->nb_true_divide = no_throw<value_true_divide, PyObject*, PyObject*>;
-    nb->nb_power = no_throw<value_power, PyObject*, PyObject*, PyObject*>;
-    nb->nb_negative = no_throw<value_negative, PyObject*>;
+PyMemberDef value_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(ValueObject, weakrefs), READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
+using BinarySlot = PyObject* (*)(PyObject*, PyObject*);
+template <auto F>
+constexpr BinarySlot binary_slot = no_throw<F, PyObject*, PyObject*>;
+
+template <class F>
+void* slot(F f) {
+    return reinterpret_cast<void*>(f);
 }
 
-}  // namespace
+PyType_Slot value_slots[] = {
+    {Py_tp_doc, const_cast<char*>(
+                    "Value(data, _children=(), _op='', label='')\n--\n\n"
+                    "A scalar that remembers how it was computed, so it can be differentiated.")},
+    {Py_tp_new, slot(no_throw<value_new, PyTypeObject*, PyObject*, PyObject*>)},
+    {Py_tp_init, slot(no_throw<value_init, PyObject*, PyObject*, PyObject*>)},
+    {Py_tp_dealloc, slot(no_throw_void<value_dealloc, PyObject*>)},
+    {Py_tp_repr, slot(no_throw<value_repr, PyObject*>)},
+    {Py_tp_getset, value_getset},
+    {Py_tp_methods, value_methods},
+    {Py_tp_members, value_members},
+    {Py_nb_add, slot(binary_slot<value_add>)},
+    {Py_nb_subtract, slot(binary_slot<value_subtract>)},
+    {Py_nb_multiply, slot(binary_slot<value_multiply>)},
+    {Py_nb_true_divide, slot(binary_slot<value_true_divide>)},
+    {Py_nb_power, slot(no_throw<value_power, PyObject*, PyObject*, PyObject*>)},
+    {Py_nb_negative, slot(no_throw<value_negative, PyObject*>)},
+    {0, nullptr},
+};
 
-PYBIND11_MODULE(_core, m) {
+PyType_Spec value_spec = {
+    "agrad._core.Value",
+    static_cast<int>(sizeof(ValueObject)),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    value_slots,
+};
+
+// -- agrad.sum and agrad.dot (pybind11 functions)
+py::object steal_or_throw(PyObject* o) {
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(o);
+}
+
+// A fresh list of the iterable's items: ours alone, so no code the
+// conversions run can change it, and a one-shot iterator is read only once.
+py::list items_of(py::handle iterable) {
+    PyObject* list = PySequence_List(iterable.ptr());
+    if (!list) throw py::error_already_set();
+    return py::reinterpret_steal<py::list>(list);
+}
+
+// The operands of a fused node, in two passes: first every number is
+// converted (which may run Python code), then the node ids of the Values
+// are read, with no Python code in between and the Values kept alive by
+// `items`.  Anything but a Value or a number is the TypeError `+` or `*`
+// would raise.
+std::vector<Operand> operands(const py::list& items, const char* op) {
+    std::vector<Operand> out(items.size());
+    for (size_t i = 0; i < out.size(); ++i) {
+        PyObject* item = PyList_GET_ITEM(items.ptr(), static_cast<Py_ssize_t>(i));
+        if (is_value(item)) continue;
+        Number n;
+        int r = to_number(item, &n);
+        if (r < 0) throw py::error_already_set();
+        if (r == 0)
+            throw py::type_error(std::string("unsupported operand type(s) for ") + op +
+                                 ": 'Value' and '" + Py_TYPE(item)->tp_name + "'");
+        out[i] = Operand::of_number(n);
+    }
+    return out;
+}
+
+// The second pass: node ids, once no more Python code will run.
+bool read_nodes(const py::list& items, std::vector<Operand>& out) {
+    bool any_value = false;
+    for (size_t i = 0; i < out.size(); ++i) {
+        PyObject* item = PyList_GET_ITEM(items.ptr(), static_cast<Py_ssize_t>(i));
+        if (!is_value(item)) continue;
+        out[i] = Operand::of_node(node_of(item));
+        any_value = true;
+    }
+    return any_value;
+}
+
+py::object fused_sum(py::handle values, py::handle start) {
+    py::list items = items_of(values);
+    Number s;
+    if (!require_number(start.ptr(), &s)) throw py::error_already_set();
+    std::vector<Operand> terms = operands(items, "+");
+    if (!read_nodes(items, terms))  // no Value at all: what the builtin gives
+        return py::module_::import("builtins").attr("sum")(items, start);
+    NodeId id;
+    Status st = graph->sum(terms.data(), terms.size(), s, &id);
+    return steal_or_throw(finish(st, id));
+}
+
+py::object fused_dot(py::handle weights, py::handle inputs) {
+    py::list w_items = items_of(weights);
+    py::list x_items = items_of(inputs);
+    if (w_items.size() != x_items.size())
+        throw py::value_error("dot: weights and inputs differ in length (" +
+                              std::to_string(w_items.size()) + " and " +
+                              std::to_string(x_items.size()) + ")");
+    std::vector<Operand> w = operands(w_items, "*");
+    std::vector<Operand> x = operands(x_items, "*");
+    bool w_has_value = read_nodes(w_items, w);
+    bool x_has_value = read_nodes(x_items, x);
+    if (!w_has_value && !x_has_value) {  // numbers only: the builtin expression
+        py::object builtins = py::module_::import("builtins");
+        py::object product = py::module_::import("operator").attr("mul");
+        return builtins.attr("sum")(builtins.attr("map")(product, w_items, x_items));
+    }
+    NodeId id;
+    Status st = graph->dot(w.data(), x.data(), w.size(), &id);
+    return steal_or_throw(finish(st, id));
+}
+
+py::object make_leaf(py::handle data, py::handle grad, py::handle label) {
+    py::object v = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(value_type))(
+        data, py::arg("label") = label);
+    v.attr("grad") = grad;
+    return v;
+}
+
+// -- the module.  Multi-phase initialisation, so that the check below runs
+// before pybind11 touches its interpreter state.
+void define_module(py::module_& m) {
     m.doc() = "agrad's compiled engine: Value, and fused sum and dot";
-    graph = new Graph();
-    py::module_ numbers = py::module_::import("numbers");
-    integral_abc = py::object(numbers.attr("Integral")).release().ptr();
-    real_abc = py::object(numbers.attr("Real")).release().ptr();
+    if (!graph) {  // once per process: a second import must not start a second engine
+        graph = new Graph();
+        py::module_ numbers = py::module_::import("numbers");
+        integral_abc = py::object(numbers.attr("Integral")).release().ptr();
+        real_abc = py::object(numbers.attr("Real")).release().ptr();
+        PyObject* type = PyType_FromSpec(&value_spec);
+        if (!type) throw py::error_already_set();
+        value_type = reinterpret_cast<PyTypeObject*>(type);
+        // numpy must hand `np.float64(2) * v` back to Value's slots, not make an array
+        if (PyObject_SetAttrString(type, "__array_ufunc__", Py_None) < 0)
+            throw py::error_already_set();
+    }
+    py::object type = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(value_type));
+    m.attr("Value") = type;
 
-    py::class_<ValueHandle> cls(m, "Value", py::custom_type_setup(setup_type),
-                                "A scalar that remembers how it was computed, so it can be "
-                                "differentiated.\n\nValue(data, _children=(), _op='', label='')");
-    value_type = reinterpret_cast<PyTypeObject*>(cls.ptr());
-
-    cls.def_property_readonly("_op", [](py::handle self) { return op_text(checked_node(self)); })
-        .def_property_readonly("_children", &children_of)
-        .def_property_readonly("_prev",
-                               [](py::handle self) { return py::set(children_of(self)); })
-        .def("exp", [](py::handle self) { return unary(self, Op::Exp); })
-        .def("log", [](py::handle self) { return unary(self, Op::Log); })
-        .def("tanh", [](py::handle self) { return unary(self, Op::Tanh); })
-        .def("relu", [](py::handle self) { return unary(self, Op::Relu); })
-        .def("sigmoid", [](py::handle self) { return unary(self, Op::Sigmoid); })
-        .def("__repr__",
-             [](py::handle self) {
-                 NodeId id = checked_node(self);
-                 py::object data = steal_or_throw(number_to_python(graph->value(id)));
-                 return "Value(" + graph->label(id) + ": " + py::repr(data).cast<std::string>() +
-                        ")";
-             })
-        .def("__reduce__", [](py::handle self) -> py::tuple {
-            // a Value pickles as a leaf: data, grad and label, not its graph
-            NodeId id = checked_node(self);
-            return py::make_tuple(
-                py::module_::import("agrad._core").attr("_restore_leaf"),
-                py::make_tuple(steal_or_throw(number_to_python(graph->value(id))),
-                               graph->grad(id), graph->label(id)));
-        });
-    // numpy must hand `np.float64(2) * v` back to Value's slots, not make an array
-    cls.attr("__array_ufunc__") = py::none();
-
-    m.def("_restore_leaf", &make_leaf);
+    m.def("_restore_leaf", &make_leaf, py::arg("data"), py::arg("grad"), py::arg("label"),
+          "A leaf with this data, grad and label: how a pickled Value comes back.");
+    if (!restore_leaf) restore_leaf = py::object(m.attr("_restore_leaf")).release().ptr();
     m.def("sum", &fused_sum, py::arg("values"), py::arg("start") = 0,
           "start + v0 + v1 + ... as one node: the data and gradients of the builtin "
           "sum's chain of additions, without the chain.");
@@ -691,3 +856,38 @@ PYBIND11_MODULE(_core, m) {
     m.def("_node_bytes", [] { return Graph::node_bytes(); },
           "The size of one node in the engine's arena.");
 }
+
+int exec_module(PyObject* module) noexcept {
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        PyErr_SetString(PyExc_ImportError,
+                        "agrad._core cannot be imported in a subinterpreter: its engine is one "
+                        "graph for the whole process, used from the main interpreter only");
+        return -1;
+    }
+    try {
+        py::module_ m = py::reinterpret_borrow<py::module_>(module);
+        define_module(m);
+        return 0;
+    } catch (py::error_already_set& e) {
+        e.restore();
+    } catch (const std::exception& e) {
+        PyErr_Format(PyExc_ImportError, "agrad._core: %s", e.what());
+    }
+    return -1;
+}
+
+PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, reinterpret_cast<void*>(exec_module)},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, nullptr},
+};
+
+PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_core", nullptr, 0, nullptr, module_slots, nullptr, nullptr, nullptr,
+};
+
+}  // namespace
+
+extern "C" PYBIND11_EXPORT PyObject* PyInit__core() { return PyModuleDef_Init(&module_def); }
