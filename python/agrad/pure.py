@@ -46,6 +46,16 @@ def as_number(x: object) -> int | float:
     or float stands for its own value, whatever its ``__index__`` or
     ``__float__`` say, as in Python's ``math`` functions.
     """
+    n = _number_or_none(x)
+    if n is None:
+        raise TypeError(f"a Value holds a real number, not {type(x).__name__!r}")
+    return n
+
+
+def _number_or_none(x: object) -> int | float | None:
+    """as_number, but None for what is not a real number.  An error raised
+    while converting a real number (a broken ``__float__``) propagates: an
+    operator must not take it for "not a number" and try the other operand."""
     if type(x) is float:
         return x
     if isinstance(x, float):
@@ -56,7 +66,7 @@ def as_number(x: object) -> int | float:
         return _check_int(operator.index(x))
     if isinstance(x, numbers.Real):
         return float(x)
-    raise TypeError(f"a Value holds a real number, not {type(x).__name__!r}")
+    return None
 
 
 def _as_grad(x: object) -> float:
@@ -104,18 +114,25 @@ class Value:
     __array_ufunc__ = None
 
     def __init__(self, data, _children=(), _op="", label=""):
-        try:
-            self._data  # noqa: B018 - a slot that is set only by a first __init__
-        except AttributeError:
-            pass
-        else:
-            raise TypeError(_ALREADY_MADE)
-        self._data = as_number(data)
+        self._refuse_if_made()
+        data = as_number(data)
+        label = _check_str(label, "label")
+        op = _check_str(_op, "_op")
+        children = _check_children(_children)
+        self._refuse_if_made()  # the conversions above may have run code that made it
+        self._data = data
         self._grad = 0.0
-        self._label = _check_str(label, "label")
-        self._children = _check_children(_children)
-        self._op = _check_str(_op, "_op")
+        self._label = label
+        self._children = children
+        self._op = op
         self._backward = _no_local_gradient
+
+    def _refuse_if_made(self):
+        try:
+            self._data  # noqa: B018 - a slot that only a first __init__ sets
+        except AttributeError:
+            return
+        raise TypeError(_ALREADY_MADE)
 
     # -- data and grad are checked on the way in, so a Value never holds a non-number
     @property
@@ -176,9 +193,8 @@ class Value:
     def __pow__(self, other, modulo=None):
         if modulo is not None or isinstance(other, Value):
             return NotImplemented
-        try:
-            k = as_number(other)
-        except TypeError:
+        k = _number_or_none(other)
+        if k is None:
             return NotImplemented
         out = Value(power(self._data, k), (self,), f"**{k}")
         k_minus_one = k - 1  # exact for ints, as Python computes it
@@ -253,15 +269,12 @@ class Value:
     def __sub__(self, other):  # self - other
         if isinstance(other, Value):
             return self + (-other)
-        try:
-            return self + _neg(as_number(other))
-        except TypeError:
-            return NotImplemented
+        n = _number_or_none(other)
+        return NotImplemented if n is None else self + _neg(n)
 
     def __rsub__(self, other):  # other - self
-        if _operand(other) is NotImplemented:
-            return NotImplemented
-        return (-self) + other
+        n = _number_or_none(other)
+        return NotImplemented if n is None else (-self) + n
 
     def __rmul__(self, other):  # other * self
         return self.__mul__(other)
@@ -269,15 +282,12 @@ class Value:
     def __truediv__(self, other):  # self / other
         if isinstance(other, Value):
             return self * other**-1
-        try:
-            return self * power(as_number(other), -1)
-        except TypeError:
-            return NotImplemented
+        n = _number_or_none(other)
+        return NotImplemented if n is None else self * power(n, -1)
 
     def __rtruediv__(self, other):  # other / self
-        if _operand(other) is NotImplemented:
-            return NotImplemented
-        return self**-1 * other
+        n = _number_or_none(other)
+        return NotImplemented if n is None else self**-1 * n
 
     def __rpow__(self, other):
         return NotImplemented
@@ -324,10 +334,8 @@ def _operand(other):
     """The other side of an op as a Value (a constant leaf for a number)."""
     if isinstance(other, Value):
         return other
-    try:
-        return Value(as_number(other))
-    except TypeError:
-        return NotImplemented
+    n = _number_or_none(other)
+    return NotImplemented if n is None else Value(n)
 
 
 def _check_str(text, what):
@@ -336,9 +344,12 @@ def _check_str(text, what):
     return str.__str__(text)  # the text itself: a subclass's __str__ or __eq__ is not kept
 
 
-
 def _check_children(children):
-    children = tuple(children)
+    try:
+        iterator = iter(children)
+    except TypeError:
+        raise TypeError("_children must be an iterable of Values") from None
+    children = tuple(iterator)
     for c in children:
         if not isinstance(c, Value):
             raise TypeError(f"_children must be Values, not {type(c).__name__!r}")

@@ -166,12 +166,19 @@ int to_number(PyObject* o, Number* out) {
     return 0;
 }
 
+// TypeError(f"{what} {type(o).__name__!r}"): the words of the pure engine's
+// errors, which name a type by its __name__ ('ndarray', not 'numpy.ndarray').
+void type_error_naming(const char* what, PyObject* o) {
+    PyObject* name = PyObject_GetAttrString(reinterpret_cast<PyObject*>(Py_TYPE(o)), "__name__");
+    if (!name) return;
+    PyErr_Format(PyExc_TypeError, "%s %R", what, name);
+    Py_DECREF(name);
+}
+
 // The same, for places where anything but a number is a TypeError.
 bool require_number(PyObject* o, Number* out) {
     int r = to_number(o, out);
-    if (r == 0)
-        PyErr_Format(PyExc_TypeError, "a Value holds a real number, not '%.200s'",
-                     Py_TYPE(o)->tp_name);
+    if (r == 0) type_error_naming("a Value holds a real number, not", o);
     return r == 1;
 }
 
@@ -184,7 +191,7 @@ PyObject* number_to_python(Number n) {
 // through ("surrogatepass"), so every str comes back as it went in.
 bool check_str(PyObject* o, const char* what) {
     if (PyUnicode_Check(o)) return true;
-    PyErr_Format(PyExc_TypeError, "%s must be a str, not '%.200s'", what, Py_TYPE(o)->tp_name);
+    type_error_naming(what, o);
     return false;
 }
 
@@ -306,8 +313,8 @@ int value_init(PyObject* o, PyObject* args, PyObject* kwds) {
     Number value;
     if (!require_number(data, &value)) return -1;
     std::string op_text, label_text;
-    if (label && !(check_str(label, "label") && utf8_of(label, &label_text))) return -1;
-    if (op && !(check_str(op, "_op") && utf8_of(op, &op_text))) return -1;
+    if (label && !(check_str(label, "label must be a str, not") && utf8_of(label, &label_text))) return -1;
+    if (op && !(check_str(op, "_op must be a str, not") && utf8_of(op, &op_text))) return -1;
     PyObject* seq = nullptr;  // holds the children alive while their ids are in use
     if (children) {
         seq = PySequence_Fast(children, "_children must be an iterable of Values");
@@ -324,8 +331,7 @@ int value_init(PyObject* o, PyObject* args, PyObject* kwds) {
     for (Py_ssize_t i = 0; i < n; ++i) {
         PyObject* c = PySequence_Fast_GET_ITEM(seq, i);
         if (!is_value(c)) {
-            PyErr_Format(PyExc_TypeError, "_children must be Values, not '%.200s'",
-                         Py_TYPE(c)->tp_name);
+            type_error_naming("_children must be Values, not", c);
             Py_DECREF(seq);
             return -1;
         }
@@ -521,7 +527,7 @@ int set_label(PyObject* self, PyObject* v, void*) {
         return -1;
     }
     std::string text;
-    if (!check_str(v, "label") || !utf8_of(v, &text)) return -1;
+    if (!check_str(v, "label must be a str, not") || !utf8_of(v, &text)) return -1;
     graph->set_label(node_of(self), std::move(text));
     return 0;
 }
@@ -728,8 +734,11 @@ PyType_Slot value_slots[] = {
     {0, nullptr},
 };
 
+// The type's C name is plain "Value", as the pure engine's class is named, so
+// that the errors CPython words itself (`unsupported operand type(s) for +:
+// 'Value' and 'str'`) read the same on both engines; __module__ is set below.
 PyType_Spec value_spec = {
-    "agrad._core.Value",
+    "Value",
     static_cast<int>(sizeof(ValueObject)),
     0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
@@ -826,6 +835,9 @@ py::object make_leaf(py::handle data, py::handle grad, py::handle label) {
 // -- the module.  Multi-phase initialisation, so that the check below runs
 // before pybind11 touches its interpreter state.
 void define_module(py::module_& m) {
+    PyObject* module_name = PyModule_GetNameObject(m.ptr());
+    if (!module_name) throw py::error_already_set();
+    py::object name_holder = py::reinterpret_steal<py::object>(module_name);
     m.doc() = "agrad's compiled engine: Value, and fused sum and dot";
     if (!graph) {  // once per process: a second import must not start a second engine
         graph = new Graph();
@@ -836,7 +848,8 @@ void define_module(py::module_& m) {
         if (!type) throw py::error_already_set();
         value_type = reinterpret_cast<PyTypeObject*>(type);
         // numpy must hand `np.float64(2) * v` back to Value's slots, not make an array
-        if (PyObject_SetAttrString(type, "__array_ufunc__", Py_None) < 0)
+        if (PyObject_SetAttrString(type, "__array_ufunc__", Py_None) < 0 ||
+            PyObject_SetAttrString(type, "__module__", module_name) < 0)
             throw py::error_already_set();
     }
     py::object type = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(value_type));
