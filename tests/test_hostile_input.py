@@ -19,7 +19,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import weakref
 
 import numpy as np
 import pytest
