@@ -1,17 +1,23 @@
-"""Random expression graphs: the native and pure engines must agree, bit for bit.
+"""The two engines agree bit for bit: the same data and gradients (type and
+IEEE bits, as ``conftest.exact`` compares them), or the same exception (type
+and message).
+
+First by hand: each op, every node of a graph, fused sums and dots against the
+builtin chain, every operand kind on either side of every operator, the
+setters, a diverging training run.  Then by hypothesis, on random programs.
 
 Hypothesis draws a small program: leaves, then steps that each apply one op
 (``+ - * / **``, unary ``-``, ``exp log tanh relu sigmoid``, a sum, a dot) to
 earlier results and constants on either side, so results are shared by later
 steps.  Numbers come from the awkward corners (0.0, -0.0, nan, inf, the
 largest and smallest floats, 64-bit int limits, numpy scalars).  The program
-runs on both engines; every step must give the same data (type and bits) or
-raise the same exception (type and message), then ``backward()`` from one or
-two roots must give the same gradients or the same exception.  On the
-native engine, a step that raises must leave no node behind, and once the
-program's Values are dropped every node must be freed at once (the garbage
-collector is off while a program runs).  ``agrad.sum`` and ``agrad.dot`` on the
-native engine are compared with the builtin chain on the pure one.
+runs on both engines; every step must give the same data or raise the same
+exception, then ``backward()`` from one or two roots must give the same
+gradients or the same exception.  On the native engine, a step that raises
+must leave no node behind, and once the program's Values are dropped every
+node must be freed at once (the garbage collector is off while a program
+runs).  ``agrad.sum`` and ``agrad.dot`` on the native engine are compared with
+the builtin chain on the pure one.
 
 The number of examples is set by a profile, chosen with the environment
 variable ``AGRAD_FUZZ_PROFILE``: ``ci`` (the default, about a minute on a
@@ -22,15 +28,178 @@ import builtins
 import gc
 import math
 import os
-import struct
+import random
 
 import numpy as np
+import pytest
+from conftest import ENGINES, OPS, exact, outcome
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import agrad
 import agrad.pure
 from agrad import _core
+from agrad.linreg import LinReg, train
+
+# -- by hand --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("x, y", [(0.7, 1.3), (2.0, -0.4), (1.25, 3.0)])
+def test_each_op_matches_pure_bit_for_bit(op, x, y):
+    results = []
+    for V in ENGINES:
+        a, b = V(x), V(y)
+        out = OPS[op](a, b)
+        out.backward()
+        results.append((exact(out.data), exact(a.grad), exact(b.grad)))
+    assert results[0] == results[1]
+
+
+def every_node(root):
+    """Every node reachable from root, depth first over _children, in order."""
+    seen, order, stack = set(), [], [root]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        order.append(v)
+        stack.extend(reversed(v._children))
+    return order
+
+
+def test_every_node_including_constants_matches_pure_after_backward():
+    graphs = []
+    for V in ENGINES:
+        a, b = V(1.5, label="a"), V(-2, label="b")
+        out = ((a * 2.5 + 1) * -1 - b / 3 + 2 / a - 4) ** 2 + (7 - b).tanh()
+        out.backward()
+        graphs.append([(v._op, v.label, exact(v.data), exact(v.grad)) for v in every_node(out)])
+    assert graphs[0] == graphs[1]
+
+
+def test_fused_sum_and_dot_match_the_chain_bit_for_bit():
+    random.seed(3)
+    ws = [random.uniform(-1, 1) for _ in range(20)]
+    xs = [random.uniform(-5, 5) for _ in range(20)]
+    results = []
+    for fused in (False, True):
+        weights = [agrad.Value(w) for w in ws]
+        b = agrad.Value(0.3)
+        if fused:
+            terms = [(agrad.dot(weights, xs) + b - y) ** 2 for y in xs]
+            loss = agrad.sum(terms) / len(terms)
+        else:
+            terms = [
+                (sum(w * x for w, x in zip(weights, xs, strict=True)) + b - y) ** 2 for y in xs
+            ]
+            loss = sum(terms) / len(terms)
+        loss.backward()
+        results.append([exact(loss.data)] + [exact(w.grad) for w in weights] + [exact(b.grad)])
+    assert results[0] == results[1]
+    assert math.isfinite(loss.data)
+
+
+def test_fused_nodes_match_the_chain_when_terms_share_subexpressions():
+    # a term reached again through another term: the fused node must hand out
+    # its gradients at the moments the chain of additions would, or a third
+    # contribution lands in another order and the rounding differs
+    results = []
+    for fused in (False, True):
+        a, b = agrad.Value(9e15), agrad.Value(0.3)
+        c = a * b - a
+        terms = [a, c, c * 1e-16, a * a * 1e-30, b]
+        pairs = ([a, c, b], [c, 1.5, a])
+        if fused:
+            out = agrad.sum(terms) + agrad.dot(*pairs)
+        else:
+            out = sum(terms) + sum(w * x for w, x in zip(*pairs, strict=True))
+        out.backward()
+        results.append([exact(v) for v in (out.data, a.grad, b.grad, c.grad)])
+    assert results[0] == results[1]
+
+
+OPERAND_KINDS = {
+    "int": 3,
+    "zero": 0,
+    "float": 2.5,
+    "zero float": 0.0,
+    "bool": True,
+    "numpy float": np.float64(1.5),
+    "numpy int": np.int64(-2),
+    "huge int": 2**63,
+    "str": "2",
+    "None": None,
+    "list": [1.0],
+    "complex": 1j,
+}
+BINARY_OPS = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "**": lambda a, b: a**b,
+}
+LEFT_DATA = [2.0, 0.0, -8.0, 10.0, 3, 0, 2**62, -(2**63)]
+
+
+@pytest.mark.parametrize("op", list(BINARY_OPS))
+@pytest.mark.parametrize("kind", ["Value", *OPERAND_KINDS])
+def test_binary_ops_raise_what_pure_raises(op, kind):
+    for data in LEFT_DATA:
+        for value_on_left in (True, False):
+            results = []
+            for V in ENGINES:
+                v = V(data)
+                other = V(-1.5) if kind == "Value" else OPERAND_KINDS[kind]
+                args = (v, other) if value_on_left else (other, v)
+                results.append(outcome(lambda args=args: exact(BINARY_OPS[op](*args).data)))
+            assert results[0] == results[1], (data, op, kind, value_on_left)
+
+
+@pytest.mark.parametrize("method", ["exp", "log", "tanh", "relu", "sigmoid", "__neg__"])
+def test_unary_ops_raise_what_pure_raises(method):
+    special = [0, -1, 1, 0.0, -0.0, -1.0, 1000.0, -1000.0, 709.8, 1e-320, 2**62, -(2**63), True]
+    special += [math.inf, -math.inf, math.nan]
+    for data in special:
+        results = [
+            outcome(lambda V=V, x=data: exact(getattr(V(x), method)().data)) for V in ENGINES
+        ]
+        assert results[0] == results[1], (method, data)
+
+
+@pytest.mark.parametrize("attribute", ["data", "grad"])
+@pytest.mark.parametrize("kind", list(OPERAND_KINDS))
+def test_setters_accept_numbers_and_refuse_the_rest_as_pure_does(attribute, kind):
+    results = []
+    for V in ENGINES:
+        v = V(1.0)
+        unchanged = exact(getattr(v, attribute))
+        done = outcome(lambda v=v: setattr(v, attribute, OPERAND_KINDS[kind]))
+        now = exact(getattr(v, attribute))
+        if done[0] == "raised":
+            assert now == unchanged  # a refused value leaves the old one
+        results.append((done, now))
+    assert results[0] == results[1]
+
+
+def test_a_diverging_training_run_overflows_on_both_engines():
+    random.seed(42)
+    xs = [random.uniform(-5, 5) for _ in range(20)]
+    ys = [2 * x - 1 for x in xs]
+    messages = []
+    for V in ENGINES:
+        random.seed(1)
+        model = LinReg(value_class=V)
+        with pytest.raises(OverflowError) as info:
+            train(model, xs, ys, learning_rate=1.0, n_epochs=10_000, log_every=None)
+        messages.append(str(info.value))
+    assert "training diverged at epoch" in messages[0]
+    assert messages[0] == messages[1]
+
+
+# -- by hypothesis ----------------------------------------------------------------------
 
 settings.register_profile(
     "ci",
@@ -119,39 +288,6 @@ programs = st.tuples(
     st.lists(register, min_size=1, max_size=2),  # roots of backward()
 )
 
-BINARY = {
-    "+": lambda a, b: a + b,
-    "-": lambda a, b: a - b,
-    "*": lambda a, b: a * b,
-    "/": lambda a, b: a / b,
-}
-
-
-def key(x):
-    """The exact identity of a number: its type and bits.
-
-    A nan is a nan: when both operands of an addition are nans of opposite
-    signs, which one comes out depends on how the C compiler ordered the
-    operands (CPython's float add gives its second), so the sign of a nan is
-    not part of the contract.  (One nan operand keeps its sign: see
-    test_reliability.py.)
-    """
-    if type(x) is int:
-        return ("int", x)
-    if type(x) is float:
-        if math.isnan(x):
-            return ("nan",)
-        return ("float", struct.pack("<d", x))
-    return ("not a number", type(x).__name__, repr(x))
-
-
-def outcome(thunk):
-    """What calling thunk gave: ("ok", result) or ("raised", type, message)."""
-    try:
-        return ("ok", thunk())
-    except (ArithmeticError, ValueError, TypeError) as error:
-        return ("raised", type(error).__name__, str(error))
-
 
 def apply(step, regs, fused):
     def r(i):
@@ -163,11 +299,11 @@ def apply(step, regs, fused):
 
     kind = step[0]
     if kind == "binary":
-        return BINARY[step[1]](r(step[2]), r(step[3]))
+        return BINARY_OPS[step[1]](r(step[2]), r(step[3]))
     if kind == "right":
-        return BINARY[step[1]](r(step[2]), step[3])
+        return BINARY_OPS[step[1]](r(step[2]), step[3])
     if kind == "left":
-        return BINARY[step[1]](step[2], r(step[3]))
+        return BINARY_OPS[step[1]](step[2], r(step[3]))
     if kind == "pow":
         return r(step[1]) ** step[2]
     if kind == "neg":
@@ -193,7 +329,7 @@ def run(program, V, fused=False):
     native = V is agrad.Value
     leaves, program_steps, roots = program
     regs = [V(x) for x in leaves]
-    trace = [("leaf", key(v.data)) for v in regs]
+    trace = [("leaf", exact(v.data)) for v in regs]
     for step in program_steps:
         before = _core._live_nodes() if native else None
         result = outcome(lambda step=step: apply(step, regs, fused))
@@ -201,15 +337,15 @@ def run(program, V, fused=False):
             value = result[1]
             assert isinstance(value, V), f"{step} gave {value!r}"
             regs.append(value)
-            trace.append(("ok", key(value.data), repr(value)))
+            trace.append(("ok", exact(value.data), repr(value)))
         else:
             if native:  # nothing half-done: the failed op left no node
                 assert _core._live_nodes() == before, step
             trace.append(result)
     for root in roots:
         done = outcome(regs[root % len(regs)].backward)
-        trace.append(("backward", done[0] == "ok", done[1:]))
-        trace.append(("grads", [key(v.grad) for v in regs]))
+        trace.append(("backward", done))
+        trace.append(("grads", [exact(v.grad) for v in regs]))
     return trace, regs
 
 
