@@ -1,0 +1,520 @@
+// The engine on its own, without Python: cpp/ is built to know nothing of the
+// binding, so what it promises is checked here against its C++ API alone.
+// The pytest suite covers the same ground through Python; this test is what
+// tells an engine bug from a binding bug, and runs in seconds.
+//
+// No framework: each check prints its line when it fails, and the last line
+// is "engine: N passed, N failed".  The exit code is non-zero on any failure.
+// Built by CMake with -DAGRAD_BUILD_TESTS=ON and run by ctest.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "agrad/graph.hpp"
+
+using agrad::Graph;
+using agrad::NodeId;
+using agrad::Number;
+using agrad::Op;
+using agrad::Operand;
+using agrad::Status;
+
+namespace {
+
+int passed = 0;
+int failed = 0;
+
+void check(bool ok, const char* what, const char* file, int line) {
+    if (ok) {
+        ++passed;
+    } else {
+        ++failed;
+        std::printf("%s:%d: FAILED: %s\n", file, line, what);
+    }
+}
+#define CHECK(cond) check((cond), #cond, __FILE__, __LINE__)
+
+// Exact comparison: the engine promises Python's bits, so 0.1 + 0.2 must be
+// 0.30000000000000004 and not merely close to it; -0.0 differs from 0.0.
+bool same_bits(double a, double b) {
+    uint64_t x, y;
+    std::memcpy(&x, &a, sizeof x);
+    std::memcpy(&y, &b, sizeof y);
+    return x == y;
+}
+bool is_int(Number n, int64_t v) { return n.is_int && n.i == v; }
+bool is_float(Number n, double v) { return !n.is_int && same_bits(n.f, v); }
+
+Number I(int64_t v) { return Number::of_int(v); }
+Number F(double v) { return Number::of_float(v); }
+
+constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+
+// -- Python's int and float rules, one operation at a time
+
+void test_int_rules() {
+    Number r;
+    CHECK(agrad::add(I(2), I(3), &r) == Status::Ok && is_int(r, 5));
+    CHECK(agrad::mul(I(10), I(10), &r) == Status::Ok && is_int(r, 100));
+    // int op float is a float, as in Python
+    CHECK(agrad::add(I(1), F(0.5), &r) == Status::Ok && is_float(r, 1.5));
+    CHECK(agrad::add(F(0.1), F(0.2), &r) == Status::Ok && is_float(r, 0.30000000000000004));
+    // a non-negative int power of an int stays an int; a negative one is a float
+    CHECK(agrad::power(I(3), I(4), &r) == Status::Ok && is_int(r, 81));
+    CHECK(agrad::power(I(2), I(-1), &r) == Status::Ok && is_float(r, 0.5));
+    CHECK(agrad::power(I(2), I(62), &r) == Status::Ok && is_int(r, int64_t{1} << 62));
+
+    // Outside 64 bits: an error, never a wrap-around or a silent float.
+    r = I(7);
+    CHECK(agrad::add(I(kMax), I(1), &r) == Status::IntOverflow);
+    CHECK(is_int(r, 7));  // the result is left alone on an error
+    CHECK(agrad::add(I(kMin), I(-1), &r) == Status::IntOverflow);
+    CHECK(agrad::mul(I(int64_t{1} << 32), I(int64_t{1} << 31), &r) == Status::IntOverflow);
+    CHECK(agrad::mul(I(-1), I(kMin), &r) == Status::IntOverflow);
+    CHECK(agrad::negate(I(kMin), &r) == Status::IntOverflow);
+    CHECK(agrad::power(I(2), I(63), &r) == Status::IntOverflow);
+    CHECK(agrad::power(I(-2), I(63), &r) == Status::Ok && is_int(r, kMin));
+    CHECK(agrad::add(I(kMax), I(kMin), &r) == Status::Ok && is_int(r, -1));
+}
+
+void test_float_rules() {
+    Number r;
+    // 0.0 ** -1 is Python's ZeroDivisionError; 0 ** 0 and nan ** 0 are 1
+    CHECK(agrad::power(F(0.0), I(-1), &r) == Status::ZeroToNegative);
+    CHECK(agrad::power(I(0), I(-1), &r) == Status::ZeroToNegative);
+    CHECK(agrad::power(F(0.0), F(0.0), &r) == Status::Ok && is_float(r, 1.0));
+    CHECK(agrad::power(F(std::nan("")), I(0), &r) == Status::Ok && is_float(r, 1.0));
+    // a negative base to a fractional power would be complex in Python
+    CHECK(agrad::power(F(-8.0), F(1.0 / 3.0), &r) == Status::FractionalOfNegative);
+    CHECK(agrad::power(F(-2.0), F(3.0), &r) == Status::Ok && is_float(r, -8.0));
+    CHECK(agrad::power(F(-2.0), F(2.0), &r) == Status::Ok && is_float(r, 4.0));
+    // float ** float overflow is OverflowError; underflow to 0 is not an error
+    CHECK(agrad::power(F(10.0), I(400), &r) == Status::PowRange);
+    CHECK(agrad::power(F(10.0), I(-400), &r) == Status::Ok && is_float(r, 0.0));
+    CHECK(agrad::power(F(1.0), F(std::nan("")), &r) == Status::Ok && is_float(r, 1.0));
+
+    // math.exp: overflow of a finite argument is an error, exp(inf) is not
+    double d = -1.0;
+    CHECK(agrad::math_exp(1000.0, &d) == Status::MathRange);
+    CHECK(agrad::math_exp(-1000.0, &d) == Status::Ok && same_bits(d, 0.0));
+    CHECK(agrad::math_exp(std::numeric_limits<double>::infinity(), &d) == Status::Ok &&
+          std::isinf(d));
+    CHECK(agrad::math_exp(0.0, &d) == Status::Ok && same_bits(d, 1.0));
+    // math.log: 0 and negatives are outside its domain; inf and nan pass through
+    CHECK(agrad::math_log(0.0, &d) == Status::MathDomain);
+    CHECK(agrad::math_log(-0.0, &d) == Status::MathDomain);
+    CHECK(agrad::math_log(-1.0, &d) == Status::MathDomain);
+    CHECK(agrad::math_log(1.0, &d) == Status::Ok && same_bits(d, 0.0));
+    CHECK(agrad::math_log(std::numeric_limits<double>::infinity(), &d) == Status::Ok &&
+          std::isinf(d));
+    // -v is v * -1: the multiply instruction (and so Python, on x86-64) keeps
+    // a nan's sign, where a compiler's rewrite to a negation would flip it
+    CHECK(agrad::mul(F(std::nan("")), I(-1), &r) == Status::Ok && !r.is_int && std::isnan(r.f) &&
+          !std::signbit(r.f));
+}
+
+// -- graphs
+
+// Keeps a node, as the binding's Python object does: a new node has no
+// reference, and one nobody retains is never freed.
+NodeId kept(Graph& g, NodeId id) {
+    g.retain(id);
+    return id;
+}
+
+// Building blocks of the graphs below, whose operations cannot fail: a
+// failure is reported, but a success is not counted as a check of its own
+// (the million-node chain would otherwise be a million checks).
+void built(Status s) {
+    if (s != Status::Ok) check(false, "an operation of a test graph failed", __FILE__, __LINE__);
+}
+
+NodeId binary(Graph& g, Op op, NodeId a, NodeId b) {
+    NodeId out = 0;
+    built(g.binary(op, Operand::of_node(a), Operand::of_node(b), &out));
+    return out;
+}
+
+NodeId with_number(Graph& g, Op op, NodeId a, Number k) {
+    NodeId out = 0;
+    built(g.binary(op, Operand::of_node(a), Operand::of_number(k), &out));
+    return out;
+}
+
+// The README's example: L = (a*b + c) * f.
+void test_readme_graph() {
+    Graph g;
+    NodeId a = kept(g, g.leaf(F(2.0)));
+    NodeId b = kept(g, g.leaf(F(-3.0)));
+    NodeId c = kept(g, g.leaf(F(10.0)));
+    NodeId f = kept(g, g.leaf(F(-2.0)));
+    NodeId e = kept(g, binary(g, Op::Mul, a, b));
+    NodeId d = kept(g, binary(g, Op::Add, e, c));
+    NodeId L = kept(g, binary(g, Op::Mul, d, f));
+    CHECK(is_float(g.value(L), -8.0));
+    CHECK(g.backward(L) == Status::Ok);
+    CHECK(same_bits(g.grad(a), 6.0));
+    CHECK(same_bits(g.grad(b), -4.0));
+    CHECK(same_bits(g.grad(c), -2.0));
+    CHECK(same_bits(g.grad(f), 4.0));
+    CHECK(same_bits(g.grad(e), -2.0));
+    CHECK(same_bits(g.grad(L), 1.0));
+
+    // backward() zeroes the graph first: a second call gives the same
+    // gradients, not twice them, whatever the gradients were set to between.
+    g.set_grad(a, 100.0);
+    g.set_grad(d, 100.0);
+    CHECK(g.backward(L) == Status::Ok);
+    CHECK(same_bits(g.grad(a), 6.0));
+    CHECK(same_bits(g.grad(b), -4.0));
+    CHECK(same_bits(g.grad(d), -2.0));
+
+    // A leaf outside the graph keeps its gradient; a node used twice gets both
+    // contributions (a*a: 2a).
+    NodeId outside = kept(g, g.leaf(F(1.0)));
+    g.set_grad(outside, 42.0);
+    NodeId sq = kept(g, binary(g, Op::Mul, a, a));
+    CHECK(g.backward(sq) == Status::Ok);
+    CHECK(same_bits(g.grad(a), 4.0));
+    CHECK(same_bits(g.grad(outside), 42.0));
+    CHECK(same_bits(g.grad(f), 4.0));  // not in sq's graph: left as L's pass set it
+}
+
+// Each local gradient, against the formula agrad.pure writes.
+void test_unary_and_power_gradients() {
+    Graph g;
+    NodeId x = kept(g, g.leaf(F(0.5)));
+    NodeId out = 0;
+    CHECK(g.unary(Op::Tanh, x, &out) == Status::Ok);
+    NodeId t = kept(g, out);
+    CHECK(g.backward(t) == Status::Ok);
+    double th = std::tanh(0.5);
+    CHECK(same_bits(g.grad(x), (1.0 - th * th) * 1.0));
+
+    CHECK(g.unary(Op::Exp, x, &out) == Status::Ok);
+    NodeId ex = kept(g, out);
+    CHECK(g.backward(ex) == Status::Ok);
+    CHECK(same_bits(g.grad(x), std::exp(0.5)));
+
+    CHECK(g.power(x, I(3), &out) == Status::Ok);
+    NodeId cube = kept(g, out);
+    CHECK(is_float(g.value(cube), 0.125));
+    CHECK(g.backward(cube) == Status::Ok);
+    CHECK(same_bits(g.grad(x), 3.0 * 0.25));
+
+    NodeId n = kept(g, g.leaf(I(-3)));
+    CHECK(g.unary(Op::Relu, n, &out) == Status::Ok);
+    NodeId r = kept(g, out);
+    CHECK(is_int(g.value(r), 0));
+    CHECK(g.backward(r) == Status::Ok);
+    CHECK(same_bits(g.grad(n), 0.0));
+
+    // Errors of an operation are statuses, and a failed operation leaves no node.
+    NodeId big = kept(g, g.leaf(F(1000.0)));
+    NodeId zero = kept(g, g.leaf(F(0.0)));
+    NodeId huge = kept(g, g.leaf(I(kMax)));
+    size_t live = g.live_nodes();
+    CHECK(g.unary(Op::Exp, big, &out) == Status::MathRange);
+    CHECK(g.unary(Op::Log, zero, &out) == Status::MathDomain);
+    CHECK(g.power(zero, I(-1), &out) == Status::ZeroToNegative);
+    CHECK(g.binary(Op::Add, Operand::of_node(huge), Operand::of_number(I(1)), &out) ==
+          Status::IntOverflow);
+    CHECK(g.binary(Op::Mul, Operand::of_number(I(2)), Operand::of_node(huge), &out) ==
+          Status::IntOverflow);
+    CHECK(g.live_nodes() == live);
+
+    // A local gradient that fails (log's 1/x, once x is set to 0) is an error
+    // of backward, and leaves the graph's gradients at 0.
+    NodeId y = kept(g, g.leaf(F(2.0)));
+    CHECK(g.unary(Op::Log, y, &out) == Status::Ok);
+    NodeId lg = kept(g, out);
+    CHECK(g.backward(lg) == Status::Ok && same_bits(g.grad(y), 0.5));
+    g.set_value(y, F(0.0));
+    CHECK(g.backward(lg) == Status::FloatDivisionByZero);
+    CHECK(same_bits(g.grad(y), 0.0) && same_bits(g.grad(lg), 0.0));
+}
+
+// Nodes are freed when their last reference goes, children with them.
+void test_refcount_freeing() {
+    Graph g;
+    const size_t before = g.live_nodes();
+    NodeId a = kept(g, g.leaf(F(1.5)));
+    NodeId b = kept(g, g.leaf(F(2.0)));
+    NodeId loss = a;
+    for (int i = 0; i < 100; ++i) {
+        NodeId m = binary(g, Op::Mul, loss, b);
+        loss = with_number(g, Op::Add, m, F(0.25));
+    }
+    g.retain(loss);
+    CHECK(g.live_nodes() == before + 2 + 200);
+    CHECK(g.backward(loss) == Status::Ok);
+    // Dropping the loss frees the graph behind it, but not the leaves still held.
+    g.release(loss);
+    CHECK(g.live_nodes() == before + 2);
+    g.release(b);
+    g.release(a);
+    CHECK(g.live_nodes() == before);
+
+    // Freed nodes are reused: a second graph of the same shape grows nothing.
+    const size_t capacity = g.capacity();
+    NodeId c = kept(g, g.leaf(F(1.0)));
+    NodeId s = c;
+    for (int i = 0; i < 150; ++i) s = binary(g, Op::Add, s, c);
+    g.retain(s);
+    g.release(s);
+    g.release(c);
+    CHECK(g.live_nodes() == before);
+    CHECK(g.capacity() == capacity);
+
+    // A label goes with its node.
+    NodeId l = kept(g, g.leaf(F(1.0)));
+    g.set_label(l, "w");
+    CHECK(g.label(l) == "w");
+    g.release(l);
+    NodeId reused = kept(g, g.leaf(F(1.0)));
+    CHECK(g.label(reused).empty());
+    g.release(reused);
+    CHECK(g.live_nodes() == before);
+}
+
+// The values a fused node and its chain take, chosen so that the order of the
+// additions shows in the bits: 1e16 + 1.0 loses the 1.0 unless it comes later.
+const double kTermValues[] = {0.1, 1e16, 0.7, -1e16, 3.0, 0.2, 1.0 / 3.0};
+constexpr size_t kTerms = sizeof kTermValues / sizeof kTermValues[0];
+
+// sum(terms) as Python's builtin computes it: 0 + t0 (the binding puts the
+// number second: t0 + 0), then + t1, + t2, ...
+NodeId chain_sum(Graph& g, const std::vector<NodeId>& terms) {
+    NodeId s = with_number(g, Op::Add, terms[0], I(0));
+    for (size_t i = 1; i < terms.size(); ++i) s = binary(g, Op::Add, s, terms[i]);
+    return s;
+}
+
+// The loss of both: the total times a shared leaf, plus the shared leaf's
+// square, so that the shared leaf's gradient adds up contributions in the
+// order of the backward pass, and each term's gradient carries those bits on.
+void test_fused_sum_matches_chain() {
+    double grads[2][kTerms + 1];
+    double values[2];
+    for (int fused = 0; fused < 2; ++fused) {
+        Graph g;
+        NodeId shared = kept(g, g.leaf(F(1.1)));
+        std::vector<NodeId> leaves, terms;
+        for (double v : kTermValues) {
+            NodeId x = kept(g, g.leaf(F(v)));
+            leaves.push_back(x);
+            terms.push_back(binary(g, Op::Mul, x, shared));  // terms share `shared`
+        }
+        NodeId total = 0;
+        if (fused) {
+            std::vector<Operand> ops;
+            for (NodeId t : terms) ops.push_back(Operand::of_node(t));
+            CHECK(g.sum(ops.data(), ops.size(), I(0), &total) == Status::Ok);
+            CHECK(g.op(total) == Op::Sum);
+        } else {
+            total = chain_sum(g, terms);
+        }
+        NodeId scaled = binary(g, Op::Mul, total, shared);
+        NodeId loss = kept(g, binary(g, Op::Add, scaled, binary(g, Op::Mul, shared, shared)));
+        CHECK(g.backward(loss) == Status::Ok);
+        values[fused] = g.value(loss).f;
+        for (size_t i = 0; i < kTerms; ++i) grads[fused][i] = g.grad(leaves[i]);
+        grads[fused][kTerms] = g.grad(shared);
+    }
+    CHECK(same_bits(values[0], values[1]));
+    bool all_same = true;
+    for (size_t i = 0; i <= kTerms; ++i) all_same &= same_bits(grads[0][i], grads[1][i]);
+    CHECK(all_same);
+}
+
+// dot(weights, inputs) against sum(w * x ...), with the inputs as plain
+// numbers, as the chapter's model passes its data.
+void test_fused_dot_matches_chain() {
+    const double inputs[] = {0.5, -1e16, 2.0, 1e16, 0.1, -3.0, 7.0};
+    static_assert(sizeof inputs / sizeof inputs[0] == kTerms, "one input per weight");
+    double grads[2][kTerms];
+    double values[2];
+    for (int fused = 0; fused < 2; ++fused) {
+        Graph g;
+        std::vector<NodeId> weights;
+        for (double v : kTermValues) weights.push_back(kept(g, g.leaf(F(v))));
+        NodeId total = 0;
+        if (fused) {
+            std::vector<Operand> w, x;
+            for (size_t i = 0; i < kTerms; ++i) {
+                w.push_back(Operand::of_node(weights[i]));
+                x.push_back(Operand::of_number(F(inputs[i])));
+            }
+            CHECK(g.dot(w.data(), x.data(), kTerms, &total) == Status::Ok);
+            CHECK(g.op(total) == Op::Dot);
+        } else {
+            std::vector<NodeId> products;
+            for (size_t i = 0; i < kTerms; ++i)
+                products.push_back(with_number(g, Op::Mul, weights[i], F(inputs[i])));
+            total = chain_sum(g, products);
+        }
+        // squared, so each weight's gradient carries the total's bits
+        NodeId out = 0;
+        CHECK(g.power(total, I(2), &out) == Status::Ok);
+        NodeId loss = kept(g, out);
+        CHECK(g.backward(loss) == Status::Ok);
+        values[fused] = g.value(loss).f;
+        for (size_t i = 0; i < kTerms; ++i) grads[fused][i] = g.grad(weights[i]);
+    }
+    CHECK(same_bits(values[0], values[1]));
+    bool all_same = true;
+    for (size_t i = 0; i < kTerms; ++i) all_same &= same_bits(grads[0][i], grads[1][i]);
+    CHECK(all_same);
+}
+
+// Where each term's share of a fused node happens in the backward pass, when
+// a term's node is also inside a later term: sum(u, v) and dot((u, v), (1, 1))
+// with v = u * 1e16 + u * -1e16.  The chain hands u the contributions from
+// inside v first, then its own term's: (0 + -1e16 + 1e16) + 1 = 1.  Handing
+// out the terms' shares before v's subtree would give (0 + 1 + -1e16) + 1e16,
+// which is 0.
+double grad_of_u_in_later_term(bool dot, bool fused) {
+    Graph g;
+    NodeId u = kept(g, g.leaf(F(1.0)));
+    NodeId v = kept(g, binary(g, Op::Add, with_number(g, Op::Mul, u, F(1e16)),
+                              with_number(g, Op::Mul, u, F(-1e16))));
+    NodeId total = 0;
+    if (fused && dot) {
+        Operand w[] = {Operand::of_node(u), Operand::of_node(v)};
+        Operand x[] = {Operand::of_number(F(1.0)), Operand::of_number(F(1.0))};
+        CHECK(g.dot(w, x, 2, &total) == Status::Ok);
+    } else if (fused) {
+        Operand terms[] = {Operand::of_node(u), Operand::of_node(v)};
+        CHECK(g.sum(terms, 2, I(0), &total) == Status::Ok);
+    } else if (dot) {
+        total = chain_sum(g,
+                          {with_number(g, Op::Mul, u, F(1.0)), with_number(g, Op::Mul, v, F(1.0))});
+    } else {
+        total = chain_sum(g, {u, v});
+    }
+    g.retain(total);
+    CHECK(g.backward(total) == Status::Ok);
+    return g.grad(u);
+}
+
+void test_fused_term_inside_later_term() {
+    for (bool dot : {false, true}) {
+        CHECK(same_bits(grad_of_u_in_later_term(dot, false), 1.0));
+        CHECK(same_bits(grad_of_u_in_later_term(dot, true), 1.0));
+    }
+}
+
+// The constant of `w * 2.5` lives inside its parent until asked for; then it
+// is an ordinary leaf with the value and the gradient it had.
+void test_inline_constants() {
+    Graph g;
+    const size_t before = g.live_nodes();
+    NodeId w = kept(g, g.leaf(F(3.0)));
+    NodeId p = kept(g, with_number(g, Op::Mul, w, F(2.5)));
+    CHECK(g.live_nodes() == before + 2);  // no node for the 2.5
+    CHECK(g.child_count(p) == 1);
+    CHECK(g.backward(p) == Status::Ok);
+    CHECK(same_bits(g.grad(w), 2.5));
+    g.materialize_constants(p);
+    CHECK(g.child_count(p) == 2);
+    CHECK(g.live_nodes() == before + 3);
+    NodeId k = g.child(p, 1);
+    CHECK(g.child(p, 0) == w);
+    CHECK(g.op(k) == Op::Leaf);
+    CHECK(is_float(g.value(k), 2.5));
+    CHECK(same_bits(g.grad(k), 3.0));  // d(w * 2.5)/d(2.5) = w
+    // After that it is a child like any other: backward reaches it.
+    g.set_grad(k, 0.0);
+    CHECK(g.backward(p) == Status::Ok);
+    CHECK(same_bits(g.grad(k), 3.0) && same_bits(g.grad(w), 2.5));
+    g.materialize_constants(p);  // a second call adds nothing
+    CHECK(g.child_count(p) == 2 && g.live_nodes() == before + 3);
+
+    // An int constant stays an int; a sum's constant terms become leaves too.
+    NodeId q = kept(g, with_number(g, Op::Add, w, I(1)));
+    CHECK(g.backward(q) == Status::Ok);
+    g.materialize_constants(q);
+    CHECK(is_int(g.value(g.child(q, 1)), 1));
+    CHECK(same_bits(g.grad(g.child(q, 1)), 1.0));
+
+    Operand terms[] = {Operand::of_node(w), Operand::of_number(I(4)), Operand::of_number(F(0.5))};
+    NodeId s = 0;
+    CHECK(g.sum(terms, 3, I(0), &s) == Status::Ok);
+    g.retain(s);
+    CHECK(is_float(g.value(s), 7.5));
+    const size_t live = g.live_nodes();
+    CHECK(g.backward(s) == Status::Ok);
+    g.materialize_constants(s);
+    CHECK(g.live_nodes() == live + 2);
+    // Read through child_count, as the binding does: GCC's -Warray-bounds
+    // takes a literal child(s, 2) for an index into a two-child node.
+    std::vector<NodeId> kids;
+    for (size_t i = 0; i < g.child_count(s); ++i) kids.push_back(g.child(s, i));
+    CHECK(kids.size() == 3 && kids[0] == w);
+    CHECK(is_int(g.value(kids[1]), 4) && same_bits(g.grad(kids[1]), 1.0));
+    CHECK(is_float(g.value(kids[2]), 0.5) && same_bits(g.grad(kids[2]), 1.0));
+
+    // The materialized constants belong to their parent and go with it.
+    g.release(s);
+    g.release(q);
+    g.release(p);
+    g.release(w);
+    CHECK(g.live_nodes() == before);
+}
+
+// A custom node (Value(data, children, op)) has children but no local gradient.
+void test_custom_node() {
+    Graph g;
+    NodeId a = kept(g, g.leaf(F(1.0)));
+    NodeId children[] = {a, a};
+    NodeId c = kept(g, g.custom(F(5.0), children, 2, "my op"));
+    CHECK(g.op_name(c) == "my op");
+    CHECK(g.child_count(c) == 2);
+    g.set_grad(a, 9.0);
+    CHECK(g.backward(c) == Status::Ok);
+    CHECK(same_bits(g.grad(c), 1.0) && same_bits(g.grad(a), 0.0));
+    g.release(c);
+    g.release(a);
+    CHECK(g.live_nodes() == 0);
+}
+
+// A million nodes deep: built, differentiated and freed by loops.  A
+// recursive search or free would need far more stack than a thread has.
+void test_long_chain() {
+    constexpr int kDepth = 1000000;
+    Graph g;
+    NodeId x = kept(g, g.leaf(F(1.0)));
+    NodeId y = x;
+    for (int i = 0; i < kDepth; ++i) y = binary(g, Op::Add, y, x);  // y = (i+2) * x
+    g.retain(y);
+    CHECK(g.live_nodes() == static_cast<size_t>(kDepth) + 1);
+    CHECK(is_float(g.value(y), kDepth + 1.0));
+    CHECK(g.backward(y) == Status::Ok);
+    CHECK(same_bits(g.grad(x), kDepth + 1.0));
+    g.release(y);
+    CHECK(g.live_nodes() == 1);
+    g.release(x);
+    CHECK(g.live_nodes() == 0);
+}
+
+}  // namespace
+
+int main() {
+    test_int_rules();
+    test_float_rules();
+    test_readme_graph();
+    test_unary_and_power_gradients();
+    test_refcount_freeing();
+    test_fused_sum_matches_chain();
+    test_fused_dot_matches_chain();
+    test_fused_term_inside_later_term();
+    test_inline_constants();
+    test_custom_node();
+    test_long_chain();
+    std::printf("engine: %d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
