@@ -64,14 +64,12 @@ def outcome(thunk):
     type, its message).
 
     Only the exceptions README's contract names are caught: anything else is a
-    bug, and fails the test.  Python's own "unsupported operand" message names
-    a class by its tp_name, ``agrad._core.Value`` for the compiled one (a known
-    difference), so that is read as ``Value``.
+    bug, and fails the test.
     """
     try:
         return ("ok", thunk())
     except (ArithmeticError, ValueError, TypeError) as error:
-        return ("raised", type(error), str(error).replace("agrad._core.Value", "Value"))
+        return ("raised", type(error), str(error))
 
 
 # Every operation of the contract, on Values or with a constant on either side,

@@ -15,26 +15,19 @@ import gc
 import math
 import numbers
 import pickle
-import struct
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from conftest import ENGINES, exact
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import agrad
 import agrad.pure
 from agrad import _core
-
-ENGINES = [pytest.param(agrad.Value, id="native"), pytest.param(agrad.pure.Value, id="pure")]
-
-
-@pytest.fixture(params=ENGINES)
-def Value(request):
-    return request.param
 
 
 def run_python(*snippets, timeout=120):
@@ -49,13 +42,6 @@ def run_python(*snippets, timeout=120):
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done.stdout
-
-
-def exact(x):
-    """A number's type and bits, so that 1 and 1.0 and True differ."""
-    if type(x) is float:
-        return ("float", struct.pack("<d", x))
-    return (type(x).__name__, x)
 
 
 # -- freeing: nothing being freed is ever handed out again
@@ -329,7 +315,7 @@ def test_dot_of_different_lengths_is_refused_whatever_the_operands():
 @pytest.mark.parametrize("written", [1, 3, -2, 2**53 + 1, 0, True, 2.5])
 def test_an_int_written_into_a_result_gives_the_pure_engines_gradient(op, written):
     grads = []
-    for V in (agrad.Value, agrad.pure.Value):
+    for V in ENGINES:
         x = V(0.5)
         y = getattr(x, op)()
         y.data = written
@@ -353,7 +339,7 @@ SUBCLASS_NUMBERS = [OwnFloat(1.5), OwnIndex(7), np.float64(1.25), np.int64(-3), 
 
 @pytest.mark.parametrize("x", SUBCLASS_NUMBERS, ids=repr)
 def test_a_number_subclass_stands_for_its_own_value_on_both_engines(x):
-    for V in (agrad.Value, agrad.pure.Value):
+    for V in ENGINES:
         v = V(x)
         w = V(0.0)
         w.data, w.grad = x, x

@@ -4,7 +4,7 @@
 # installed in a venv of its own so the normal build is left alone.
 #
 #   bash tools/sanitize.sh                 # the default test files
-#   bash tools/sanitize.sh tests/test_value.py -k chain   # anything pytest takes
+#   bash tools/sanitize.sh tests/test_lifetime.py -k chain   # anything pytest takes
 #
 # CPython is not built with ASan, so the runtime is preloaded; Python's own
 # allocations go through malloc (PYTHONMALLOC=malloc) so ASan sees every
@@ -35,7 +35,7 @@ step "install it in $work/venv"
 "$work/venv/bin/python" -m pip install -q "$wheel[test]"
 
 if [ $# -eq 0 ]; then
-    set -- tests/test_value.py tests/test_reliability.py tests/test_fuzz.py tests/test_linreg.py
+    set -- tests/test_contract.py tests/test_exactness.py tests/test_lifetime.py tests/test_hostile_input.py tests/test_linreg.py
 fi
 
 step "pytest under ASan+LSan+UBSan: $*"

@@ -35,18 +35,18 @@ namespace agrad {
 using NodeId = uint32_t;
 
 enum class Op : uint8_t {
-    Leaf,     // a parameter, an input or a constant
-    Add,      // a + b
-    Mul,      // a * b
-    Pow,      // a ** k, k a number kept in the node
+    Leaf,  // a parameter, an input or a constant
+    Add,   // a + b
+    Mul,   // a * b
+    Pow,   // a ** k, k a number kept in the node
     Exp,
     Log,
     Tanh,
     Relu,
     Sigmoid,
-    Sum,      // start + t0 + t1 + ... (start a number kept in the node)
-    Dot,      // w0*x0 + w1*x1 + ..., children w0, x0, w1, x1, ...
-    Custom,   // built by hand with Value(data, children, op): no local gradient
+    Sum,     // start + t0 + t1 + ... (start a number kept in the node)
+    Dot,     // w0*x0 + w1*x1 + ..., children w0, x0, w1, x1, ...
+    Custom,  // built by hand with Value(data, children, op): no local gradient
 };
 
 // One side of an operation: a node, or a plain number that becomes a
@@ -80,11 +80,11 @@ public:
         union {
             int64_t i;
             double f;
-        } param;              // Pow: the exponent; Sum: the start; or an inline constant
+        } param;               // Pow: the exponent; Sum: the start; or an inline constant
         double constant_grad;  // the inline constant's gradient
-        NodeId child[2];      // Sum, Dot, Custom: child[0] indexes lists_
+        NodeId child[2];       // Sum, Dot, Custom: child[0] indexes lists_
         uint32_t refs;
-        uint32_t stamp;       // last backward() that visited this node
+        uint32_t stamp;  // last backward() that visited this node
         void* owner;
         Op op;
         uint8_t flags;

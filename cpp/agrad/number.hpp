@@ -21,12 +21,12 @@ namespace agrad {
 
 enum class Status : uint8_t {
     Ok,
-    IntOverflow,        // an int result outside 64 bits
-    PowRange,           // float ** float overflowed (Python: OverflowError(ERANGE, ...))
-    ZeroToNegative,     // 0.0 ** negative (Python: ZeroDivisionError)
+    IntOverflow,           // an int result outside 64 bits
+    PowRange,              // float ** float overflowed (Python: OverflowError(ERANGE, ...))
+    ZeroToNegative,        // 0.0 ** negative (Python: ZeroDivisionError)
     FractionalOfNegative,  // negative ** fractional would be complex
-    MathRange,          // math.exp overflowed (Python: OverflowError "math range error")
-    MathDomain,         // math.log outside its domain (Python: ValueError "math domain error")
+    MathRange,             // math.exp overflowed (Python: OverflowError "math range error")
+    MathDomain,            // math.log outside its domain (Python: ValueError "math domain error")
     FloatDivisionByZero,   // x / 0.0 (Python: ZeroDivisionError "float division by zero")
 };
 
@@ -222,7 +222,8 @@ inline Status power(Number base, Number exponent, Number* out) {
 // before it turns it into a float for float ** int.
 inline double exponent_minus_one(Number exponent) {
     if (!exponent.is_int) return exponent.f - 1.0;
-    if (exponent.i == INT64_MIN) return static_cast<double>(INT64_MIN);  // -2**63-1 rounds to -2**63
+    if (exponent.i == INT64_MIN)
+        return static_cast<double>(INT64_MIN);  // -2**63-1 rounds to -2**63
     return static_cast<double>(exponent.i - 1);
 }
 

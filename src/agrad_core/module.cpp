@@ -58,8 +58,7 @@ using agrad::Status;
 namespace {
 
 struct ValueObject {
-    PyObject_HEAD
-    NodeId node;
+    PyObject_HEAD NodeId node;
     bool initialized;    // __init__ has run: it may not run again
     PyObject* weakrefs;  // the type's weak reference list
 };
@@ -211,8 +210,7 @@ bool utf8_of(PyObject* text, std::string* out) {
 }
 
 PyObject* str_of(const std::string& text) {
-    return PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()),
-                                "surrogatepass");
+    return PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "surrogatepass");
 }
 
 // -- Value objects
@@ -301,8 +299,8 @@ int value_init(PyObject* o, PyObject* args, PyObject* kwds) {
     PyObject* children = nullptr;
     PyObject* op = nullptr;
     PyObject* label = nullptr;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:Value", const_cast<char**>(keywords),
-                                     &data, &children, &op, &label))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:Value", const_cast<char**>(keywords), &data,
+                                     &children, &op, &label))
         return -1;
     ValueObject* self = as_value(o);
     if (self->initialized) {
@@ -313,7 +311,8 @@ int value_init(PyObject* o, PyObject* args, PyObject* kwds) {
     Number value;
     if (!require_number(data, &value)) return -1;
     std::string op_text, label_text;
-    if (label && !(check_str(label, "label must be a str, not") && utf8_of(label, &label_text))) return -1;
+    if (label && !(check_str(label, "label must be a str, not") && utf8_of(label, &label_text)))
+        return -1;
     if (op && !(check_str(op, "_op must be a str, not") && utf8_of(op, &op_text))) return -1;
     PyObject* seq = nullptr;  // holds the children alive while their ids are in use
     if (children) {
@@ -614,8 +613,7 @@ PyObject* value_reduce(PyObject* self, PyObject*) {
     PyObject* data = number_to_python(graph->value(id));
     PyObject* label = str_of(graph->label(id));
     PyObject* out = nullptr;
-    if (data && label)
-        out = Py_BuildValue("(O(OdO))", restore_leaf, data, graph->grad(id), label);
+    if (data && label) out = Py_BuildValue("(O(OdO))", restore_leaf, data, graph->grad(id), label);
     Py_XDECREF(data);
     Py_XDECREF(label);
     return out;
@@ -669,15 +667,15 @@ template <auto F>
 constexpr Method method = no_throw<F, PyObject*, PyObject*>;
 
 PyGetSetDef value_getset[] = {
-    {"data", getter<get_data>, setter<set_data>,
-     "The number this Value holds: an int or a float.", nullptr},
+    {"data", getter<get_data>, setter<set_data>, "The number this Value holds: an int or a float.",
+     nullptr},
     {"grad", getter<get_grad>, setter<set_grad>,
      "d(root)/d(this), set by the last backward(); a float.", nullptr},
     {"label", getter<get_label>, setter<set_label>, "A name, for printing and drawing.", nullptr},
     {"_op", getter<get_op>, nullptr, "The operation that made this Value ('' for a leaf).",
      nullptr},
-    {"_children", getter<get_children>, nullptr,
-     "The Values this one was computed from, in order.", nullptr},
+    {"_children", getter<get_children>, nullptr, "The Values this one was computed from, in order.",
+     nullptr},
     {"_prev", getter<get_prev>, nullptr, "The set of the Values this one was computed from.",
      nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
@@ -738,10 +736,7 @@ PyType_Slot value_slots[] = {
 // that the errors CPython words itself (`unsupported operand type(s) for +:
 // 'Value' and 'str'`) read the same on both engines; __module__ is set below.
 PyType_Spec value_spec = {
-    "Value",
-    static_cast<int>(sizeof(ValueObject)),
-    0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    "Value",     static_cast<int>(sizeof(ValueObject)), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     value_slots,
 };
 
@@ -864,10 +859,12 @@ void define_module(py::module_& m) {
     m.def("dot", &fused_dot, py::arg("weights"), py::arg("inputs"),
           "w0*x0 + w1*x1 + ... as one node: the data and gradients of "
           "sum(w * x for w, x in zip(weights, inputs)), without the chain.");
-    m.def("_live_nodes", [] { return graph->live_nodes(); },
-          "How many nodes the engine holds now (for tests and benchmarks).");
-    m.def("_node_bytes", [] { return Graph::node_bytes(); },
-          "The size of one node in the engine's arena.");
+    m.def(
+        "_live_nodes", [] { return graph->live_nodes(); },
+        "How many nodes the engine holds now (for tests and benchmarks).");
+    m.def(
+        "_node_bytes", [] { return Graph::node_bytes(); },
+        "The size of one node in the engine's arena.");
 }
 
 int exec_module(PyObject* module) noexcept {
