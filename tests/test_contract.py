@@ -495,3 +495,16 @@ def test_a_trained_linreg_round_trips(Value):
         train(twin, X, ys, n_epochs=5, learning_rate=0.01, log_every=None)
         assert state(restored) == state(twin)
         assert state(model) == saved
+
+
+def test_division_and_subtraction_are_composed_as_the_book_composes_them(Value):
+    # a / b is a * b**-1: the intermediate 1e-310 ** -1 overflows, though
+    # float division would not; README's contract says so.
+    assert 1e-300 / 1e-310 == pytest.approx(1e10)
+    with pytest.raises(OverflowError):
+        Value(1e-300) / 1e-310
+    with pytest.raises(OverflowError):
+        Value(1e-300) / Value(1e-310)
+    # x ** 0's gradient is 0 * x ** -1, which divides by zero at x = 0
+    with pytest.raises(ZeroDivisionError):
+        (Value(0.0) ** 0).backward()
