@@ -12,7 +12,7 @@ Last, the compiled module is rebuilt with symbols (cmake, in a temporary
 directory; the installed one is stripped) to split its share by function.
 
 Usage: ``python benchmarks/profile_native.py`` writes ``benchmarks/PROFILE.md``,
-which ``python -m agrad bench`` quotes in ``RESULTS.md``.  Needs valgrind
+which ``python benchmarks/run.py`` quotes in ``RESULTS.md``.  Needs valgrind
 (``apt-get install valgrind``).  ``perf stat`` would give cycles too, but
 this machine's virtual CPU exposes no hardware counters to it.
 """
@@ -23,6 +23,7 @@ import argparse
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -39,11 +40,11 @@ OPS = ("Value*Value", "Value*float", "Value+Value")
 
 def child(engine_key: str, phase: str, count: int) -> None:
     """What valgrind runs: `count` epochs (or operations) and nothing else."""
-    from agrad import bench
+    import workloads
 
-    engine = {"floats": bench.FLOATS, "native": bench.NATIVE, "pure": bench.PURE}[engine_key]
-    workload = next(w for w in bench.WORKLOADS if w.key == "w2")
-    run = bench.Run(workload, engine, workload.data())
+    engine = {"floats": workloads.FLOATS, "native": workloads.AGRAD, "pure": workloads.PURE}
+    profiled = workloads.workload(2)
+    run = workloads.Run(profiled, engine[engine_key], profiled.data())
     if phase == "build":
         for _ in range(count):
             run.build_loss()
@@ -53,9 +54,9 @@ def child(engine_key: str, phase: str, count: int) -> None:
 
 def op_child(engine_key: str, op: str, count: int) -> None:
     """`count` executions of one operation, as a for loop would run them."""
-    from agrad import bench
+    import workloads
 
-    number = float if engine_key == "floats" else bench.NATIVE.number
+    number = float if engine_key == "floats" else workloads.AGRAD.number
     a, b = number(1.5), number(-0.25)
     if op == "Value*Value":
         for _ in range(count):
@@ -73,13 +74,17 @@ def op_child(engine_key: str, op: str, count: int) -> None:
 def loss_graph_nodes() -> tuple[int, int]:
     """Nodes of workload 2's loss graph: as the chapter's Value (agrad.pure)
     builds it, and as the native engine holds it."""
-    from agrad import _core, bench, pure
+    import workloads
 
-    workload = next(w for w in bench.WORKLOADS if w.key == "w2")
-    data = workload.data()
-    chapter = len(pure.topological_order(bench.Run(workload, bench.PURE, data).build_loss()))
+    from agrad import _core, pure
+
+    profiled = workloads.workload(2)
+    data = profiled.data()
+    chapter = len(
+        pure.topological_order(workloads.Run(profiled, workloads.PURE, data).build_loss())
+    )
     before = _core._live_nodes()
-    loss = bench.Run(workload, bench.NATIVE, data).build_loss()
+    loss = workloads.Run(profiled, workloads.AGRAD, data).build_loss()
     held = _core._live_nodes() - before
     del loss
     return chapter, held
@@ -364,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                     workdir,
                 )
                 ops[engine, op] = sum(per.values())
-        env = {**os.environ, "PYTHONPATH": str(debug_package(workdir))}
+        # the debug agrad first; site-packages after it for numpy and pandas,
+        # which the workloads import and `python -S` would not find
+        path = [str(debug_package(workdir)), *site.getsitepackages()]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         functions = per_unit(
             [me, "--child", "native", "epoch", "1"],
             [me, "--child", "native", "epoch", str(1 + args.epochs)],

@@ -1,7 +1,6 @@
 """python -m agrad: each subcommand runs, prints what the chapter prints, and
 fails with one line and a non-zero exit on bad input."""
 
-import importlib.util
 import subprocess
 import sys
 
@@ -135,15 +134,5 @@ def test_help_explains_the_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("univariate", "batch", "multivariate", "bodyfat", "graph", "bench"):
+    for command in ("univariate", "batch", "multivariate", "bodyfat", "graph"):
         assert command in out
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("agrad.bench") is None, reason="agrad.bench is not written yet"
-)
-def test_bench_help_is_forwarded(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--help"])
-    assert exit_info.value.code == 0
-    assert "usage:" in capsys.readouterr().out

@@ -402,3 +402,69 @@ def test_mini_batch_training_draws_exactly_the_books_random_numbers():
         for p in by_hand.parameters():
             p.data -= 0.01 * p.grad
     assert [p.data for p in trained.parameters()] == [p.data for p in by_hand.parameters()]
+
+
+def test_a_private_rng_draws_the_weights_and_leaves_the_global_one_alone():
+    random.seed(2)
+    untouched = random.getstate()
+    model = LinReg(n_inputs=3, rng=random.Random(9))
+    assert random.getstate() == untouched
+    expected = random.Random(9)
+    assert [w.data for w in model.weights] == [expected.uniform(-1, 1) for _ in range(3)]
+
+
+def test_number_makes_unlabelled_parameters_of_any_type():
+    rng = random.Random(4)
+    model = LinReg(n_inputs=2, number=float, rng=random.Random(4))
+    assert model.weights == [rng.uniform(-1, 1), rng.uniform(-1, 1)]
+    assert model.b == 0.0 and model.value_class is None
+    xs, ys = [[1.0, 2.0], [3.0, -1.0]], [0.5, 2.0]
+    assert model.loss(xs, ys) == mean_squared_error_by_hand(model, xs, ys)
+
+
+def mean_squared_error_by_hand(model, xs, ys):
+    errors = [
+        (y - (model.weights[0] * x[0] + model.weights[1] * x[1] + model.b)) ** 2
+        for x, y in zip(xs, ys, strict=True)
+    ]
+    return sum(errors) / len(ys)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fused_or_chained_sums_train_to_the_same_bits(fused):
+    X = [[random.Random(i).uniform(-5, 5), float(i % 3)] for i in range(30)]
+    ys = [2 * x[0] - x[1] + 1 for x in X]
+    histories = []
+    for choice in (fused, None):
+        random.seed(6)
+        history = []
+        train(
+            LinReg(n_inputs=2, fused=choice),
+            X,
+            ys,
+            learning_rate=0.01,
+            n_epochs=20,
+            batch_size=7,
+            log_every=None,
+            history=history,
+        )
+        histories.append([h.hex() for h in history])
+    assert histories[0] == histories[1]
+    ops = {x._op for x in LinReg(n_inputs=2, fused=fused)([1.0, 2.0])._children}
+    assert ("dot" in ops) == fused
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"number": 1.5}, TypeError, "number must be callable"),
+        ({"number": float, "value_class": agrad.Value}, ValueError, "not both"),
+        ({"rng": 42}, TypeError, "rng must be"),
+        ({"fused": 1}, TypeError, "fused must be"),
+        ({"fused": True, "value_class": agrad.pure.Value}, ValueError, "agrad.Value"),
+        ({"fused": True, "number": float}, ValueError, "agrad.Value"),
+    ],
+)
+def test_bad_keyword_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        LinReg(**kwargs)

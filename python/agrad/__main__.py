@@ -205,13 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--show-grads", action="store_true", help="show each value's gradient")
     p.set_defaults(run=run_graph)
-
-    commands.add_parser(
-        "bench",
-        add_help=False,
-        help="native against pure-Python benchmarks (see bench --help)",
-        description="Forwarded to agrad.bench.",
-    )
     return parser
 
 
@@ -449,23 +442,10 @@ def run_graph(args) -> None:
     print("wrote", dot.render(outfile=args.output, cleanup=True))
 
 
-def run_bench(argv: Sequence[str]) -> int:
-    try:
-        from agrad import bench
-    except ImportError as error:
-        raise ImportError(
-            f"the benchmarks are not available in this installation ({error})"
-        ) from error
-    return bench.main(list(argv))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "python -m agrad"
     try:
-        # bench parses its own arguments, --help included
-        if argv and argv[0] == "bench":
-            return run_bench(argv[1:])
         if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
             argv = ["bodyfat", *argv]  # the default command takes its options without its name
         args = build_parser().parse_args(argv)

@@ -24,6 +24,8 @@ import random
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -89,23 +91,53 @@ class LinReg:
     of ``k`` numbers as input).  Each weight starts at ``random.uniform(-1, 1)``
     and the bias at 0.0, drawn in the book's order.  ``feature_names`` names
     the weights (they become the Values' labels, and ``print_weights`` and the
-    plots use them); ``value_class`` is the engine's Value class.
+    plots use them); ``value_class`` is the engine's Value class (default
+    ``agrad.Value``).
+
+    The keyword-only arguments run the same model outside the book's setting,
+    as the benchmarks do:
+
+    * ``number`` makes each parameter from its starting value, in place of
+      ``value_class``, for a number type that takes no label: ``float``, or a
+      function returning a torch tensor.  Give one or the other.
+    * ``rng`` is what the starting weights are drawn from: the ``random``
+      module (the default, as in the book) or a ``random.Random`` of your own.
+    * ``fused`` chooses how the sums are written: ``True`` as one
+      ``agrad.sum`` / ``agrad.dot`` node (``agrad.Value`` only), ``False`` as
+      the book's chain of ``+``.  By default they are fused on ``agrad.Value``
+      and chained on anything else; both give the same bits.
     """
 
     def __init__(
         self,
         n_inputs: int | None = None,
         feature_names: Sequence[str] | None = None,
-        value_class: type = agrad.Value,
+        value_class: type | None = None,
+        *,
+        number: Callable[[float], Any] | None = None,
+        rng: random.Random | ModuleType = random,
+        fused: bool | None = None,
     ):
         if n_inputs is not None and (isinstance(n_inputs, bool) or not isinstance(n_inputs, int)):
             raise TypeError(f"n_inputs must be an int or None, not {type(n_inputs).__name__!r}")
         if n_inputs is not None and n_inputs < 1:
             raise ValueError(f"n_inputs must be at least 1, not {n_inputs}")
-        if not isinstance(value_class, type):
+        if value_class is not None and not isinstance(value_class, type):
             raise TypeError(
                 f"value_class must be a Value class such as agrad.Value, not {value_class!r}"
             )
+        if number is not None and not callable(number):
+            raise TypeError(f"number must be callable, not {type(number).__name__!r}")
+        if number is not None and value_class is not None:
+            raise ValueError("give value_class or number, not both")
+        if rng is not random and not isinstance(rng, random.Random):
+            raise TypeError(
+                f"rng must be the random module or a random.Random, not {type(rng).__name__!r}"
+            )
+        if fused is not None and not isinstance(fused, bool):
+            raise TypeError(f"fused must be True, False or None, not {type(fused).__name__!r}")
+        if fused and (number is not None or value_class not in (None, agrad.Value)):
+            raise ValueError("fused=True needs the compiled engine's agrad.Value")
         n_weights = 1 if n_inputs is None else n_inputs
         if feature_names is not None:
             feature_names = [str(name) for name in feature_names]
@@ -113,21 +145,26 @@ class LinReg:
                 raise ValueError(f"{len(feature_names)} feature names for {n_weights} weights")
         self.n_inputs = n_inputs
         self.feature_names = feature_names
-        self.value_class = value_class
-        if n_inputs is None:
-            self.w = value_class(
-                random.uniform(-1, 1), label=feature_names[0] if feature_names else "w"
-            )
+        weight_labels = feature_names or (
+            ["w"] if n_inputs is None else [f"w{i}" for i in range(n_inputs)]
+        )
+        starts = [*(rng.uniform(-1, 1) for _ in weight_labels), 0.0]
+        if number is None:
+            engine = agrad.Value if value_class is None else value_class
+            labels = [*weight_labels, "b"]
+            parameters = [engine(x, label=label) for x, label in zip(starts, labels, strict=True)]
+            self.value_class: type | None = engine
         else:
-            labels = feature_names or [f"w{i}" for i in range(n_inputs)]
-            self.weights = [value_class(random.uniform(-1, 1), label=label) for label in labels]
-        self.b = value_class(0.0, label="b")
-
-    @property
-    def _fused(self) -> bool:
+            parameters = [number(x) for x in starts]
+            self.value_class = None
+        *weights, self.b = parameters
+        if n_inputs is None:
+            self.w = weights[0]
+        else:
+            self.weights = weights
         # On the compiled engine the sums are fused nodes (agrad.sum, agrad.dot):
         # the same bits as the book's chain of additions, with a fraction of the nodes.
-        return self.value_class is agrad.Value
+        self._fused = self.value_class is agrad.Value if fused is None else fused
 
     @property
     def univariate(self) -> bool:

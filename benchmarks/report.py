@@ -1,0 +1,425 @@
+"""The suite's results as tables (Markdown for RESULTS.md, text for the
+terminal) and as a chart of each engine's time relative to agrad's."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from measure import Soak, WorkloadResult
+from workloads import TITLES
+
+import agrad
+from agrad import _core
+
+COLUMNS = list(TITLES)  # engine keys, in table order
+PROFILE_FILE = "PROFILE.md"  # written by profile_native.py, quoted in RESULTS.md
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-6:
+        return f"{seconds * 1e9:.0f} ns"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "-" if r is None or not math.isfinite(r) else f"{r:.1f}x" if r < 100 else f"{r:.0f}x"
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den is None or den == 0 else num / den
+
+
+@dataclass
+class Report:
+    settings_name: str
+    workloads: list[WorkloadResult]
+    micro: dict[str, dict[str, float]]
+    graph_memory: dict[str, tuple[int, int]]
+    soak: Soak
+    split: dict[str, float]
+    engines: list[str]
+
+    def seconds(self, key: int) -> dict[str, float]:
+        return next(r.seconds for r in self.workloads if r.workload.key == key)
+
+    def timing_rows(self) -> list[list[str]]:
+        rows = []
+        for r in self.workloads:
+            s = r.seconds
+            rows.append(
+                [
+                    r.workload.title,
+                    *[fmt_time(s.get(k)) for k in COLUMNS],
+                    fmt_ratio(ratio(s.get("pure"), s["agrad"])),
+                    fmt_ratio(ratio(s["agrad"], s["floats"])),
+                    fmt_ratio(ratio(s.get("torch"), s["agrad"])),
+                    fmt_ratio(ratio(s["agrad"], s.get("fused"))),
+                ]
+            )
+        return rows
+
+    def micro_rows(self) -> list[list[str]]:
+        rows = []
+        for op, by_engine in self.micro.items():
+            compiled = by_engine.get("agrad")
+            rows.append(
+                [
+                    op,
+                    *[fmt_time(by_engine.get(k)) for k in MICRO_COLUMNS],
+                    fmt_ratio(ratio(by_engine.get("pure"), compiled)),
+                    fmt_ratio(ratio(compiled, by_engine.get("floats"))),
+                    fmt_ratio(ratio(by_engine.get("torch"), compiled)),
+                ]
+            )
+        return rows
+
+    def memory_rows(self) -> list[list[str]]:
+        rows = []
+        for r in self.workloads:
+            cells = []
+            for k in COLUMNS:
+                if k not in r.memory:
+                    cells.append("-")
+                    continue
+                python_bytes, engine_bytes = r.memory[k]
+                text = f"{python_bytes / 1024:.0f} KiB"
+                if k in ("agrad", "fused"):
+                    text += f" + {engine_bytes / 1024:.0f} KiB arena"
+                cells.append(text)
+            rows.append([r.workload.title, *cells])
+        return rows
+
+    def summary(self) -> list[tuple[str, str, str, bool | None]]:
+        """(what is measured, the measurement, the goal, whether it is met:
+        None when it could not be measured)."""
+        out: list[tuple[str, str, str, bool | None]] = []
+        for key in (2, 4):
+            s = self.seconds(key)
+            r = s["pure"] / s["agrad"]
+            # no engine can beat the loop itself: pure/floats bounds this ratio
+            measured = (
+                f"{fmt_ratio(r)} (ceiling: pure/floats = {fmt_ratio(s['pure'] / s['floats'])})"
+            )
+            out.append(
+                (f"workload {key}: agrad.pure time / agrad time", measured, ">= 30x", r >= 30)
+            )
+        for key in (2, 4):
+            s = self.seconds(key)
+            r = s["agrad"] / s["floats"]
+            out.append(
+                (f"workload {key}: agrad time / plain floats time", fmt_ratio(r), "<= 3x", r <= 3)
+            )
+        b = self.micro["backward per node"]
+        r = b["pure"] / b["agrad"]
+        out.append(
+            (
+                "backward per node: agrad.pure time / agrad time",
+                f"{fmt_ratio(r)} (100x needs {fmt_time(b['pure'] / 100)} per node)",
+                ">= 100x",
+                r >= 100,
+            )
+        )
+        out.append(
+            (
+                f"agrad's live nodes over {self.soak.epochs} epochs of workload 4",
+                f"{self.soak.nodes_start} -> {self.soak.nodes_end}",
+                "unchanged",
+                self.soak.nodes_end == self.soak.nodes_start,
+            )
+        )
+        torch_measure = "torch scalars time / agrad time, smallest over the workloads"
+        if "torch" in self.engines:
+            slower = [
+                str(r.workload.key)
+                for r in self.workloads
+                if r.seconds["agrad"] >= r.seconds["torch"]
+            ]
+            smallest = min(r.seconds["torch"] / r.seconds["agrad"] for r in self.workloads)
+            measured = fmt_ratio(smallest) + (f"; slower on {', '.join(slower)}" if slower else "")
+            out.append((torch_measure, measured, "> 1x", not slower))
+        else:
+            out.append((torch_measure, "torch not installed", "> 1x", None))
+        for result in self.workloads:
+            for check, ok in result.checks.items():
+                out.append(
+                    (
+                        f"workload {result.workload.key}: losses {check}, bit for bit",
+                        "same" if ok else "DIFFER",
+                        "same",
+                        ok,
+                    )
+                )
+        return out
+
+    def summary_notes(self) -> list[str]:
+        """By how much the speed goals are missed, and what bounds them."""
+        notes = []
+        for key in (2, 4):
+            s = self.seconds(key)
+            floor_share = s["floats"] / s["agrad"]
+            bound = s["pure"] / s["floats"]
+            notes.append(
+                f"Workload {key}: the plain-float loop is {100 * floor_share:.0f}% of agrad's "
+                f"epoch; the autograd on top of it costs {fmt_time(s['agrad'] - s['floats'])} "
+                f"per epoch. An autograd that cost nothing would be pure/floats = "
+                f"{fmt_ratio(bound)} faster than agrad.pure: "
+                + (
+                    "a 30x speed-up is out of reach of any engine on this loop, whose own cost "
+                    "(batch sampling, list building, the interpreter) dominates."
+                    if bound < 30
+                    else f"30x needs an agrad epoch of at most {fmt_time(s['pure'] / 30)}."
+                )
+            )
+        b = self.micro["backward per node"]
+        notes.append(
+            f"backward: {fmt_time(b['agrad'])} per node of the chapter's graph against "
+            f"agrad.pure's {fmt_time(b['pure'])}; 100x needs {fmt_time(b['pure'] / 100)}. "
+            "Where the engine's instructions go is in the last section."
+        )
+        return notes
+
+    def all_losses_agree(self) -> bool:
+        return all(ok for r in self.workloads for ok in r.checks.values())
+
+
+MICRO_COLUMNS = ["floats", "agrad", "pure", "torch"]
+TIMING_HEADER = [
+    "workload (time per epoch)",
+    *TITLES.values(),
+    "pure/agrad",
+    "agrad/floats",
+    "torch/agrad",
+    "fused gain",
+]
+MICRO_HEADER = [
+    "operation",
+    *[TITLES[k] for k in MICRO_COLUMNS],
+    "pure/agrad",
+    "agrad/floats",
+    "torch/agrad",
+]
+MEMORY_HEADER = ["workload (peak memory of one epoch)", *TITLES.values()]
+SUMMARY_HEADER = ["measured", "value", "goal", "met"]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(
+        [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+        + [fmt.format(*r) for r in rows]
+    )
+
+
+def summary_rows(report: Report, missed: str) -> list[list[str]]:
+    met = {True: "yes", False: missed, None: "not measured"}
+    return [[what, value, goal, met[ok]] for what, value, goal, ok in report.summary()]
+
+
+def render_text(report: Report) -> str:
+    """What the runner prints: the time, operation and summary tables."""
+    return "\n\n".join(
+        [
+            text_table(TIMING_HEADER, report.timing_rows()),
+            text_table(MICRO_HEADER, report.micro_rows()),
+            text_table(SUMMARY_HEADER, summary_rows(report, "NO")),
+        ]
+    )
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment() -> list[tuple[str, str]]:
+    import numpy
+
+    # imported by the suite if it is installed; None in sys.modules also means absent
+    torch = sys.modules.get("torch")
+    return [
+        ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        (
+            "machine",
+            f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs",
+        ),
+        ("CPU", cpu_model()),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("agrad", agrad.__version__),
+        ("torch", torch.__version__ if torch is not None else "not installed"),
+        ("numpy", numpy.__version__),
+    ]
+
+
+def render_markdown(report: Report, chart_name: str | None, profile_text: str | None) -> str:
+    parts = [
+        "# agrad benchmarks",
+        "",
+        "Written by `python benchmarks/run.py`; do not edit by hand. "
+        f"Settings: `{report.settings_name}`.",
+        "",
+        "Each figure is the median time of one training epoch (graph build, `backward`, "
+        "parameter update) over repeats, the engines interleaved in one process. The model is the "
+        "chapter's `agrad.linreg.LinReg`, run unchanged on each number type; *plain floats* run "
+        "the same Python loop with no gradients (the floor for any drop-in `Value`); *agrad* "
+        "sums with the book's chain of `+`, *agrad fused* with `agrad.dot` and `agrad.sum`. The "
+        "machine is shared and noisy: read the ratios, the absolute times are context.",
+        "",
+        markdown_table(["", ""], environment()),
+        "",
+        "## Summary",
+        "",
+        markdown_table(SUMMARY_HEADER, summary_rows(report, "**no**")),
+        "",
+        *[f"- {line}" for line in report.summary_notes()],
+        "",
+        "## Time per epoch",
+        "",
+        markdown_table(TIMING_HEADER, report.timing_rows()),
+        "",
+        "*pure/agrad* and *torch/agrad*: how many times faster agrad's compiled engine is; "
+        "*agrad/floats*: how many times the plain-float loop it costs; "
+        "*fused gain*: agrad / agrad fused.",
+        "",
+    ]
+    if chart_name:
+        parts += [f"![time per epoch relative to agrad]({chart_name})", ""]
+    parts += [
+        "## Operations",
+        "",
+        markdown_table(MICRO_HEADER, report.micro_rows()),
+        "",
+        "`backward per node` is `loss.backward()` on the workload-2 loss graph "
+        "(torch with `retain_graph=True`) divided by its node count as the chapter's `Value` "
+        f"builds it ({report.graph_memory['pure'][1]} nodes, as in agrad.pure; the compiled "
+        f"engine keeps constants inside their parents and holds {report.graph_memory['agrad'][1]}).",
+        "",
+        "## Memory",
+        "",
+        markdown_table(MEMORY_HEADER, report.memory_rows()),
+        "",
+        "Python-side peaks are tracemalloc's; the compiled engine's arena is C++ memory, counted "
+        f"as peak live nodes x {_core._node_bytes()} bytes. torch's own C++ memory is not counted.",
+        "",
+        graph_memory_text(report.graph_memory),
+        "",
+        soak_text(report.soak),
+        "",
+        "## Where agrad's time goes (workload 2, one epoch)",
+        "",
+        markdown_table(["part", "time", "share of agrad's epoch"], split_rows(report.split)),
+        "",
+        "Each part timed on its own (medians of interleaved repeats), so the total differs a "
+        "little from the epoch timed above.",
+        "",
+    ]
+    if profile_text:
+        parts += [profile_text.strip(), ""]
+    else:
+        parts += [
+            "Instruction counts: run `python benchmarks/profile_native.py` to add them "
+            f"(it writes `{PROFILE_FILE}` beside this file, which is quoted here).",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def graph_memory_text(graph_memory: dict[str, tuple[int, int]]) -> str:
+    parts = [
+        f"{TITLES[key]} {total / 1024:.0f} KiB for {nodes} live nodes ({total / nodes:.0f} bytes each)"
+        for key, (total, nodes) in graph_memory.items()
+    ]
+    compiled, pure = graph_memory["agrad"][0], graph_memory["pure"][0]
+    return (
+        f"The workload-2 loss graph, held by its root: {'; '.join(parts)}; "
+        f"pure / agrad: {pure / compiled:.1f}x."
+    )
+
+
+def soak_text(soak: Soak) -> str:
+    text = (
+        f"Workload 4 on agrad for {soak.epochs} epochs: live nodes "
+        f"{soak.nodes_start} after the first epoch, {soak.nodes_end} after the last; RSS "
+    )
+    if soak.rss_start is None or soak.rss_end is None or soak.rss_peak_growth is None:
+        return text + "not available on this system."
+    return text + (
+        f"{soak.rss_start / 2**20:.1f} MiB -> {soak.rss_end / 2**20:.1f} MiB "
+        f"(at most {soak.rss_peak_growth / 2**10:.0f} KiB above the start)."
+    )
+
+
+def split_rows(split: dict[str, float]) -> list[list[str]]:
+    """agrad's epoch as parts that add up to it: the floor, the build's
+    excess over it, and what follows the build."""
+    floor = split["floats loop"]
+    parts = [
+        ("the Python loop itself (plain floats, same code)", floor),
+        (
+            "binding + engine forward + allocation (graph build - floor)",
+            split["graph build"] - floor,
+        ),
+        ("backward", split["backward"]),
+        ("update", split["update"]),
+        ("free graph", split["free graph"]),
+    ]
+    total = sum(seconds for _, seconds in parts)
+    rows = [[name, fmt_time(seconds), f"{100 * seconds / total:.0f}%"] for name, seconds in parts]
+    return [*rows, ["agrad epoch", fmt_time(total), "100%"]]
+
+
+def draw_chart(report: Report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [str(r.workload.key) for r in report.workloads]
+    keys = [k for k in COLUMNS if any(k in r.seconds for r in report.workloads)]
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for i, key in enumerate(keys):
+        heights = [ratio(r.seconds.get(key), r.seconds["agrad"]) or 0 for r in report.workloads]
+        positions = [x + (i - (len(keys) - 1) / 2) * width for x in range(len(labels))]
+        bars = ax.bar(positions, heights, width, label=TITLES[key])
+        for bar, h in zip(bars, heights, strict=True):
+            if h:
+                ax.annotate(
+                    f"{h:.2g}" if h < 10 else f"{h:.0f}",
+                    (bar.get_x() + bar.get_width() / 2, h),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(labels)), [f"workload {x}" for x in labels])
+    ax.set_ylabel("time per epoch / agrad's (log)")
+    ax.axhline(1.0, color="black", linewidth=0.6)
+    ax.set_title("agrad: time per training epoch relative to agrad's chain (lower is faster)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,170 @@
+"""The benchmark suite (benchmarks/run.py) runs end to end in its --quick mode
+and writes what it promises.
+
+The suite is a set of scripts in the repository, not part of the package, so
+it is run as a user runs it: a subprocess of this Python.  No assertion is
+made on times, the machine is shared and noisy; what is checked is what
+cannot be noise: every table has a measurement for every engine, the chart
+is a PNG, and the engines agree bit for bit.
+"""
+
+import importlib.util
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+RUN = BENCHMARKS / "run.py"
+ENGINES = ["plain floats", "agrad", "agrad fused", "agrad.pure", "torch scalars"]
+WORKLOADS = [
+    "1: univariate, 5 points, full batch",
+    "2: univariate, 1000 points, full batch",
+    "3: univariate, 1000 points, batch 10",
+    "4: 3 features, 1000 points, batch 50",
+    "5: body fat, 14 features, 252 rows, batch 20",
+]
+TIME = re.compile(r"\d+(\.\d+)? (ns|us|ms)")
+KIB = re.compile(r"\d+ KiB( \+ \d+ KiB arena)?")
+TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
+
+# Runs run.py with `import torch` failing, as it does where torch is not installed.
+WITHOUT_TORCH = f"""
+import runpy, sys
+sys.modules["torch"] = None
+sys.path.insert(0, {str(BENCHMARKS)!r})
+sys.argv = [{str(RUN)!r}, *sys.argv[1:]]
+runpy.run_path({str(RUN)!r}, run_name="__main__")
+"""
+
+
+def run_suite(*args: str, torch: bool = True) -> subprocess.CompletedProcess:
+    script = [str(RUN)] if torch else ["-c", WITHOUT_TORCH]
+    return subprocess.run(
+        [sys.executable, *script, *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(True, id="torch-as-installed"),
+        pytest.param(
+            False,
+            id="without-torch",
+            marks=pytest.mark.skipif(
+                not TORCH_INSTALLED, reason="torch is not installed: the other run is this one"
+            ),
+        ),
+    ],
+)
+def quick_run(request, tmp_path_factory):
+    """(whether torch was measured, the completed run, its output directory)."""
+    output = tmp_path_factory.mktemp("benchmarks")
+    done = run_suite("--quick", "--output", str(output), torch=request.param)
+    assert done.returncode == 0, done.stderr
+    return request.param and TORCH_INSTALLED, done, output
+
+
+def markdown_table(text: str, heading: str) -> dict[str, dict[str, str]]:
+    """The first table after `heading`, as {first cell: {column: cell}}."""
+    section = text.split(f"\n{heading}\n\n", 1)[1]
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"), section.splitlines()))
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def test_every_workload_is_timed_on_every_engine(quick_run):
+    torch, _, output = quick_run
+    results = (output / "RESULTS.md").read_text(encoding="utf-8")
+    table = markdown_table(results, "## Time per epoch")
+    assert list(table) == WORKLOADS
+    for row in table.values():
+        for engine in ENGINES:
+            if engine == "torch scalars" and not torch:
+                assert row[engine] == "-"
+            else:
+                assert TIME.fullmatch(row[engine]), (engine, row)
+        for column in ("pure/agrad", "agrad/floats", "fused gain"):
+            assert re.fullmatch(r"\d+(\.\d+)?x", row[column]), (column, row)
+
+
+def test_memory_and_operations_are_measured(quick_run):
+    torch, _, output = quick_run
+    results = (output / "RESULTS.md").read_text(encoding="utf-8")
+    memory = markdown_table(results, "## Memory")
+    assert list(memory) == WORKLOADS
+    for row in memory.values():
+        for engine in ENGINES:
+            if engine == "torch scalars" and not torch:
+                assert row[engine] == "-"
+            else:
+                assert KIB.fullmatch(row[engine]), (engine, row)
+    operations = markdown_table(results, "## Operations")
+    for op in ("Value*Value", "Value*float", "float*Value", "Value+Value", "backward per node"):
+        assert TIME.fullmatch(operations[op]["agrad"]) and TIME.fullmatch(
+            operations[op]["agrad.pure"]
+        )
+        assert TIME.fullmatch(operations[op]["torch scalars"]) or not torch
+    assert TIME.fullmatch(operations["agrad.sum of 1000"]["agrad"])
+    split = markdown_table(results, "## Where agrad's time goes (workload 2, one epoch)")
+    assert TIME.fullmatch(split["agrad epoch"]["time"])
+    assert re.search(r"Workload 4 on agrad for \d+ epochs: live nodes \d+", results)
+
+
+def test_engines_agree_bit_for_bit(quick_run):
+    torch, done, output = quick_run
+    results = (output / "RESULTS.md").read_text(encoding="utf-8")
+    summary = markdown_table(results, "## Summary")
+    checks = {what: row for what, row in summary.items() if what.endswith("bit for bit")}
+    assert len(checks) == 2 * len(WORKLOADS)
+    assert all(row["value"] == "same" and row["met"] == "yes" for row in checks.values())
+    torch_row = next(row for what, row in summary.items() if what.startswith("torch scalars"))
+    assert (torch_row["met"] == "not measured") == (not torch)
+    assert ("torch is not installed" in done.stderr) == (not torch)
+
+
+def test_the_chart_and_the_printed_tables(quick_run):
+    _, done, output = quick_run
+    assert (output / "results.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "pure/agrad" in done.stdout and "backward per node" in done.stdout
+    for title in WORKLOADS:
+        assert title in done.stdout
+    assert not re.search(r"issue\s*#?\d", done.stdout + (output / "RESULTS.md").read_text())
+
+
+def test_output_must_be_a_directory(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    done = run_suite("--quick", "--output", str(not_a_dir))
+    assert done.returncode == 1
+    assert (
+        done.stderr == f"python benchmarks/run.py: error: --output {not_a_dir}: not a directory\n"
+    )
+
+
+def test_unknown_option_is_a_usage_error():
+    done = run_suite("--no-such-option")
+    assert done.returncode == 2
+    assert "usage:" in done.stderr
+
+
+def test_same_losses_sees_one_bit(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from measure import same_losses
+    from workloads import AGRAD, Run, workload
+
+    five = workload(1)
+    a, b = Run(five, AGRAD, five.data()), Run(five, AGRAD, five.data())
+    a.epochs(2)
+    b.epochs(2)
+    assert same_losses(a, b)
+    b.losses[1] = b.losses[1] + b.losses[1] * 2**-52
+    assert not same_losses(a, b)
