@@ -468,3 +468,12 @@ def test_fused_or_chained_sums_train_to_the_same_bits(fused):
 def test_bad_keyword_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         LinReg(**kwargs)
+
+
+def test_a_model_of_plain_floats_prints_as_the_book_prints_it():
+    random.seed(42)
+    on_values = repr(LinReg(n_inputs=2))
+    random.seed(42)
+    assert repr(LinReg(n_inputs=2, number=float)) == on_values
+    random.seed(42)
+    assert repr(LinReg(number=float)).startswith("LinReg(w=")

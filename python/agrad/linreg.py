@@ -198,10 +198,13 @@ class LinReg:
         return self.loss(*sample_batch(xs, ys, m))
 
     def __repr__(self) -> str:
+        def shown(p):  # a Value's data; a plain number (number=float) as it is
+            return format(getattr(p, "data", p), ".3f")
+
         if self.univariate:
-            return f"LinReg(w={self.w.data:.3f}, b={self.b.data:.3f})"
-        weights_str = ", ".join(f"w{i}={w.data:.3f}" for i, w in enumerate(self.weights))
-        return f"LinReg({weights_str}, b={self.b.data:.3f})"
+            return f"LinReg(w={shown(self.w)}, b={shown(self.b)})"
+        weights_str = ", ".join(f"w{i}={shown(w)}" for i, w in enumerate(self.weights))
+        return f"LinReg({weights_str}, b={shown(self.b)})"
 
 
 def train(
