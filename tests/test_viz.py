@@ -9,6 +9,7 @@ import pytest
 
 import agrad
 import agrad.pure
+from agrad.datasets import batch_data, univariate_data
 from agrad.linreg import LinReg, train
 from agrad.viz import draw_dot, plot_loss_curves, plot_weights, walk_graph
 
@@ -21,8 +22,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def book_loss(value_class, n=5):
     random.seed(42)
-    xs = [random.uniform(-5, 5) for _ in range(n)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
+    xs, ys = univariate_data(n)
     loss = LinReg(value_class=value_class).loss(xs, ys)
     loss.backward()
     return loss
@@ -32,8 +32,7 @@ def chain_loss(value_class):
     """The chapter's loss written as the chapter writes it, with the builtin
     sum (LinReg fuses the sum into one node on the compiled engine)."""
     random.seed(42)
-    xs = [random.uniform(-5, 5) for _ in range(5)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
+    xs, ys = univariate_data()
     w, b = value_class(random.uniform(-1, 1), label="w"), value_class(0.0, label="b")
     loss = sum([(y - (w * x + b)) ** 2 for x, y in zip(xs, ys, strict=True)]) / len(xs)
     loss.backward()
@@ -175,8 +174,7 @@ def assert_png(path, min_width, min_height):
 def test_loss_curves_png(tmp_path):
     pytest.importorskip("matplotlib")
     random.seed(42)
-    xs = [random.uniform(-10, 10) for _ in range(200)]
-    ys = [2 * x + 1 + random.gauss(0, 5) for x in xs]
+    xs, ys = batch_data(200)
     full, mini = [], []
     train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=40, log_every=None, history=full)
     train(

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
-import time
 from collections.abc import Sequence
 
-from agrad import linreg, viz
+from agrad import linreg, studies, viz
 
 DESCRIPTION = """\
 The runs of the chapter "Linear Regression the Autograd Way", on agrad.
@@ -215,23 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seed_and_engine(args) -> type:
-    random.seed(args.seed)
-    return linreg.ENGINES[args.engine]
+def _log(args):
+    """Where training lines go: stdout, through tqdm when a progress bar is showing."""
+    if args.progress:
+        from tqdm import tqdm
+
+        return tqdm.write  # keeps the bar intact under the log lines
+    return print
 
 
-def _train(model, xs, ys, args, batch_size, history=None, log_every=None):
-    return linreg.train(
-        model,
-        xs,
-        ys,
-        learning_rate=args.learning_rate,
-        n_epochs=args.epochs,
-        batch_size=batch_size,
-        log_every=args.log_every if log_every is None else log_every,
-        history=history,
-        progress=args.progress,
-    )
+def _study_options(args) -> dict:
+    return {
+        "seed": args.seed,
+        "engine": args.engine,
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "log_every": args.log_every,
+        "progress": args.progress,
+    }
 
 
 def _plot_path(args, name: str) -> str:
@@ -239,57 +238,57 @@ def _plot_path(args, name: str) -> str:
 
 
 def run_univariate(args) -> None:
-    value_class = _seed_and_engine(args)
-    # the book's data and call sequence: the first LinReg() draws w = 0.011,
-    # and the model that is trained is the second one
-    xs = [random.uniform(-5, 5) for _ in range(5)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
-    model = linreg.LinReg(value_class=value_class)
-    print(f">>> LinReg()\n{model}")
-    print(f">>> loss\n{model.loss(xs, ys)}")
+    # the book shows the untrained model and its loss before the training
+    # lines, and both come from the study's result: collect the lines first
+    lines: list[str] = []
+    result = studies.univariate(log=lines.append, **_study_options(args))
+    print(f">>> LinReg()\n{result.initial_model}")
+    print(f">>> loss\n{result.initial_loss}")
     print(">>> train(LinReg(), xs, ys, ...)")
-    history: list[float] = []
-    model = _train(linreg.LinReg(value_class=value_class), xs, ys, args, None, history)
-    print(f"trained: {model}, loss {history[-1]:.3f}" if history else f"untrained: {model}")
-    if args.plot and history:
+    for line in lines:
+        print(line)
+    run = result.run
+    print(
+        f"trained: {run.model}, loss {run.history[-1]:.3f}"
+        if run.history
+        else f"untrained: {run.model}"
+    )
+    if args.plot and run.history:
         print(
             "wrote",
             viz.plot_loss_curves(
-                {"full batch": history},
+                {"full batch": run.history},
                 _plot_path(args, "univariate-loss.png"),
                 title="Univariate fit to 5 points",
-                references={"least-squares MSE": linreg.least_squares(xs, ys).mse},
+                references={"least-squares MSE": result.least_squares.mse},
             ),
         )
 
 
-def run_batch(args) -> None:
-    value_class = _seed_and_engine(args)
-    xs = [random.uniform(-10, 10) for _ in range(args.samples)]
-    ys = [2 * x + 1 + random.gauss(0, 5) for x in xs]
+def _check_batch_size(args) -> None:
     if args.batch_size > args.samples:
         raise ValueError(f"--batch-size {args.batch_size} is larger than --samples {args.samples}")
-    runs = {}
-    for name, batch_size in [
-        (f"mini-batch of {args.batch_size}", args.batch_size),
-        ("full batch", None),
-    ]:
-        print(f"{name}:")
-        history: list[float] = []
-        start = time.perf_counter()
-        model = _train(linreg.LinReg(value_class=value_class), xs, ys, args, batch_size, history)
-        runs[name] = (model, history, time.perf_counter() - start)
+
+
+def run_batch(args) -> None:
+    _check_batch_size(args)
+    result = studies.batch(
+        batch_size=args.batch_size, samples=args.samples, log=_log(args), **_study_options(args)
+    )
+    runs = {f"mini-batch of {args.batch_size}": result.mini_batch, "full batch": result.full_batch}
     print()
-    fit = linreg.least_squares(xs, ys)
+    fit = result.least_squares
     print(f"least squares: w={fit.weights[0]:.3f}, b={fit.bias:.3f}, MSE {fit.mse:.3f}")
-    for name, (model, _, seconds) in runs.items():
-        mse = linreg.model_fit(model, xs, ys).mse
-        print(f"{name}: {model}, MSE on all {args.samples} points {mse:.3f}, {seconds:.2f} s")
+    for name, run in runs.items():
+        print(
+            f"{name}: {run.model}, MSE on all {args.samples} points {run.fit.mse:.3f}, "
+            f"{run.seconds:.2f} s"
+        )
     if args.plot and args.epochs:
         print(
             "wrote",
             viz.plot_loss_curves(
-                {name: history for name, (_, history, _) in runs.items()},
+                {name: run.history for name, run in runs.items()},
                 _plot_path(args, "batch-loss.png"),
                 title=f"Loss on {args.samples} points: mini-batch (batch loss) against full batch",
                 references={"least-squares MSE": fit.mse},
@@ -298,79 +297,56 @@ def run_batch(args) -> None:
 
 
 def run_multivariate(args) -> None:
-    value_class = _seed_and_engine(args)
-    X = [[random.uniform(-10, 10) for _ in range(3)] for _ in range(args.samples)]
-    ys = [2 * x[0] + 3 * x[1] - x[2] + 1 + random.gauss(0, 5) for x in X]
-    if args.batch_size > args.samples:
-        raise ValueError(f"--batch-size {args.batch_size} is larger than --samples {args.samples}")
-    history: list[float] = []
-    model = _train(
-        linreg.LinReg(n_inputs=3, value_class=value_class), X, ys, args, args.batch_size, history
+    _check_batch_size(args)
+    result = studies.multivariate(
+        batch_size=args.batch_size, samples=args.samples, log=_log(args), **_study_options(args)
     )
     print()
     names = ["w0 (true 2)", "w1 (true 3)", "w2 (true -1)"]
     print(
         linreg.format_comparison(
-            names,
-            dict(
-                zip(
-                    ["gradient descent", "least squares"],
-                    linreg.compare_fits(model, X, ys),
-                    strict=True,
-                )
-            ),
+            names, {"gradient descent": result.run.fit, "least squares": result.least_squares}
         )
     )
-    if args.plot and history:
+    if args.plot and result.run.history:
         print(
             "wrote",
             viz.plot_loss_curves(
-                {f"mini-batch of {args.batch_size}": history},
+                {f"mini-batch of {args.batch_size}": result.run.history},
                 _plot_path(args, "multivariate-loss.png"),
                 title="Multivariate fit: loss per mini-batch",
-                references={"least-squares MSE": linreg.least_squares(X, ys).mse},
+                references={"least-squares MSE": result.least_squares.mse},
             ),
         )
 
 
 def run_bodyfat(args) -> None:
-    from agrad import datasets
-
-    value_class = _seed_and_engine(args)
-    if args.data is None:
-        df = datasets.load_body_fat()
-        source = "the bundled body-fat data (252 men)"
-        if args.target is not None and args.target not in df.columns:
-            raise ValueError(f"no column {args.target!r} in the body-fat data")
-    else:
-        df = datasets.load_csv(args.data, target=args.target)
-        source = args.data
-    X, ys, names = datasets.to_xy(df, target=args.target)
-    if args.batch_size > len(ys):
+    data = studies.load_regression_data(args.data, args.target)
+    if args.batch_size > len(data.ys):
         raise ValueError(
-            f"--batch-size {args.batch_size} is larger than the {len(ys)} rows of {source}"
+            f"--batch-size {args.batch_size} is larger than the {len(data.ys)} rows of {data.source}"
         )
-    X_norm, _, _ = linreg.standardize(X)
-    target = args.target or df.columns[0]
-    print(f"Predicting {target!r} from {len(names)} features of {source}, features as z-scores.")
+    names = list(data.feature_names)
+    print(
+        f"Predicting {data.target!r} from {len(names)} features of {data.source}, "
+        f"features as z-scores."
+    )
     print(
         f"Training on the {args.engine} engine: {args.epochs} epochs, mini-batches of {args.batch_size}, "
         f"learning rate {args.learning_rate}, seed {args.seed}."
     )
-    history: list[float] = []
-    start = time.perf_counter()
-    model = _train(
-        linreg.LinReg(n_inputs=len(names), feature_names=names, value_class=value_class),
-        X_norm,
-        ys,
-        args,
-        args.batch_size,
-        history,
+    result = studies.bodyfat(
+        data=data,
+        batch_size=args.batch_size,
+        raw=args.raw,
+        raw_learning_rate=args.raw_learning_rate,
+        log=_log(args),
+        **_study_options(args),
     )
-    print(f"Trained in {time.perf_counter() - start:.2f} s.\n")
+    trained, best = result.run.fit, result.least_squares
+    print(f"Trained in {result.run.seconds:.2f} s.\n")
     print("Weights, largest first:")
-    linreg.print_weights(model)
-    trained, best = linreg.compare_fits(model, X_norm, ys)
+    linreg.print_weights(result.run.model)
     print(
         "\nBeside the closed-form least-squares fit (weights per standard deviation of a feature):"
     )
@@ -384,7 +360,15 @@ def run_bodyfat(args) -> None:
     if args.raw:
         print("\nThe same training on the unnormalised data (the book's exercise):")
         side_by_side = {"z-score GD": trained, "z-score LS": best}
-        side_by_side.update(_raw_runs(args, value_class, X, ys, names))
+        for raw in result.raw_runs:
+            if raw.fit is None:
+                print(f"  learning rate {raw.learning_rate}: {raw.error}")
+                continue
+            print(
+                f"  learning rate {raw.learning_rate}: trained, mean squared error {raw.fit.mse:.3f}"
+            )
+            side_by_side[f"raw GD, lr {raw.learning_rate:g}"] = raw.fit
+        side_by_side["raw LS"] = result.raw_least_squares
         print(linreg.format_comparison(names, side_by_side))
     if args.plot:
         print(
@@ -393,14 +377,14 @@ def run_bodyfat(args) -> None:
                 names,
                 {"gradient descent": trained.weights, "least squares": best.weights},
                 _plot_path(args, "bodyfat-weights.png"),
-                title=f"Weights for {target!r} (features as z-scores)",
+                title=f"Weights for {data.target!r} (features as z-scores)",
             ),
         )
-        if history:
+        if result.run.history:
             print(
                 "wrote",
                 viz.plot_loss_curves(
-                    {f"mini-batch of {args.batch_size}": history},
+                    {f"mini-batch of {args.batch_size}": result.run.history},
                     _plot_path(args, "bodyfat-loss.png"),
                     title="Body-fat model: loss per mini-batch",
                     references={"least-squares MSE": best.mse},
@@ -408,43 +392,13 @@ def run_bodyfat(args) -> None:
             )
 
 
-def _raw_runs(args, value_class, X, ys, names) -> dict:
-    fits = {}
-    for learning_rate in dict.fromkeys([args.learning_rate, args.raw_learning_rate]):
-        random.seed(args.seed)
-        model = linreg.LinReg(n_inputs=len(names), feature_names=names, value_class=value_class)
-        try:
-            linreg.train(
-                model,
-                X,
-                ys,
-                learning_rate=learning_rate,
-                n_epochs=args.epochs,
-                batch_size=args.batch_size,
-                log_every=0,
-                progress=args.progress,
-            )
-        except OverflowError as error:
-            print(f"  learning rate {learning_rate}: {error}")
-            continue
-        fit = linreg.model_fit(model, X, ys)
-        print(f"  learning rate {learning_rate}: trained, mean squared error {fit.mse:.3f}")
-        fits[f"raw GD, lr {learning_rate:g}"] = fit
-    fits["raw LS"] = linreg.least_squares(X, ys)
-    return fits
-
-
 def run_graph(args) -> None:
-    value_class = _seed_and_engine(args)
-    xs = [random.uniform(-5, 5) for _ in range(args.samples)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
-    loss = linreg.LinReg(value_class=value_class).loss(xs, ys)
-    loss.backward()
     extension = os.path.splitext(args.output)[1].lstrip(".").lower()
     if not extension:
         raise ValueError(
             f"--output {args.output!r} needs an extension that names the format, e.g. .svg or .png"
         )
+    loss = studies.graph(seed=args.seed, engine=args.engine, samples=args.samples).loss
     dot = viz.draw_dot(loss, format=extension, rankdir=args.rankdir, show_grads=args.show_grads)
     print("wrote", dot.render(outfile=args.output, cleanup=True))
 
