@@ -147,3 +147,17 @@ def test_bench_help_is_forwarded(capsys):
         main(["bench", "--help"])
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_bodyfat_data_with_a_byte_order_mark(tmp_path, capsys):
+    data = tmp_path / "excel.csv"
+    data.write_bytes(
+        b"\xef\xbb\xbfy,x\r\n" + b"".join(b"%d,%d\r\n" % (2 * i + i % 3, i) for i in range(10))
+    )
+    assert (
+        main(
+            ["bodyfat", "--data", str(data), "--target", "y", "--epochs", "5", "--batch-size", "5"]
+        )
+        == 0
+    )
+    assert "Predicting 'y' from 1 features" in capsys.readouterr().out

@@ -93,16 +93,38 @@ def load_csv(
     column), then ``features`` in the order given (default: every other
     column).  Every selected cell must be a finite number: a missing column,
     an empty cell or text where a number belongs raises ValueError naming the
-    column (and the line of the file, counting the header as line 1).
+    column (and the line of the file, counting the header as line 1).  The
+    file is UTF-8, with or without the byte-order mark spreadsheet programs
+    write; anything else raises ValueError naming the line.
     """
-    with open(path, encoding="utf-8", newline="") as stream:
-        return _read_table(stream, os.fspath(path), target, features)
+    source = os.fspath(path)
+    with open(path, "rb") as stream:
+        content = stream.read()
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        utf16 = " (it looks like UTF-16)" if content[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ValueError(
+            f"{source}: line {line} is not UTF-8 text (byte 0x{content[error.start]:02x}){utf16}; "
+            f"save the file as CSV in UTF-8"
+        ) from None
+    return _read_table(io.StringIO(text, newline=""), source, target, features)
 
 
 def _read_table(
     stream: io.TextIOBase, source: str, target: str | None, features: Sequence[str] | None
 ) -> pd.DataFrame:
     reader = csv.reader(stream)
+    try:
+        return _parse_table(reader, source, target, features)
+    except csv.Error as error:  # a NUL byte, a field longer than the csv module's limit
+        raise ValueError(f"{source}, line {reader.line_num}: {error}") from None
+
+
+def _parse_table(
+    reader, source: str, target: str | None, features: Sequence[str] | None
+) -> pd.DataFrame:
     header = next(reader, None)
     if header is None:
         raise ValueError(f"{source}: the file is empty (expected a header row)")
