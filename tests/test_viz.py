@@ -4,6 +4,7 @@ the matplotlib figures (written as PNG files)."""
 import random
 import re
 import shutil
+import warnings
 
 import pytest
 
@@ -40,7 +41,7 @@ def chain_loss(value_class):
 
 
 def record_labels(dot):
-    return re.findall(r'label="\{ (.*?) \}" shape=record', dot.source)
+    return re.findall(r'label="\{(.*?)\}" shape=record', dot.source)
 
 
 def op_labels(dot):
@@ -59,8 +60,8 @@ def test_the_books_loss_graph(value_class):
     assert len(op_labels(dot)) == len(interior)
     # an op node per operation, fed by every use of each input, feeding its result
     assert dot.source.count("->") == len(edges) + len(interior)
-    assert "w | data 0.0107" in records and "b | data 0.0000" in records
-    assert records[0] == "  | data 78.4957"  # the root: the loss
+    assert "w|data 0.0107" in records and "b|data 0.0000" in records
+    assert records[0] == " |data 78.4957"  # the root: the loss
     # on the compiled engine LinReg's sum of squared errors is one fused node
     fused = ["sum"] if value_class is agrad.Value else []
     assert sorted(set(op_labels(dot))) == ["*", "**2", "+", *fused]
@@ -96,14 +97,14 @@ def test_fused_sum_is_one_operation_with_many_inputs():
     dot = draw_dot(total)
     assert op_labels(dot) == ["sum"]
     assert dot.source.count("->") == 7 + 1  # six inputs and the constant, then the result
-    assert "  | data 2.5000" in record_labels(dot)  # the constant is a leaf of its own
+    assert " |data 2.5000" in record_labels(dot)  # the constant is a leaf of its own
 
 
 def test_constants_are_leaves_and_repeated_inputs_two_edges():
     x = agrad.pure.Value(3, label="x")
     dot = draw_dot(x * x * 2)
     records = record_labels(dot)
-    assert "x | data 3" in records and "  | data 2" in records and "  | data 18" in records
+    assert "x|data 3" in records and " |data 2" in records and " |data 18" in records
     assert (
         dot.source.count("->") == 2 + 2 + 2
     )  # x twice into the first *, then 9 and 2, two results
@@ -122,7 +123,7 @@ def test_micrograd_style_values_with_only_prev():
 
     a, b = Micro(2.0, label="a"), Micro(3.0, label="b")
     dot = draw_dot(Micro(6.0, (a, b), "*", "c"))
-    assert sorted(record_labels(dot)) == ["a | data 2.0000", "b | data 3.0000", "c | data 6.0000"]
+    assert sorted(record_labels(dot)) == ["a|data 2.0000", "b|data 3.0000", "c|data 6.0000"]
 
 
 def test_labels_with_record_syntax_are_escaped(tmp_path):
@@ -214,3 +215,49 @@ def test_plot_bad_arguments(tmp_path):
         plot_loss_curves({"run": []}, tmp_path / "a.png")
     with pytest.raises(ValueError, match="2 weights for 3 features"):
         plot_weights(["a", "b", "c"], {"fit": [1.0, 2.0]}, tmp_path / "b.png")
+
+
+# strings DOT or a record label would otherwise read as syntax: a final
+# backslash, escapes such as \n and \N, HTML-like labels, quotes, record fields
+HOSTILE_TEXTS = [
+    "\\",
+    "ends in \\",
+    "\\\\",
+    "<b>",
+    "<<b>bold</b>>",
+    'say "hi"',
+    '\\"',
+    "\\n and \\N and \\G and \\l",
+    "a|b{c}<d>",
+    "two  spaces",
+    "&amp; <!-- x -->",
+    '[label="x"]',
+    "ünï ∑ ✓",
+]
+
+
+def svg_texts(dot):
+    import xml.etree.ElementTree as ET
+
+    svg = ET.fromstring(dot.pipe(format="svg"))
+    # dot keeps a run of spaces visible in SVG by making all but the first no-break spaces
+    return [t.text.replace("\xa0", " ") for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXTS)
+@ENGINE_PARAMS
+def test_every_label_and_op_is_drawn_verbatim(value_class, text):
+    a = value_class(1.5, label=text)
+    v = value_class(3.0, (a,), text, text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # graphviz warns when it writes DOT that dot will reject
+        texts = svg_texts(draw_dot(v))
+    assert texts.count(text) == 3, texts  # both values' labels and the operation
+    assert texts.count("data 1.5000") == 1
+
+
+def test_line_breaks_stay_and_control_characters_show_escaped():
+    leaf = agrad.pure.Value(1.0, label="two\nlines")
+    texts = svg_texts(draw_dot(agrad.pure.Value(2.0, (leaf,), "tab\there\x00\x7f")))
+    assert texts[texts.index("two") + 1] == "lines"
+    assert "tab\\there\\x00\\x7f" in texts

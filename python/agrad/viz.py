@@ -25,7 +25,14 @@ __all__ = ["MAX_DRAWN_NODES", "draw_dot", "plot_loss_curves", "plot_weights", "w
 MAX_DRAWN_NODES = 1000
 
 _RANKDIRS = ("LR", "RL", "TB", "BT")
-_RECORD_ESCAPES = {ord(c): "\\" + c for c in "\\{}|<>"}
+# In every label dot reads \x as an escape (\n, \N, \l, ...) and &name; as a
+# character entity; in a record's label {, }, |, < and > are its syntax, and
+# runs of spaces collapse unless escaped.  A line break stays one (dot's \n);
+# other control characters cannot be drawn, so they are shown as Python
+# writes them ("\t", "\x00").
+_CONTROL_ESCAPES = {code: repr(chr(code))[1:-1].replace("\\", "\\\\") for code in [*range(32), 127]}
+_TEXT_ESCAPES = {**_CONTROL_ESCAPES, ord("\n"): "\\n", ord("\\"): "\\\\", ord("&"): "&amp;"}
+_RECORD_ESCAPES = {**_TEXT_ESCAPES, **{ord(c): "\\" + c for c in "{}|<> "}}
 
 
 def _require(module: str, purpose: str):
@@ -110,21 +117,24 @@ def draw_dot(
 
     nodes, edges = walk_graph(root, max_nodes)
     dot = graphviz.Digraph(format=format, graph_attr={"rankdir": rankdir})
+    # node names are made of ids alone, so no user text needs quoting in them
     for value in nodes:
-        name = str(id(value))
-        # record fields are separated by | and grouped by braces: a label's own are escaped
+        name = f"v{id(value)}"
         fields = [
-            value.label.translate(_RECORD_ESCAPES) or " ",
+            str(value.label).translate(_RECORD_ESCAPES) or " ",
             f"data {_format_number(value.data)}",
         ]
         if show_grads:
             fields.append(f"grad {value.grad:.4f}")
-        dot.node(name, label="{ " + " | ".join(fields) + " }", shape="record")
+        label = "{" + "|".join(fields) + "}"
+        # nohtml: a label that looks like <...> is still text, not an HTML label
+        dot.node(name, label=graphviz.nohtml(label), shape="record")
         if value._op:
-            dot.node(name + value._op, label=value._op)
-            dot.edge(name + value._op, name)
+            op_label = graphviz.nohtml(str(value._op).translate(_TEXT_ESCAPES))
+            dot.node(f"op{id(value)}", label=op_label)
+            dot.edge(f"op{id(value)}", name)
     for child, parent in edges:
-        dot.edge(str(id(child)), str(id(parent)) + parent._op)
+        dot.edge(f"v{id(child)}", f"op{id(parent)}")
     return dot
 
 
