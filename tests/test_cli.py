@@ -94,13 +94,11 @@ def test_batch_and_multivariate(tmp_path, capsys):
     assert "w1 (true 3)" in out
 
 
-def test_graph_renders(tmp_path, capsys):
+def test_graph_renders(tmp_path):
     output = tmp_path / "graph.svg"
     assert main(["graph", "--output", str(output), "--show-grads", "--engine", "pure"]) == 0
     assert "<svg" in output.read_text()
     assert not (tmp_path / "graph.gv").exists()
-    assert main(["graph", "--output", str(tmp_path / "graph")]) == 1
-    assert "needs an extension" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -161,3 +159,43 @@ def test_bodyfat_data_with_a_byte_order_mark(tmp_path, capsys):
         == 0
     )
     assert "Predicting 'y' from 1 features" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["loss.gv", "loss.dot", "loss.png", "loss.pdf"])
+def test_graph_in_every_format_dot_writes(tmp_path, name, capsys):
+    assert main(["graph", "--output", str(tmp_path / name)]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / name}\n"
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # and nothing beside it
+    assert (tmp_path / name).stat().st_size > 100
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("loss.docx", "Graphviz cannot write 'docx'"),
+        ("loss.x11", "Graphviz cannot write 'x11'"),
+        ("loss", "needs an extension"),
+        ("missing-dir/loss.svg", "no directory"),
+        (".", "is a directory"),
+    ],
+)
+def test_graph_output_is_checked_before_anything_is_written(tmp_path, output, message, capsys):
+    existing = tmp_path / "loss.docx"
+    existing.write_text("the user's own file")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["graph", "--output", str(tmp_path / output)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert existing.read_text() == "the user's own file"
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.docx"]
+
+
+def test_a_failed_render_leaves_the_old_file(tmp_path, monkeypatch, capsys):
+    output = tmp_path / "loss.svg"
+    output.write_text("the user's own file")
+    monkeypatch.setenv("PATH", str(tmp_path))  # dot cannot be found once parsing is done
+    monkeypatch.setattr("agrad.viz.graphviz_formats", lambda: {"svg"})
+    assert main(["graph", "--output", str(output)]) == 1
+    assert "dot" in capsys.readouterr().err
+    assert output.read_text() == "the user's own file"
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.svg"]

@@ -261,3 +261,34 @@ def test_line_breaks_stay_and_control_characters_show_escaped():
     texts = svg_texts(draw_dot(agrad.pure.Value(2.0, (leaf,), "tab\there\x00\x7f")))
     assert texts[texts.index("two") + 1] == "lines"
     assert "tab\\there\\x00\\x7f" in texts
+
+
+def test_missing_matplotlib_names_the_package_to_install(tmp_path, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: ImportError
+    with pytest.raises(ImportError) as info:
+        plot_weights(["a"], {"fit": [1.0]}, tmp_path / "w.png")
+    message = str(info.value)
+    assert 'pip install "agrad[plot]"' in message and "pip install matplotlib" in message
+    assert "matplotlib." not in message
+    assert not (tmp_path / "w.png").exists()
+
+
+def test_a_figure_that_fails_to_save_leaves_the_old_file(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "loss.png"
+    path.write_bytes(b"the user's own figure")
+
+    def fail_half_way(self, stream, **kwargs):
+        stream.write(PNG_SIGNATURE)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", fail_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        plot_loss_curves({"run": [3.0, 2.0]}, path)
+    assert path.read_bytes() == b"the user's own figure"
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]

@@ -45,6 +45,33 @@ positive_float = _number_argument(
 )
 
 
+def _format_of(path: str) -> str:
+    return os.path.splitext(path)[1].lstrip(".").lower()
+
+
+def graph_output(text: str) -> str:
+    """An argparse type: a file Graphviz can write, in a directory that exists."""
+    extension = _format_of(text)
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if not extension:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} needs an extension that names the format, e.g. .svg or .png"
+        )
+    try:
+        formats = viz.graphviz_formats()
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if extension not in formats:
+        raise argparse.ArgumentTypeError(
+            f"Graphviz cannot write {extension!r} files; it writes {', '.join(sorted(formats))}"
+        )
+    directory = os.path.dirname(text) or "."
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"no directory {directory!r} to write {text!r} in")
+    return text
+
+
 def add_common(
     parser: argparse.ArgumentParser,
     *,
@@ -195,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--output",
+        type=graph_output,
         default="loss-graph.svg",
         help="file to write; its extension picks the format (default: %(default)s)",
     )
@@ -393,14 +421,11 @@ def run_bodyfat(args) -> None:
 
 
 def run_graph(args) -> None:
-    extension = os.path.splitext(args.output)[1].lstrip(".").lower()
-    if not extension:
-        raise ValueError(
-            f"--output {args.output!r} needs an extension that names the format, e.g. .svg or .png"
-        )
     loss = studies.graph(seed=args.seed, engine=args.engine, samples=args.samples).loss
-    dot = viz.draw_dot(loss, format=extension, rankdir=args.rankdir, show_grads=args.show_grads)
-    print("wrote", dot.render(outfile=args.output, cleanup=True))
+    dot = viz.draw_dot(
+        loss, format=_format_of(args.output), rankdir=args.rankdir, show_grads=args.show_grads
+    )
+    print("wrote", viz.write_graph(dot, args.output))
 
 
 def run_bench(argv: Sequence[str]) -> int:
