@@ -199,3 +199,20 @@ def test_a_failed_render_leaves_the_old_file(tmp_path, monkeypatch, capsys):
     assert "dot" in capsys.readouterr().err
     assert output.read_text() == "the user's own file"
     assert [p.name for p in tmp_path.iterdir()] == ["loss.svg"]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [(i, (i * 7) % 5, 2 * i + 3 * ((i * 7) % 5) + 1) for i in range(40)],
+        [(0, 1, 2), (1, 0, 1), (2, 2, 6), (3, 1, 5)],
+    ],
+)
+def test_data_that_fit_exactly_print_no_percentage(tmp_path, rows, capsys):
+    data = tmp_path / "exact.csv"
+    data.write_text("x1,x2,y\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
+    argv = ["bodyfat", "--data", str(data), "--target", "y", "--batch-size", "4"]
+    assert main([*argv, "--epochs", "300", "--learning-rate", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "% above" not in out
+    assert "the least-squares fit is exact" in out

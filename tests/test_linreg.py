@@ -402,3 +402,10 @@ def test_mini_batch_training_draws_exactly_the_books_random_numbers():
         for p in by_hand.parameters():
             p.data -= 0.01 * p.grad
     assert [p.data for p in trained.parameters()] == [p.data for p in by_hand.parameters()]
+
+
+def test_an_exact_fit_has_sigma_0_and_an_unbounded_likelihood():
+    model = LinReg()
+    model.w.data, model.b.data = 2.0, 1.0
+    fit = model_fit(model, [0.0, 1.0, 2.0], [1.0, 3.0, 5.0])
+    assert fit.mse == 0.0 and fit.sigma == 0.0 and fit.log_likelihood == math.inf

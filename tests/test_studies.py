@@ -127,3 +127,10 @@ def test_bad_arguments(kwargs, error):
 
 def test_the_native_engine_is_the_default():
     assert type(studies.graph().loss) is agrad.Value
+
+
+def test_the_gap_to_an_exact_least_squares_fit_is_none():
+    assert studies.gap_to_least_squares(2.0, 1.0, [3.0, 4.0]) == 1.0
+    assert studies.gap_to_least_squares(1e-3, 0.0, [3.0, 4.0]) is None
+    assert studies.gap_to_least_squares(1e-3, 1e-30, [3.0, 4.0]) is None
+    assert studies.gap_to_least_squares(0.0, 0.0, [0.0, 0.0]) is None

@@ -379,11 +379,17 @@ def run_bodyfat(args) -> None:
         "\nBeside the closed-form least-squares fit (weights per standard deviation of a feature):"
     )
     print(linreg.format_comparison(names, {"gradient descent": trained, "least squares": best}))
+    if result.gap is None:
+        comparison = (
+            f"is {trained.mse:.3g}, and the least-squares fit is exact (its error is 0 to "
+            f"rounding: the data lie on a plane), so there is no percentage to give"
+        )
+    else:
+        comparison = f"is {100 * result.gap:.1f}% above the least-squares minimum"
     print(
-        f"\nGradient descent's mean squared error is {100 * (trained.mse / best.mse - 1):.1f}% above "
-        f"the least-squares minimum; sigma is the estimated noise, the log-likelihood the chapter's "
-        f"Gaussian one. (The last mini-batch steps are noisy: a larger --batch-size or a smaller "
-        f"--learning-rate lands closer.)"
+        f"\nGradient descent's mean squared error {comparison}; sigma is the estimated noise, "
+        f"the log-likelihood the chapter's Gaussian one. (The last mini-batch steps are noisy: "
+        f"a larger --batch-size or a smaller --learning-rate lands closer.)"
     )
     if args.raw:
         print("\nThe same training on the unnormalised data (the book's exercise):")

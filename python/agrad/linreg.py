@@ -323,7 +323,11 @@ def gaussian_log_likelihood(residuals: Sequence[float]) -> tuple[float, float]:
 
 def _fit(weights: np.ndarray, bias: float, X: np.ndarray, y: np.ndarray) -> Fit:
     residuals = y - (X @ weights + bias)
-    log_likelihood, sigma = gaussian_log_likelihood(residuals)
+    if not residuals.any():
+        # an exact fit: sigma is 0 and the likelihood grows without bound as it shrinks
+        log_likelihood, sigma = math.inf, 0.0
+    else:
+        log_likelihood, sigma = gaussian_log_likelihood(residuals)
     return Fit(
         weights=weights,
         bias=float(bias),
