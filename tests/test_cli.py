@@ -216,3 +216,13 @@ def test_data_that_fit_exactly_print_no_percentage(tmp_path, rows, capsys):
     out = capsys.readouterr().out
     assert "% above" not in out
     assert "the least-squares fit is exact" in out
+
+
+def test_a_constant_column_is_named_with_its_place_in_the_file(tmp_path, capsys):
+    data = tmp_path / "const.csv"
+    data.write_text("y,x,unit,z\n1,5,2,7\n2,6,2,9\n3,4,2,8\n")
+    assert main(["bodyfat", "--data", str(data), "--batch-size", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "column 'unit' (column 3 of the file) has the same value 2 in every row" in err
+    assert main(["bodyfat", "--data", str(data), "--target", "x", "--batch-size", "2"]) == 1
+    assert "column 'unit' (column 3 of the file)" in capsys.readouterr().err

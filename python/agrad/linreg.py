@@ -253,12 +253,15 @@ def train(
     return model
 
 
-def standardize(X: Sequence[Sequence[float]]) -> tuple[list[list[float]], np.ndarray, np.ndarray]:
+def standardize(
+    X: Sequence[Sequence[float]], feature_names: Sequence[str] | None = None
+) -> tuple[list[list[float]], np.ndarray, np.ndarray]:
     """Z-scores of each column, as the book normalises: ``(X - mean) / std``
     with the population standard deviation (numpy's default).
 
     Returns the normalised rows as lists of floats, and the means and standard
-    deviations used.  A constant column cannot be normalised: ValueError.
+    deviations used.  A constant column cannot be normalised: ValueError
+    naming it by ``feature_names`` (or its index in a row of ``X``).
     """
     X_arr = np.asarray(X, dtype=float)
     if X_arr.ndim != 2 or X_arr.shape[0] == 0:
@@ -267,7 +270,9 @@ def standardize(X: Sequence[Sequence[float]]) -> tuple[list[list[float]], np.nda
     std = X_arr.std(axis=0)
     constant = np.flatnonzero(std == 0)
     if constant.size:
-        raise ValueError(f"column {int(constant[0])} is constant: it cannot be normalised")
+        i = int(constant[0])
+        name = f"feature {feature_names[i]!r}" if feature_names is not None else f"column {i} of X"
+        raise ValueError(f"{name} is constant: it cannot be normalised")
     return ((X_arr - mean) / std).tolist(), mean, std
 
 

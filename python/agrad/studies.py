@@ -107,13 +107,18 @@ class MultivariateResult:
 
 @dataclass(frozen=True)
 class RegressionData:
-    """A table for ``bodyfat``: rows of features, targets, and where they came from."""
+    """A table for ``bodyfat``: rows of features, targets, and where they came from.
+
+    ``file_columns`` is the file's header, so that an error can name a column
+    by its place there.
+    """
 
     X: tuple[tuple[float, ...], ...]
     ys: tuple[float, ...]
     feature_names: tuple[str, ...]
     target: str
     source: str
+    file_columns: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -354,6 +359,7 @@ def _bundled_body_fat() -> RegressionData:
         tuple(names),
         str(df.columns[0]),
         "the bundled body-fat data (252 men)",
+        tuple(map(str, df.columns)),
     )
 
 
@@ -362,7 +368,11 @@ def load_regression_data(
 ) -> RegressionData:
     """The table for ``bodyfat``: the bundled body-fat data (``path`` None),
     or a CSV file read by ``agrad.datasets.load_csv``, predicting ``target``
-    (default: the first column) from every other column."""
+    (default: the first column) from every other column.
+
+    A constant feature cannot be normalised: ValueError naming the column and
+    its place in the file.
+    """
     if path is None:
         data = _bundled_body_fat()
         if target is not None and target != data.target:
@@ -378,7 +388,9 @@ def load_regression_data(
             tuple(names),
             str(df.columns[0]),
             os.fspath(path),
+            tuple(datasets.csv_columns(path)),
         )
+    _check_no_constant_feature(data)
     return data
 
 
@@ -393,7 +405,20 @@ def _with_target(data: RegressionData, target: str) -> RegressionData:
         columns[:position] + columns[position + 1 :],
         target,
         data.source,
+        data.file_columns,
     )
+
+
+def _check_no_constant_feature(data: RegressionData) -> None:
+    for i, name in enumerate(data.feature_names):
+        first = data.X[0][i]
+        if all(row[i] == first for row in data.X):
+            position = data.file_columns.index(name) + 1
+            raise ValueError(
+                f"{data.source}: column {name!r} (column {position} of the file) has the same "
+                f"value {first:g} in every row: a constant feature cannot be normalised "
+                f"(leave it out of the file)"
+            )
 
 
 def bodyfat(
@@ -427,7 +452,7 @@ def bodyfat(
     elif target is not None and target != data.target:
         raise ValueError(f"target {target!r} differs from the data's target {data.target!r}")
     _check_batch_size(batch_size, len(data.ys), f"rows of {data.source}")
-    X_norm, mean, std = linreg.standardize(data.X)
+    X_norm, mean, std = linreg.standardize(data.X, data.feature_names)
     names = list(data.feature_names)
     with _seeded(seed):
         run = _train(

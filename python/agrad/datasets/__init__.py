@@ -27,6 +27,7 @@ import pandas as pd
 __all__ = [
     "BODY_FAT_TARGET",
     "batch_data",
+    "csv_columns",
     "load_body_fat",
     "load_csv",
     "multivariate_data",
@@ -84,6 +85,11 @@ def load_body_fat() -> pd.DataFrame:
     return _read_table(io.StringIO(text, newline=""), _BODY_FAT_FILE, BODY_FAT_TARGET, None)
 
 
+def csv_columns(path: str | os.PathLike) -> list[str]:
+    """The column names of a CSV file's header row, as ``load_csv`` reads them."""
+    return _header(csv.reader(_utf8_text(path)), os.fspath(path))
+
+
 def load_csv(
     path: str | os.PathLike, target: str | None = None, features: Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -97,6 +103,11 @@ def load_csv(
     file is UTF-8, with or without the byte-order mark spreadsheet programs
     write; anything else raises ValueError naming the line.
     """
+    return _read_table(_utf8_text(path), os.fspath(path), target, features)
+
+
+def _utf8_text(path: str | os.PathLike) -> io.StringIO:
+    # the whole file, decoded: a bad byte is reported with its line
     source = os.fspath(path)
     with open(path, "rb") as stream:
         content = stream.read()
@@ -109,7 +120,7 @@ def load_csv(
             f"{source}: line {line} is not UTF-8 text (byte 0x{content[error.start]:02x}){utf16}; "
             f"save the file as CSV in UTF-8"
         ) from None
-    return _read_table(io.StringIO(text, newline=""), source, target, features)
+    return io.StringIO(text, newline="")
 
 
 def _read_table(
@@ -125,10 +136,7 @@ def _read_table(
 def _parse_table(
     reader, source: str, target: str | None, features: Sequence[str] | None
 ) -> pd.DataFrame:
-    header = next(reader, None)
-    if header is None:
-        raise ValueError(f"{source}: the file is empty (expected a header row)")
-    header = [name.strip() for name in header]
+    header = _header(reader, source)
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise ValueError(f"{source}: column {duplicated[0]!r} appears more than once in the header")
@@ -171,6 +179,13 @@ def _parse_table(
             for name, values in zip(columns, cells, strict=True)
         }
     )
+
+
+def _header(reader, source: str) -> list[str]:
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{source}: the file is empty (expected a header row)")
+    return [name.strip() for name in header]
 
 
 def _check_number(text: str, source: str, line: int, column: str) -> None:
