@@ -8,7 +8,7 @@ import sys
 import pytest
 from chapter import BOOK_TRAIN_LINES
 
-from agrad.__main__ import main
+from agrad.__main__ import MAX_GRAPH_SAMPLES, main
 
 
 def test_default_is_the_body_fat_study_as_a_real_process():
@@ -109,6 +109,26 @@ def test_graph_renders(tmp_path):
         ["batch", "--learning-rate", "fast"],
         ["univariate", "--engine", "gpu"],
         ["graph", "--samples", "0"],
+        ["batch", "--samples", str(10**12)],
+        ["batch", "--samples", "1e3"],
+        ["multivariate", "--samples", "100001"],
+        ["graph", "--samples", "41"],
+        ["univariate", "--epochs", str(10**9)],
+        ["univariate", "--epochs", "nan"],
+        ["univariate", "--learning-rate", "nan"],
+        ["univariate", "--learning-rate", "inf"],
+        ["univariate", "--learning-rate", "1e999"],
+        ["univariate", "--learning-rate", "-0.1"],
+        ["univariate", "--log-every", "-5"],
+        ["bodyfat", "--raw-learning-rate", "0"],
+        ["bodyfat", "--batch-size", "0"],
+        ["bodyfat", "--batch-size", "253"],
+        ["batch", "--samples", "5", "--batch-size", "10"],
+        ["bodyfat", "--seed", "4.5"],
+        ["bodyfat", "--data", "/no/such/file.csv"],
+        ["bodyfat", "--data", "/"],
+        ["bodyfat", "--plot", "/dev/null"],
+        ["bodyfat", "--plot", "/dev/null/figures"],
     ],
 )
 def test_bad_arguments_exit_non_zero_with_a_message(argv, capsys):
@@ -121,9 +141,6 @@ def test_bad_arguments_exit_non_zero_with_a_message(argv, capsys):
 
 
 def test_errors_found_while_running_are_one_line(capsys):
-    assert main(["batch", "--samples", "5", "--batch-size", "10"]) == 1
-    err = capsys.readouterr().err
-    assert err == "python -m agrad: error: --batch-size 10 is larger than --samples 5\n"
     assert main(["univariate", "--learning-rate", "1.0", "--log-every", "0"]) == 1
     assert "training diverged at epoch" in capsys.readouterr().err
 
@@ -226,3 +243,25 @@ def test_a_constant_column_is_named_with_its_place_in_the_file(tmp_path, capsys)
     assert "column 'unit' (column 3 of the file) has the same value 2 in every row" in err
     assert main(["bodyfat", "--data", str(data), "--target", "x", "--batch-size", "2"]) == 1
     assert "column 'unit' (column 3 of the file)" in capsys.readouterr().err
+
+
+def test_the_largest_graph_allowed_is_drawn(tmp_path):
+    output = tmp_path / "largest.svg"
+    argv = ["graph", "--samples", str(MAX_GRAPH_SAMPLES), "--engine", "pure", "--output"]
+    assert main([*argv, str(output)]) == 0
+    assert output.exists()
+
+
+def test_empty_and_headless_csv_files_are_one_line_errors(tmp_path, capsys):
+    for text in ["", "\n\n", "y,x\n"]:
+        data = tmp_path / "empty.csv"
+        data.write_text(text)
+        assert main(["bodyfat", "--data", str(data)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("python -m agrad: error: ")
+
+
+def test_plot_directory_is_made_when_missing(tmp_path, capsys):
+    figures = tmp_path / "new" / "figures"
+    assert main(["univariate", "--epochs", "5", "--plot", str(figures)]) == 0
+    assert (figures / "univariate-loss.png").exists()

@@ -40,6 +40,53 @@ def _number_argument(convert, kind: str, accept, requirement: str):
 
 positive_int = _number_argument(int, "a whole number", lambda v: v >= 1, "at least 1")
 non_negative_int = _number_argument(int, "a whole number", lambda v: v >= 0, "0 or more")
+
+# Limits that keep a run within a machine's memory and a person's patience:
+# every epoch builds a graph of all the points it sees (about 400 bytes a
+# point on the compiled engine, 3 KB on the pure one), and the loss of every
+# epoch is kept for the plots.
+MAX_SAMPLES = 100_000
+MAX_EPOCHS = 1_000_000
+# A graph of more points is unreadable, and dot's layout time grows steeply
+# with it (40 points take a second, 80 more than a minute).
+MAX_GRAPH_SAMPLES = 40
+samples_count = _number_argument(
+    int, "a whole number", lambda v: 1 <= v <= MAX_SAMPLES, f"between 1 and {MAX_SAMPLES}"
+)
+epochs_count = _number_argument(
+    int, "a whole number", lambda v: 0 <= v <= MAX_EPOCHS, f"between 0 and {MAX_EPOCHS}"
+)
+graph_samples = _number_argument(
+    int,
+    "a whole number",
+    lambda v: 1 <= v <= MAX_GRAPH_SAMPLES,
+    f"between 1 and {MAX_GRAPH_SAMPLES}",
+)
+
+
+def existing_file(text: str) -> str:
+    """An argparse type: a file to read, which must be there."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no file {text!r}")
+    return text
+
+
+def plot_directory(text: str) -> str:
+    """An argparse type: a directory the figures can be written into (made if missing)."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a directory")
+    existing = os.path.abspath(text)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise argparse.ArgumentTypeError(f"cannot make {text!r}: {existing!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {existing!r}")
+    return text
+
+
 positive_float = _number_argument(
     float, "a number", lambda v: 0 < v < float("inf"), "a positive number"
 )
@@ -96,7 +143,7 @@ def add_common(
     )
     parser.add_argument(
         "--epochs",
-        type=non_negative_int,
+        type=epochs_count,
         default=epochs,
         help="training epochs (default: %(default)s)",
     )
@@ -126,13 +173,16 @@ def add_common(
     if samples is not None:
         parser.add_argument(
             "--samples",
-            type=positive_int,
+            type=samples_count,
             default=samples,
             help="number of points (default: %(default)s)",
         )
     if plot:
         parser.add_argument(
-            "--plot", metavar="DIR", help="also write the run's figures as PNG files into DIR"
+            "--plot",
+            metavar="DIR",
+            type=plot_directory,
+            help="also write the run's figures as PNG files into DIR",
         )
 
 
@@ -152,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "book's lines digit for digit.",
     )
     add_common(p, epochs=500, learning_rate=0.01, log_every=50)
-    p.set_defaults(run=run_univariate)
+    p.set_defaults(run=run_univariate, parser=p)
 
     p = commands.add_parser(
         "batch",
@@ -162,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot draws both loss curves: the mini-batch one is noisy.",
     )
     add_common(p, epochs=500, learning_rate=0.01, log_every=50, batch_size=10, samples=1000)
-    p.set_defaults(run=run_batch)
+    p.set_defaults(run=run_batch, parser=p)
 
     p = commands.add_parser(
         "multivariate",
@@ -171,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare the weights with the closed-form least-squares solution.",
     )
     add_common(p, epochs=10000, learning_rate=0.01, log_every=500, batch_size=50, samples=1000)
-    p.set_defaults(run=run_multivariate)
+    p.set_defaults(run=run_multivariate, parser=p)
 
     p = commands.add_parser(
         "bodyfat",
@@ -185,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         metavar="CSV",
+        type=existing_file,
         help="a CSV file with a header row (default: the bundled body-fat data)",
     )
     p.add_argument("--target", help="the column to predict (default: the first column)")
@@ -200,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate for the unnormalised run (default: %(default)s; the "
         "normalised run's rate is tried first and diverges)",
     )
-    p.set_defaults(run=run_bodyfat)
+    p.set_defaults(run=run_bodyfat, parser=p)
 
     p = commands.add_parser(
         "graph",
@@ -218,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=42, help="seed of Python's random (default: %(default)s)"
     )
     p.add_argument(
-        "--samples", type=positive_int, default=5, help="number of points (default: %(default)s)"
+        "--samples", type=graph_samples, default=5, help="number of points (default: %(default)s)"
     )
     p.add_argument(
         "--output",
@@ -230,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rankdir", choices=["LR", "TB", "RL", "BT"], default="LR", help="layout direction"
     )
     p.add_argument("--show-grads", action="store_true", help="show each value's gradient")
-    p.set_defaults(run=run_graph)
+    p.set_defaults(run=run_graph, parser=p)
 
     commands.add_parser(
         "bench",
@@ -293,13 +344,13 @@ def run_univariate(args) -> None:
         )
 
 
-def _check_batch_size(args) -> None:
-    if args.batch_size > args.samples:
-        raise ValueError(f"--batch-size {args.batch_size} is larger than --samples {args.samples}")
+def _check_batch_size(args, rows: int, what: str) -> None:
+    if args.batch_size > rows:
+        args.parser.error(f"--batch-size {args.batch_size} is larger than {what}")
 
 
 def run_batch(args) -> None:
-    _check_batch_size(args)
+    _check_batch_size(args, args.samples, f"--samples {args.samples}")
     result = studies.batch(
         batch_size=args.batch_size, samples=args.samples, log=_log(args), **_study_options(args)
     )
@@ -325,7 +376,7 @@ def run_batch(args) -> None:
 
 
 def run_multivariate(args) -> None:
-    _check_batch_size(args)
+    _check_batch_size(args, args.samples, f"--samples {args.samples}")
     result = studies.multivariate(
         batch_size=args.batch_size, samples=args.samples, log=_log(args), **_study_options(args)
     )
@@ -350,10 +401,7 @@ def run_multivariate(args) -> None:
 
 def run_bodyfat(args) -> None:
     data = studies.load_regression_data(args.data, args.target)
-    if args.batch_size > len(data.ys):
-        raise ValueError(
-            f"--batch-size {args.batch_size} is larger than the {len(data.ys)} rows of {data.source}"
-        )
+    _check_batch_size(args, len(data.ys), f"the {len(data.ys)} rows of {data.source}")
     names = list(data.feature_names)
     print(
         f"Predicting {data.target!r} from {len(names)} features of {data.source}, "

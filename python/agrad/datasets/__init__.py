@@ -182,10 +182,10 @@ def _parse_table(
 
 
 def _header(reader, source: str) -> list[str]:
-    header = next(reader, None)
-    if header is None:
-        raise ValueError(f"{source}: the file is empty (expected a header row)")
-    return [name.strip() for name in header]
+    for row in reader:
+        if any(field.strip() for field in row):  # blank lines before the header are skipped
+            return [name.strip() for name in row]
+    raise ValueError(f"{source}: the file is empty (expected a header row)")
 
 
 def _check_number(text: str, source: str, line: int, column: str) -> None:
