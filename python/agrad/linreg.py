@@ -5,10 +5,10 @@ Everything random is drawn from the module-level :mod:`random` in the order
 the book draws it, so ``random.seed(42)`` reproduces the book's printed runs::
 
     >>> import random
+    >>> from agrad.datasets import univariate_data
     >>> from agrad.linreg import LinReg, train
     >>> random.seed(42)
-    >>> xs = [random.uniform(-5, 5) for _ in range(5)]
-    >>> ys = [2*x - 1 + random.gauss(0, 4) for x in xs]
+    >>> xs, ys = univariate_data()
     >>> LinReg()
     LinReg(w=0.011, b=0.000)
 
