@@ -2,6 +2,8 @@
 
 import random
 
+from agrad.datasets import univariate_data
+
 # The chapter's train() output for its 5-point data, digit for digit.
 BOOK_TRAIN_LINES = """\
   0 Loss: 130.147 LinReg(w=-0.326, b=-0.102)
@@ -19,6 +21,4 @@ BOOK_TRAIN_LINES = """\
 
 def book_points(n=5):
     random.seed(42)
-    xs = [random.uniform(-5, 5) for _ in range(n)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
-    return xs, ys
+    return univariate_data(n)

@@ -7,7 +7,7 @@ import sys
 import pytest
 from chapter import BOOK_TRAIN_LINES
 
-from agrad.__main__ import main
+from agrad.__main__ import MAX_GRAPH_SAMPLES, main
 
 
 def test_default_is_the_body_fat_study_as_a_real_process():
@@ -93,13 +93,11 @@ def test_batch_and_multivariate(tmp_path, capsys):
     assert "w1 (true 3)" in out
 
 
-def test_graph_renders(tmp_path, capsys):
+def test_graph_renders(tmp_path):
     output = tmp_path / "graph.svg"
     assert main(["graph", "--output", str(output), "--show-grads", "--engine", "pure"]) == 0
     assert "<svg" in output.read_text()
     assert not (tmp_path / "graph.gv").exists()
-    assert main(["graph", "--output", str(tmp_path / "graph")]) == 1
-    assert "needs an extension" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -110,6 +108,26 @@ def test_graph_renders(tmp_path, capsys):
         ["batch", "--learning-rate", "fast"],
         ["univariate", "--engine", "gpu"],
         ["graph", "--samples", "0"],
+        ["batch", "--samples", str(10**12)],
+        ["batch", "--samples", "1e3"],
+        ["multivariate", "--samples", "100001"],
+        ["graph", "--samples", "41"],
+        ["univariate", "--epochs", str(10**9)],
+        ["univariate", "--epochs", "nan"],
+        ["univariate", "--learning-rate", "nan"],
+        ["univariate", "--learning-rate", "inf"],
+        ["univariate", "--learning-rate", "1e999"],
+        ["univariate", "--learning-rate", "-0.1"],
+        ["univariate", "--log-every", "-5"],
+        ["bodyfat", "--raw-learning-rate", "0"],
+        ["bodyfat", "--batch-size", "0"],
+        ["bodyfat", "--batch-size", "253"],
+        ["batch", "--samples", "5", "--batch-size", "10"],
+        ["bodyfat", "--seed", "4.5"],
+        ["bodyfat", "--data", "/no/such/file.csv"],
+        ["bodyfat", "--data", "/"],
+        ["bodyfat", "--plot", "/dev/null"],
+        ["bodyfat", "--plot", "/dev/null/figures"],
     ],
 )
 def test_bad_arguments_exit_non_zero_with_a_message(argv, capsys):
@@ -122,9 +140,6 @@ def test_bad_arguments_exit_non_zero_with_a_message(argv, capsys):
 
 
 def test_errors_found_while_running_are_one_line(capsys):
-    assert main(["batch", "--samples", "5", "--batch-size", "10"]) == 1
-    err = capsys.readouterr().err
-    assert err == "python -m agrad: error: --batch-size 10 is larger than --samples 5\n"
     assert main(["univariate", "--learning-rate", "1.0", "--log-every", "0"]) == 1
     assert "training diverged at epoch" in capsys.readouterr().err
 
@@ -136,3 +151,106 @@ def test_help_explains_the_commands(capsys):
     out = capsys.readouterr().out
     for command in ("univariate", "batch", "multivariate", "bodyfat", "graph"):
         assert command in out
+
+
+def test_bodyfat_data_with_a_byte_order_mark(tmp_path, capsys):
+    data = tmp_path / "excel.csv"
+    data.write_bytes(
+        b"\xef\xbb\xbfy,x\r\n" + b"".join(b"%d,%d\r\n" % (2 * i + i % 3, i) for i in range(10))
+    )
+    assert (
+        main(
+            ["bodyfat", "--data", str(data), "--target", "y", "--epochs", "5", "--batch-size", "5"]
+        )
+        == 0
+    )
+    assert "Predicting 'y' from 1 features" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["loss.gv", "loss.dot", "loss.png", "loss.pdf"])
+def test_graph_in_every_format_dot_writes(tmp_path, name, capsys):
+    assert main(["graph", "--output", str(tmp_path / name)]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / name}\n"
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # and nothing beside it
+    assert (tmp_path / name).stat().st_size > 100
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("loss.docx", "Graphviz cannot write 'docx'"),
+        ("loss.x11", "Graphviz cannot write 'x11'"),
+        ("loss", "needs an extension"),
+        ("missing-dir/loss.svg", "no directory"),
+        (".", "is a directory"),
+    ],
+)
+def test_graph_output_is_checked_before_anything_is_written(tmp_path, output, message, capsys):
+    existing = tmp_path / "loss.docx"
+    existing.write_text("the user's own file")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["graph", "--output", str(tmp_path / output)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert existing.read_text() == "the user's own file"
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.docx"]
+
+
+def test_a_failed_render_leaves_the_old_file(tmp_path, monkeypatch, capsys):
+    output = tmp_path / "loss.svg"
+    output.write_text("the user's own file")
+    monkeypatch.setenv("PATH", str(tmp_path))  # dot cannot be found once parsing is done
+    monkeypatch.setattr("agrad.viz.graphviz_formats", lambda: {"svg"})
+    assert main(["graph", "--output", str(output)]) == 1
+    assert "dot" in capsys.readouterr().err
+    assert output.read_text() == "the user's own file"
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.svg"]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [(i, (i * 7) % 5, 2 * i + 3 * ((i * 7) % 5) + 1) for i in range(40)],
+        [(0, 1, 2), (1, 0, 1), (2, 2, 6), (3, 1, 5)],
+    ],
+)
+def test_data_that_fit_exactly_print_no_percentage(tmp_path, rows, capsys):
+    data = tmp_path / "exact.csv"
+    data.write_text("x1,x2,y\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
+    argv = ["bodyfat", "--data", str(data), "--target", "y", "--batch-size", "4"]
+    assert main([*argv, "--epochs", "300", "--learning-rate", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "% above" not in out
+    assert "the least-squares fit is exact" in out
+
+
+def test_a_constant_column_is_named_with_its_place_in_the_file(tmp_path, capsys):
+    data = tmp_path / "const.csv"
+    data.write_text("y,x,unit,z\n1,5,2,7\n2,6,2,9\n3,4,2,8\n")
+    assert main(["bodyfat", "--data", str(data), "--batch-size", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "column 'unit' (column 3 of the file) has the same value 2 in every row" in err
+    assert main(["bodyfat", "--data", str(data), "--target", "x", "--batch-size", "2"]) == 1
+    assert "column 'unit' (column 3 of the file)" in capsys.readouterr().err
+
+
+def test_the_largest_graph_allowed_is_drawn(tmp_path):
+    output = tmp_path / "largest.svg"
+    argv = ["graph", "--samples", str(MAX_GRAPH_SAMPLES), "--engine", "pure", "--output"]
+    assert main([*argv, str(output)]) == 0
+    assert output.exists()
+
+
+def test_empty_and_headless_csv_files_are_one_line_errors(tmp_path, capsys):
+    for text in ["", "\n\n", "y,x\n"]:
+        data = tmp_path / "empty.csv"
+        data.write_text(text)
+        assert main(["bodyfat", "--data", str(data)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("python -m agrad: error: ")
+
+
+def test_plot_directory_is_made_when_missing(tmp_path, capsys):
+    figures = tmp_path / "new" / "figures"
+    assert main(["univariate", "--epochs", "5", "--plot", str(figures)]) == 0
+    assert (figures / "univariate-loss.png").exists()

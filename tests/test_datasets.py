@@ -140,3 +140,33 @@ def test_load_csv_target_cannot_be_a_feature(tmp_path):
 def test_load_csv_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_csv(tmp_path / "absent.csv")
+
+
+def test_load_csv_reads_past_a_byte_order_mark(tmp_path):
+    # spreadsheet programs save "CSV UTF-8" with one
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfy,x\r\n1,2\r\n3,5\r\n")
+    assert load_csv(path).columns.tolist() == ["y", "x"]
+    assert load_csv(path, target="y").columns.tolist() == ["y", "x"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("y,x\n1,2\n".encode("utf-16"), "line 1 is not UTF-8 text.*UTF-16"),
+        (b"y,x\n1,\xe92\n", r"line 2 is not UTF-8 text \(byte 0xe9\)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "line 1 is not UTF-8 text"),
+        (b"y,x\n1,2\x00\n", r"line 2, column 'x': '2\\x00' is not a number"),
+        (b'y,x\n1,"' + b"9" * 200_000 + b'"\n', "line 2: field larger than field limit"),
+    ],
+)
+def test_load_csv_refuses_what_is_not_a_utf8_csv(tmp_path, content, message):
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_csv(path)
+
+
+def test_load_csv_a_directory_is_not_a_file(tmp_path):
+    with pytest.raises(IsADirectoryError):
+        load_csv(tmp_path)

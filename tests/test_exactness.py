@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 import agrad
 import agrad.pure
 from agrad import _core
+from agrad.datasets import univariate_data
 from agrad.linreg import LinReg, train
 
 # -- by hand --------------------------------------------------------------------------
@@ -186,8 +187,7 @@ def test_setters_accept_numbers_and_refuse_the_rest_as_pure_does(attribute, kind
 
 def test_a_diverging_training_run_overflows_on_both_engines():
     random.seed(42)
-    xs = [random.uniform(-5, 5) for _ in range(20)]
-    ys = [2 * x - 1 for x in xs]
+    xs, ys = univariate_data(20)
     messages = []
     for V in ENGINES:
         random.seed(1)

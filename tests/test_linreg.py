@@ -246,7 +246,7 @@ def test_standardize_uses_the_population_std():
     np.testing.assert_allclose(arr.std(axis=0), 1.0)
     assert std[0] == pytest.approx(statistics.pstdev([1.0, 2.0, 4.0]))
     assert mean.tolist() == pytest.approx([7 / 3, 30.0])
-    with pytest.raises(ValueError, match="column 1 is constant"):
+    with pytest.raises(ValueError, match="column 1 of X is constant"):
         standardize([[1.0, 5.0], [2.0, 5.0]])
     with pytest.raises(ValueError, match="non-empty table"):
         standardize([])
@@ -477,3 +477,15 @@ def test_a_model_of_plain_floats_prints_as_the_book_prints_it():
     assert repr(LinReg(n_inputs=2, number=float)) == on_values
     random.seed(42)
     assert repr(LinReg(number=float)).startswith("LinReg(w=")
+
+
+def test_an_exact_fit_has_sigma_0_and_an_unbounded_likelihood():
+    model = LinReg()
+    model.w.data, model.b.data = 2.0, 1.0
+    fit = model_fit(model, [0.0, 1.0, 2.0], [1.0, 3.0, 5.0])
+    assert fit.mse == 0.0 and fit.sigma == 0.0 and fit.log_likelihood == math.inf
+
+
+def test_standardize_names_a_constant_feature():
+    with pytest.raises(ValueError, match="feature 'height' is constant"):
+        standardize([[1.0, 5.0], [2.0, 5.0]], feature_names=["age", "height"])

@@ -4,11 +4,13 @@ the matplotlib figures (written as PNG files)."""
 import random
 import re
 import shutil
+import warnings
 
 import pytest
 
 import agrad
 import agrad.pure
+from agrad.datasets import batch_data, univariate_data
 from agrad.linreg import LinReg, train
 from agrad.viz import draw_dot, plot_loss_curves, plot_weights, walk_graph
 
@@ -21,8 +23,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def book_loss(value_class, n=5):
     random.seed(42)
-    xs = [random.uniform(-5, 5) for _ in range(n)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
+    xs, ys = univariate_data(n)
     loss = LinReg(value_class=value_class).loss(xs, ys)
     loss.backward()
     return loss
@@ -32,8 +33,7 @@ def chain_loss(value_class):
     """The chapter's loss written as the chapter writes it, with the builtin
     sum (LinReg fuses the sum into one node on the compiled engine)."""
     random.seed(42)
-    xs = [random.uniform(-5, 5) for _ in range(5)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
+    xs, ys = univariate_data()
     w, b = value_class(random.uniform(-1, 1), label="w"), value_class(0.0, label="b")
     loss = sum([(y - (w * x + b)) ** 2 for x, y in zip(xs, ys, strict=True)]) / len(xs)
     loss.backward()
@@ -41,7 +41,7 @@ def chain_loss(value_class):
 
 
 def record_labels(dot):
-    return re.findall(r'label="\{ (.*?) \}" shape=record', dot.source)
+    return re.findall(r'label="\{(.*?)\}" shape=record', dot.source)
 
 
 def op_labels(dot):
@@ -60,8 +60,8 @@ def test_the_books_loss_graph(value_class):
     assert len(op_labels(dot)) == len(interior)
     # an op node per operation, fed by every use of each input, feeding its result
     assert dot.source.count("->") == len(edges) + len(interior)
-    assert "w | data 0.0107" in records and "b | data 0.0000" in records
-    assert records[0] == "  | data 78.4957"  # the root: the loss
+    assert "w|data 0.0107" in records and "b|data 0.0000" in records
+    assert records[0] == " |data 78.4957"  # the root: the loss
     # on the compiled engine LinReg's sum of squared errors is one fused node
     fused = ["sum"] if value_class is agrad.Value else []
     assert sorted(set(op_labels(dot))) == ["*", "**2", "+", *fused]
@@ -97,14 +97,14 @@ def test_fused_sum_is_one_operation_with_many_inputs():
     dot = draw_dot(total)
     assert op_labels(dot) == ["sum"]
     assert dot.source.count("->") == 7 + 1  # six inputs and the constant, then the result
-    assert "  | data 2.5000" in record_labels(dot)  # the constant is a leaf of its own
+    assert " |data 2.5000" in record_labels(dot)  # the constant is a leaf of its own
 
 
 def test_constants_are_leaves_and_repeated_inputs_two_edges():
     x = agrad.pure.Value(3, label="x")
     dot = draw_dot(x * x * 2)
     records = record_labels(dot)
-    assert "x | data 3" in records and "  | data 2" in records and "  | data 18" in records
+    assert "x|data 3" in records and " |data 2" in records and " |data 18" in records
     assert (
         dot.source.count("->") == 2 + 2 + 2
     )  # x twice into the first *, then 9 and 2, two results
@@ -123,7 +123,7 @@ def test_micrograd_style_values_with_only_prev():
 
     a, b = Micro(2.0, label="a"), Micro(3.0, label="b")
     dot = draw_dot(Micro(6.0, (a, b), "*", "c"))
-    assert sorted(record_labels(dot)) == ["a | data 2.0000", "b | data 3.0000", "c | data 6.0000"]
+    assert sorted(record_labels(dot)) == ["a|data 2.0000", "b|data 3.0000", "c|data 6.0000"]
 
 
 def test_labels_with_record_syntax_are_escaped(tmp_path):
@@ -175,8 +175,7 @@ def assert_png(path, min_width, min_height):
 def test_loss_curves_png(tmp_path):
     pytest.importorskip("matplotlib")
     random.seed(42)
-    xs = [random.uniform(-10, 10) for _ in range(200)]
-    ys = [2 * x + 1 + random.gauss(0, 5) for x in xs]
+    xs, ys = batch_data(200)
     full, mini = [], []
     train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=40, log_every=None, history=full)
     train(
@@ -216,3 +215,80 @@ def test_plot_bad_arguments(tmp_path):
         plot_loss_curves({"run": []}, tmp_path / "a.png")
     with pytest.raises(ValueError, match="2 weights for 3 features"):
         plot_weights(["a", "b", "c"], {"fit": [1.0, 2.0]}, tmp_path / "b.png")
+
+
+# strings DOT or a record label would otherwise read as syntax: a final
+# backslash, escapes such as \n and \N, HTML-like labels, quotes, record fields
+HOSTILE_TEXTS = [
+    "\\",
+    "ends in \\",
+    "\\\\",
+    "<b>",
+    "<<b>bold</b>>",
+    'say "hi"',
+    '\\"',
+    "\\n and \\N and \\G and \\l",
+    "a|b{c}<d>",
+    "two  spaces",
+    "&amp; <!-- x -->",
+    '[label="x"]',
+    "ünï ∑ ✓",
+]
+
+
+def svg_texts(dot):
+    import xml.etree.ElementTree as ET
+
+    svg = ET.fromstring(dot.pipe(format="svg"))
+    # dot keeps a run of spaces visible in SVG by making all but the first no-break spaces
+    return [t.text.replace("\xa0", " ") for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXTS)
+@ENGINE_PARAMS
+def test_every_label_and_op_is_drawn_verbatim(value_class, text):
+    a = value_class(1.5, label=text)
+    v = value_class(3.0, (a,), text, text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # graphviz warns when it writes DOT that dot will reject
+        texts = svg_texts(draw_dot(v))
+    assert texts.count(text) == 3, texts  # both values' labels and the operation
+    assert texts.count("data 1.5000") == 1
+
+
+def test_line_breaks_stay_and_control_characters_show_escaped():
+    leaf = agrad.pure.Value(1.0, label="two\nlines")
+    texts = svg_texts(draw_dot(agrad.pure.Value(2.0, (leaf,), "tab\there\x00\x7f")))
+    assert texts[texts.index("two") + 1] == "lines"
+    assert "tab\\there\\x00\\x7f" in texts
+
+
+def test_missing_matplotlib_names_the_package_to_install(tmp_path, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: ImportError
+    with pytest.raises(ImportError) as info:
+        plot_weights(["a"], {"fit": [1.0]}, tmp_path / "w.png")
+    message = str(info.value)
+    assert 'pip install "agrad[plot]"' in message and "pip install matplotlib" in message
+    assert "matplotlib." not in message
+    assert not (tmp_path / "w.png").exists()
+
+
+def test_a_figure_that_fails_to_save_leaves_the_old_file(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "loss.png"
+    path.write_bytes(b"the user's own figure")
+
+    def fail_half_way(self, stream, **kwargs):
+        stream.write(PNG_SIGNATURE)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", fail_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        plot_loss_curves({"run": [3.0, 2.0]}, path)
+    assert path.read_bytes() == b"the user's own figure"
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
-import time
 from collections.abc import Sequence
 
-from agrad import linreg, viz
+from agrad import linreg, studies, viz
 
 DESCRIPTION = """\
 The runs of the chapter "Linear Regression the Autograd Way", on agrad.
@@ -42,9 +40,83 @@ def _number_argument(convert, kind: str, accept, requirement: str):
 
 positive_int = _number_argument(int, "a whole number", lambda v: v >= 1, "at least 1")
 non_negative_int = _number_argument(int, "a whole number", lambda v: v >= 0, "0 or more")
+
+# Limits that keep a run within a machine's memory and a person's patience:
+# every epoch builds a graph of all the points it sees (about 400 bytes a
+# point on the compiled engine, 3 KB on the pure one), and the loss of every
+# epoch is kept for the plots.
+MAX_SAMPLES = 100_000
+MAX_EPOCHS = 1_000_000
+# A graph of more points is unreadable, and dot's layout time grows steeply
+# with it (40 points take a second, 80 more than a minute).
+MAX_GRAPH_SAMPLES = 40
+samples_count = _number_argument(
+    int, "a whole number", lambda v: 1 <= v <= MAX_SAMPLES, f"between 1 and {MAX_SAMPLES}"
+)
+epochs_count = _number_argument(
+    int, "a whole number", lambda v: 0 <= v <= MAX_EPOCHS, f"between 0 and {MAX_EPOCHS}"
+)
+graph_samples = _number_argument(
+    int,
+    "a whole number",
+    lambda v: 1 <= v <= MAX_GRAPH_SAMPLES,
+    f"between 1 and {MAX_GRAPH_SAMPLES}",
+)
+
+
+def existing_file(text: str) -> str:
+    """An argparse type: a file to read, which must be there."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no file {text!r}")
+    return text
+
+
+def plot_directory(text: str) -> str:
+    """An argparse type: a directory the figures can be written into (made if missing)."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a directory")
+    existing = os.path.abspath(text)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise argparse.ArgumentTypeError(f"cannot make {text!r}: {existing!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {existing!r}")
+    return text
+
+
 positive_float = _number_argument(
     float, "a number", lambda v: 0 < v < float("inf"), "a positive number"
 )
+
+
+def _format_of(path: str) -> str:
+    return os.path.splitext(path)[1].lstrip(".").lower()
+
+
+def graph_output(text: str) -> str:
+    """An argparse type: a file Graphviz can write, in a directory that exists."""
+    extension = _format_of(text)
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if not extension:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} needs an extension that names the format, e.g. .svg or .png"
+        )
+    try:
+        formats = viz.graphviz_formats()
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if extension not in formats:
+        raise argparse.ArgumentTypeError(
+            f"Graphviz cannot write {extension!r} files; it writes {', '.join(sorted(formats))}"
+        )
+    directory = os.path.dirname(text) or "."
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"no directory {directory!r} to write {text!r} in")
+    return text
 
 
 def add_common(
@@ -71,7 +143,7 @@ def add_common(
     )
     parser.add_argument(
         "--epochs",
-        type=non_negative_int,
+        type=epochs_count,
         default=epochs,
         help="training epochs (default: %(default)s)",
     )
@@ -101,13 +173,16 @@ def add_common(
     if samples is not None:
         parser.add_argument(
             "--samples",
-            type=positive_int,
+            type=samples_count,
             default=samples,
             help="number of points (default: %(default)s)",
         )
     if plot:
         parser.add_argument(
-            "--plot", metavar="DIR", help="also write the run's figures as PNG files into DIR"
+            "--plot",
+            metavar="DIR",
+            type=plot_directory,
+            help="also write the run's figures as PNG files into DIR",
         )
 
 
@@ -127,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "book's lines digit for digit.",
     )
     add_common(p, epochs=500, learning_rate=0.01, log_every=50)
-    p.set_defaults(run=run_univariate)
+    p.set_defaults(run=run_univariate, parser=p)
 
     p = commands.add_parser(
         "batch",
@@ -137,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot draws both loss curves: the mini-batch one is noisy.",
     )
     add_common(p, epochs=500, learning_rate=0.01, log_every=50, batch_size=10, samples=1000)
-    p.set_defaults(run=run_batch)
+    p.set_defaults(run=run_batch, parser=p)
 
     p = commands.add_parser(
         "multivariate",
@@ -146,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare the weights with the closed-form least-squares solution.",
     )
     add_common(p, epochs=10000, learning_rate=0.01, log_every=500, batch_size=50, samples=1000)
-    p.set_defaults(run=run_multivariate)
+    p.set_defaults(run=run_multivariate, parser=p)
 
     p = commands.add_parser(
         "bodyfat",
@@ -160,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         metavar="CSV",
+        type=existing_file,
         help="a CSV file with a header row (default: the bundled body-fat data)",
     )
     p.add_argument("--target", help="the column to predict (default: the first column)")
@@ -175,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate for the unnormalised run (default: %(default)s; the "
         "normalised run's rate is tried first and diverges)",
     )
-    p.set_defaults(run=run_bodyfat)
+    p.set_defaults(run=run_bodyfat, parser=p)
 
     p = commands.add_parser(
         "graph",
@@ -193,10 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=42, help="seed of Python's random (default: %(default)s)"
     )
     p.add_argument(
-        "--samples", type=positive_int, default=5, help="number of points (default: %(default)s)"
+        "--samples", type=graph_samples, default=5, help="number of points (default: %(default)s)"
     )
     p.add_argument(
         "--output",
+        type=graph_output,
         default="loss-graph.svg",
         help="file to write; its extension picks the format (default: %(default)s)",
     )
@@ -204,27 +281,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--rankdir", choices=["LR", "TB", "RL", "BT"], default="LR", help="layout direction"
     )
     p.add_argument("--show-grads", action="store_true", help="show each value's gradient")
-    p.set_defaults(run=run_graph)
+    p.set_defaults(run=run_graph, parser=p)
     return parser
 
 
-def _seed_and_engine(args) -> type:
-    random.seed(args.seed)
-    return linreg.ENGINES[args.engine]
+def _log(args):
+    """Where training lines go: stdout, through tqdm when a progress bar is showing."""
+    if args.progress:
+        from tqdm import tqdm
+
+        return tqdm.write  # keeps the bar intact under the log lines
+    return print
 
 
-def _train(model, xs, ys, args, batch_size, history=None, log_every=None):
-    return linreg.train(
-        model,
-        xs,
-        ys,
-        learning_rate=args.learning_rate,
-        n_epochs=args.epochs,
-        batch_size=batch_size,
-        log_every=args.log_every if log_every is None else log_every,
-        history=history,
-        progress=args.progress,
-    )
+def _study_options(args) -> dict:
+    return {
+        "seed": args.seed,
+        "engine": args.engine,
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "log_every": args.log_every,
+        "progress": args.progress,
+    }
 
 
 def _plot_path(args, name: str) -> str:
@@ -232,57 +310,57 @@ def _plot_path(args, name: str) -> str:
 
 
 def run_univariate(args) -> None:
-    value_class = _seed_and_engine(args)
-    # the book's data and call sequence: the first LinReg() draws w = 0.011,
-    # and the model that is trained is the second one
-    xs = [random.uniform(-5, 5) for _ in range(5)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
-    model = linreg.LinReg(value_class=value_class)
-    print(f">>> LinReg()\n{model}")
-    print(f">>> loss\n{model.loss(xs, ys)}")
+    # the book shows the untrained model and its loss before the training
+    # lines, and both come from the study's result: collect the lines first
+    lines: list[str] = []
+    result = studies.univariate(log=lines.append, **_study_options(args))
+    print(f">>> LinReg()\n{result.initial_model}")
+    print(f">>> loss\n{result.initial_loss}")
     print(">>> train(LinReg(), xs, ys, ...)")
-    history: list[float] = []
-    model = _train(linreg.LinReg(value_class=value_class), xs, ys, args, None, history)
-    print(f"trained: {model}, loss {history[-1]:.3f}" if history else f"untrained: {model}")
-    if args.plot and history:
+    for line in lines:
+        print(line)
+    run = result.run
+    print(
+        f"trained: {run.model}, loss {run.history[-1]:.3f}"
+        if run.history
+        else f"untrained: {run.model}"
+    )
+    if args.plot and run.history:
         print(
             "wrote",
             viz.plot_loss_curves(
-                {"full batch": history},
+                {"full batch": run.history},
                 _plot_path(args, "univariate-loss.png"),
                 title="Univariate fit to 5 points",
-                references={"least-squares MSE": linreg.least_squares(xs, ys).mse},
+                references={"least-squares MSE": result.least_squares.mse},
             ),
         )
 
 
+def _check_batch_size(args, rows: int, what: str) -> None:
+    if args.batch_size > rows:
+        args.parser.error(f"--batch-size {args.batch_size} is larger than {what}")
+
+
 def run_batch(args) -> None:
-    value_class = _seed_and_engine(args)
-    xs = [random.uniform(-10, 10) for _ in range(args.samples)]
-    ys = [2 * x + 1 + random.gauss(0, 5) for x in xs]
-    if args.batch_size > args.samples:
-        raise ValueError(f"--batch-size {args.batch_size} is larger than --samples {args.samples}")
-    runs = {}
-    for name, batch_size in [
-        (f"mini-batch of {args.batch_size}", args.batch_size),
-        ("full batch", None),
-    ]:
-        print(f"{name}:")
-        history: list[float] = []
-        start = time.perf_counter()
-        model = _train(linreg.LinReg(value_class=value_class), xs, ys, args, batch_size, history)
-        runs[name] = (model, history, time.perf_counter() - start)
+    _check_batch_size(args, args.samples, f"--samples {args.samples}")
+    result = studies.batch(
+        batch_size=args.batch_size, samples=args.samples, log=_log(args), **_study_options(args)
+    )
+    runs = {f"mini-batch of {args.batch_size}": result.mini_batch, "full batch": result.full_batch}
     print()
-    fit = linreg.least_squares(xs, ys)
+    fit = result.least_squares
     print(f"least squares: w={fit.weights[0]:.3f}, b={fit.bias:.3f}, MSE {fit.mse:.3f}")
-    for name, (model, _, seconds) in runs.items():
-        mse = linreg.model_fit(model, xs, ys).mse
-        print(f"{name}: {model}, MSE on all {args.samples} points {mse:.3f}, {seconds:.2f} s")
+    for name, run in runs.items():
+        print(
+            f"{name}: {run.model}, MSE on all {args.samples} points {run.fit.mse:.3f}, "
+            f"{run.seconds:.2f} s"
+        )
     if args.plot and args.epochs:
         print(
             "wrote",
             viz.plot_loss_curves(
-                {name: history for name, (_, history, _) in runs.items()},
+                {name: run.history for name, run in runs.items()},
                 _plot_path(args, "batch-loss.png"),
                 title=f"Loss on {args.samples} points: mini-batch (batch loss) against full batch",
                 references={"least-squares MSE": fit.mse},
@@ -291,93 +369,81 @@ def run_batch(args) -> None:
 
 
 def run_multivariate(args) -> None:
-    value_class = _seed_and_engine(args)
-    X = [[random.uniform(-10, 10) for _ in range(3)] for _ in range(args.samples)]
-    ys = [2 * x[0] + 3 * x[1] - x[2] + 1 + random.gauss(0, 5) for x in X]
-    if args.batch_size > args.samples:
-        raise ValueError(f"--batch-size {args.batch_size} is larger than --samples {args.samples}")
-    history: list[float] = []
-    model = _train(
-        linreg.LinReg(n_inputs=3, value_class=value_class), X, ys, args, args.batch_size, history
+    _check_batch_size(args, args.samples, f"--samples {args.samples}")
+    result = studies.multivariate(
+        batch_size=args.batch_size, samples=args.samples, log=_log(args), **_study_options(args)
     )
     print()
     names = ["w0 (true 2)", "w1 (true 3)", "w2 (true -1)"]
     print(
         linreg.format_comparison(
-            names,
-            dict(
-                zip(
-                    ["gradient descent", "least squares"],
-                    linreg.compare_fits(model, X, ys),
-                    strict=True,
-                )
-            ),
+            names, {"gradient descent": result.run.fit, "least squares": result.least_squares}
         )
     )
-    if args.plot and history:
+    if args.plot and result.run.history:
         print(
             "wrote",
             viz.plot_loss_curves(
-                {f"mini-batch of {args.batch_size}": history},
+                {f"mini-batch of {args.batch_size}": result.run.history},
                 _plot_path(args, "multivariate-loss.png"),
                 title="Multivariate fit: loss per mini-batch",
-                references={"least-squares MSE": linreg.least_squares(X, ys).mse},
+                references={"least-squares MSE": result.least_squares.mse},
             ),
         )
 
 
 def run_bodyfat(args) -> None:
-    from agrad import datasets
-
-    value_class = _seed_and_engine(args)
-    if args.data is None:
-        df = datasets.load_body_fat()
-        source = "the bundled body-fat data (252 men)"
-        if args.target is not None and args.target not in df.columns:
-            raise ValueError(f"no column {args.target!r} in the body-fat data")
-    else:
-        df = datasets.load_csv(args.data, target=args.target)
-        source = args.data
-    X, ys, names = datasets.to_xy(df, target=args.target)
-    if args.batch_size > len(ys):
-        raise ValueError(
-            f"--batch-size {args.batch_size} is larger than the {len(ys)} rows of {source}"
-        )
-    X_norm, _, _ = linreg.standardize(X)
-    target = args.target or df.columns[0]
-    print(f"Predicting {target!r} from {len(names)} features of {source}, features as z-scores.")
+    data = studies.load_regression_data(args.data, args.target)
+    _check_batch_size(args, len(data.ys), f"the {len(data.ys)} rows of {data.source}")
+    names = list(data.feature_names)
+    print(
+        f"Predicting {data.target!r} from {len(names)} features of {data.source}, "
+        f"features as z-scores."
+    )
     print(
         f"Training on the {args.engine} engine: {args.epochs} epochs, mini-batches of {args.batch_size}, "
         f"learning rate {args.learning_rate}, seed {args.seed}."
     )
-    history: list[float] = []
-    start = time.perf_counter()
-    model = _train(
-        linreg.LinReg(n_inputs=len(names), feature_names=names, value_class=value_class),
-        X_norm,
-        ys,
-        args,
-        args.batch_size,
-        history,
+    result = studies.bodyfat(
+        data=data,
+        batch_size=args.batch_size,
+        raw=args.raw,
+        raw_learning_rate=args.raw_learning_rate,
+        log=_log(args),
+        **_study_options(args),
     )
-    print(f"Trained in {time.perf_counter() - start:.2f} s.\n")
+    trained, best = result.run.fit, result.least_squares
+    print(f"Trained in {result.run.seconds:.2f} s.\n")
     print("Weights, largest first:")
-    linreg.print_weights(model)
-    trained, best = linreg.compare_fits(model, X_norm, ys)
+    linreg.print_weights(result.run.model)
     print(
         "\nBeside the closed-form least-squares fit (weights per standard deviation of a feature):"
     )
     print(linreg.format_comparison(names, {"gradient descent": trained, "least squares": best}))
+    if result.gap is None:
+        comparison = (
+            f"is {trained.mse:.3g}, and the least-squares fit is exact (its error is 0 to "
+            f"rounding: the data lie on a plane), so there is no percentage to give"
+        )
+    else:
+        comparison = f"is {100 * result.gap:.1f}% above the least-squares minimum"
     print(
-        f"\nGradient descent's mean squared error is {100 * (trained.mse / best.mse - 1):.1f}% above "
-        f"the least-squares minimum; sigma is the estimated noise, the log-likelihood the chapter's "
-        f"Gaussian one. (The last mini-batch steps are noisy: a larger --batch-size or a smaller "
-        f"--learning-rate lands closer.)"
+        f"\nGradient descent's mean squared error {comparison}; sigma is the estimated noise, "
+        f"the log-likelihood the chapter's Gaussian one. (The last mini-batch steps are noisy: "
+        f"a larger --batch-size or a smaller --learning-rate lands closer.)"
     )
     if args.raw:
         print("\nThe same training on the unnormalised data (the book's exercise):")
         side_by_side = {"z-score GD": trained, "z-score LS": best}
-        side_by_side.update(_raw_runs(args, value_class, X, ys, names))
+        for raw in result.raw_runs:
+            if raw.fit is None:
+                print(f"  learning rate {raw.learning_rate}: {raw.error}")
+                continue
+            print(
+                f"  learning rate {raw.learning_rate}: trained, mean squared error {raw.fit.mse:.3f}"
+            )
+            side_by_side[f"raw GD, lr {raw.learning_rate:g}"] = raw.fit
+        side_by_side["raw LS"] = result.raw_least_squares
         print(linreg.format_comparison(names, side_by_side))
     if args.plot:
         print(
@@ -386,14 +452,14 @@ def run_bodyfat(args) -> None:
                 names,
                 {"gradient descent": trained.weights, "least squares": best.weights},
                 _plot_path(args, "bodyfat-weights.png"),
-                title=f"Weights for {target!r} (features as z-scores)",
+                title=f"Weights for {data.target!r} (features as z-scores)",
             ),
         )
-        if history:
+        if result.run.history:
             print(
                 "wrote",
                 viz.plot_loss_curves(
-                    {f"mini-batch of {args.batch_size}": history},
+                    {f"mini-batch of {args.batch_size}": result.run.history},
                     _plot_path(args, "bodyfat-loss.png"),
                     title="Body-fat model: loss per mini-batch",
                     references={"least-squares MSE": best.mse},
@@ -401,45 +467,12 @@ def run_bodyfat(args) -> None:
             )
 
 
-def _raw_runs(args, value_class, X, ys, names) -> dict:
-    fits = {}
-    for learning_rate in dict.fromkeys([args.learning_rate, args.raw_learning_rate]):
-        random.seed(args.seed)
-        model = linreg.LinReg(n_inputs=len(names), feature_names=names, value_class=value_class)
-        try:
-            linreg.train(
-                model,
-                X,
-                ys,
-                learning_rate=learning_rate,
-                n_epochs=args.epochs,
-                batch_size=args.batch_size,
-                log_every=0,
-                progress=args.progress,
-            )
-        except OverflowError as error:
-            print(f"  learning rate {learning_rate}: {error}")
-            continue
-        fit = linreg.model_fit(model, X, ys)
-        print(f"  learning rate {learning_rate}: trained, mean squared error {fit.mse:.3f}")
-        fits[f"raw GD, lr {learning_rate:g}"] = fit
-    fits["raw LS"] = linreg.least_squares(X, ys)
-    return fits
-
-
 def run_graph(args) -> None:
-    value_class = _seed_and_engine(args)
-    xs = [random.uniform(-5, 5) for _ in range(args.samples)]
-    ys = [2 * x - 1 + random.gauss(0, 4) for x in xs]
-    loss = linreg.LinReg(value_class=value_class).loss(xs, ys)
-    loss.backward()
-    extension = os.path.splitext(args.output)[1].lstrip(".").lower()
-    if not extension:
-        raise ValueError(
-            f"--output {args.output!r} needs an extension that names the format, e.g. .svg or .png"
-        )
-    dot = viz.draw_dot(loss, format=extension, rankdir=args.rankdir, show_grads=args.show_grads)
-    print("wrote", dot.render(outfile=args.output, cleanup=True))
+    loss = studies.graph(seed=args.seed, engine=args.engine, samples=args.samples).loss
+    dot = viz.draw_dot(
+        loss, format=_format_of(args.output), rankdir=args.rankdir, show_grads=args.show_grads
+    )
+    print("wrote", viz.write_graph(dot, args.output))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,10 +5,10 @@ Everything random is drawn from the module-level :mod:`random` in the order
 the book draws it, so ``random.seed(42)`` reproduces the book's printed runs::
 
     >>> import random
+    >>> from agrad.datasets import univariate_data
     >>> from agrad.linreg import LinReg, train
     >>> random.seed(42)
-    >>> xs = [random.uniform(-5, 5) for _ in range(5)]
-    >>> ys = [2*x - 1 + random.gauss(0, 4) for x in xs]
+    >>> xs, ys = univariate_data()
     >>> LinReg()
     LinReg(w=0.011, b=0.000)
 
@@ -293,12 +293,15 @@ def train(
     return model
 
 
-def standardize(X: Sequence[Sequence[float]]) -> tuple[list[list[float]], np.ndarray, np.ndarray]:
+def standardize(
+    X: Sequence[Sequence[float]], feature_names: Sequence[str] | None = None
+) -> tuple[list[list[float]], np.ndarray, np.ndarray]:
     """Z-scores of each column, as the book normalises: ``(X - mean) / std``
     with the population standard deviation (numpy's default).
 
     Returns the normalised rows as lists of floats, and the means and standard
-    deviations used.  A constant column cannot be normalised: ValueError.
+    deviations used.  A constant column cannot be normalised: ValueError
+    naming it by ``feature_names`` (or its index in a row of ``X``).
     """
     X_arr = np.asarray(X, dtype=float)
     if X_arr.ndim != 2 or X_arr.shape[0] == 0:
@@ -307,7 +310,9 @@ def standardize(X: Sequence[Sequence[float]]) -> tuple[list[list[float]], np.nda
     std = X_arr.std(axis=0)
     constant = np.flatnonzero(std == 0)
     if constant.size:
-        raise ValueError(f"column {int(constant[0])} is constant: it cannot be normalised")
+        i = int(constant[0])
+        name = f"feature {feature_names[i]!r}" if feature_names is not None else f"column {i} of X"
+        raise ValueError(f"{name} is constant: it cannot be normalised")
     return ((X_arr - mean) / std).tolist(), mean, std
 
 
@@ -363,7 +368,11 @@ def gaussian_log_likelihood(residuals: Sequence[float]) -> tuple[float, float]:
 
 def _fit(weights: np.ndarray, bias: float, X: np.ndarray, y: np.ndarray) -> Fit:
     residuals = y - (X @ weights + bias)
-    log_likelihood, sigma = gaussian_log_likelihood(residuals)
+    if not residuals.any():
+        # an exact fit: sigma is 0 and the likelihood grows without bound as it shrinks
+        log_likelihood, sigma = math.inf, 0.0
+    else:
+        log_likelihood, sigma = gaussian_log_likelihood(residuals)
     return Fit(
         weights=weights,
         bias=float(bias),

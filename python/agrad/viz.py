@@ -10,33 +10,103 @@ renderer, so they need no display.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import os
+import secrets
+import subprocess
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-__all__ = ["MAX_DRAWN_NODES", "draw_dot", "plot_loss_curves", "plot_weights", "walk_graph"]
+__all__ = [
+    "MAX_DRAWN_NODES",
+    "draw_dot",
+    "graphviz_formats",
+    "plot_loss_curves",
+    "plot_weights",
+    "walk_graph",
+    "write_graph",
+]
 
 #: Graphs with more values than this are refused by ``draw_dot``: past a few
 #: hundred nodes Graphviz takes long to lay them out and the picture is unreadable.
 MAX_DRAWN_NODES = 1000
 
 _RANKDIRS = ("LR", "RL", "TB", "BT")
-_RECORD_ESCAPES = {ord(c): "\\" + c for c in "\\{}|<>"}
+# In every label dot reads \x as an escape (\n, \N, \l, ...) and &name; as a
+# character entity; in a record's label {, }, |, < and > are its syntax, and
+# runs of spaces collapse unless escaped.  A line break stays one (dot's \n);
+# other control characters cannot be drawn, so they are shown as Python
+# writes them ("\t", "\x00").
+_CONTROL_ESCAPES = {code: repr(chr(code))[1:-1].replace("\\", "\\\\") for code in [*range(32), 127]}
+_TEXT_ESCAPES = {**_CONTROL_ESCAPES, ord("\n"): "\\n", ord("\\"): "\\\\", ord("&"): "&amp;"}
+_RECORD_ESCAPES = {**_TEXT_ESCAPES, **{ord(c): "\\" + c for c in "{}|<> "}}
 
 
-def _require(module: str, purpose: str):
-    """Import an optional dependency, or say which package to install."""
+def _require(module: str, purpose: str, package: str, extra: str | None = None):
+    """Import ``module`` of a dependency, or say which package to install
+    (through agrad's ``extra`` when it is an optional one)."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
+        install = f'pip install "agrad[{extra}]" (or pip install {package})' if extra else ""
         raise ImportError(
-            f"{purpose} needs the {module!r} package: pip install 'agrad[plot]' "
-            f"(or pip install {module})"
+            f"{purpose} needs the {package} package: {install or f'pip install {package}'}"
         ) from error
+
+
+@functools.cache
+def graphviz_formats() -> frozenset[str]:
+    """The file formats the installed ``dot`` program writes (``dot -T?``).
+
+    RuntimeError when there is no ``dot``.  Formats that open a window
+    instead of writing a file are left out.
+    """
+    try:
+        done = subprocess.run(["dot", "-T?"], capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise RuntimeError(
+            "Graphviz's dot program is not installed (apt-get install graphviz, "
+            f"brew install graphviz): {error}"
+        ) from None
+    # dot answers an unknown format with the list of those it knows
+    _, _, known = done.stderr.partition("Use one of:")
+    return frozenset(known.split()) - {"x11", "xlib", "gtk"}
+
+
+def write_graph(dot, path: str | os.PathLike) -> str:
+    """Render ``dot`` (from ``draw_dot``) with Graphviz in its ``format`` and
+    write it to ``path``, all or nothing: a failure leaves whatever was at
+    ``path`` as it was.  Returns the path."""
+    graphviz = _require("graphviz", "write_graph", "graphviz")
+    try:
+        rendered = dot.pipe()
+    except graphviz.CalledProcessError as error:
+        message = error.stderr.decode(errors="replace").strip() if error.stderr else ""
+        raise RuntimeError(f"Graphviz's dot failed: {message or error}") from None
+    return _write_atomically(path, lambda stream: stream.write(rendered))
+
+
+def _write_atomically(path: str | os.PathLike, write) -> str:
+    """Call ``write`` on a temporary file beside ``path``, and put it in
+    place only once it is complete."""
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    # opened as a new file ("x"), so it gets the permissions any new file would
+    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.part")
+    try:
+        with open(temporary, "xb") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):  # open itself may have failed
+            os.unlink(temporary)
+        raise
+    return path
 
 
 def _children(value) -> tuple:
@@ -96,7 +166,7 @@ def draw_dot(
     direction (``LR``, ``RL``, ``TB`` or ``BT``).  A graph of more than
     ``max_nodes`` values raises ValueError instead of hanging Graphviz.
     """
-    graphviz = _require("graphviz", "draw_dot")
+    graphviz = _require("graphviz", "draw_dot", "graphviz")
     if format not in graphviz.FORMATS:
         raise ValueError(
             f"unknown output format {format!r}; Graphviz knows {', '.join(sorted(graphviz.FORMATS))}"
@@ -110,36 +180,39 @@ def draw_dot(
 
     nodes, edges = walk_graph(root, max_nodes)
     dot = graphviz.Digraph(format=format, graph_attr={"rankdir": rankdir})
+    # node names are made of ids alone, so no user text needs quoting in them
     for value in nodes:
-        name = str(id(value))
-        # record fields are separated by | and grouped by braces: a label's own are escaped
+        name = f"v{id(value)}"
         fields = [
-            value.label.translate(_RECORD_ESCAPES) or " ",
+            str(value.label).translate(_RECORD_ESCAPES) or " ",
             f"data {_format_number(value.data)}",
         ]
         if show_grads:
             fields.append(f"grad {value.grad:.4f}")
-        dot.node(name, label="{ " + " | ".join(fields) + " }", shape="record")
+        label = "{" + "|".join(fields) + "}"
+        # nohtml: a label that looks like <...> is still text, not an HTML label
+        dot.node(name, label=graphviz.nohtml(label), shape="record")
         if value._op:
-            dot.node(name + value._op, label=value._op)
-            dot.edge(name + value._op, name)
+            op_label = graphviz.nohtml(str(value._op).translate(_TEXT_ESCAPES))
+            dot.node(f"op{id(value)}", label=op_label)
+            dot.edge(f"op{id(value)}", name)
     for child, parent in edges:
-        dot.edge(str(id(child)), str(id(parent)) + parent._op)
+        dot.edge(f"v{id(child)}", f"op{id(parent)}")
     return dot
 
 
 def _save(figure, path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    directory = os.path.dirname(path)
+    directory = os.path.dirname(os.fspath(path))
     if directory:
         os.makedirs(directory, exist_ok=True)
-    figure.savefig(path, format="png", dpi=120, bbox_inches="tight")
-    return path
+    return _write_atomically(
+        path, lambda stream: figure.savefig(stream, format="png", dpi=120, bbox_inches="tight")
+    )
 
 
 def _figure(width: float, height: float):
     # a bare Figure draws with Agg and touches no global pyplot state or display
-    Figure = _require("matplotlib.figure", "plotting").Figure
+    Figure = _require("matplotlib.figure", "plotting", "matplotlib", "plot").Figure
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -179,7 +252,7 @@ def plot_loss_curves(
     if log_scale:
         axes.set_yscale("log")
         # plain numbers (20, 30, 100) rather than 2x10^1: losses are read, not admired
-        ticker = _require("matplotlib.ticker", "plotting")
+        ticker = _require("matplotlib.ticker", "plotting", "matplotlib", "plot")
         axes.yaxis.set_major_formatter(ticker.LogFormatter())
         axes.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
     axes.set_xlabel("epoch")

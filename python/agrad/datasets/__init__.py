@@ -27,6 +27,7 @@ import pandas as pd
 __all__ = [
     "BODY_FAT_TARGET",
     "batch_data",
+    "csv_columns",
     "load_body_fat",
     "load_csv",
     "multivariate_data",
@@ -84,6 +85,11 @@ def load_body_fat() -> pd.DataFrame:
     return _read_table(io.StringIO(text, newline=""), _BODY_FAT_FILE, BODY_FAT_TARGET, None)
 
 
+def csv_columns(path: str | os.PathLike) -> list[str]:
+    """The column names of a CSV file's header row, as ``load_csv`` reads them."""
+    return _header(csv.reader(_utf8_text(path)), os.fspath(path))
+
+
 def load_csv(
     path: str | os.PathLike, target: str | None = None, features: Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -93,20 +99,44 @@ def load_csv(
     column), then ``features`` in the order given (default: every other
     column).  Every selected cell must be a finite number: a missing column,
     an empty cell or text where a number belongs raises ValueError naming the
-    column (and the line of the file, counting the header as line 1).
+    column (and the line of the file, counting the header as line 1).  The
+    file is UTF-8, with or without the byte-order mark spreadsheet programs
+    write; anything else raises ValueError naming the line.
     """
-    with open(path, encoding="utf-8", newline="") as stream:
-        return _read_table(stream, os.fspath(path), target, features)
+    return _read_table(_utf8_text(path), os.fspath(path), target, features)
+
+
+def _utf8_text(path: str | os.PathLike) -> io.StringIO:
+    # the whole file, decoded: a bad byte is reported with its line
+    source = os.fspath(path)
+    with open(path, "rb") as stream:
+        content = stream.read()
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        utf16 = " (it looks like UTF-16)" if content[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ValueError(
+            f"{source}: line {line} is not UTF-8 text (byte 0x{content[error.start]:02x}){utf16}; "
+            f"save the file as CSV in UTF-8"
+        ) from None
+    return io.StringIO(text, newline="")
 
 
 def _read_table(
     stream: io.TextIOBase, source: str, target: str | None, features: Sequence[str] | None
 ) -> pd.DataFrame:
     reader = csv.reader(stream)
-    header = next(reader, None)
-    if header is None:
-        raise ValueError(f"{source}: the file is empty (expected a header row)")
-    header = [name.strip() for name in header]
+    try:
+        return _parse_table(reader, source, target, features)
+    except csv.Error as error:  # a NUL byte, a field longer than the csv module's limit
+        raise ValueError(f"{source}, line {reader.line_num}: {error}") from None
+
+
+def _parse_table(
+    reader, source: str, target: str | None, features: Sequence[str] | None
+) -> pd.DataFrame:
+    header = _header(reader, source)
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise ValueError(f"{source}: column {duplicated[0]!r} appears more than once in the header")
@@ -149,6 +179,13 @@ def _read_table(
             for name, values in zip(columns, cells, strict=True)
         }
     )
+
+
+def _header(reader, source: str) -> list[str]:
+    for row in reader:
+        if any(field.strip() for field in row):  # blank lines before the header are skipped
+            return [name.strip() for name in row]
+    raise ValueError(f"{source}: the file is empty (expected a header row)")
 
 
 def _check_number(text: str, source: str, line: int, column: str) -> None:

@@ -1,0 +1,510 @@
+"""The chapter's studies as functions that return their results.
+
+``python -m agrad`` is these functions with a command line around them: it
+parses the options, calls one, prints and plots what it returns.  Each study
+takes plain keyword arguments and returns a frozen dataclass:
+
+- ``univariate()``: the book's 5-point fit, and the untrained model and loss
+  the book shows first;
+- ``batch()``: 1000 points, mini-batch against full-batch gradient descent;
+- ``multivariate()``: three features beside the least-squares solution;
+- ``bodyfat()``: the body-fat study, or the same on a CSV of your own
+  (``load_regression_data`` reads it once for many runs), and the book's
+  exercise on unnormalised data with ``raw=True``;
+- ``graph()``: the book's 5-point loss, backpropagated, ready for ``draw_dot``.
+
+A study is meant to be called many times (a sweep over seeds or learning
+rates), so it is deterministic and quiet: it seeds Python's global ``random``
+with ``seed`` (the book's code draws from it), draws and trains as the book
+does, and puts the caller's random state back when it returns.  It prints
+nothing; ``log`` receives the book's training lines every ``log_every``
+epochs if you want them.  The bundled body-fat table is read once per process.
+Only ``seconds`` differs between two calls with the same arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agrad import datasets, linreg
+from agrad.linreg import Fit, LinReg
+
+__all__ = [
+    "BatchResult",
+    "BodyFatResult",
+    "GraphResult",
+    "MultivariateResult",
+    "RawRun",
+    "RegressionData",
+    "Run",
+    "UnivariateResult",
+    "batch",
+    "bodyfat",
+    "gap_to_least_squares",
+    "graph",
+    "load_regression_data",
+    "multivariate",
+    "univariate",
+]
+
+Log = Callable[[str], object]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: the trained model, its loss at each epoch, its fit
+    on all the data, and how long training took."""
+
+    model: LinReg
+    history: tuple[float, ...]
+    fit: Fit
+    seconds: float
+
+
+@dataclass(frozen=True)
+class UnivariateResult:
+    """The book's first session: its points, the ``LinReg()`` it inspects
+    first and that model's loss, then the trained model."""
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    initial_model: LinReg
+    initial_loss: object  # a Value of the study's engine
+    run: Run
+    least_squares: Fit
+    gap: float | None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The same model trained with mini-batches and with the full batch."""
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    mini_batch: Run
+    full_batch: Run
+    least_squares: Fit
+
+
+@dataclass(frozen=True)
+class MultivariateResult:
+    """Three features: the trained model beside the least-squares solution."""
+
+    X: tuple[tuple[float, ...], ...]
+    ys: tuple[float, ...]
+    run: Run
+    least_squares: Fit
+    gap: float | None
+
+
+@dataclass(frozen=True)
+class RegressionData:
+    """A table for ``bodyfat``: rows of features, targets, and where they came from.
+
+    ``file_columns`` is the file's header, so that an error can name a column
+    by its place there.
+    """
+
+    X: tuple[tuple[float, ...], ...]
+    ys: tuple[float, ...]
+    feature_names: tuple[str, ...]
+    target: str
+    source: str
+    file_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RawRun:
+    """One learning rate tried on the unnormalised data: its fit, or why it failed."""
+
+    learning_rate: float
+    fit: Fit | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class BodyFatResult:
+    """The body-fat study: the model trained on z-scores, the least-squares
+    fit of the same, and the least-squares fit of the unnormalised data; with
+    ``raw=True`` also the book's exercise of training on those."""
+
+    data: RegressionData
+    mean: np.ndarray
+    std: np.ndarray
+    run: Run
+    least_squares: Fit
+    gap: float | None
+    raw_runs: tuple[RawRun, ...]
+    raw_least_squares: Fit
+
+
+@dataclass(frozen=True)
+class GraphResult:
+    """The loss of an untrained ``LinReg()`` on the book's points, backpropagated."""
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    loss: object  # a Value of the study's engine
+
+
+def gap_to_least_squares(mse: float, minimum: float, ys: Sequence[float]) -> float | None:
+    """How far ``mse`` lies above the least-squares ``minimum``, as a fraction
+    of it (0.02 is 2% above), or None when the minimum is 0 to rounding: the
+    data lie exactly on a plane and no ratio to it means anything."""
+    scale = float(np.mean(np.square(np.asarray(ys, dtype=float))))
+    # lstsq leaves residuals of rounding size (relative 1e-16 or so, more for
+    # ill-conditioned data) where the exact ones are 0: count a minimum whose
+    # residuals are below 1e-10 of the targets' size as 0
+    if minimum <= 1e-20 * scale:
+        return None
+    return mse / minimum - 1
+
+
+def _value_class(engine: str | type) -> type:
+    if isinstance(engine, str):
+        if engine not in linreg.ENGINES:
+            raise ValueError(
+                f"unknown engine {engine!r}; the engines are {', '.join(sorted(linreg.ENGINES))}"
+            )
+        return linreg.ENGINES[engine]
+    if isinstance(engine, type):
+        return engine
+    raise TypeError(f"engine is a name ('native', 'pure') or a Value class, not {engine!r}")
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed the global ``random`` for the study, and give the caller theirs back."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, not {type(seed).__name__!r}")
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+def _check_batch_size(batch_size: int, rows: int, what: str) -> None:
+    # before any training: the full-batch run must not come after a failure
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__!r}")
+    if not 1 <= batch_size <= rows:
+        raise ValueError(f"batch_size must be between 1 and the {rows} {what}, not {batch_size}")
+
+
+def _train(
+    model: LinReg,
+    xs: Sequence,
+    ys: Sequence,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int | None,
+    log: Log | None,
+    log_every: int | None,
+    progress: bool,
+) -> Run:
+    history: list[float] = []
+    start = time.perf_counter()
+    linreg.train(
+        model,
+        xs,
+        ys,
+        learning_rate=learning_rate,
+        n_epochs=epochs,
+        batch_size=batch_size,
+        log_every=log_every if log is not None else None,
+        log=log,
+        history=history,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    return Run(model, tuple(history), linreg.model_fit(model, xs, ys), seconds)
+
+
+def univariate(
+    *,
+    seed: int = 42,
+    engine: str | type = "native",
+    epochs: int = 500,
+    learning_rate: float = 0.01,
+    samples: int = 5,
+    log: Log | None = None,
+    log_every: int | None = 50,
+    progress: bool = False,
+) -> UnivariateResult:
+    """The book's first fit: ``univariate_data(samples)``, then the
+    ``LinReg()`` the book inspects (w = 0.011 with the defaults) and its loss,
+    then a second ``LinReg()`` trained by full-batch gradient descent.  With
+    the defaults, ``log=print`` prints the book's lines digit for digit."""
+    value_class = _value_class(engine)
+    with _seeded(seed):
+        xs, ys = datasets.univariate_data(samples)
+        initial_model = LinReg(value_class=value_class)
+        initial_loss = initial_model.loss(xs, ys)
+        run = _train(
+            LinReg(value_class=value_class),
+            xs,
+            ys,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=None,
+            log=log,
+            log_every=log_every,
+            progress=progress,
+        )
+    best = linreg.least_squares(xs, ys)
+    return UnivariateResult(
+        tuple(xs),
+        tuple(ys),
+        initial_model,
+        initial_loss,
+        run,
+        best,
+        gap_to_least_squares(run.fit.mse, best.mse, ys),
+    )
+
+
+def batch(
+    *,
+    seed: int = 42,
+    engine: str | type = "native",
+    epochs: int = 500,
+    learning_rate: float = 0.01,
+    batch_size: int = 10,
+    samples: int = 1000,
+    log: Log | None = None,
+    log_every: int | None = 50,
+    progress: bool = False,
+) -> BatchResult:
+    """``batch_data(samples)`` fitted twice from the same start: with
+    mini-batches of ``batch_size``, then with the full batch.  ``log`` gets
+    each run's name (``"mini-batch of 10:"``, ``"full batch:"``) before its
+    training lines."""
+    value_class = _value_class(engine)
+    with _seeded(seed):
+        xs, ys = datasets.batch_data(samples)
+        _check_batch_size(batch_size, len(ys), "points")
+        runs = []
+        for name, size in [(f"mini-batch of {batch_size}", batch_size), ("full batch", None)]:
+            if log is not None:
+                log(f"{name}:")
+            runs.append(
+                _train(
+                    LinReg(value_class=value_class),
+                    xs,
+                    ys,
+                    epochs=epochs,
+                    learning_rate=learning_rate,
+                    batch_size=size,
+                    log=log,
+                    log_every=log_every,
+                    progress=progress,
+                )
+            )
+    return BatchResult(tuple(xs), tuple(ys), runs[0], runs[1], linreg.least_squares(xs, ys))
+
+
+def multivariate(
+    *,
+    seed: int = 42,
+    engine: str | type = "native",
+    epochs: int = 10000,
+    learning_rate: float = 0.01,
+    batch_size: int = 50,
+    samples: int = 1000,
+    log: Log | None = None,
+    log_every: int | None = 500,
+    progress: bool = False,
+) -> MultivariateResult:
+    """``multivariate_data(samples)`` (true weights 2, 3, -1, bias 1) fitted
+    by mini-batch gradient descent."""
+    value_class = _value_class(engine)
+    with _seeded(seed):
+        X, ys = datasets.multivariate_data(samples)
+        _check_batch_size(batch_size, len(ys), "points")
+        run = _train(
+            LinReg(n_inputs=3, value_class=value_class),
+            X,
+            ys,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            log=log,
+            log_every=log_every,
+            progress=progress,
+        )
+    best = linreg.least_squares(X, ys)
+    return MultivariateResult(
+        tuple(map(tuple, X)), tuple(ys), run, best, gap_to_least_squares(run.fit.mse, best.mse, ys)
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_body_fat() -> RegressionData:
+    df = datasets.load_body_fat()
+    X, ys, names = datasets.to_xy(df)
+    return RegressionData(
+        tuple(map(tuple, X)),
+        tuple(ys),
+        tuple(names),
+        str(df.columns[0]),
+        "the bundled body-fat data (252 men)",
+        tuple(map(str, df.columns)),
+    )
+
+
+def load_regression_data(
+    path: str | os.PathLike | None = None, target: str | None = None
+) -> RegressionData:
+    """The table for ``bodyfat``: the bundled body-fat data (``path`` None),
+    or a CSV file read by ``agrad.datasets.load_csv``, predicting ``target``
+    (default: the first column) from every other column.
+
+    A constant feature cannot be normalised: ValueError naming the column and
+    its place in the file.
+    """
+    if path is None:
+        data = _bundled_body_fat()
+        if target is not None and target != data.target:
+            if target not in data.feature_names:
+                raise ValueError(f"no column {target!r} in {data.source}")
+            data = _with_target(data, target)
+    else:
+        df = datasets.load_csv(path, target=target)
+        X, ys, names = datasets.to_xy(df)
+        data = RegressionData(
+            tuple(map(tuple, X)),
+            tuple(ys),
+            tuple(names),
+            str(df.columns[0]),
+            os.fspath(path),
+            tuple(datasets.csv_columns(path)),
+        )
+    _check_no_constant_feature(data)
+    return data
+
+
+def _with_target(data: RegressionData, target: str) -> RegressionData:
+    # the bundled table with another of its columns as the target
+    rows = [(y, *x) for x, y in zip(data.X, data.ys, strict=True)]
+    columns = (data.target, *data.feature_names)
+    position = columns.index(target)
+    return RegressionData(
+        tuple(row[:position] + row[position + 1 :] for row in rows),
+        tuple(row[position] for row in rows),
+        columns[:position] + columns[position + 1 :],
+        target,
+        data.source,
+        data.file_columns,
+    )
+
+
+def _check_no_constant_feature(data: RegressionData) -> None:
+    for i, name in enumerate(data.feature_names):
+        first = data.X[0][i]
+        if all(row[i] == first for row in data.X):
+            position = data.file_columns.index(name) + 1
+            raise ValueError(
+                f"{data.source}: column {name!r} (column {position} of the file) has the same "
+                f"value {first:g} in every row: a constant feature cannot be normalised "
+                f"(leave it out of the file)"
+            )
+
+
+def bodyfat(
+    *,
+    data: RegressionData | str | os.PathLike | None = None,
+    target: str | None = None,
+    seed: int = 42,
+    engine: str | type = "native",
+    epochs: int = 1000,
+    learning_rate: float = 0.05,
+    batch_size: int = 20,
+    raw: bool = False,
+    raw_learning_rate: float = 1e-5,
+    log: Log | None = None,
+    log_every: int | None = None,
+    progress: bool = False,
+) -> BodyFatResult:
+    """The body-fat study: features as z-scores (population std), trained
+    with mini-batches as the book does, beside the least-squares fit.
+
+    ``data`` is a ``RegressionData`` (``load_regression_data``: read a file
+    once for many runs), a CSV path, or None for the bundled body-fat data;
+    ``target`` picks the column to predict when the study reads the data.
+    With ``raw=True`` it also trains on the unnormalised data with the same
+    seed, first at ``learning_rate`` (which diverges on the body-fat data, as
+    the book says) and then at ``raw_learning_rate``.
+    """
+    value_class = _value_class(engine)
+    if not isinstance(data, RegressionData):
+        data = load_regression_data(data, target)
+    elif target is not None and target != data.target:
+        raise ValueError(f"target {target!r} differs from the data's target {data.target!r}")
+    _check_batch_size(batch_size, len(data.ys), f"rows of {data.source}")
+    X_norm, mean, std = linreg.standardize(data.X, data.feature_names)
+    names = list(data.feature_names)
+    with _seeded(seed):
+        run = _train(
+            LinReg(n_inputs=len(names), feature_names=names, value_class=value_class),
+            X_norm,
+            data.ys,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            log=log,
+            log_every=log_every,
+            progress=progress,
+        )
+    best = linreg.least_squares(X_norm, data.ys)
+    raw_runs: list[RawRun] = []
+    if raw:
+        for rate in dict.fromkeys([learning_rate, raw_learning_rate]):
+            with _seeded(seed):
+                model = LinReg(n_inputs=len(names), feature_names=names, value_class=value_class)
+                try:
+                    linreg.train(
+                        model,
+                        data.X,
+                        data.ys,
+                        learning_rate=rate,
+                        n_epochs=epochs,
+                        batch_size=batch_size,
+                        log_every=None,
+                        progress=progress,
+                    )
+                except OverflowError as error:
+                    raw_runs.append(RawRun(rate, None, str(error)))
+                    continue
+            raw_runs.append(RawRun(rate, linreg.model_fit(model, data.X, data.ys), None))
+    return BodyFatResult(
+        data,
+        mean,
+        std,
+        run,
+        best,
+        gap_to_least_squares(run.fit.mse, best.mse, data.ys),
+        tuple(raw_runs),
+        linreg.least_squares(data.X, data.ys),
+    )
+
+
+def graph(*, seed: int = 42, engine: str | type = "native", samples: int = 5) -> GraphResult:
+    """The loss of an untrained ``LinReg()`` on ``univariate_data(samples)``,
+    backpropagated so that every value in its graph has its gradient."""
+    value_class = _value_class(engine)
+    with _seeded(seed):
+        xs, ys = datasets.univariate_data(samples)
+        loss = LinReg(value_class=value_class).loss(xs, ys)
+    loss.backward()
+    return GraphResult(tuple(xs), tuple(ys), loss)
