@@ -1,0 +1,90 @@
+"""Two builds of agrad side by side: what a change to the binding costs per operation.
+
+Usage: ``python benchmarks/compare_builds.py OLD_PYTHON NEW_PYTHON [--rounds N]``,
+where each is the interpreter of a venv with one build of agrad installed
+(for example one made from an older commit).  Each round times every
+operation once in each build, in a fresh process, alternating, so that the
+load of a shared machine falls on both alike; the table gives the medians and
+new / old.  The run suite (``run.py``) measures one build against floats,
+pure Python and torch; this script is for a change to agrad itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+# Each operation as timeit sees it: statement and setup.
+OPERATIONS = {
+    "Value*Value": ("a * b", ""),
+    "Value*float": ("a * 2.5", ""),
+    "float*Value": ("2.5 * a", ""),
+    "Value+Value": ("a + b", ""),
+    "-Value": ("-a", ""),
+    "Value/float": ("a / 3.0", ""),
+    "Value.exp()": ("a.exp()", ""),
+    "Value(1.5)": ("Value(1.5)", ""),
+    "read .data": ("a.data", ""),
+    "write .grad": ("a.grad = 0.5", ""),
+    "_prev of a*b": ("p._prev", "p = a * b"),
+    "backward, per node of a 1000-term chain": (
+        "loss.backward()",
+        "loss = sum(Value(float(i)) * a for i in range(1000))",
+    ),
+}
+NODES_PER_BACKWARD = 3001  # the chain above: 1000 leaves, 1000 products, 1000 additions, and a
+
+TIMER = """
+import json, sys, timeit
+from agrad import Value
+a, b = Value(1.5), Value(-0.25)
+ops = json.loads(sys.argv[1])
+out = {}
+for name, (stmt, setup) in ops.items():
+    timer = timeit.Timer(stmt, setup, globals=globals())
+    number, _ = timer.autorange()
+    out[name] = min(timer.repeat(3, number)) / number
+print(json.dumps(out))
+"""
+
+
+def time_build(python: str) -> dict[str, float]:
+    done = subprocess.run(
+        [python, "-c", TIMER, json.dumps(OPERATIONS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{python} could not run agrad:\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("old", help="the Python of the venv with the old build")
+    parser.add_argument("new", help="the Python of the venv with the new build")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    samples: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    for _ in range(args.rounds):
+        for build, python in (("old", args.old), ("new", args.new)):
+            for name, seconds in time_build(python).items():
+                samples[build].setdefault(name, []).append(seconds)
+    print(f"| operation | old | new | new / old |  ({args.rounds} rounds, medians)")
+    print("| --- | --- | --- | --- |")
+    for name in OPERATIONS:
+        old, new = (statistics.median(samples[b][name]) for b in ("old", "new"))
+        if name.startswith("backward"):
+            old, new = old / NODES_PER_BACKWARD, new / NODES_PER_BACKWARD
+        print(f"| {name} | {old * 1e9:.1f} ns | {new * 1e9:.1f} ns | {new / old:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
