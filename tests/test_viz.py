@@ -15,9 +15,6 @@ from agrad.linreg import LinReg, train
 from agrad.viz import draw_dot, plot_loss_curves, plot_weights, walk_graph
 
 graphviz = pytest.importorskip("graphviz")
-ENGINE_PARAMS = pytest.mark.parametrize(
-    "value_class", [agrad.Value, agrad.pure.Value], ids=["native", "pure"]
-)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -48,9 +45,8 @@ def op_labels(dot):
     return re.findall(r'\[label="?([^"{\]]+)"?\]', dot.source)
 
 
-@ENGINE_PARAMS
-def test_the_books_loss_graph(value_class):
-    loss = book_loss(value_class)
+def test_the_books_loss_graph(Value):
+    loss = book_loss(Value)
     nodes, edges = walk_graph(loss)
     dot = draw_dot(loss)
     assert isinstance(dot, graphviz.Digraph)
@@ -63,7 +59,7 @@ def test_the_books_loss_graph(value_class):
     assert "w|data 0.0107" in records and "b|data 0.0000" in records
     assert records[0] == " |data 78.4957"  # the root: the loss
     # on the compiled engine LinReg's sum of squared errors is one fused node
-    fused = ["sum"] if value_class is agrad.Value else []
+    fused = ["sum"] if Value is agrad.Value else []
     assert sorted(set(op_labels(dot))) == ["*", "**2", "+", *fused]
     assert not any("grad" in r for r in records)
     assert "grad 1.0000" in draw_dot(loss, show_grads=True).source
@@ -245,10 +241,9 @@ def svg_texts(dot):
 
 
 @pytest.mark.parametrize("text", HOSTILE_TEXTS)
-@ENGINE_PARAMS
-def test_every_label_and_op_is_drawn_verbatim(value_class, text):
-    a = value_class(1.5, label=text)
-    v = value_class(3.0, (a,), text, text)
+def test_every_label_and_op_is_drawn_verbatim(Value, text):
+    a = Value(1.5, label=text)
+    v = Value(3.0, (a,), text, text)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # graphviz warns when it writes DOT that dot will reject
         texts = svg_texts(draw_dot(v))
