@@ -21,7 +21,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import ENGINES, exact
+from conftest import ENGINES, exact, message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -406,6 +406,16 @@ def test_importing_the_engine_in_a_subinterpreter_is_an_import_error():
     assert out.startswith("ImportError:") and "subinterpreter" in out, out
 
 
+def test_importing_agrad_warns_of_nothing():
+    run_python(
+        """
+        import warnings
+        warnings.simplefilter("error")
+        import agrad, agrad.pure, agrad.linreg, agrad.datasets, agrad.studies, agrad.viz
+        """
+    )
+
+
 def test_importing_the_engine_again_gives_the_same_engine():
     out = run_python(
         """
@@ -505,7 +515,7 @@ def describe(result):
     """What an action gave, comparable between engines."""
     kind, value = result
     if kind == "raised":
-        return (kind, type(value).__name__, str(value))
+        return (kind, type(value).__name__, message(value))
     if isinstance(value, BaseException):
         raise AssertionError(f"returned an exception: {value!r}")
     if isinstance(value, (agrad.Value, agrad.pure.Value)):

@@ -732,11 +732,12 @@ PyType_Slot value_slots[] = {
     {0, nullptr},
 };
 
-// The type's C name is plain "Value", as the pure engine's class is named, so
-// that the errors CPython words itself (`unsupported operand type(s) for +:
-// 'Value' and 'str'`) read the same on both engines; __module__ is set below.
+// The dotted name gives the type its __module__.
 PyType_Spec value_spec = {
-    "Value",     static_cast<int>(sizeof(ValueObject)), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    "agrad._core.Value",
+    static_cast<int>(sizeof(ValueObject)),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     value_slots,
 };
 
@@ -830,9 +831,6 @@ py::object make_leaf(py::handle data, py::handle grad, py::handle label) {
 // -- the module.  Multi-phase initialisation, so that the check below runs
 // before pybind11 touches its interpreter state.
 void define_module(py::module_& m) {
-    PyObject* module_name = PyModule_GetNameObject(m.ptr());
-    if (!module_name) throw py::error_already_set();
-    py::object name_holder = py::reinterpret_steal<py::object>(module_name);
     m.doc() = "agrad's compiled engine: Value, and fused sum and dot";
     if (!graph) {  // once per process: a second import must not start a second engine
         graph = new Graph();
@@ -843,8 +841,7 @@ void define_module(py::module_& m) {
         if (!type) throw py::error_already_set();
         value_type = reinterpret_cast<PyTypeObject*>(type);
         // numpy must hand `np.float64(2) * v` back to Value's slots, not make an array
-        if (PyObject_SetAttrString(type, "__array_ufunc__", Py_None) < 0 ||
-            PyObject_SetAttrString(type, "__module__", module_name) < 0)
+        if (PyObject_SetAttrString(type, "__array_ufunc__", Py_None) < 0)
             throw py::error_already_set();
     }
     py::object type = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(value_type));
