@@ -53,8 +53,8 @@ __all__ = [
     "bodyfat",
     "gap_to_least_squares",
     "graph",
-    "moons",
     "load_regression_data",
+    "moons",
     "multivariate",
     "univariate",
 ]
@@ -543,19 +543,15 @@ def moons(
     ``np.random.seed(seed)``, ``MLP(2, [16, 16, 1])`` after
     ``random.seed(seed)``, then ``steps`` steps of full-batch SGD on
     ``hinge_loss`` with L2 weight ``alpha``, the learning rate falling from
-    1.0 to 0.1 as in the demo.  NumPy's global random state is put back
-    too."""
+    1.0 to 0.1 as in the demo.  NumPy's global random state is not touched."""
     value_class = _value_class(engine)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int, 0 or more, not {steps!r}")
-    numpy_state = np.random.get_state()
-    try:
-        with _seeded(seed):
-            np.random.seed(seed)
-            X_array, labels = datasets.moons_data(samples, noise)
-            model = nn.MLP(2, [16, 16, 1], value_class=value_class)
-    finally:
-        np.random.set_state(numpy_state)
+    with _seeded(seed):
+        # the same stream as the demo's np.random.seed(seed), without touching NumPy's global state
+        rng = np.random.RandomState(seed)
+        X_array, labels = datasets.moons_data(samples, noise, rng)
+        model = nn.MLP(2, [16, 16, 1], value_class=value_class)
     X = [tuple(row) for row in X_array.tolist()]
     y = [2 * int(label) - 1 for label in labels]
     optimizer = optim.SGD(model.parameters(), lr=1.0)
