@@ -267,3 +267,14 @@ def test_moons_study_leaves_random_states_alone():
     assert np.random.random() == np.random.RandomState(11).random()  # noqa: NPY002
     with pytest.raises(ValueError, match="steps"):
         studies.moons(steps=-1)
+
+
+def test_draw_dot_in_a_notebook_with_and_without_dot(monkeypatch):
+    from agrad import viz
+
+    graph = agrad.draw_dot(nn.Neuron(2)([1.0, 2.0]))
+    shown = graph._repr_mimebundle_()
+    assert "<svg" in shown["image/svg+xml"]
+    monkeypatch.setenv("PATH", "")  # no dot program to be found
+    assert graph._repr_mimebundle_() == {"text/plain": viz.NO_DOT_MESSAGE}
+    assert "\n" not in viz.NO_DOT_MESSAGE

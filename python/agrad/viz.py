@@ -150,6 +150,30 @@ def _format_number(x) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+#: What a notebook shows in place of a graph when Graphviz's dot is missing.
+NO_DOT_MESSAGE = (
+    "(the graph is not drawn: Graphviz's dot program is not installed; "
+    "apt-get install graphviz, brew install graphviz or conda install graphviz)"
+)
+
+
+@functools.cache
+def _inline_digraph_class():
+    """A ``graphviz.Digraph`` that, shown in Jupyter without Graphviz's dot
+    program, shows one line saying so instead of a traceback."""
+    graphviz = _require("graphviz", "draw_dot", "graphviz")
+
+    class Digraph(graphviz.Digraph):  # type: ignore[name-defined]
+        def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+            try:
+                return super()._repr_mimebundle_(include, exclude, **kwargs)
+            except graphviz.ExecutableNotFound:
+                return {"text/plain": NO_DOT_MESSAGE}
+
+    Digraph.__qualname__ = Digraph.__name__ = "Digraph"
+    return Digraph
+
+
 def draw_dot(
     root,
     format: str = "svg",  # noqa: A002 - the book's and graphviz's name for it
@@ -157,7 +181,9 @@ def draw_dot(
     show_grads: bool = False,
     max_nodes: int = MAX_DRAWN_NODES,
 ):
-    """The computational graph below ``root`` as a ``graphviz.Digraph``, drawn
+    """The computational graph below ``root`` as a ``graphviz.Digraph`` (shown
+    inline in Jupyter; there, without Graphviz's dot program, a one-line
+    message says so instead of a traceback), drawn
     as in the book: a record node per value (its label, its data and, with
     ``show_grads``, its gradient) and an oval node per operation, fed by the
     operation's inputs.  A fused ``sum`` or ``dot`` node is one operation with
@@ -180,7 +206,7 @@ def draw_dot(
         raise TypeError(f"draw_dot draws a Value's graph, not a {type(root).__name__!r}")
 
     nodes, edges = walk_graph(root, max_nodes)
-    dot = graphviz.Digraph(format=format, graph_attr={"rankdir": rankdir})
+    dot = _inline_digraph_class()(format=format, graph_attr={"rankdir": rankdir})
     # node names are made of ids alone, so no user text needs quoting in them
     for value in nodes:
         name = f"v{id(value)}"
