@@ -282,6 +282,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--show-grads", action="store_true", help="show each value's gradient")
     p.set_defaults(run=run_graph, parser=p)
+
+    p = commands.add_parser(
+        "moons",
+        help="micrograd's demo: a 2-16-16-1 MLP (agrad.nn) classifies two moons",
+        description="Draw two interleaved half circles (as scikit-learn's make_moons, in NumPy), "
+        "build MLP(2, [16, 16, 1]) and train it for --steps steps of full-batch SGD on "
+        "micrograd's max-margin loss with L2 regularisation, as micrograd's demo does; "
+        "print the loss and accuracy. --plot draws the decision boundary.",
+    )
+    p.add_argument(
+        "--engine",
+        choices=sorted(linreg.ENGINES),
+        default="native",
+        help="native: the compiled engine (default); pure: the pure-Python one (minutes)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1337,
+        help="seed of Python's random and NumPy's (default: %(default)s, the demo's)",
+    )
+    p.add_argument(
+        "--steps", type=epochs_count, default=100, help="training steps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--samples", type=samples_count, default=100, help="number of points (default: %(default)s)"
+    )
+    p.add_argument(
+        "--noise",
+        type=_number_argument(float, "a number", lambda v: 0 <= v < 10, "between 0 and 10"),
+        default=0.1,
+        help="standard deviation of the noise added to the points (default: %(default)s)",
+    )
+    p.add_argument(
+        "--log-every",
+        type=non_negative_int,
+        default=10,
+        metavar="N",
+        help="print the loss every N steps, 0 for never (default: %(default)s)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="DIR",
+        type=plot_directory,
+        help="also write the decision boundary as a PNG file into DIR",
+    )
+    p.set_defaults(run=run_moons, parser=p)
     return parser
 
 
@@ -473,6 +520,35 @@ def run_graph(args) -> None:
         loss, format=_format_of(args.output), rankdir=args.rankdir, show_grads=args.show_grads
     )
     print("wrote", viz.write_graph(dot, args.output))
+
+
+def run_moons(args) -> None:
+    result = studies.moons(
+        seed=args.seed,
+        engine=args.engine,
+        steps=args.steps,
+        samples=args.samples,
+        noise=args.noise,
+        log=print,
+        log_every=args.log_every,
+    )
+    print(result.model)
+    print(
+        f"{args.steps} steps in {result.seconds:.2f} s on the {args.engine} engine; "
+        f"accuracy {100 * result.accuracy:.1f}% on the {args.samples} points"
+        + (f", loss {result.losses[-1]:.6f} before the last step" if result.losses else "")
+    )
+    if args.plot:
+        print(
+            "wrote",
+            viz.plot_decision_boundary(
+                result.model,
+                result.X,
+                result.y,
+                _plot_path(args, "moons-boundary.png"),
+                title=f"Two moons: MLP(2, [16, 16, 1]) after {args.steps} steps",
+            ),
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

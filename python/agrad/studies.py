@@ -11,7 +11,9 @@ takes plain keyword arguments and returns a frozen dataclass:
 - ``bodyfat()``: the body-fat study, or the same on a CSV of your own
   (``load_regression_data`` reads it once for many runs), and the book's
   exercise on unnormalised data with ``raw=True``;
-- ``graph()``: the book's 5-point loss, backpropagated, ready for ``draw_dot``.
+- ``graph()``: the book's 5-point loss, backpropagated, ready for ``draw_dot``;
+- ``moons()``: micrograd's demo, a 2-16-16-1 ``agrad.nn.MLP`` classifying
+  two moons.
 
 A study is meant to be called many times (a sweep over seeds or learning
 rates), so it is deterministic and quiet: it seeds Python's global ``random``
@@ -34,13 +36,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agrad import datasets, linreg
+from agrad import datasets, linreg, nn, optim
 from agrad.linreg import Fit, LinReg
 
 __all__ = [
     "BatchResult",
     "BodyFatResult",
     "GraphResult",
+    "MoonsResult",
     "MultivariateResult",
     "RawRun",
     "RegressionData",
@@ -51,6 +54,7 @@ __all__ = [
     "gap_to_least_squares",
     "graph",
     "load_regression_data",
+    "moons",
     "multivariate",
     "univariate",
 ]
@@ -508,3 +512,63 @@ def graph(*, seed: int = 42, engine: str | type = "native", samples: int = 5) ->
         loss = LinReg(value_class=value_class).loss(xs, ys)
     loss.backward()
     return GraphResult(tuple(xs), tuple(ys), loss)
+
+
+@dataclass(frozen=True)
+class MoonsResult:
+    """micrograd's demo: the data (labels -1 and 1), the trained MLP, and
+    its loss and accuracy before each step."""
+
+    X: tuple[tuple[float, float], ...]
+    y: tuple[int, ...]
+    model: nn.MLP
+    losses: tuple[float, ...]
+    accuracies: tuple[float, ...]
+    accuracy: float  # after the last step
+    seconds: float
+
+
+def moons(
+    *,
+    seed: int = 1337,
+    engine: str | type = "native",
+    steps: int = 100,
+    samples: int = 100,
+    noise: float = 0.1,
+    alpha: float = 1e-4,
+    log: Log | None = None,
+    log_every: int | None = 10,
+) -> MoonsResult:
+    """micrograd's demo: ``moons_data(samples, noise)`` after
+    ``np.random.seed(seed)``, ``MLP(2, [16, 16, 1])`` after
+    ``random.seed(seed)``, then ``steps`` steps of full-batch SGD on
+    ``hinge_loss`` with L2 weight ``alpha``, the learning rate falling from
+    1.0 to 0.1 as in the demo.  NumPy's global random state is not touched."""
+    value_class = _value_class(engine)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int, 0 or more, not {steps!r}")
+    with _seeded(seed):
+        # the same stream as the demo's np.random.seed(seed), without touching NumPy's global state
+        rng = np.random.RandomState(seed)
+        X_array, labels = datasets.moons_data(samples, noise, rng)
+        model = nn.MLP(2, [16, 16, 1], value_class=value_class)
+    X = [tuple(row) for row in X_array.tolist()]
+    y = [2 * int(label) - 1 for label in labels]
+    optimizer = optim.SGD(model.parameters(), lr=1.0)
+    losses: list[float] = []
+    accuracies: list[float] = []
+    start = time.perf_counter()
+    for k in range(steps):
+        scores = [model(x) for x in X]
+        loss = nn.hinge_loss(scores, y, model.parameters(), alpha)
+        losses.append(loss.data)
+        accuracies.append(nn.accuracy(scores, y))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.lr = 1.0 - 0.9 * k / steps  # the demo's 1.0 - 0.9*k/100
+        optimizer.step()
+        if log is not None and log_every and k % log_every == 0:
+            log(f"step {k} loss {loss.data}, accuracy {accuracies[-1] * 100}%")
+    seconds = time.perf_counter() - start
+    final = nn.accuracy([model(x) for x in X], y)
+    return MoonsResult(tuple(X), tuple(y), model, tuple(losses), tuple(accuracies), final, seconds)

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_DRAWN_NODES",
     "draw_dot",
     "graphviz_formats",
+    "plot_decision_boundary",
     "plot_loss_curves",
     "plot_weights",
     "walk_graph",
@@ -149,6 +150,30 @@ def _format_number(x) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+#: What a notebook shows in place of a graph when Graphviz's dot is missing.
+NO_DOT_MESSAGE = (
+    "(the graph is not drawn: Graphviz's dot program is not installed; "
+    "apt-get install graphviz, brew install graphviz or conda install graphviz)"
+)
+
+
+@functools.cache
+def _inline_digraph_class():
+    """A ``graphviz.Digraph`` that, shown in Jupyter without Graphviz's dot
+    program, shows one line saying so instead of a traceback."""
+    graphviz = _require("graphviz", "draw_dot", "graphviz")
+
+    class Digraph(graphviz.Digraph):  # type: ignore[name-defined]
+        def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+            try:
+                return super()._repr_mimebundle_(include, exclude, **kwargs)
+            except graphviz.ExecutableNotFound:
+                return {"text/plain": NO_DOT_MESSAGE}
+
+    Digraph.__qualname__ = Digraph.__name__ = "Digraph"
+    return Digraph
+
+
 def draw_dot(
     root,
     format: str = "svg",  # noqa: A002 - the book's and graphviz's name for it
@@ -156,7 +181,9 @@ def draw_dot(
     show_grads: bool = False,
     max_nodes: int = MAX_DRAWN_NODES,
 ):
-    """The computational graph below ``root`` as a ``graphviz.Digraph``, drawn
+    """The computational graph below ``root`` as a ``graphviz.Digraph`` (shown
+    inline in Jupyter; there, without Graphviz's dot program, a one-line
+    message says so instead of a traceback), drawn
     as in the book: a record node per value (its label, its data and, with
     ``show_grads``, its gradient) and an oval node per operation, fed by the
     operation's inputs.  A fused ``sum`` or ``dot`` node is one operation with
@@ -179,7 +206,7 @@ def draw_dot(
         raise TypeError(f"draw_dot draws a Value's graph, not a {type(root).__name__!r}")
 
     nodes, edges = walk_graph(root, max_nodes)
-    dot = graphviz.Digraph(format=format, graph_attr={"rankdir": rankdir})
+    dot = _inline_digraph_class()(format=format, graph_attr={"rankdir": rankdir})
     # node names are made of ids alone, so no user text needs quoting in them
     for value in nodes:
         name = f"v{id(value)}"
@@ -297,4 +324,64 @@ def plot_weights(
     axes.set_title(title)
     axes.grid(True, axis="x", alpha=0.3)
     axes.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def plot_decision_boundary(
+    model,
+    X: Sequence[Sequence[float]],
+    y: Sequence[int],
+    path: str | os.PathLike,
+    title: str = "Decision boundary",
+    resolution: int = 80,
+) -> str:
+    """The regions where ``model`` (a function of two numbers returning a
+    score, such as an ``agrad.nn.MLP(2, [..., 1])``) scores above and below
+    0 on a grid of ``resolution`` x ``resolution`` points around ``X``, with
+    the points coloured by their labels ``y`` (-1 and 1, or 0 and 1).  Writes
+    a PNG to ``path`` and returns the path."""
+    import numpy as np
+
+    points = np.asarray(X, dtype=float)
+    labels = np.asarray(y)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+        raise ValueError(
+            f"X must be a list of points with 2 coordinates, not of shape {points.shape}"
+        )
+    if labels.shape != (len(points),):
+        raise ValueError(
+            f"y must have one label per point: {labels.size} labels, {len(points)} points"
+        )
+    if (
+        isinstance(resolution, bool)
+        or not isinstance(resolution, int)
+        or not 2 <= resolution <= 1000
+    ):
+        raise ValueError(f"resolution must be an int between 2 and 1000, not {resolution!r}")
+    low, high = points.min(axis=0) - 1, points.max(axis=0) + 1
+    xx, yy = np.meshgrid(
+        np.linspace(low[0], high[0], resolution), np.linspace(low[1], high[1], resolution)
+    )
+    scores = []
+    for a, b in zip(xx.ravel().tolist(), yy.ravel().tolist(), strict=True):
+        score = model([a, b])
+        scores.append(score.data if hasattr(score, "data") else score)
+    above = (np.asarray(scores, dtype=float) > 0).reshape(xx.shape)
+    figure = _figure(6, 5)
+    axes = figure.add_subplot()
+    axes.contourf(xx, yy, above, levels=[-0.5, 0.5, 1.5], colors=["#f2c6c6", "#c6d4f2"], alpha=0.8)
+    positive = labels > 0
+    for chosen, colour in ((~positive, "#c0392b"), (positive, "#2c5aa0")):
+        if chosen.any():
+            axes.scatter(
+                *points[chosen].T,
+                c=colour,
+                edgecolors="black",
+                s=30,
+                label=f"label {labels[chosen][0]}",
+            )
+    axes.set_xlim(low[0], high[0])
+    axes.set_ylim(low[1], high[1])
+    axes.set_title(title)
+    axes.legend(loc="upper right")
     return _save(figure, path)

@@ -10,6 +10,8 @@ module's global generator unless given another: after ``random.seed(42)``,
 next draws the book's first weight.
 ``load_csv(path, target)`` reads a table of your own into the same shape, and
 ``to_xy`` turns either into the book's ``X``, ``ys`` and ``feature_names``.
+``moons_data`` is the two interleaved half circles of micrograd's demo, drawn
+with NumPy as scikit-learn's ``make_moons`` draws them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import random
 from collections.abc import Sequence
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "csv_columns",
     "load_body_fat",
     "load_csv",
+    "moons_data",
     "multivariate_data",
     "to_xy",
     "univariate_data",
@@ -77,6 +81,48 @@ def multivariate_data(n: int = 1000, rng=random) -> tuple[list[list[float]], lis
     """Three features uniform in [-10, 10], ``y = 2x0 + 3x1 - x2 + 1 + gauss(0, 5)``."""
     X = [[rng.uniform(-10, 10) for _ in range(3)] for _ in range(_check_count(n))]
     return X, [2 * x[0] + 3 * x[1] - x[2] + 1 + rng.gauss(0, 5) for x in X]
+
+
+def moons_data(
+    n: int = 100, noise: float = 0.1, rng: np.random.RandomState | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaved half circles: ``X`` (``n`` points, 2 columns) and the
+    labels ``y`` (0 for the upper moon, 1 for the lower), as scikit-learn's
+    ``make_moons(n, noise=noise)`` makes them: the points in order, shuffled,
+    then Gaussian noise of standard deviation ``noise`` added to each coordinate.
+
+    ``rng`` is a ``numpy.random.RandomState``; by default NumPy's global one,
+    so ``np.random.seed(1337)`` first gives micrograd's demo its data.
+    """
+    n = _check_count(n)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)):
+        raise TypeError(f"noise must be a number, not {type(noise).__name__!r}")
+    if not 0 <= noise < math.inf:
+        raise ValueError(f"noise must be 0 or more, not {noise}")
+    if rng is None:
+        draw: object = np.random  # the module's functions draw from the global RandomState
+    elif isinstance(rng, np.random.RandomState):
+        draw = rng
+    else:
+        raise TypeError(
+            f"rng must be a numpy.random.RandomState or None, not {type(rng).__name__!r}"
+        )
+    outer, inner = n // 2, n - n // 2
+    outer_angles = np.linspace(0, np.pi, outer)
+    inner_angles = np.linspace(0, np.pi, inner)
+    X = np.vstack(
+        [
+            np.append(np.cos(outer_angles), 1 - np.cos(inner_angles)),
+            np.append(np.sin(outer_angles), 1 - np.sin(inner_angles) - 0.5),
+        ]
+    ).T
+    y = np.hstack([np.zeros(outer, dtype=np.intp), np.ones(inner, dtype=np.intp)])
+    # one permutation of the indices, then one normal draw per coordinate
+    order = np.arange(n)
+    draw.shuffle(order)  # type: ignore[attr-defined]
+    X, y = X[order], y[order]
+    X += draw.normal(scale=noise, size=X.shape)  # type: ignore[attr-defined]
+    return X, y
 
 
 def load_body_fat() -> pd.DataFrame:

@@ -1,0 +1,111 @@
+"""micrograd's demo, one training step timed on each implementation, as ratios.
+
+One step of the demo: 100 two-moons points through MLP(2, [16, 16, 1]),
+micrograd's max-margin loss with L2 regularisation, backward, SGD update.
+
+- micrograd: the PyPI package itself (pip install "agrad[bench]");
+- agrad.Value, micrograd-style: micrograd's neurons written over agrad.Value
+  (a chain of + per neuron, inputs wrapped in Values), as a reader ports them;
+- agrad.nn: agrad.nn.MLP, whose neurons are one fused agrad.dot node each.
+
+Steps alternate between the implementations, and each time is the median of
+--repeat steps.  Run: python benchmarks/micrograd_demo.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import agrad
+from agrad import nn
+from agrad.datasets import moons_data
+
+
+class ChainNeuron:
+    """micrograd's neuron over agrad.Value: sum((w*x ...), b).relu()."""
+
+    def __init__(self, nin, nonlin=True):
+        self.w = [agrad.Value(random.uniform(-1, 1)) for _ in range(nin)]
+        self.b = agrad.Value(0)
+        self.nonlin = nonlin
+
+    def __call__(self, x):
+        act = sum((wi * xi for wi, xi in zip(self.w, x, strict=True)), self.b)
+        return act.relu() if self.nonlin else act
+
+
+class ChainMLP:
+    def __init__(self, nin, nouts):
+        sizes = [nin, *nouts]
+        self.layers = [
+            [ChainNeuron(sizes[i], nonlin=i != len(nouts) - 1) for _ in range(sizes[i + 1])]
+            for i in range(len(nouts))
+        ]
+
+    def __call__(self, x):
+        for layer in self.layers:
+            out = [n(x) for n in layer]
+            x = out[0] if len(out) == 1 else out
+        return x
+
+    def parameters(self):
+        return [p for layer in self.layers for n in layer for p in [*n.w, n.b]]
+
+
+def demo_step(model, X, y, value=None):
+    inputs = [list(map(value, row)) for row in X] if value else X
+    scores = [model(x) for x in inputs]
+    losses = [(1 + -yi * s).relu() for yi, s in zip(y, scores, strict=True)]
+    total = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
+    for p in model.parameters():
+        p.grad = 0.0
+    total.backward()
+    for p in model.parameters():
+        p.data -= 0.1 * p.grad
+    return total.data
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="steps timed per implementation")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    X, labels = moons_data(100, 0.1, np.random.RandomState(1337))
+    X, y = X.tolist(), [2 * int(label) - 1 for label in labels]
+    runs = {}
+    try:
+        from micrograd.engine import Value as MicrogradValue
+        from micrograd.nn import MLP as MicrogradMLP
+
+        random.seed(1337)
+        runs["micrograd"] = (MicrogradMLP(2, [16, 16, 1]), MicrogradValue)
+    except ImportError:
+        print("micrograd is not installed (pip install micrograd): its row is left out")
+    random.seed(1337)
+    runs["agrad.Value, micrograd-style neurons"] = (ChainMLP(2, [16, 16, 1]), agrad.Value)
+    random.seed(1337)
+    runs["agrad.nn (fused)"] = (nn.MLP(2, [16, 16, 1]), None)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeat):
+        for name, (model, value) in runs.items():
+            start = time.perf_counter()
+            demo_step(model, X, y, value)
+            times[name].append(time.perf_counter() - start)
+    base = statistics.median(times[next(iter(times))])
+    print(f"{'implementation':40} {'per step':>10} {'speed-up':>9}")
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        print(f"{name:40} {t * 1e3:8.2f} ms {base / t:8.0f}x")
+    print("(agrad.compile is not in this build: no compiled row)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Neural networks of Values, in the shape of micrograd's ``nn`` module.
+
+``Neuron(nin, nonlin=True)``, ``Layer(nin, nout, **kwargs)`` and
+``MLP(nin, nouts)`` take micrograd's arguments, are called as micrograd's
+are (a neuron and a one-neuron layer return a Value, a wider layer a list),
+print as micrograd's do (``MLP of [Layer of [ReLUNeuron(2), ...], ...]``) and
+draw their starting weights from the module-level :mod:`random` in
+micrograd's order: each neuron's weights ``random.uniform(-1, 1)`` one after
+the other, its bias the int 0, neurons and layers in order.  So a script that
+seeds ``random`` and builds ``MLP(2, [16, 16, 1])`` starts from the weights
+micrograd would give it.
+
+What micrograd lacks, as keyword-only arguments:
+
+* ``activation``: ``"relu"``, ``"tanh"``, ``"sigmoid"`` or ``"linear"`` for a
+  neuron or a layer; for an ``MLP``, one name for its hidden layers (the last
+  stays linear, as in micrograd) or a sequence with one name per layer.
+* ``value_class``: the engine (default ``agrad.Value``; ``agrad.pure.Value``
+  runs the same model in pure Python).
+* ``fused``: a neuron's sum as one ``agrad.dot`` node (the default on
+  ``agrad.Value``) or as a chain of ``+`` (the default elsewhere).  Both give
+  the same data and gradients, bit for bit.
+
+The losses the demo and the chapter use are here too: ``mse``,
+``hinge_loss`` (micrograd's max-margin loss with L2 regularisation),
+``binary_cross_entropy`` and ``accuracy``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import agrad
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "Layer",
+    "Module",
+    "Neuron",
+    "accuracy",
+    "binary_cross_entropy",
+    "hinge_loss",
+    "mse",
+]
+
+#: The activations by name, and the word a neuron's repr starts with.
+ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "linear": "Linear"}
+
+
+class Module:
+    """What every model has: its parameters, and a way to zero their gradients."""
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to 0 (``backward()`` also zeroes the
+        gradients of the graph it runs on; this is for parameters the last
+        loss did not reach, and for code written for micrograd)."""
+        for p in self.parameters():
+            p.grad = 0.0
+
+    def parameters(self) -> list:
+        """The Values that training changes, in a fixed order."""
+        return []
+
+
+def _check_count(name: str, n: object, minimum: int = 1) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{name} must be an int, not {type(n).__name__!r}")
+    if n < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {n}")
+    return n
+
+
+def _check_activation(activation: object) -> str:
+    if not isinstance(activation, str):
+        raise TypeError(
+            f"activation must be one of {', '.join(ACTIVATIONS)}, not {type(activation).__name__!r}"
+        )
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    return activation
+
+
+def _check_value_class(value_class: object) -> type:
+    if not isinstance(value_class, type) or not hasattr(value_class, "relu"):
+        raise TypeError(
+            f"value_class must be a Value class such as agrad.Value, not {value_class!r}"
+        )
+    return value_class
+
+
+class Neuron(Module):
+    """``activation(b + w0*x0 + w1*x1 + ...)``: ``nin`` weights drawn from
+    ``random.uniform(-1, 1)`` and a bias starting at 0.
+
+    ``nonlin`` is micrograd's switch (ReLU or linear); ``activation`` names
+    any of :data:`ACTIVATIONS` instead and must agree with it.
+    """
+
+    def __init__(
+        self,
+        nin: int,
+        nonlin: bool = True,
+        *,
+        activation: str | None = None,
+        value_class: type | None = None,
+        fused: bool | None = None,
+    ):
+        _check_count("nin", nin)
+        if not isinstance(nonlin, bool):
+            raise TypeError(f"nonlin must be True or False, not {nonlin!r}")
+        if activation is None:
+            activation = "relu" if nonlin else "linear"
+        elif _check_activation(activation) != "linear" and not nonlin:
+            raise ValueError(
+                f"nonlin=False is a linear neuron; it cannot have activation {activation!r}"
+            )
+        value_class = _check_value_class(agrad.Value if value_class is None else value_class)
+        if fused is None:
+            fused = value_class is agrad.Value
+        elif not isinstance(fused, bool):
+            raise TypeError(f"fused must be True, False or None, not {fused!r}")
+        elif fused and value_class is not agrad.Value:
+            raise ValueError(
+                "fused=True needs agrad.Value: agrad.dot makes nodes of the compiled engine"
+            )
+        # micrograd's draws, in its order: the weights one by one, then the bias (no draw)
+        self.w = [value_class(random.uniform(-1, 1)) for _ in range(nin)]
+        self.b = value_class(0)
+        self.activation = activation
+        self.fused = fused
+
+    @property
+    def nonlin(self) -> bool:
+        """micrograd's name for "has an activation"."""
+        return self.activation != "linear"
+
+    def __call__(self, x: Sequence[Any]) -> Any:
+        x = list(x) if not isinstance(x, list) else x
+        if len(x) != len(self.w):
+            raise ValueError(f"{self!r} takes {len(self.w)} inputs, not {len(x)}")
+        # The bias goes first, as micrograd's sum(..., self.b) adds it: the
+        # same forward bits.  As a term b*1 of the dot product (exact), the
+        # chain below is the one agrad.dot is defined to equal bit for bit.
+        if self.fused:
+            act = agrad.dot([self.b, *self.w], [1, *x])
+        else:
+            act = builtins.sum(wi * xi for wi, xi in zip([self.b, *self.w], [1, *x], strict=True))
+        if self.activation == "relu":
+            return act.relu()
+        if self.activation == "tanh":
+            return act.tanh()
+        if self.activation == "sigmoid":
+            return act.sigmoid()
+        return act
+
+    def parameters(self) -> list:
+        return [*self.w, self.b]
+
+    def __repr__(self) -> str:
+        return f"{ACTIVATIONS[self.activation]}Neuron({len(self.w)})"
+
+
+class Layer(Module):
+    """``nout`` neurons of ``nin`` inputs each; ``kwargs`` go to every ``Neuron``.
+
+    Called on ``nin`` inputs it returns the neurons' outputs as a list, or the
+    one Value when ``nout`` is 1, as micrograd's does.
+    """
+
+    def __init__(self, nin: int, nout: int, **kwargs: Any):
+        _check_count("nin", nin)
+        _check_count("nout", nout)
+        self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
+
+    def __call__(self, x: Sequence[Any]) -> Any:
+        x = list(x)
+        out = [n(x) for n in self.neurons]
+        return out[0] if len(out) == 1 else out
+
+    def parameters(self) -> list:
+        return [p for n in self.neurons for p in n.parameters()]
+
+    def __repr__(self) -> str:
+        return f"Layer of [{', '.join(str(n) for n in self.neurons)}]"
+
+
+class MLP(Module):
+    """Layers of ``nouts[0]``, ``nouts[1]``, ... neurons on ``nin`` inputs.
+
+    ``activation`` is the hidden layers' (default ``"relu"``; the last layer
+    is linear, as in micrograd), or a sequence naming each layer's, the last
+    included.
+    """
+
+    def __init__(
+        self,
+        nin: int,
+        nouts: Sequence[int],
+        *,
+        activation: str | Sequence[str] = "relu",
+        value_class: type | None = None,
+        fused: bool | None = None,
+    ):
+        _check_count("nin", nin)
+        if isinstance(nouts, (str, bytes)) or not isinstance(nouts, Sequence):
+            raise TypeError(f"nouts must be a list of layer sizes, not {type(nouts).__name__!r}")
+        if not nouts:
+            raise ValueError("nouts must name at least one layer")
+        for n in nouts:
+            _check_count("every layer size in nouts", n)
+        if isinstance(activation, str):
+            hidden = _check_activation(activation)
+            activations = [hidden] * (len(nouts) - 1) + ["linear"]
+        elif isinstance(activation, Sequence):
+            activations = [_check_activation(a) for a in activation]
+            if len(activations) != len(nouts):
+                raise ValueError(
+                    f"activation names {len(activations)} layers, but nouts has {len(nouts)}"
+                )
+        else:
+            raise TypeError(
+                f"activation must be a name or a sequence of names, not {type(activation).__name__!r}"
+            )
+        sizes = [nin, *nouts]
+        self.layers = [
+            Layer(
+                sizes[i],
+                sizes[i + 1],
+                activation=activations[i],
+                value_class=value_class,
+                fused=fused,
+            )
+            for i in range(len(nouts))
+        ]
+
+    def __call__(self, x: Sequence[Any]) -> Any:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def parameters(self) -> list:
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def __repr__(self) -> str:
+        return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
+
+
+def _sum(values: list) -> Any:
+    # agrad.sum is the builtin's chain as one node, with the same bits
+    if values and all(isinstance(v, agrad.Value) for v in values):
+        return agrad.sum(values)
+    return builtins.sum(values)
+
+
+def _pairs(predictions: Sequence[Any], targets: Sequence[Any]) -> list[tuple[Any, Any]]:
+    predictions, targets = list(predictions), list(targets)
+    if len(predictions) != len(targets):
+        raise ValueError(
+            f"predictions and targets differ in length: {len(predictions)} and {len(targets)}"
+        )
+    if not predictions:
+        raise ValueError("a loss needs at least one prediction")
+    return list(zip(predictions, targets, strict=True))
+
+
+def mse(predictions: Sequence[Any], targets: Sequence[Any]) -> Any:
+    """The mean squared error, written as the chapter writes it:
+    ``sum((y - yhat)**2) / n``."""
+    pairs = _pairs(predictions, targets)
+    return _sum([(y - yhat) ** 2 for yhat, y in pairs]) / len(pairs)
+
+
+def hinge_loss(
+    scores: Sequence[Any],
+    targets: Sequence[Any],
+    parameters: Sequence[Any] = (),
+    alpha: float = 1e-4,
+) -> Any:
+    """micrograd's demo loss: the mean of ``relu(1 - y*score)`` for labels y of
+    -1 and 1, plus ``alpha`` times the sum of the squared ``parameters``
+    (L2 regularisation), in the demo's order of operations."""
+    pairs = _pairs(scores, targets)
+    for _, y in pairs:
+        if y not in (-1, 1) or isinstance(y, bool):
+            raise ValueError(f"hinge_loss takes labels -1 and 1, not {y!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha must be a number, not {type(alpha).__name__!r}")
+    losses = [(1 + -y * score).relu() for score, y in pairs]
+    data_loss = _sum(losses) * (1.0 / len(losses))
+    parameters = list(parameters)
+    if not parameters:
+        return data_loss
+    return data_loss + alpha * _sum([p * p for p in parameters])
+
+
+def binary_cross_entropy(logits: Sequence[Any], targets: Sequence[Any]) -> Any:
+    """The mean of ``-log(sigmoid(z))`` for label 1 and ``-log(sigmoid(-z))``
+    (that is ``-log(1 - sigmoid(z))``) for label 0, from the logits ``z``.
+    Written with ``sigmoid(-z)`` so a confident right answer does not take the
+    log of 1 - 1.0 = 0."""
+    pairs = _pairs(logits, targets)
+    terms = []
+    for z, y in pairs:
+        if y not in (0, 1) or isinstance(y, bool):
+            raise ValueError(f"binary_cross_entropy takes labels 0 and 1, not {y!r}")
+        terms.append((z if y == 1 else -z).sigmoid().log())
+    return -_sum(terms) / len(terms)
+
+
+def accuracy(scores: Sequence[Any], targets: Sequence[Any], threshold: float = 0.0) -> float:
+    """The fraction of ``scores`` on the same side of ``threshold`` as their
+    ``targets``: with the default 0, scores or logits against labels -1 and 1
+    (micrograd's demo) or 0 and 1; pass 0.5 for probabilities."""
+    pairs = _pairs(scores, targets)
+    right = 0
+    for score, y in pairs:
+        s = score.data if hasattr(score, "data") else score
+        right += (y > threshold) == (s > threshold)
+    return right / len(pairs)

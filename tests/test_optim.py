@@ -1,0 +1,154 @@
+"""agrad.optim: SGD and Adam against PyTorch's optimizers on the same
+gradients, plain SGD against micrograd's update to the bit, and the errors.
+
+PyTorch is large and optional: its tests run where torch is installed (.ci/run
+installs it for this file alone) and are skipped elsewhere, unless
+AGRAD_REQUIRE_TORCH is set, when a missing torch fails them.
+"""
+
+import math
+import os
+import random
+
+import pytest
+from conftest import exact
+
+import agrad
+import agrad.pure
+from agrad import optim
+
+
+def _torch():
+    if os.environ.get("AGRAD_REQUIRE_TORCH"):
+        import torch
+
+        return torch
+    return pytest.importorskip("torch")
+
+
+def _gradient_sequence(n_params, steps, seed):
+    rng = random.Random(seed)
+    return [[rng.gauss(0, 1) for _ in range(n_params)] for _ in range(steps)]
+
+
+# PyTorch writes the same updates with other groupings (Adam's moments with
+# lerp, for one), so results agree to rounding, not to the bit.
+RELATIVE = 1e-12
+
+
+def _run_both(make_ours, make_theirs, steps=25, n_params=6, seed=0, lr_schedule=None):
+    torch = _torch()
+    start = [random.Random(seed + 1).uniform(-1, 1) for _ in range(n_params)]
+    ours = [agrad.Value(x) for x in start]
+    theirs = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in start]
+    opt, topt = make_ours(ours), make_theirs(torch, theirs)
+    for k, grads in enumerate(_gradient_sequence(n_params, steps, seed)):
+        if lr_schedule:
+            opt.lr = lr_schedule(k)
+            for group in topt.param_groups:
+                group["lr"] = lr_schedule(k)
+        for p, t, g in zip(ours, theirs, grads, strict=True):
+            p.grad = g
+            t.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        topt.step()
+        for p, t in zip(ours, theirs, strict=True):
+            assert p.data == pytest.approx(t.item(), rel=RELATIVE, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"momentum": 0.9},
+        {"momentum": 0.9, "dampening": 0.1},
+        {"momentum": 0.8, "nesterov": True},
+        {"momentum": 0.5, "weight_decay": 0.01},
+        {"weight_decay": 0.1},
+    ],
+)
+def test_sgd_against_pytorch(options):
+    _run_both(
+        lambda ps: optim.SGD(ps, lr=0.05, **options),
+        lambda torch, ts: torch.optim.SGD(ts, lr=0.05, **options),
+        lr_schedule=lambda k: 0.1 - 0.003 * k,
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"betas": (0.8, 0.99)}, {"eps": 1e-3}, {"weight_decay": 0.05}],
+)
+def test_adam_against_pytorch(options):
+    _run_both(
+        lambda ps: optim.Adam(ps, lr=0.01, **options),
+        lambda torch, ts: torch.optim.Adam(ts, lr=0.01, **options),
+    )
+
+
+@pytest.mark.parametrize("value_class", [agrad.Value, agrad.pure.Value], ids=["native", "pure"])
+def test_plain_sgd_is_micrograds_update_to_the_bit(value_class):
+    rng = random.Random(4)
+    params = [value_class(rng.uniform(-1, 1)) for _ in range(5)]
+    copies = [p.data for p in params]
+    opt = optim.SGD(params, lr=0.37)
+    for p in params:
+        p.grad = rng.gauss(0, 1)
+    expected = [x - 0.37 * p.grad for x, p in zip(copies, params, strict=True)]
+    opt.step()
+    assert [exact(p.data) for p in params] == [exact(x) for x in expected]
+    opt.zero_grad()
+    assert all(p.grad == 0.0 for p in params)
+
+
+def test_adam_takes_lr_sized_first_steps():
+    # Adam's first step is lr * g / (|g| + eps): about lr, against the gradient
+    params = [agrad.Value(1.0), agrad.Value(-2.0)]
+    params[0].grad, params[1].grad = 3.0, -0.5
+    optim.Adam(params, lr=0.1).step()
+    assert params[0].data == pytest.approx(0.9) and params[1].data == pytest.approx(-1.9)
+
+
+def test_a_diverging_step_raises_and_changes_nothing():
+    params = [agrad.Value(1.0), agrad.Value(1e308)]
+    params[0].grad, params[1].grad = 1.0, -1e308
+    opt = optim.SGD(params, lr=10.0, momentum=0.9)
+    with pytest.raises(OverflowError, match="diverges"):
+        opt.step()
+    assert [p.data for p in params] == [1.0, 1e308]
+    assert opt._buffers is None  # no half-taken step in the state either
+    adam = optim.Adam([agrad.Value(1.0)])
+    adam.params[0].grad = math.inf
+    with pytest.raises(OverflowError):
+        adam.step()
+    assert adam.t == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda ps: optim.SGD([]), ValueError, "no parameters"),
+        (lambda ps: optim.SGD(ps[0]), TypeError, "params must be a list"),
+        (lambda ps: optim.SGD([1.0]), TypeError, "must be a Value"),
+        (lambda ps: optim.SGD([ps[0], ps[0]]), ValueError, "twice"),
+        (lambda ps: optim.SGD(ps, lr=-1), ValueError, "lr must be"),
+        (lambda ps: optim.SGD(ps, lr="0.1"), TypeError, "lr must be a number"),
+        (lambda ps: optim.SGD(ps, lr=math.nan), ValueError, "lr must be"),
+        (lambda ps: optim.SGD(ps, momentum=True), TypeError, "momentum must be a number"),
+        (lambda ps: optim.SGD(ps, nesterov=True), ValueError, "nesterov=True needs"),
+        (lambda ps: optim.SGD(ps, nesterov=1), TypeError, "nesterov must be"),
+        (lambda ps: optim.Adam(ps, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be in"),
+        (lambda ps: optim.Adam(ps, betas=0.9), TypeError, "betas must be a pair"),
+        (lambda ps: optim.Adam(ps, eps=-1e-8), ValueError, "eps must be"),
+    ],
+)
+def test_bad_arguments(make, error, message):
+    with pytest.raises(error, match=message):
+        make([agrad.Value(1.0), agrad.Value(2.0)])
+
+
+def test_lr_set_between_steps_is_checked():
+    opt = optim.Adam([agrad.Value(1.0)])
+    with pytest.raises(ValueError, match="lr must be"):
+        opt.lr = -0.5
+    assert repr(opt).startswith("Adam(1 parameters, lr=0.001")
