@@ -865,7 +865,8 @@ void release_all(const std::vector<NodeId>& ids) {
 }
 
 void begin_recording() {
-    if (recording_log) throw std::runtime_error(
+    if (recording_log)
+        throw std::runtime_error(
             "agrad.compile: a compiled function was called for the first time while another "
             "is being recorded; call it once outside first, or let the outer one be recorded "
             "whole");
@@ -899,8 +900,8 @@ NodeId node_of_value(py::handle o, const char* what) {
 // A recorded graph: what the binding keeps of it between calls.
 class Program {
 public:
-    Program(std::vector<NodeId> held, std::vector<NodeId> inputs) :
-        held_(std::move(held)), inputs_(std::move(inputs)) {
+    Program(std::vector<NodeId> held, std::vector<NodeId> inputs)
+        : held_(std::move(held)), inputs_(std::move(inputs)) {
         for (NodeId id : held_)
             if (graph->op(id) != Op::Leaf) steps_.push_back(id);
     }
@@ -954,7 +955,8 @@ std::unique_ptr<Program> finish_recording(const py::list& inputs) {
     try {
         std::vector<NodeId> input_ids;
         input_ids.reserve(inputs.size());
-        for (py::handle v : inputs) input_ids.push_back(node_of_value(v, "inputs must be Values, not"));
+        for (py::handle v : inputs)
+            input_ids.push_back(node_of_value(v, "inputs must be Values, not"));
         for (NodeId id : log)
             if (graph->op(id) == Op::Custom)
                 throw py::value_error(
