@@ -212,6 +212,7 @@ def _train(
     log: Log | None,
     log_every: int | None,
     progress: bool,
+    compile: bool,  # noqa: A002
 ) -> Run:
     history: list[float] = []
     start = time.perf_counter()
@@ -226,6 +227,7 @@ def _train(
         log=log,
         history=history,
         progress=progress,
+        compile=compile,
     )
     seconds = time.perf_counter() - start
     return Run(model, tuple(history), linreg.model_fit(model, xs, ys), seconds)
@@ -241,6 +243,7 @@ def univariate(
     log: Log | None = None,
     log_every: int | None = 50,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - train's option of that name
 ) -> UnivariateResult:
     """The book's first fit: ``univariate_data(samples)``, then the
     ``LinReg()`` the book inspects (w = 0.011 with the defaults) and its loss,
@@ -261,6 +264,7 @@ def univariate(
             log=log,
             log_every=log_every,
             progress=progress,
+            compile=compile,
         )
     best = linreg.least_squares(xs, ys)
     return UnivariateResult(
@@ -285,6 +289,7 @@ def batch(
     log: Log | None = None,
     log_every: int | None = 50,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - train's option of that name
 ) -> BatchResult:
     """``batch_data(samples)`` fitted twice from the same start: with
     mini-batches of ``batch_size``, then with the full batch.  ``log`` gets
@@ -309,6 +314,7 @@ def batch(
                     log=log,
                     log_every=log_every,
                     progress=progress,
+                    compile=compile,
                 )
             )
     return BatchResult(tuple(xs), tuple(ys), runs[0], runs[1], linreg.least_squares(xs, ys))
@@ -325,6 +331,7 @@ def multivariate(
     log: Log | None = None,
     log_every: int | None = 500,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - train's option of that name
 ) -> MultivariateResult:
     """``multivariate_data(samples)`` (true weights 2, 3, -1, bias 1) fitted
     by mini-batch gradient descent."""
@@ -342,6 +349,7 @@ def multivariate(
             log=log,
             log_every=log_every,
             progress=progress,
+            compile=compile,
         )
     best = linreg.least_squares(X, ys)
     return MultivariateResult(
@@ -435,6 +443,7 @@ def bodyfat(
     log: Log | None = None,
     log_every: int | None = None,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - train's option of that name
 ) -> BodyFatResult:
     """The body-fat study: features as z-scores (population std), trained
     with mini-batches as the book does, beside the least-squares fit.
@@ -465,6 +474,7 @@ def bodyfat(
             log=log,
             log_every=log_every,
             progress=progress,
+            compile=compile,
         )
     best = linreg.least_squares(X_norm, data.ys)
     raw_runs: list[RawRun] = []
@@ -482,6 +492,7 @@ def bodyfat(
                         batch_size=batch_size,
                         log_every=None,
                         progress=progress,
+                        compile=compile,
                     )
                 except OverflowError as error:
                     raw_runs.append(RawRun(rate, None, str(error)))
