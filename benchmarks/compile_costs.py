@@ -7,6 +7,7 @@ import statistics
 import time
 
 import agrad
+from agrad.compiled import _flatten
 from agrad.datasets import batch_data
 from agrad.linreg import LinReg
 
@@ -35,7 +36,6 @@ fl = med(lambda: LinReg(number=float).loss(xs, ys))
 print(
     f"eager forward {eager * 1e6:.0f}us  record {rec * 1e6:.0f}us ({rec / eager:.2f}x)  replay forward {rep * 1e6:.0f}us  backward(replayed) {bw * 1e6:.0f}us  backward(eager) {bwe * 1e6:.0f}us  float loss {fl * 1e6:.0f}us  ops={f.program(xs, ys).operations}"
 )
-from agrad.compiled import _flatten
 
 flat = med(lambda: _flatten(xs, []) and _flatten(ys, []))
 nums = []
