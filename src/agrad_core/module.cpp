@@ -1008,13 +1008,19 @@ void define_module(py::module_& m) {
           "Stop this thread's recording and let its nodes go.");
     m.def("_finish_recording", &finish_recording, py::arg("inputs"),
           "Stop this thread's recording and make its program, with these leaves as inputs.");
-    py::class_<Program>(m, "_Program", "A recorded graph that agrad.compile replays.")
-        .def("run", &Program::run, py::arg("numbers"),
-             "Write the numbers into the inputs and recompute every recorded operation.")
-        .def_property_readonly("operations", &Program::operations,
-                               "How many operations a replay recomputes.")
-        .def_property_readonly("nodes", &Program::nodes, "How many nodes the program holds.")
-        .def_property_readonly("inputs", &Program::inputs, "How many inputs the program has.");
+    // pybind11 registers a class once per process: a second import reuses it
+    static PyObject* program_type = nullptr;
+    if (!program_type) {
+        py::class_<Program>(m, "_Program", "A recorded graph that agrad.compile replays.")
+            .def("run", &Program::run, py::arg("numbers"),
+                 "Write the numbers into the inputs and recompute every recorded operation.")
+            .def_property_readonly("operations", &Program::operations,
+                                   "How many operations a replay recomputes.")
+            .def_property_readonly("nodes", &Program::nodes, "How many nodes the program holds.")
+            .def_property_readonly("inputs", &Program::inputs, "How many inputs the program has.");
+        program_type = py::object(m.attr("_Program")).release().ptr();
+    }
+    m.attr("_Program") = py::reinterpret_borrow<py::object>(program_type);
     m.def(
         "_live_nodes", [] { return graph->live_nodes(); },
         "How many nodes the engine holds now (for tests and benchmarks).");
