@@ -25,7 +25,7 @@ import agrad.pure
 from agrad import _core
 
 #: The compiled engine's keys: their graphs live in its C++ arena.
-COMPILED = ("agrad", "fused")
+COMPILED = ("agrad", "fused", "compiled")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ def bench_workload(
     checks = {
         "agrad == agrad.pure": same_losses(by_key["agrad"], by_key["pure"]),
         "agrad fused == agrad": same_losses(by_key["fused"], by_key["agrad"]),
+        "agrad compiled == agrad fused": same_losses(by_key["compiled"], by_key["fused"]),
     }
     memory = {r.engine.key: peak_memory(r) for r in runs}
     return WorkloadResult(workload, seconds, memory, checks)
@@ -152,7 +153,9 @@ def chapter_graph_nodes() -> int:
 
 def micro_benchmarks(engines: Sequence[Engine], settings: Settings) -> dict[str, dict[str, float]]:
     """Seconds per operation: {operation: {engine key: s}}; `backward` is per node."""
-    number_engines = [e for e in engines if e.key != "fused"]  # fused is a model, not a number
+    number_engines = [
+        e for e in engines if e.key not in ("fused", "compiled")
+    ]  # models, not numbers
     samplers: dict[str, dict[str, Callable[[], float]]] = {}
     n_terms = settings.micro_sum_terms
     for e in number_engines:

@@ -34,6 +34,7 @@ TITLES = {
     "floats": "plain floats",
     "agrad": "agrad",
     "fused": "agrad fused",
+    "compiled": "agrad compiled",
     "pure": "agrad.pure",
     "torch": "torch scalars",
 }
@@ -69,6 +70,7 @@ class Engine:
     model: Callable[[int | None, random.Random], LinReg]  # (n_inputs, rng) -> a fresh model
     step: Callable[[Any, list, float], None]  # (loss, parameters, learning rate)
     loss_value: Callable[[Any], float]
+    compiled: bool = False  # the loss through agrad.compile: recorded once, replayed in C++
 
     @property
     def title(self) -> str:
@@ -89,6 +91,11 @@ def float_model(n_inputs: int | None, rng: random.Random) -> LinReg:
 AGRAD = value_engine("agrad", agrad.Value, fused=False)
 FUSED = value_engine("fused", agrad.Value, fused=True)
 PURE = value_engine("pure", agrad.pure.Value, fused=False)
+# the fused model's loss recorded once per batch shape by agrad.compile and
+# replayed in C++; batches are still drawn in Python, as the chapter does
+COMPILED = Engine(
+    "compiled", agrad.Value, FUSED.model, autograd_step, autograd_loss_value, compiled=True
+)
 FLOATS = Engine("floats", float, float_model, float_step, float_loss_value)
 
 
@@ -126,7 +133,7 @@ def torch_engine() -> Engine | None:
 
 def available_engines() -> list[Engine]:
     torch = torch_engine()
-    return [FLOATS, AGRAD, FUSED, PURE] + ([torch] if torch else [])
+    return [FLOATS, AGRAD, FUSED, COMPILED, PURE] + ([torch] if torch else [])
 
 
 # ---------------------------------------------------------------------------
@@ -189,15 +196,16 @@ class Run:
         self.rng = random.Random(7)
         self.model = engine.model(workload.n_inputs, self.rng)
         self.params = self.model.parameters()
+        self.loss_of = agrad.compile(self.model.loss) if engine.compiled else self.model.loss
         self.losses: list[float] = []
 
     def build_loss(self):
         batch = self.workload.batch
         if batch is None:
-            return self.model.loss(self.xs, self.ys)
+            return self.loss_of(self.xs, self.ys)
         # the book's batch_loss, drawing from this run's own stream
         indices = self.rng.sample(range(len(self.xs)), batch)
-        return self.model.loss([self.xs[i] for i in indices], [self.ys[i] for i in indices])
+        return self.loss_of([self.xs[i] for i in indices], [self.ys[i] for i in indices])
 
     def epochs(self, n: int) -> None:
         step, value, lr, params = (

@@ -32,9 +32,10 @@ Status Graph::power(NodeId base, Number exponent, NodeId* out) {
     return Status::Ok;
 }
 
-Status Graph::unary(Op op, NodeId a, NodeId* out) {
-    Number x = value(a);
-    Number r;
+namespace {
+// exp, log, tanh, relu, sigmoid of a number, as a node of that op holds it
+Status unary_value(Op op, Number x, Number* out) {
+    Number& r = *out;
     Status s = Status::Ok;
     switch (op) {
         case Op::Exp:
@@ -57,6 +58,13 @@ Status Graph::unary(Op op, NodeId a, NodeId* out) {
         default:
             return Status::MathDomain;  // not a unary op: the binding never asks
     }
+    return s;
+}
+}  // namespace
+
+Status Graph::unary(Op op, NodeId a, NodeId* out) {
+    Number r;
+    Status s = unary_value(op, value(a), &r);
     if (s != Status::Ok) return s;
     NodeId id = allocate(op);
     nodes_[id].child[0] = a;
@@ -128,7 +136,7 @@ void Graph::materialize_constants(NodeId id) {
             const Constant k = lists_[list].constants[entry & ~kConstantEntry];
             NodeId c = leaf(k.value);
             nodes_[c].grad = k.grad;
-            nodes_[c].refs = 1;
+            retain(c);  // the parent's reference (a recording log may hold one too)
             entry = c;
         }
         lists_[list].constants.clear();
@@ -139,10 +147,65 @@ void Graph::materialize_constants(NodeId id) {
     double grad = nodes_[id].constant_grad;
     NodeId c = leaf(constant);  // may move nodes_: no reference into it is held
     nodes_[c].grad = grad;
-    nodes_[c].refs = 1;
+    retain(c);
     Node& n = nodes_[id];
     n.child[1] = c;
     n.flags &= static_cast<uint8_t>(~(kInlineConstant | kParamIsInt));
+}
+
+// Each case computes what the function that made the node computed, in the
+// same order: binary() for Add and Mul, power(), unary(), sum(), dot().  A
+// constant materialized since (for _prev) is a leaf child with the same value.
+Status Graph::recompute(NodeId id) {
+    Number r;
+    Status s = Status::Ok;
+    switch (nodes_[id].op) {
+        case Op::Leaf:
+        case Op::Custom:
+            return Status::Ok;
+        case Op::Add:
+        case Op::Mul: {
+            const Node& n = nodes_[id];
+            Number x = value(n.child[0]);
+            Number y = (n.flags & kInlineConstant) ? param(id) : value(n.child[1]);
+            s = n.op == Op::Add ? agrad::add(x, y, &r) : agrad::mul(x, y, &r);
+            break;
+        }
+        case Op::Pow:
+            s = agrad::power(value(nodes_[id].child[0]), param(id), &r);
+            break;
+        case Op::Exp:
+        case Op::Log:
+        case Op::Tanh:
+        case Op::Relu:
+        case Op::Sigmoid:
+            s = unary_value(nodes_[id].op, value(nodes_[id].child[0]), &r);
+            break;
+        case Op::Sum: {
+            const ChildList& list = lists_[nodes_[id].child[0]];
+            r = param(id);
+            for (NodeId entry : list.entries) {
+                s = agrad::add(r, entry_value(list, entry), &r);
+                if (s != Status::Ok) break;
+            }
+            break;
+        }
+        case Op::Dot: {
+            const ChildList& list = lists_[nodes_[id].child[0]];
+            r = Number::of_int(0);
+            for (size_t i = 0; i + 1 < list.entries.size(); i += 2) {
+                Number product;
+                s = agrad::mul(entry_value(list, list.entries[i]),
+                               entry_value(list, list.entries[i + 1]), &product);
+                if (s == Status::Ok) s = agrad::add(r, product, &r);
+                if (s != Status::Ok) break;
+            }
+            break;
+        }
+    }
+    if (s != Status::Ok) return s;
+    set_value(id, r);
+    return Status::Ok;
 }
 
 const std::string& Graph::label(NodeId id) const {

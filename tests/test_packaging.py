@@ -82,6 +82,8 @@ def stub_names() -> tuple[set[str], set[str]]:
             module_names.add(node.name)
         elif isinstance(node, ast.ClassDef):
             module_names.add(node.name)
+            if node.name != "Value":  # the other classes' members stubtest checks
+                continue
             for member in node.body:
                 if isinstance(member, ast.FunctionDef):
                     value_names.add(member.name)

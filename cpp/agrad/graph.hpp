@@ -156,6 +156,29 @@ public:
     void set_label(NodeId id, std::string label);
     const std::string& op_name(NodeId id) const;  // a Custom node's op text
 
+    // -- recording, for agrad.compile.  While a thread records, every node it
+    // makes is appended to its log and gets one reference for the log's
+    // owner, so nothing made during the recording is freed (or its id reused)
+    // before the program built from the log lets it go.  The log is per
+    // thread: another thread's nodes, made while this one records, are not
+    // part of its program.
+    void begin_recording(std::vector<NodeId>* log) {
+        log_ = log;
+        ++recorders_;
+    }
+    void end_recording() {
+        log_ = nullptr;
+        --recorders_;
+    }
+    bool recording() const { return recorders_ != 0 && log_ != nullptr; }
+
+    // A node made by an operation gets its value again from its children's
+    // current values, by the very operation that made it (Python's number
+    // rules, the same IEEE operations in the same order).  On an error the
+    // node keeps its old value.  A Custom node's value was given, not
+    // computed: it is never recomputed (the binding refuses to replay one).
+    Status recompute(NodeId id);
+
     // -- accounting, for tests and benchmarks
     size_t live_nodes() const { return nodes_.size() - free_.size(); }
     size_t capacity() const { return nodes_.capacity(); }
@@ -219,6 +242,10 @@ private:
         n.owner = nullptr;
         n.op = op;
         n.flags = 0;
+        if (recorders_ != 0 && log_ != nullptr) {
+            log_->push_back(id);
+            n.refs = 1;  // the log's reference
+        }
         return id;
     }
     void set_param(NodeId id, Number p) {
@@ -246,6 +273,10 @@ private:
     std::unordered_map<NodeId, std::string> labels_;
     std::unordered_map<NodeId, std::string> op_names_;
     uint32_t epoch_ = 0;
+    // this thread's recording log, if it records; recorders_ counts the
+    // threads that do, so that the common case tests a plain member
+    static inline thread_local std::vector<NodeId>* log_ = nullptr;
+    size_t recorders_ = 0;
     // scratch, kept between calls so that backward() allocates nothing once warm
     // The backward pass's schedule.  A step is a node's chain rule, or, for
     // a fused sum or dot, one term's share of it: the term gets its gradient

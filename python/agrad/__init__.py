@@ -6,9 +6,11 @@ the pure-Python engine with the same contract.
 
 from agrad import pure
 
-# agrad.sum is not in __all__: `from agrad import *` must not shadow the builtin sum
+# agrad.sum and agrad.compile are not in __all__: `from agrad import *` must not
+# shadow the builtins
 from agrad._core import Value, dot
 from agrad._core import sum as sum  # noqa: A004
+from agrad.compiled import compile as compile  # noqa: A004
 from agrad.viz import draw_dot
 
 __version__ = "0.1.0"

@@ -170,6 +170,11 @@ def add_common(
     parser.add_argument(
         "--progress", action="store_true", help="show a progress bar while training"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="record the loss's graph once and replay it in C++ (agrad.compile; same numbers)",
+    )
     if samples is not None:
         parser.add_argument(
             "--samples",
@@ -349,6 +354,7 @@ def _study_options(args) -> dict:
         "learning_rate": args.learning_rate,
         "log_every": args.log_every,
         "progress": args.progress,
+        "compile": args.compile,
     }
 
 
@@ -558,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
             argv = ["bodyfat", *argv]  # the default command takes its options without its name
         args = build_parser().parse_args(argv)
+        if getattr(args, "compile", False) and args.engine == "pure":
+            args.parser.error("--compile needs the compiled engine (--engine native)")
         args.run(args)
     except BrokenPipeError:
         # the reader went away (python -m agrad | head): stop quietly, and keep

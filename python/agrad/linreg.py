@@ -219,6 +219,7 @@ def train(
     log: Callable[[str], object] | None = None,
     history: list | None = None,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - the name agrad.compile has
 ):
     """Gradient descent as in the book; returns ``model``.
 
@@ -235,6 +236,11 @@ def train(
     A learning rate too large for the data makes the parameters blow up: that
     raises OverflowError (from the arithmetic itself, or here when the loss
     stops being finite) naming the epoch, rather than training on ``inf``.
+
+    ``compile=True`` (compiled engine only) computes the loss with
+    ``agrad.compile(model.loss)``: its graph is recorded once per batch shape
+    and replayed in C++, with the same numbers bit for bit; batches are still
+    drawn here, in Python.
     """
     if isinstance(n_epochs, bool) or not isinstance(n_epochs, int):
         raise TypeError(f"n_epochs must be an int, not {type(n_epochs).__name__!r}")
@@ -253,6 +259,13 @@ def train(
     if batch_size is not None:
         _check_batch(xs, ys, batch_size)  # before any training, and drawing nothing
     parameters = list(model.parameters())
+    loss_of = model.loss
+    if compile:
+        if not all(isinstance(p, agrad.Value) for p in parameters):
+            raise ValueError(
+                "train(compile=True) needs a model on the compiled engine (agrad.Value)"
+            )
+        loss_of = agrad.compile(model.loss)
 
     epochs = range(n_epochs)
     if progress:
@@ -267,9 +280,9 @@ def train(
     for k in epochs:
         try:
             loss = (
-                model.loss(xs, ys)
+                loss_of(xs, ys)
                 if batch_size is None
-                else model.loss(*sample_batch(xs, ys, batch_size))
+                else loss_of(*sample_batch(xs, ys, batch_size))
             )
             for p in parameters:
                 p.grad = 0

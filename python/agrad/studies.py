@@ -216,6 +216,7 @@ def _train(
     log: Log | None,
     log_every: int | None,
     progress: bool,
+    compile: bool,  # noqa: A002
 ) -> Run:
     history: list[float] = []
     start = time.perf_counter()
@@ -230,6 +231,7 @@ def _train(
         log=log,
         history=history,
         progress=progress,
+        compile=compile,
     )
     seconds = time.perf_counter() - start
     return Run(model, tuple(history), linreg.model_fit(model, xs, ys), seconds)
@@ -245,6 +247,7 @@ def univariate(
     log: Log | None = None,
     log_every: int | None = 50,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - train's option of that name
 ) -> UnivariateResult:
     """The book's first fit: ``univariate_data(samples)``, then the
     ``LinReg()`` the book inspects (w = 0.011 with the defaults) and its loss,
@@ -265,6 +268,7 @@ def univariate(
             log=log,
             log_every=log_every,
             progress=progress,
+            compile=compile,
         )
     best = linreg.least_squares(xs, ys)
     return UnivariateResult(
@@ -289,6 +293,7 @@ def batch(
     log: Log | None = None,
     log_every: int | None = 50,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - train's option of that name
 ) -> BatchResult:
     """``batch_data(samples)`` fitted twice from the same start: with
     mini-batches of ``batch_size``, then with the full batch.  ``log`` gets
@@ -313,6 +318,7 @@ def batch(
                     log=log,
                     log_every=log_every,
                     progress=progress,
+                    compile=compile,
                 )
             )
     return BatchResult(tuple(xs), tuple(ys), runs[0], runs[1], linreg.least_squares(xs, ys))
@@ -329,6 +335,7 @@ def multivariate(
     log: Log | None = None,
     log_every: int | None = 500,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - train's option of that name
 ) -> MultivariateResult:
     """``multivariate_data(samples)`` (true weights 2, 3, -1, bias 1) fitted
     by mini-batch gradient descent."""
@@ -346,6 +353,7 @@ def multivariate(
             log=log,
             log_every=log_every,
             progress=progress,
+            compile=compile,
         )
     best = linreg.least_squares(X, ys)
     return MultivariateResult(
@@ -439,6 +447,7 @@ def bodyfat(
     log: Log | None = None,
     log_every: int | None = None,
     progress: bool = False,
+    compile: bool = False,  # noqa: A002 - train's option of that name
 ) -> BodyFatResult:
     """The body-fat study: features as z-scores (population std), trained
     with mini-batches as the book does, beside the least-squares fit.
@@ -469,6 +478,7 @@ def bodyfat(
             log=log,
             log_every=log_every,
             progress=progress,
+            compile=compile,
         )
     best = linreg.least_squares(X_norm, data.ys)
     raw_runs: list[RawRun] = []
@@ -486,6 +496,7 @@ def bodyfat(
                         batch_size=batch_size,
                         log_every=None,
                         progress=progress,
+                        compile=compile,
                     )
                 except OverflowError as error:
                     raw_runs.append(RawRun(rate, None, str(error)))

@@ -40,7 +40,9 @@
 #include <cerrno>
 #include <cstddef>
 #include <exception>
+#include <memory>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -491,7 +493,27 @@ PyObject* backward(PyObject* self, PyObject*) {
 
 // -- data, grad and label.  A training loop reads and writes them for every
 // parameter on every step, so they are a C getset, not pybind11 properties.
-PyObject* get_data(PyObject* self, void*) { return number_to_python(graph->value(node_of(self))); }
+// While a thread records a compiled function, the graph it builds must not
+// depend on the numbers: the program replays that one graph for any inputs.
+// Reading or writing a Value's data is how Python code would make it depend
+// on them (an `if v.data > 0`, a `float(v.data)` fed back in), so both are
+// errors in the recording thread.
+constexpr const char* kReadWhileRecording =
+    "agrad.compile: the function read or wrote a Value's data while being recorded; a "
+    "compiled function replays one graph for any numbers, so the graph may not depend on "
+    "them. Move what reads .data (a branch on a value, a float() of it) out of the compiled "
+    "function, or do not compile it";
+
+bool data_guard() {
+    if (!graph->recording()) return true;
+    PyErr_SetString(PyExc_RuntimeError, kReadWhileRecording);
+    return false;
+}
+
+PyObject* get_data(PyObject* self, void*) {
+    if (!data_guard()) return nullptr;
+    return number_to_python(graph->value(node_of(self)));
+}
 
 // The number a setter is given; deleting the attribute is an error.
 bool number_to_set(PyObject* v, const char* attribute, Number* out) {
@@ -504,7 +526,7 @@ bool number_to_set(PyObject* v, const char* attribute, Number* out) {
 
 int set_data(PyObject* self, PyObject* v, void*) {
     Number n;
-    if (!number_to_set(v, "data", &n)) return -1;
+    if (!data_guard() || !number_to_set(v, "data", &n)) return -1;
     graph->set_value(node_of(self), n);
     return 0;
 }
@@ -828,6 +850,127 @@ py::object make_leaf(py::handle data, py::handle grad, py::handle label) {
     return v;
 }
 
+// -- agrad.compile: record once, replay in C++.
+//
+// Recording: the thread's log collects every node the thread makes while the
+// compiled function runs, in the order it made them, each with one reference
+// (Graph::begin_recording).  That order is the order eager code computed the
+// values in, so a replay that recomputes the logged nodes in it performs the
+// same operations in the same order, hits the same error first, and leaves
+// nodes made before the recording (the parameters, anything captured) alone:
+// those are read, at their current data, by every replay.
+thread_local std::vector<NodeId>* recording_log = nullptr;
+
+void release_all(const std::vector<NodeId>& ids) {
+    for (NodeId id : ids) graph->release(id);
+}
+
+void begin_recording() {
+    if (recording_log)
+        throw std::runtime_error(
+            "agrad.compile: a compiled function was called for the first time while another "
+            "is being recorded; call it once outside first, or let the outer one be recorded "
+            "whole");
+    auto* log = new std::vector<NodeId>();
+    recording_log = log;
+    graph->begin_recording(log);
+}
+
+// Ends this thread's recording and hands back its log (the caller releases
+// the references it holds).
+std::vector<NodeId> end_recording() {
+    std::vector<NodeId> log;
+    if (!recording_log) return log;
+    graph->end_recording();
+    log.swap(*recording_log);
+    delete recording_log;
+    recording_log = nullptr;
+    return log;
+}
+
+void abort_recording() { release_all(end_recording()); }
+
+NodeId node_of_value(py::handle o, const char* what) {
+    if (!is_value(o.ptr())) {
+        type_error_naming(what, o.ptr());
+        throw py::error_already_set();
+    }
+    return node_of(o.ptr());
+}
+
+// A recorded graph: what the binding keeps of it between calls.
+class Program {
+public:
+    Program(std::vector<NodeId> held, std::vector<NodeId> inputs)
+        : held_(std::move(held)), inputs_(std::move(inputs)) {
+        for (NodeId id : held_)
+            if (graph->op(id) != Op::Leaf) steps_.push_back(id);
+    }
+    Program(const Program&) = delete;
+    Program& operator=(const Program&) = delete;
+    ~Program() { release_all(held_); }  // pybind11 destroys it with the GIL held
+
+    // The new numbers into the inputs (all converted before any is written),
+    // then every operation again, in the recorded order.
+    void run(const py::handle& numbers) {
+        if (recording_log)
+            throw std::runtime_error(
+                "agrad.compile: a compiled function was called while another is being "
+                "recorded; call it outside, or let the outer function be recorded whole");
+        PyObject* seq = PySequence_Fast(numbers.ptr(), "numbers must be a sequence");
+        if (!seq) throw py::error_already_set();
+        py::object holder = py::reinterpret_steal<py::object>(seq);
+        const size_t n = static_cast<size_t>(PySequence_Fast_GET_SIZE(seq));
+        if (n != inputs_.size())
+            throw py::value_error("agrad.compile: the program has " +
+                                  std::to_string(inputs_.size()) + " inputs, given " +
+                                  std::to_string(n) + " numbers");
+        std::vector<Number> values(n);
+        PyObject** items = PySequence_Fast_ITEMS(seq);
+        for (size_t i = 0; i < n; ++i)
+            if (!require_number(items[i], &values[i])) throw py::error_already_set();
+        for (size_t i = 0; i < n; ++i) graph->set_value(inputs_[i], values[i]);
+        for (NodeId id : steps_) {
+            Status s = graph->recompute(id);
+            if (s != Status::Ok) {
+                raise(s);
+                throw py::error_already_set();
+            }
+        }
+    }
+    size_t operations() const { return steps_.size(); }
+    size_t nodes() const { return held_.size(); }
+    size_t inputs() const { return inputs_.size(); }
+
+private:
+    std::vector<NodeId> held_;    // every node made while recording, one reference each
+    std::vector<NodeId> inputs_;  // the leaves the arguments' numbers go into
+    std::vector<NodeId> steps_;   // the logged nodes made by operations, in creation order
+};
+
+// Ends the recording and makes its program.  The inputs must be leaves made
+// during the recording (so that the program holds them); a node made by hand
+// with Value(data, children, op) has no operation to replay, and is refused.
+std::unique_ptr<Program> finish_recording(const py::list& inputs) {
+    std::vector<NodeId> log = end_recording();
+    try {
+        std::vector<NodeId> input_ids;
+        input_ids.reserve(inputs.size());
+        for (py::handle v : inputs)
+            input_ids.push_back(node_of_value(v, "inputs must be Values, not"));
+        for (NodeId id : log)
+            if (graph->op(id) == Op::Custom)
+                throw py::value_error(
+                    "agrad.compile: the function made a Value by hand "
+                    "(Value(data, _children, _op)); its data is not computed from its children, "
+                    "so it cannot be replayed");
+        return std::make_unique<Program>(std::move(log), std::move(input_ids));
+    } catch (...) {
+        release_all(log);
+        throw;
+    }
+}
+
 // -- the module.  Multi-phase initialisation, so that the check below runs
 // before pybind11 touches its interpreter state.
 void define_module(py::module_& m) {
@@ -856,6 +999,25 @@ void define_module(py::module_& m) {
     m.def("dot", &fused_dot, py::arg("weights"), py::arg("inputs"),
           "w0*x0 + w1*x1 + ... as one node: the data and gradients of "
           "sum(w * x for w, x in zip(weights, inputs)), without the chain.");
+    m.def("_begin_recording", &begin_recording,
+          "Start recording the nodes this thread makes, for agrad.compile.");
+    m.def("_abort_recording", &abort_recording,
+          "Stop this thread's recording and let its nodes go.");
+    m.def("_finish_recording", &finish_recording, py::arg("inputs"),
+          "Stop this thread's recording and make its program, with these leaves as inputs.");
+    // pybind11 registers a class once per process: a second import reuses it
+    static PyObject* program_type = nullptr;
+    if (!program_type) {
+        py::class_<Program>(m, "_Program", "A recorded graph that agrad.compile replays.")
+            .def("run", &Program::run, py::arg("numbers"),
+                 "Write the numbers into the inputs and recompute every recorded operation.")
+            .def_property_readonly("operations", &Program::operations,
+                                   "How many operations a replay recomputes.")
+            .def_property_readonly("nodes", &Program::nodes, "How many nodes the program holds.")
+            .def_property_readonly("inputs", &Program::inputs, "How many inputs the program has.");
+        program_type = py::object(m.attr("_Program")).release().ptr();
+    }
+    m.attr("_Program") = py::reinterpret_borrow<py::object>(program_type);
     m.def(
         "_live_nodes", [] { return graph->live_nodes(); },
         "How many nodes the engine holds now (for tests and benchmarks).");

@@ -1,0 +1,46 @@
+"""Where a compiled call of the 1000-point loss spends its time: recording
+against one eager evaluation, replay forward, backward, the argument
+flattening.  python benchmarks/compile_costs.py; medians of 30, one process."""
+
+import random
+import statistics
+import time
+
+import agrad
+from agrad.compiled import _flatten
+from agrad.datasets import batch_data
+from agrad.linreg import LinReg
+
+xs, ys = batch_data(1000, random.Random(42))
+
+
+def med(f, n=30):
+    t = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        f()
+        t.append(time.perf_counter() - t0)
+    return statistics.median(t)
+
+
+m = LinReg()
+eager = med(lambda: m.loss(xs, ys))
+rec = med(lambda: agrad.compile(m.loss)(xs, ys))
+f = agrad.compile(m.loss)
+L = f(xs, ys)
+rep = med(lambda: f(xs, ys))
+bw = med(lambda: L.backward())
+le = m.loss(xs, ys)
+bwe = med(lambda: le.backward())
+fl = med(lambda: LinReg(number=float).loss(xs, ys))
+print(
+    f"eager forward {eager * 1e6:.0f}us  record {rec * 1e6:.0f}us ({rec / eager:.2f}x)  replay forward {rep * 1e6:.0f}us  backward(replayed) {bw * 1e6:.0f}us  backward(eager) {bwe * 1e6:.0f}us  float loss {fl * 1e6:.0f}us  ops={f.program(xs, ys).operations}"
+)
+
+flat = med(lambda: _flatten(xs, []) and _flatten(ys, []))
+nums = []
+_flatten(xs, nums)
+_flatten(ys, nums)
+prog = f.program(xs, ys)
+run = med(lambda: prog.run(nums))
+print(f"flatten arguments {flat * 1e6:.0f}us  Program.run (convert + recompute) {run * 1e6:.0f}us")
