@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -69,21 +70,25 @@ def time_build(python: str) -> dict[str, float]:
 
 
 COUNTER = """
-import sys
+import gc, sys
 from agrad import Value
+gc.disable()  # a collection in one run and not the other would count as the operation's
 a, b = Value(1.5), Value(-0.25)
 exec(sys.argv[2])
 loop = compile("for _ in range(int(sys.argv[3])):\\n    " + sys.argv[1], "loop", "exec")
 exec(loop)
 """
-COUNTED_ITERATIONS = 20_000
+COUNTED_ITERATIONS = 200_000
 
 
 def instructions(python: str, stmt: str, setup: str, iterations: int) -> int:
     """What callgrind counts for a process that runs stmt `iterations` times."""
     valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    # A fixed hash seed: dict and set layouts, and so the instructions that
+    # touch them, are then the same in every run.
     done = subprocess.run(
         [*valgrind, python, "-c", COUNTER, stmt, setup, str(iterations)],
+        env={**os.environ, "PYTHONHASHSEED": "0"},
         capture_output=True,
         text=True,
         check=False,
