@@ -36,13 +36,19 @@ class Settings:
     soak_epochs: int  # the memory-flatness run of workload 4
     micro_seconds: float  # each micro-benchmark sample lasts about this long
     micro_sum_terms: int = 1000
+    demo_steps: int = 5  # micrograd's demo: steps timed per implementation (~1 s each)
 
 
 FULL = Settings(
     repeats=9, block_seconds=0.2, max_block_epochs=20000, soak_epochs=10000, micro_seconds=0.05
 )
 QUICK = Settings(
-    repeats=3, block_seconds=0.01, max_block_epochs=500, soak_epochs=300, micro_seconds=0.005
+    repeats=3,
+    block_seconds=0.01,
+    max_block_epochs=500,
+    soak_epochs=300,
+    micro_seconds=0.005,
+    demo_steps=1,
 )
 
 

@@ -6,10 +6,17 @@ micrograd's max-margin loss with L2 regularisation, backward, SGD update.
 - micrograd: the PyPI package itself (pip install "agrad[bench]");
 - agrad.Value, micrograd-style: micrograd's neurons written over agrad.Value
   (a chain of + per neuron, inputs wrapped in Values), as a reader ports them;
-- agrad.nn: agrad.nn.MLP, whose neurons are one fused agrad.dot node each.
+- agrad.nn: agrad.nn.MLP, whose neurons are one fused agrad.dot node each,
+  with nn.hinge_loss and optim.SGD (the same operations as the demo's step,
+  so the same losses bit for bit as the demo's code on the same model).
 
 Steps alternate between the implementations, and each time is the median of
---repeat steps.  Run: python benchmarks/micrograd_demo.py [--repeat N]
+--repeat steps.  Times are the process's CPU time (time.process_time): the
+step is single-threaded, and on a shared machine wall-clock time also counts
+the turns of other processes, which made a 4 ms step read anywhere from 4 to
+9 ms.  Run: python benchmarks/micrograd_demo.py [--repeat N]
+
+benchmarks/run.py puts the same figures in RESULTS.md through step_seconds().
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import time
 import numpy as np
 
 import agrad
-from agrad import nn
+from agrad import nn, optim
 from agrad.datasets import moons_data
 
 
@@ -71,39 +78,72 @@ def demo_step(model, X, y, value=None):
     return total.data
 
 
+def nn_step(model, optimizer, X, y):
+    """The same step as demo_step, written with agrad.nn's loss and agrad.optim."""
+    scores = [model(x) for x in X]
+    total = nn.hinge_loss(scores, y, model.parameters(), alpha=1e-4)
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
+    return total.data
+
+
+MICROGRAD = "micrograd"
+AGRAD_NN = "agrad.nn (fused)"
+
+
+def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
+    """CPU seconds of each of `repeat` steps, by implementation, micrograd's
+    first (left out, with a line to `log`, when micrograd is not installed)."""
+    X, labels = moons_data(100, 0.1, np.random.RandomState(1337))
+    X, y = X.tolist(), [2 * int(label) - 1 for label in labels]
+    steps = {}
+    try:
+        from micrograd.engine import Value as MicrogradValue
+        from micrograd.nn import MLP as MicrogradMLP
+
+        random.seed(1337)
+        micrograd_model = MicrogradMLP(2, [16, 16, 1])
+        steps[MICROGRAD] = lambda: demo_step(micrograd_model, X, y, MicrogradValue)
+    except ImportError:
+        log("micrograd is not installed (pip install micrograd): its row is left out")
+    random.seed(1337)
+    chain_model = ChainMLP(2, [16, 16, 1])
+    steps["agrad.Value, micrograd-style neurons"] = lambda: demo_step(
+        chain_model, X, y, agrad.Value
+    )
+    random.seed(1337)
+    nn_model = nn.MLP(2, [16, 16, 1])
+    optimizer = optim.SGD(nn_model.parameters(), lr=0.1)
+    steps[AGRAD_NN] = lambda: nn_step(nn_model, optimizer, X, y)
+    # One untimed step each first: a first step is not a training loop's step
+    # (micrograd's graphs are reference cycles, so from the second step on
+    # its steps also pay for collecting the previous graph; agrad's caches
+    # are cold).
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeat):
+        for name, step in steps.items():
+            start = time.process_time()
+            step()
+            times[name].append(time.process_time() - start)
+    return times
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="steps timed per implementation")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    X, labels = moons_data(100, 0.1, np.random.RandomState(1337))
-    X, y = X.tolist(), [2 * int(label) - 1 for label in labels]
-    runs = {}
-    try:
-        from micrograd.engine import Value as MicrogradValue
-        from micrograd.nn import MLP as MicrogradMLP
-
-        random.seed(1337)
-        runs["micrograd"] = (MicrogradMLP(2, [16, 16, 1]), MicrogradValue)
-    except ImportError:
-        print("micrograd is not installed (pip install micrograd): its row is left out")
-    random.seed(1337)
-    runs["agrad.Value, micrograd-style neurons"] = (ChainMLP(2, [16, 16, 1]), agrad.Value)
-    random.seed(1337)
-    runs["agrad.nn (fused)"] = (nn.MLP(2, [16, 16, 1]), None)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeat):
-        for name, (model, value) in runs.items():
-            start = time.perf_counter()
-            demo_step(model, X, y, value)
-            times[name].append(time.perf_counter() - start)
+    times = step_seconds(args.repeat)
     base = statistics.median(times[next(iter(times))])
-    print(f"{'implementation':40} {'per step':>10} {'speed-up':>9}")
+    print(f"{'implementation (CPU time)':40} {'per step':>10} {'speed-up':>9} {'spread':>14}")
     for name, ts in times.items():
         t = statistics.median(ts)
-        print(f"{name:40} {t * 1e3:8.2f} ms {base / t:8.0f}x")
-    print("(agrad.compile is not in this build: no compiled row)")
+        spread = f"{min(ts) * 1e3:.2f}-{max(ts) * 1e3:.2f}"
+        print(f"{name:40} {t * 1e3:8.2f} ms {base / t:8.0f}x {spread:>14}")
     return 0
 
 

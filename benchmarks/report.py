@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from measure import Soak, WorkloadResult
+from micrograd_demo import AGRAD_NN, MICROGRAD
 from workloads import TITLES
 
 import agrad
@@ -49,6 +50,8 @@ class Report:
     soak: Soak
     split: dict[str, float]
     engines: list[str]
+    # micrograd's demo: CPU seconds per step by implementation (None: micrograd not installed)
+    demo: dict[str, float] | None = None
 
     def seconds(self, key: int) -> dict[str, float]:
         return next(r.seconds for r in self.workloads if r.workload.key == key)
@@ -101,6 +104,15 @@ class Report:
             rows.append([r.workload.title, *cells])
         return rows
 
+    def demo_rows(self) -> list[list[str]]:
+        if self.demo is None:
+            return []
+        base = self.demo[MICROGRAD]
+        return [
+            [name, fmt_time(seconds), fmt_ratio(ratio(base, seconds))]
+            for name, seconds in self.demo.items()
+        ]
+
     def summary(self) -> list[tuple[str, str, str, bool | None]]:
         """(what is measured, the measurement, the goal, whether it is met:
         None when it could not be measured)."""
@@ -139,6 +151,12 @@ class Report:
                 self.soak.nodes_end == self.soak.nodes_start,
             )
         )
+        demo_measure = "micrograd's demo: micrograd step time / agrad.nn step time"
+        if self.demo is not None:
+            r = self.demo[MICROGRAD] / self.demo[AGRAD_NN]
+            out.append((demo_measure, fmt_ratio(r), ">= 200x", r >= 200))
+        else:
+            out.append((demo_measure, "micrograd not installed", ">= 200x", None))
         torch_measure = "torch scalars time / agrad time, smallest over the workloads"
         if "torch" in self.engines:
             slower = [
@@ -212,6 +230,7 @@ MICRO_HEADER = [
     "torch/agrad",
 ]
 MEMORY_HEADER = ["workload (peak memory of one epoch)", *TITLES.values()]
+DEMO_HEADER = ["implementation (micrograd's demo)", "CPU time per step", "micrograd / this"]
 SUMMARY_HEADER = ["measured", "value", "goal", "met"]
 
 
@@ -237,13 +256,13 @@ def summary_rows(report: Report, missed: str) -> list[list[str]]:
 
 def render_text(report: Report) -> str:
     """What the runner prints: the time, operation and summary tables."""
-    return "\n\n".join(
-        [
-            text_table(TIMING_HEADER, report.timing_rows()),
-            text_table(MICRO_HEADER, report.micro_rows()),
-            text_table(SUMMARY_HEADER, summary_rows(report, "NO")),
-        ]
-    )
+    tables = [
+        text_table(TIMING_HEADER, report.timing_rows()),
+        text_table(MICRO_HEADER, report.micro_rows()),
+    ]
+    if report.demo is not None:
+        tables.append(text_table(DEMO_HEADER, report.demo_rows()))
+    return "\n\n".join([*tables, text_table(SUMMARY_HEADER, summary_rows(report, "NO"))])
 
 
 def cpu_model() -> str:
@@ -320,6 +339,22 @@ def render_markdown(report: Report, chart_name: str | None, profile_text: str | 
         "(torch with `retain_graph=True`) divided by its node count as the chapter's `Value` "
         f"builds it ({report.graph_memory['pure'][1]} nodes, as in agrad.pure; the compiled "
         f"engine keeps constants inside their parents and holds {report.graph_memory['agrad'][1]}).",
+        "",
+        "## micrograd's demo",
+        "",
+        *(
+            [
+                markdown_table(DEMO_HEADER, report.demo_rows()),
+                "",
+                "One step of micrograd's demo (100 two-moons points, MLP 2-16-16-1, max-margin "
+                "loss with L2, backward, SGD) by `benchmarks/micrograd_demo.py`: micrograd is the "
+                "PyPI package; *agrad.nn* is `agrad.nn.MLP` (each neuron one `agrad.dot` node) "
+                "with `nn.hinge_loss` and `optim.SGD`. Medians of CPU time (`time.process_time`), "
+                f"{report.settings_name} settings, the implementations interleaved.",
+            ]
+            if report.demo is not None
+            else ["micrograd is not installed (`pip install 'agrad[bench]'`): not measured."]
+        ),
         "",
         "## Memory",
         "",

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import micrograd_demo
 from measure import (
     FULL,
     QUICK,
@@ -58,8 +61,16 @@ def run_suite(settings: Settings, settings_name: str, log: Callable[[str], None]
     soak = memory_soak(settings.soak_epochs)
     log(f"  memory: {time.perf_counter() - t0:.1f} s")
     split = time_split(settings)
+    demo = None
+    if importlib.util.find_spec("micrograd") is None:
+        log("micrograd is not installed: its demo is skipped (pip install 'agrad[bench]')")
+    else:
+        t0 = time.perf_counter()
+        times = micrograd_demo.step_seconds(settings.demo_steps, log=log)
+        demo = {name: statistics.median(ts) for name, ts in times.items()}
+        log(f"  micrograd's demo: {time.perf_counter() - t0:.1f} s")
     return Report(
-        settings_name, results, micro, graph_memory, soak, split, [e.key for e in engines]
+        settings_name, results, micro, graph_memory, soak, split, [e.key for e in engines], demo
     )
 
 

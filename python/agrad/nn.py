@@ -29,11 +29,15 @@ The losses the demo and the chapter use are here too: ``mse``,
 from __future__ import annotations
 
 import builtins
+import itertools
 import random
 from collections.abc import Sequence
 from typing import Any
 
 import agrad
+
+# bound once: the forward pass calls it for every neuron
+_dot = agrad.dot
 
 __all__ = [
     "ACTIVATIONS",
@@ -140,20 +144,29 @@ class Neuron(Module):
 
     def __call__(self, x: Sequence[Any]) -> Any:
         x = list(x) if not isinstance(x, list) else x
-        if len(x) != len(self.w):
-            raise ValueError(f"{self!r} takes {len(self.w)} inputs, not {len(x)}")
+        return self._output(x, [1, *x])
+
+    def _output(self, x: list, ones_x: list) -> Any:
+        # ones_x is [1, *x], made by the caller: a layer makes it once for
+        # all its neurons instead of once per neuron.  w, b, activation and
+        # fused are read at every call, as micrograd reads w and b, so a
+        # model changed between calls computes with what it holds now.
+        w = self.w
+        if len(x) != len(w):
+            raise ValueError(f"{self!r} takes {len(w)} inputs, not {len(x)}")
         # The bias goes first, as micrograd's sum(..., self.b) adds it: the
         # same forward bits.  As a term b*1 of the dot product (exact), the
         # chain below is the one agrad.dot is defined to equal bit for bit.
         if self.fused:
-            act = agrad.dot([self.b, *self.w], [1, *x])
+            act = _dot([self.b, *w], ones_x)
         else:
-            act = builtins.sum(wi * xi for wi, xi in zip([self.b, *self.w], [1, *x], strict=True))
-        if self.activation == "relu":
+            act = builtins.sum(wi * xi for wi, xi in zip([self.b, *w], ones_x, strict=True))
+        activation = self.activation
+        if activation == "relu":
             return act.relu()
-        if self.activation == "tanh":
+        if activation == "tanh":
             return act.tanh()
-        if self.activation == "sigmoid":
+        if activation == "sigmoid":
             return act.sigmoid()
         return act
 
@@ -177,8 +190,10 @@ class Layer(Module):
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
 
     def __call__(self, x: Sequence[Any]) -> Any:
-        x = list(x)
-        out = [n(x) for n in self.neurons]
+        x = list(x) if not isinstance(x, list) else x
+        # one [1, *x] for every neuron (see Neuron._output)
+        ones_x = [1, *x]
+        out = [n._output(x, ones_x) for n in self.neurons]
         return out[0] if len(out) == 1 else out
 
     def parameters(self) -> list:
@@ -250,8 +265,10 @@ class MLP(Module):
 
 
 def _sum(values: list) -> Any:
-    # agrad.sum is the builtin's chain as one node, with the same bits
-    if values and all(isinstance(v, agrad.Value) for v in values):
+    # agrad.sum is the builtin's chain as one node, with the same bits.  The
+    # check is a loop in C: a generator of isinstance calls cost more than
+    # the fused sum of the demo's 337 squared parameters itself.
+    if values and all(map(isinstance, values, itertools.repeat(agrad.Value))):
         return agrad.sum(values)
     return builtins.sum(values)
 

@@ -70,22 +70,22 @@ class Optimizer:
             p.grad = 0.0
 
     def _write(self, new_data: list[float]) -> None:
-        for p, x in zip(self.params, new_data, strict=True):
-            if not math.isfinite(x):
-                raise OverflowError(
-                    f"the step makes {p!r} {x}: the run diverges (a smaller lr may not)"
-                )
-        for p, x in zip(self.params, new_data, strict=True):
+        params = self.params
+        # one pass in C over the numbers; the loop that names the parameter
+        # runs only when some number is not finite
+        if not all(map(math.isfinite, new_data)):
+            for p, x in zip(params, new_data, strict=True):
+                if not math.isfinite(x):
+                    raise OverflowError(
+                        f"the step makes {p!r} {x}: the run diverges (a smaller lr may not)"
+                    )
+        for p, x in zip(params, new_data, strict=True):
             p.data = x
 
     def _gradients(self, weight_decay: float) -> list[float]:
-        grads = []
-        for p in self.params:
-            g = float(p.grad)
-            if weight_decay:
-                g = g + weight_decay * p.data
-            grads.append(g)
-        return grads
+        if not weight_decay:
+            return [float(p.grad) for p in self.params]
+        return [float(p.grad) + weight_decay * p.data for p in self.params]
 
 
 class SGD(Optimizer):
@@ -131,8 +131,10 @@ class SGD(Optimizer):
                 grads = buffers
         else:
             buffers = None
-        # p.data - lr * g: micrograd's p.data -= lr * p.grad, to the bit
-        self._write([p.data - self.lr * g for p, g in zip(self.params, grads, strict=True)])
+        # p.data - lr * g: micrograd's p.data -= lr * p.grad, to the bit (lr is
+        # a property: read once, not once per parameter)
+        lr = self.lr
+        self._write([p.data - lr * g for p, g in zip(self.params, grads, strict=True)])
         if buffers is not None:
             self._buffers = buffers
 
