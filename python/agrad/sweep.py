@@ -49,6 +49,7 @@ from typing import Any
 from agrad import studies, viz
 
 __all__ = [
+    "LOST",
     "MAX_RUNS",
     "RETRIES",
     "STUDIES",
@@ -77,7 +78,8 @@ RETRIES = 3
 _KEY = ["seed", "learning_rate", "batch_size", "epochs"]
 _HEAD = ["study", *_KEY, "mse", "least_squares_mse", "gap_to_least_squares", "seconds", "bias"]
 _TAIL = ["worker", "error"]
-_LOST = "lost: "
+#: How the error of a run given up as lost starts (a resume runs it again).
+LOST = "lost: "
 
 
 def _default(study: str, option: str) -> Any:
@@ -232,10 +234,12 @@ class _Store:
         directory = os.fspath(directory)
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"{directory!r} is a file, not a directory for the sweep's results")
+        self.directory = directory
         self.path = os.path.join(directory, "runs.csv")
-        settings_path = os.path.join(directory, "sweep.json")
-        if os.path.exists(settings_path):
-            with open(settings_path, encoding="utf-8") as stream:
+        self.settings = settings
+        self.settings_path = os.path.join(directory, "sweep.json")
+        if os.path.exists(self.settings_path):
+            with open(self.settings_path, encoding="utf-8") as stream:
                 before = json.load(stream)
             if before != settings:
                 differ = ", ".join(
@@ -249,11 +253,6 @@ class _Store:
                 )
         if os.path.exists(self.path):
             self._read()
-        if not os.path.exists(settings_path):
-            os.makedirs(directory, exist_ok=True)
-            viz._write_atomically(
-                settings_path, lambda s: s.write(json.dumps(settings, indent=1).encode() + b"\n")
-            )
 
     def _read(self) -> None:
         import pandas as pd
@@ -289,6 +288,13 @@ class _Store:
         if self.path is None:
             return
         new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        if new and not os.path.exists(self.settings_path):
+            # only once a run has finished: a sweep refused at the start leaves nothing
+            os.makedirs(self.directory, exist_ok=True)
+            viz._write_atomically(
+                self.settings_path,
+                lambda s: s.write(json.dumps(self.settings, indent=1).encode() + b"\n"),
+            )
         # one write of whole lines, flushed: a crash leaves at most a torn last line
         import io
 
@@ -319,7 +325,7 @@ def _key(row: dict[str, Any]) -> tuple:
 
 
 def _finished(row: dict[str, Any]) -> bool:
-    return not (row.get("error") or "").startswith(_LOST)
+    return not (row.get("error") or "").startswith(LOST)
 
 
 # -------------------------------------------------------------- the backends
@@ -329,7 +335,7 @@ def _lost_row(spec: RunSpec, why: str) -> dict[str, Any]:
     return {
         "study": spec.study,
         **dict(zip(_KEY, spec.key, strict=True)),
-        "error": f"{_LOST}{why}",
+        "error": f"{LOST}{why}",
     }
 
 
@@ -367,6 +373,17 @@ class _Local:
 
     def close(self) -> None:
         pass
+
+
+def _check_reachable(address: str, what: str) -> None:
+    """Fail at once on a host:port nobody answers at (Ray would wait a minute)."""
+    match = re.fullmatch(r"(?:[a-z]+://)?\[?([^\]/]+?)\]?:(\d+)", address)
+    if match is None:
+        return  # "local", "auto": the engine knows what they mean
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=10).close()
+    except OSError as error:
+        raise ConnectionError(f"cannot reach {what} at {address!r}: {error}") from None
 
 
 class _Dask:
@@ -409,6 +426,7 @@ class _Ray:
 
     def __init__(self, address: str) -> None:
         ray = viz._require("ray", "--ray", "ray", "ray")
+        _check_reachable(address, "a Ray cluster")
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
@@ -580,9 +598,10 @@ class Sweep:
             self.backend.close()
             self.backend = None
 
-    def run(self, progress: bool = False) -> Any:
+    def run(self, progress: bool | None = False) -> Any:
         """Do the runs the results lack, filing each row as it comes; return
-        the grid's rows as a pandas DataFrame, in grid order."""
+        the grid's rows as a pandas DataFrame, in grid order.  ``progress``:
+        a progress bar on stderr (None: when stderr is a terminal)."""
         import pandas as pd
 
         todo = self.todo
@@ -591,7 +610,12 @@ class Sweep:
             assert self.backend is not None
             from tqdm import tqdm
 
-            bar = tqdm(total=len(todo), unit="run", disable=not progress, desc=self.study)
+            bar = tqdm(
+                total=len(todo),
+                unit="run",
+                disable=None if progress is None else not progress,
+                desc=self.study,
+            )
             failed = 0
             try:
                 for row in self.backend.run(todo):
