@@ -623,7 +623,7 @@ def run_sweep(args) -> None:
     if args.plot:
         for written in sweep.plot(runs, args.output):
             print("wrote", written)
-    lost = failed["error"].str.startswith(sweep.LOST).sum()
+    lost = sum(error.startswith(sweep.LOST) for error in failed["error"])
     if lost:
         raise RuntimeError(
             f"{lost} runs kept killing their workers and were given up; "

@@ -57,6 +57,7 @@ __all__ = [
     "Sweep",
     "parse_seeds",
     "plot",
+    "read_runs",
     "run_one",
     "summarize",
     "sweep",
@@ -131,26 +132,47 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         **dict(zip(_KEY, spec.key, strict=True)),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
-    common = {
-        "seed": spec.seed,
-        "engine": spec.engine,
-        "epochs": spec.epochs,
-        "learning_rate": spec.learning_rate,
-    }
+    seed, engine, epochs, rate = spec.seed, spec.engine, spec.epochs, spec.learning_rate
     start = time.perf_counter()
     try:
         if spec.study == "bodyfat":
-            result = studies.bodyfat(data=spec.data, batch_size=spec.batch_size, **common)
+            result = studies.bodyfat(
+                data=spec.data,
+                batch_size=spec.batch_size,
+                seed=seed,
+                engine=engine,
+                epochs=epochs,
+                learning_rate=rate,
+            )
             fit, best, gap = result.run.fit, result.least_squares, result.gap
         elif spec.study == "batch":
-            batch = studies.batch(batch_size=spec.batch_size, samples=spec.samples, **common)
+            assert spec.samples is not None
+            batch = studies.batch(
+                batch_size=spec.batch_size,
+                samples=spec.samples,
+                seed=seed,
+                engine=engine,
+                epochs=epochs,
+                learning_rate=rate,
+            )
             fit, best = batch.mini_batch.fit, batch.least_squares
             gap = studies.gap_to_least_squares(fit.mse, best.mse, batch.ys)
         elif spec.study == "multivariate":
-            multi = studies.multivariate(batch_size=spec.batch_size, samples=spec.samples, **common)
+            assert spec.samples is not None
+            multi = studies.multivariate(
+                batch_size=spec.batch_size,
+                samples=spec.samples,
+                seed=seed,
+                engine=engine,
+                epochs=epochs,
+                learning_rate=rate,
+            )
             fit, best, gap = multi.run.fit, multi.least_squares, multi.gap
         else:
-            uni = studies.univariate(samples=spec.samples, **common)
+            assert spec.samples is not None
+            uni = studies.univariate(
+                samples=spec.samples, seed=seed, engine=engine, epochs=epochs, learning_rate=rate
+            )
             fit, best, gap = uni.run.fit, uni.least_squares, uni.gap
     except (ArithmeticError, ValueError) as error:
         row["seconds"] = time.perf_counter() - start
@@ -255,8 +277,6 @@ class _Store:
             self._read()
 
     def _read(self) -> None:
-        import pandas as pd
-
         assert self.path is not None
         with open(self.path, "rb+") as stream:
             data = stream.read()
@@ -274,13 +294,7 @@ class _Store:
                 f"{self.path} has the columns {', '.join(header)}, not those of this sweep "
                 f"({', '.join(self.columns)}); give another output directory"
             )
-        table = pd.read_csv(
-            self.path, float_precision="round_trip", dtype={"error": str, "worker": str}
-        )
-        for record in table.to_dict("records"):
-            row = {k: _from_csv(v) for k, v in record.items()}
-            for name in ("seed", "batch_size", "epochs"):
-                row[name] = int(row[name])
+        for row in _read_rows(self.path):
             self.rows[_key(row)] = row  # a later row for the same run replaces an earlier one
 
     def add(self, row: dict[str, Any]) -> None:
@@ -307,12 +321,49 @@ class _Store:
             stream.write(text.getvalue())
 
 
-def _from_csv(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None  # an empty cell: a failed run's numbers, or no error
-    if hasattr(value, "item"):
-        return value.item()  # numpy scalars as Python numbers, bits unchanged
-    return value
+_TEXT = {"study", "worker", "error"}
+_INTS = {"seed", "batch_size", "epochs"}
+
+
+def _read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    # Python's float() reads back the exact bits repr wrote, whatever pandas'
+    # parser of the day does; an empty cell is a failed run's number, or no error
+    rows = []
+    with open(path, newline="", encoding="utf-8") as stream:
+        for record in csv.DictReader(stream):
+            rows.append(
+                {
+                    name: None
+                    if text == ""
+                    else text
+                    if name in _TEXT
+                    else int(text)
+                    if name in _INTS
+                    else float(text)
+                    for name, text in record.items()
+                }
+            )
+    return rows
+
+
+def read_runs(path: str | os.PathLike) -> Any:
+    """A sweep's ``runs.csv`` as a pandas DataFrame, floats to the bit."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        header = next(csv.reader(stream), [])
+    return _frame(_read_rows(path), header)
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
+    # the same dtypes however the rows came (run here, read from a file, all
+    # failed): text as objects (None when empty), counts as int64, numbers as
+    # float64 (NaN when empty)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=columns)
+    for name in columns:
+        kind = object if name in _TEXT else "int64" if name in _INTS else "float64"
+        frame[name] = frame[name].astype(kind)
+    return frame
 
 
 def _key(row: dict[str, Any]) -> tuple:
@@ -393,6 +444,7 @@ class _Dask:
 
     def __init__(self, address: str) -> None:
         distributed = viz._require("distributed", "--dask", "distributed", "dask")
+        _check_reachable(address, "a Dask scheduler")
         self.distributed = distributed
         try:
             self.client = distributed.Client(address, timeout="10s", set_as_default=False)
@@ -602,7 +654,6 @@ class Sweep:
         """Do the runs the results lack, filing each row as it comes; return
         the grid's rows as a pandas DataFrame, in grid order.  ``progress``:
         a progress bar on stderr (None: when stderr is a terminal)."""
-        import pandas as pd
 
         todo = self.todo
         if todo:
@@ -626,8 +677,7 @@ class Sweep:
                         bar.set_postfix(failed=failed)
             finally:
                 bar.close()
-        rows = [self.store.rows[spec.key] for spec in self.specs]
-        return pd.DataFrame(rows, columns=self.store.columns)
+        return _frame([self.store.rows[spec.key] for spec in self.specs], self.store.columns)
 
 
 def sweep(study: str, *, progress: bool = False, **options: Any) -> Any:
@@ -713,10 +763,15 @@ def plot(runs: Any, directory: str | os.PathLike) -> list[str]:
     groups = list(ok.groupby(_CONFIG, sort=True))
     figure = viz._figure(8, 1 + 0.35 * len(groups))
     axes = figure.add_subplot()
-    axes.boxplot(
-        [group[measure].to_numpy() for _, group in groups],
-        vert=False,
-        tick_labels=[f"lr {lr:g}, batch {b}, {e} ep" for (lr, b, e), _ in groups],
+    # matplotlib 3.10 renamed vert=False; the labels are set apart for the same reason
+    sideways = (
+        {"orientation": "horizontal"}
+        if "orientation" in inspect.signature(axes.boxplot).parameters
+        else {"vert": False}
+    )
+    axes.boxplot([group[measure].to_numpy() for _, group in groups], **sideways)
+    axes.set_yticks(
+        range(1, len(groups) + 1), [f"lr {lr:g}, batch {b}, {e} ep" for (lr, b, e), _ in groups]
     )
     if (ok[measure] > 0).all():
         axes.set_xscale("log")  # gaps span decades between good and bad settings
