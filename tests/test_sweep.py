@@ -398,3 +398,20 @@ def test_an_unreachable_dask_scheduler_is_a_connection_error():
 def test_ray_rows_are_the_local_rows(local_rows):
     pytest.importorskip("ray", reason="the ray extra is not installed")
     assert_same_bits(sweep.sweep("bodyfat", ray="local", **GRID), local_rows)
+
+
+def test_the_body_fat_commands_closing_line_places_the_run_among_seeds(capsys):
+    from agrad.__main__ import main
+
+    assert main(["bodyfat", "--seed", "9", "--epochs", "200", "--seed-spread", "4"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    gaps = sorted(100 * studies.bodyfat(seed=s, epochs=200).gap for s in range(4))
+    own = 100 * studies.bodyfat(seed=9, epochs=200).gap
+    below = sum(g < own for g in gaps)
+    place = {4: "higher than all 4 of them", 0: "lower than all 4 of them"}.get(
+        below, f"higher than {below} of the 4"
+    )
+    assert line.startswith(
+        f"With seeds 0 to 3 and the same settings it lands {gaps[0]:.1f}% to {gaps[-1]:.1f}% "
+        f"above (median {(gaps[1] + gaps[2]) / 2:.1f}%): seed 9's {own:.1f}% is {place}."
+    )
