@@ -415,3 +415,33 @@ def test_the_body_fat_commands_closing_line_places_the_run_among_seeds(capsys):
         f"With seeds 0 to 3 and the same settings it lands {gaps[0]:.1f}% to {gaps[-1]:.1f}% "
         f"above (median {(gaps[1] + gaps[2]) / 2:.1f}%): seed 9's {own:.1f}% is {place}."
     )
+
+
+def test_ray_retries_the_run_of_a_killed_worker(tmp_path):
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    # started here so that the sweep joins it and the test can outlive the sweep
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        grid = {"seeds": range(16), "epochs": 1500}
+        finished: list = []
+        thread = threading.Thread(
+            target=lambda: finished.append(
+                sweep.sweep("bodyfat", ray="local", output=tmp_path, **grid)
+            )
+        )
+        thread.start()
+        try:
+            wait_for_rows(tmp_path / "runs.csv", 2)
+            # a worker that has finished a run is busy with the next one
+            pid = int(sweep.read_runs(tmp_path / "runs.csv")["worker"][0].rsplit(":", 1)[1])
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            thread.join(timeout=600)
+        assert not thread.is_alive()
+    finally:
+        ray.shutdown()
+    (rows,) = finished
+    assert rows["error"].isna().all()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the worker is gone: every row came from the others or before
+    assert_same_bits(rows, sweep.sweep("bodyfat", jobs=1, **grid))

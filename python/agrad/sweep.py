@@ -17,8 +17,8 @@ Design
   worker that dies takes its run with it: Dask and Ray run it again on another
   worker (their own retry machinery); joblib ends the whole pool, so the runs
   that had not finished go to a fresh pool.  A run that keeps killing its
-  worker (``RETRIES`` times) becomes a row whose error starts with ``lost:``,
-  and a later resume runs it again.
+  workers (``RETRIES`` times; on Dask, its scheduler's ``allowed-failures``)
+  becomes a row whose error starts with ``lost:``, and a resume runs it again.
 - **The file is the state.**  ``DIR/runs.csv`` gets one line per finished run,
   written by the main process alone, as one write, flushed at once; nothing
   ever rewrites it, so an interrupted or failed sweep keeps every finished row.
