@@ -1,6 +1,7 @@
 """Sweeps: how much faster two local workers finish a body-fat sweep than
 one, and what each backend adds to a run.  Writes benchmarks/SWEEP.md.
 
+    pip install ".[dask,ray]"               # the cluster engines it compares
     python benchmarks/sweep.py              # about 3 minutes on 2 cores
     python benchmarks/sweep.py --quick --output /tmp/sweep-bench
 
