@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from agrad import linreg, studies, viz
+from agrad import linreg, studies, sweep, viz
 
 DESCRIPTION = """\
 The runs of the chapter "Linear Regression the Autograd Way", on agrad.
@@ -62,6 +62,14 @@ graph_samples = _number_argument(
     lambda v: 1 <= v <= MAX_GRAPH_SAMPLES,
     f"between 1 and {MAX_GRAPH_SAMPLES}",
 )
+
+
+def seed_range(text: str) -> list[int]:
+    """An argparse type: a seed or an inclusive range of them (0-31)."""
+    try:
+        return sweep.parse_seeds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def existing_file(text: str) -> str:
@@ -256,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate for the unnormalised run (default: %(default)s; the "
         "normalised run's rate is tried first and diverges)",
     )
+    p.add_argument(
+        "--seed-spread",
+        type=non_negative_int,
+        default=12,
+        metavar="N",
+        help="also train with seeds 0 to N-1 (same settings) and say where this run falls "
+        "among them, 0 for not (default: %(default)s, a few seconds)",
+    )
     p.set_defaults(run=run_bodyfat, parser=p)
 
     p = commands.add_parser(
@@ -334,6 +350,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the decision boundary as a PNG file into DIR",
     )
     p.set_defaults(run=run_moons, parser=p)
+
+    p = commands.add_parser(
+        "sweep",
+        help="one study over a grid of seeds, learning rates, batch sizes, epochs",
+        description="Run STUDY for every combination of the given seeds, learning rates, batch "
+        "sizes and epoch counts (the defaults are the study's own), on all local cores, a Dask "
+        "scheduler or a Ray cluster. Each finished run is a row of DIR/runs.csv; running the "
+        "same command again does only the runs it lacks. At the end: the spread over seeds of "
+        "each configuration (median, quartiles, worst of the gap to least squares, in %%).",
+    )
+    p.add_argument("study", choices=list(sweep.STUDIES), help="the study to run")
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=seed_range,
+        default=[range(10)],
+        metavar="SEEDS",
+        help="seeds and inclusive ranges, e.g. 0-31 40 41 (default: 0-9)",
+    )
+    p.add_argument("--learning-rate", nargs="+", type=positive_float, metavar="LR")
+    p.add_argument("--batch-size", nargs="+", type=positive_int, metavar="N")
+    p.add_argument("--epochs", nargs="+", type=epochs_count, metavar="N")
+    p.add_argument("--samples", type=samples_count, help="number of points (not for bodyfat)")
+    p.add_argument("--data", metavar="CSV", type=existing_file, help="bodyfat: a CSV of your own")
+    p.add_argument("--target", help="bodyfat: the column to predict")
+    p.add_argument("--engine", choices=sorted(linreg.ENGINES), default="native")
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        type=plot_directory,
+        required=True,
+        help="where runs.csv (and the figures) go; made if missing",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--jobs", type=positive_int, help="local worker processes (default: one per core)"
+    )
+    where.add_argument("--dask", metavar="ADDRESS", help="a running Dask scheduler (agrad[dask])")
+    where.add_argument(
+        "--ray", metavar="ADDRESS", help="a running Ray cluster, or local (agrad[ray])"
+    )
+    p.add_argument("--plot", action="store_true", help="also draw the figures into DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_sweep, parser=p)
     return parser
 
 
@@ -482,9 +542,10 @@ def run_bodyfat(args) -> None:
         comparison = f"is {100 * result.gap:.1f}% above the least-squares minimum"
     print(
         f"\nGradient descent's mean squared error {comparison}; sigma is the estimated noise, "
-        f"the log-likelihood the chapter's Gaussian one. (The last mini-batch steps are noisy: "
-        f"a larger --batch-size or a smaller --learning-rate lands closer.)"
+        f"the log-likelihood the chapter's Gaussian one."
     )
+    if result.gap is not None and args.seed_spread:
+        print(_seed_spread(args, data, 100 * result.gap))
     if args.raw:
         print("\nThe same training on the unnormalised data (the book's exercise):")
         side_by_side = {"z-score GD": trained, "z-score LS": best}
@@ -518,6 +579,109 @@ def run_bodyfat(args) -> None:
                     references={"least-squares MSE": best.mse},
                 ),
             )
+
+
+def _seed_spread(args, data: studies.RegressionData, gap: float) -> str:
+    """Where this run's gap falls among those of seeds 0 to N-1 with its settings."""
+    # in this process, one run after another: seconds, and no worker processes
+    # for a printout; on the compiled engine, whose results are the pure one's bits
+    runs = sweep.sweep(
+        "bodyfat",
+        seeds=range(args.seed_spread),
+        learning_rates=args.learning_rate,
+        batch_sizes=args.batch_size,
+        epochs=args.epochs,
+        data=data,
+        jobs=1,
+    )
+    gaps = runs["gap_to_least_squares"].dropna()
+    failed = len(runs) - len(gaps)
+    seeds = "seed 0" if args.seed_spread == 1 else f"seeds 0 to {args.seed_spread - 1}"
+    if gaps.empty:
+        return f"With {seeds} and the same settings every run diverged."
+    low, median, high = gaps.min(), gaps.median(), gaps.max()
+    below = int((gaps < gap).sum())
+    if below == len(gaps):
+        place = f"higher than all {len(gaps)} of them"
+    elif below == 0 and (gaps > gap).all():
+        place = f"lower than all {len(gaps)} of them"
+    else:
+        place = f"higher than {below} of the {len(gaps)}"
+    diverged = f" ({failed} diverged)" if failed else ""
+    return (
+        f"With {seeds} and the same settings it lands {low:.1f}% to {high:.1f}% above "
+        f"(median {median:.1f}%){diverged}: seed {args.seed}'s {gap:.1f}% is {place}. "
+        f"The last mini-batch steps are noisy: a larger --batch-size or a smaller "
+        f"--learning-rate lands closer."
+    )
+
+
+def run_sweep(args) -> None:
+    seeds = list(dict.fromkeys(seed for group in args.seeds for seed in group))
+    try:
+        plan = sweep.Sweep(
+            args.study,
+            seeds=seeds,
+            learning_rates=args.learning_rate,
+            batch_sizes=args.batch_size,
+            epochs=args.epochs,
+            engine=args.engine,
+            samples=args.samples,
+            data=args.data,
+            target=args.target,
+            output=args.output,
+            jobs=args.jobs,
+            dask=args.dask,
+            ray=args.ray,
+        )
+        todo = plan.todo
+        if todo:
+            plan.connect()  # an address nobody answers at is an error before any run
+    except (ValueError, TypeError, ConnectionError, ImportError) as error:
+        args.parser.error(str(error))
+    path = os.path.join(args.output, "runs.csv")
+    on = (
+        f"the Dask scheduler at {args.dask}"
+        if args.dask
+        else f"Ray ({args.ray})"
+        if args.ray
+        else f"{args.jobs or os.cpu_count()} local processes"
+    )
+    done = len(plan.specs) - len(todo)
+    print(
+        f"{args.study}: {len(plan.specs)} runs, {done} already in {path}; "
+        + (f"running {len(todo)} on {on}." if todo else "nothing to run.")
+    )
+    try:
+        runs = plan.run(progress=False if args.no_progress else None)
+    except KeyboardInterrupt:
+        print(
+            f"{len(plan.store.rows)} finished runs are in {path}; the same command goes on "
+            f"from there.",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        plan.close()
+    table = sweep.summarize(runs)
+    measure = table.attrs["measure"]
+    print(
+        "\nOver seeds, per configuration: "
+        + ("the gap to least squares (% above)" if measure != "mse" else "the MSE")
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    failed = runs[runs["error"].notna()]
+    if len(failed):
+        print(f"\n{len(failed)} runs failed; the first: {failed['error'].iloc[0]}")
+    if args.plot:
+        for written in sweep.plot(runs, args.output):
+            print("wrote", written)
+    lost = sum(error.startswith(sweep.LOST) for error in failed["error"])
+    if lost:
+        raise RuntimeError(
+            f"{lost} runs kept killing their workers and were given up; "
+            f"the same command tries them again"
+        )
 
 
 def run_graph(args) -> None:

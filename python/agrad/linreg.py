@@ -65,10 +65,13 @@ def _chain_dot(weights, x):
     return sum(w * xi for w, xi in zip(weights, x, strict=True))
 
 
-def sample_batch(xs: Sequence, ys: Sequence, m: int) -> tuple[list, list]:
-    """``m`` examples drawn without replacement, with ``random.sample`` as in the book."""
+def sample_batch(
+    xs: Sequence, ys: Sequence, m: int, rng: random.Random | ModuleType = random
+) -> tuple[list, list]:
+    """``m`` examples drawn without replacement, with ``random.sample`` as in
+    the book (``rng``: the ``random`` module or a ``random.Random``)."""
     _check_batch(xs, ys, m)
-    indices = random.sample(range(len(xs)), m)
+    indices = rng.sample(range(len(xs)), m)
     return [xs[i] for i in indices], [ys[i] for i in indices]
 
 
@@ -220,6 +223,7 @@ def train(
     history: list | None = None,
     progress: bool = False,
     compile: bool = False,  # noqa: A002 - the name agrad.compile has
+    rng: random.Random | ModuleType = random,
 ):
     """Gradient descent as in the book; returns ``model``.
 
@@ -231,7 +235,8 @@ def train(
     ``f"{k:3} Loss: {loss.data:5.3f} {model}"`` through ``log`` (default:
     print to stdout).  If ``history`` is a list, the loss of every epoch is
     appended to it as a float.  ``progress=True`` shows a tqdm progress bar on
-    stderr.
+    stderr.  Mini-batches are drawn from ``rng``: the ``random`` module (as
+    the book does) or a ``random.Random`` of your own.
 
     A learning rate too large for the data makes the parameters blow up: that
     raises OverflowError (from the arithmetic itself, or here when the loss
@@ -282,7 +287,7 @@ def train(
             loss = (
                 loss_of(xs, ys)
                 if batch_size is None
-                else loss_of(*sample_batch(xs, ys, batch_size))
+                else loss_of(*sample_batch(xs, ys, batch_size, rng))
             )
             for p in parameters:
                 p.grad = 0

@@ -16,9 +16,11 @@ takes plain keyword arguments and returns a frozen dataclass:
   two moons.
 
 A study is meant to be called many times (a sweep over seeds or learning
-rates), so it is deterministic and quiet: it seeds Python's global ``random``
-with ``seed`` (the book's code draws from it), draws and trains as the book
-does, and puts the caller's random state back when it returns.  It prints
+rates), so it is deterministic and quiet: it draws and trains as the book
+does, from a ``random.Random(seed)`` of its own, which gives the very numbers
+the book's code draws after ``random.seed(seed)``.  It never touches the
+global ``random``, so nothing else in the process (a thread, a cluster
+worker's event loop) can change a run, or be changed by it.  It prints
 nothing; ``log`` receives the book's training lines every ``log_every``
 epochs if you want them.  The bundled body-fat table is read once per process.
 Only ``seconds`` differs between two calls with the same arguments.
@@ -26,12 +28,11 @@ Only ``seconds`` differs between two calls with the same arguments.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,17 +185,11 @@ def _value_class(engine: str | type) -> type:
     raise TypeError(f"engine is a name ('native', 'pure') or a Value class, not {engine!r}")
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed the global ``random`` for the study, and give the caller theirs back."""
+def _seeded(seed: int) -> random.Random:
+    """The study's generator: the stream ``random.seed(seed)`` would give."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, not {type(seed).__name__!r}")
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state)
+    return random.Random(seed)
 
 
 def _check_batch_size(batch_size: int, rows: int, what: str) -> None:
@@ -216,6 +211,7 @@ def _train(
     log: Log | None,
     log_every: int | None,
     progress: bool,
+    rng: random.Random,
     compile: bool,  # noqa: A002
 ) -> Run:
     history: list[float] = []
@@ -231,6 +227,7 @@ def _train(
         log=log,
         history=history,
         progress=progress,
+        rng=rng,
         compile=compile,
     )
     seconds = time.perf_counter() - start
@@ -254,22 +251,23 @@ def univariate(
     then a second ``LinReg()`` trained by full-batch gradient descent.  With
     the defaults, ``log=print`` prints the book's lines digit for digit."""
     value_class = _value_class(engine)
-    with _seeded(seed):
-        xs, ys = datasets.univariate_data(samples)
-        initial_model = LinReg(value_class=value_class)
-        initial_loss = initial_model.loss(xs, ys)
-        run = _train(
-            LinReg(value_class=value_class),
-            xs,
-            ys,
-            epochs=epochs,
-            learning_rate=learning_rate,
-            batch_size=None,
-            log=log,
-            log_every=log_every,
-            progress=progress,
-            compile=compile,
-        )
+    rng = _seeded(seed)
+    xs, ys = datasets.univariate_data(samples, rng=rng)
+    initial_model = LinReg(value_class=value_class, rng=rng)
+    initial_loss = initial_model.loss(xs, ys)
+    run = _train(
+        LinReg(value_class=value_class, rng=rng),
+        xs,
+        ys,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=None,
+        log=log,
+        log_every=log_every,
+        progress=progress,
+        rng=rng,
+        compile=compile,
+    )
     best = linreg.least_squares(xs, ys)
     return UnivariateResult(
         tuple(xs),
@@ -300,27 +298,28 @@ def batch(
     each run's name (``"mini-batch of 10:"``, ``"full batch:"``) before its
     training lines."""
     value_class = _value_class(engine)
-    with _seeded(seed):
-        xs, ys = datasets.batch_data(samples)
-        _check_batch_size(batch_size, len(ys), "points")
-        runs = []
-        for name, size in [(f"mini-batch of {batch_size}", batch_size), ("full batch", None)]:
-            if log is not None:
-                log(f"{name}:")
-            runs.append(
-                _train(
-                    LinReg(value_class=value_class),
-                    xs,
-                    ys,
-                    epochs=epochs,
-                    learning_rate=learning_rate,
-                    batch_size=size,
-                    log=log,
-                    log_every=log_every,
-                    progress=progress,
-                    compile=compile,
-                )
+    rng = _seeded(seed)
+    xs, ys = datasets.batch_data(samples, rng=rng)
+    _check_batch_size(batch_size, len(ys), "points")
+    runs = []
+    for name, size in [(f"mini-batch of {batch_size}", batch_size), ("full batch", None)]:
+        if log is not None:
+            log(f"{name}:")
+        runs.append(
+            _train(
+                LinReg(value_class=value_class, rng=rng),
+                xs,
+                ys,
+                epochs=epochs,
+                learning_rate=learning_rate,
+                batch_size=size,
+                log=log,
+                log_every=log_every,
+                progress=progress,
+                rng=rng,
+                compile=compile,
             )
+        )
     return BatchResult(tuple(xs), tuple(ys), runs[0], runs[1], linreg.least_squares(xs, ys))
 
 
@@ -340,21 +339,22 @@ def multivariate(
     """``multivariate_data(samples)`` (true weights 2, 3, -1, bias 1) fitted
     by mini-batch gradient descent."""
     value_class = _value_class(engine)
-    with _seeded(seed):
-        X, ys = datasets.multivariate_data(samples)
-        _check_batch_size(batch_size, len(ys), "points")
-        run = _train(
-            LinReg(n_inputs=3, value_class=value_class),
-            X,
-            ys,
-            epochs=epochs,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            log=log,
-            log_every=log_every,
-            progress=progress,
-            compile=compile,
-        )
+    rng = _seeded(seed)
+    X, ys = datasets.multivariate_data(samples, rng=rng)
+    _check_batch_size(batch_size, len(ys), "points")
+    run = _train(
+        LinReg(n_inputs=3, value_class=value_class, rng=rng),
+        X,
+        ys,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        log=log,
+        log_every=log_every,
+        progress=progress,
+        rng=rng,
+        compile=compile,
+    )
     best = linreg.least_squares(X, ys)
     return MultivariateResult(
         tuple(map(tuple, X)), tuple(ys), run, best, gap_to_least_squares(run.fit.mse, best.mse, ys)
@@ -467,40 +467,44 @@ def bodyfat(
     _check_batch_size(batch_size, len(data.ys), f"rows of {data.source}")
     X_norm, mean, std = linreg.standardize(data.X, data.feature_names)
     names = list(data.feature_names)
-    with _seeded(seed):
-        run = _train(
-            LinReg(n_inputs=len(names), feature_names=names, value_class=value_class),
-            X_norm,
-            data.ys,
-            epochs=epochs,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            log=log,
-            log_every=log_every,
-            progress=progress,
-            compile=compile,
-        )
+    rng = _seeded(seed)
+    run = _train(
+        LinReg(n_inputs=len(names), feature_names=names, value_class=value_class, rng=rng),
+        X_norm,
+        data.ys,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        log=log,
+        log_every=log_every,
+        progress=progress,
+        rng=rng,
+        compile=compile,
+    )
     best = linreg.least_squares(X_norm, data.ys)
     raw_runs: list[RawRun] = []
     if raw:
         for rate in dict.fromkeys([learning_rate, raw_learning_rate]):
-            with _seeded(seed):
-                model = LinReg(n_inputs=len(names), feature_names=names, value_class=value_class)
-                try:
-                    linreg.train(
-                        model,
-                        data.X,
-                        data.ys,
-                        learning_rate=rate,
-                        n_epochs=epochs,
-                        batch_size=batch_size,
-                        log_every=None,
-                        progress=progress,
-                        compile=compile,
-                    )
-                except OverflowError as error:
-                    raw_runs.append(RawRun(rate, None, str(error)))
-                    continue
+            rng = _seeded(seed)
+            model = LinReg(
+                n_inputs=len(names), feature_names=names, value_class=value_class, rng=rng
+            )
+            try:
+                linreg.train(
+                    model,
+                    data.X,
+                    data.ys,
+                    learning_rate=rate,
+                    n_epochs=epochs,
+                    batch_size=batch_size,
+                    log_every=None,
+                    progress=progress,
+                    rng=rng,
+                    compile=compile,
+                )
+            except OverflowError as error:
+                raw_runs.append(RawRun(rate, None, str(error)))
+                continue
             raw_runs.append(RawRun(rate, linreg.model_fit(model, data.X, data.ys), None))
     return BodyFatResult(
         data,
@@ -518,9 +522,9 @@ def graph(*, seed: int = 42, engine: str | type = "native", samples: int = 5) ->
     """The loss of an untrained ``LinReg()`` on ``univariate_data(samples)``,
     backpropagated so that every value in its graph has its gradient."""
     value_class = _value_class(engine)
-    with _seeded(seed):
-        xs, ys = datasets.univariate_data(samples)
-        loss = LinReg(value_class=value_class).loss(xs, ys)
+    rng = _seeded(seed)
+    xs, ys = datasets.univariate_data(samples, rng=rng)
+    loss = LinReg(value_class=value_class, rng=rng).loss(xs, ys)
     loss.backward()
     return GraphResult(tuple(xs), tuple(ys), loss)
 
@@ -558,11 +562,17 @@ def moons(
     value_class = _value_class(engine)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int, 0 or more, not {steps!r}")
-    with _seeded(seed):
-        # the same stream as the demo's np.random.seed(seed), without touching NumPy's global state
-        rng = np.random.RandomState(seed)
-        X_array, labels = datasets.moons_data(samples, noise, rng)
+    _seeded(seed)  # the seed's checks
+    # the same stream as the demo's np.random.seed(seed), without touching NumPy's global state
+    X_array, labels = datasets.moons_data(samples, noise, np.random.RandomState(seed))
+    # agrad.nn draws from the global random, as micrograd does: seed it for
+    # the model, then give the caller theirs back
+    state = random.getstate()
+    random.seed(seed)
+    try:
         model = nn.MLP(2, [16, 16, 1], value_class=value_class)
+    finally:
+        random.setstate(state)
     X = [tuple(row) for row in X_array.tolist()]
     y = [2 * int(label) - 1 for label in labels]
     optimizer = optim.SGD(model.parameters(), lr=1.0)
