@@ -293,6 +293,38 @@ def test_a_replayed_root_has_its_graph():
     assert agrad.draw_dot(root).source.count("->") >= 3
 
 
+def test_backward_on_a_replayed_root_after_its_graph_changed_shape():
+    # The replayed root's backward pass reuses its schedule; once _prev has
+    # made constants nodes, or a failing pass has run, it must still be eager's.
+    w = Value(0.5)
+
+    def fn(x, y):
+        p = w * x * 2.5
+        return (agrad.sum([p, p * y, 0.0]) ** 0.5 + agrad.dot([w, p], [3.0, y])) * (w - y)
+
+    f = agrad.compile(fn)
+    outcomes = set()
+    for step, (x, y) in enumerate([(1.0, 2.0), (0.3, -1.0), (0.0, 0.0), (2.0, 0.5), (1.5, 3.0)]):
+        root = f(x, y)
+        got = outcome_of(root.backward)
+        outcomes.add(got[0])
+        grads = exact(w.grad), exact(root.grad)
+        eager = fn(Value(x), Value(y))
+        assert got == outcome_of(eager.backward)
+        assert grads == (exact(w.grad), exact(eager.grad))
+        if step == 0:  # the constants of the graph become nodes
+            seen, stack = {}, [root]
+            while stack:
+                v = stack.pop()
+                if id(v) not in seen:
+                    seen[id(v)] = v
+                    stack.extend(v._prev)
+            grads_then = [exact(v.grad) for v in seen.values()]
+            root.backward()
+            assert [exact(v.grad) for v in seen.values()] == grads_then
+    assert outcomes == {"ok", "raised"}  # 0 ** 0.5 has no gradient: both paths taken
+
+
 def test_calling_a_compiled_function_while_recording_is_an_error():
     inner = agrad.compile(lambda x: x * 2)
     inner(1.0)

@@ -171,7 +171,7 @@ class CompiledFunction:
         except BaseException:
             _core._abort_recording()
             raise
-        program = _core._finish_recording(leaves)
+        program = _core._finish_recording(leaves, outputs)
         if type(result) is list:
             result = list(result)
         self._programs[key] = _Recorded(program, result, outputs)

@@ -37,6 +37,7 @@
 
 #include <structmember.h>  // PyMemberDef, T_PYSSIZET: __weaklistoffset__ for PyType_FromSpec
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <exception>
@@ -901,14 +902,28 @@ NodeId node_of_value(py::handle o, const char* what) {
 // A recorded graph: what the binding keeps of it between calls.
 class Program {
 public:
-    Program(std::vector<NodeId> held, std::vector<NodeId> inputs)
+    // `outputs` are the roots backward() will be called on: those the program
+    // made keep their backward schedule for as long as the program lives
+    // (a root made before the recording is not the program's to mark).
+    Program(std::vector<NodeId> held, std::vector<NodeId> inputs,
+            const std::vector<NodeId>& outputs)
         : held_(std::move(held)), inputs_(std::move(inputs)) {
         for (NodeId id : held_)
             if (graph->op(id) != Op::Leaf) steps_.push_back(id);
+        std::vector<NodeId> made(held_);
+        std::sort(made.begin(), made.end());
+        for (NodeId id : outputs)
+            if (std::binary_search(made.begin(), made.end(), id) && !graph->keeps_schedule(id)) {
+                graph->keep_schedule(id);
+                scheduled_.push_back(id);
+            }
     }
     Program(const Program&) = delete;
     Program& operator=(const Program&) = delete;
-    ~Program() { release_all(held_); }  // pybind11 destroys it with the GIL held
+    ~Program() {  // pybind11 destroys it with the GIL held
+        for (NodeId id : scheduled_) graph->forget_schedule(id);
+        release_all(held_);
+    }
 
     // The new numbers into the inputs (all converted before any is written),
     // then every operation again, in the recorded order.
@@ -943,28 +958,33 @@ public:
     size_t inputs() const { return inputs_.size(); }
 
 private:
-    std::vector<NodeId> held_;    // every node made while recording, one reference each
-    std::vector<NodeId> inputs_;  // the leaves the arguments' numbers go into
-    std::vector<NodeId> steps_;   // the logged nodes made by operations, in creation order
+    std::vector<NodeId> held_;       // every node made while recording, one reference each
+    std::vector<NodeId> inputs_;     // the leaves the arguments' numbers go into
+    std::vector<NodeId> steps_;      // the logged nodes made by operations, in creation order
+    std::vector<NodeId> scheduled_;  // the outputs whose backward schedule is kept
 };
 
 // Ends the recording and makes its program.  The inputs must be leaves made
 // during the recording (so that the program holds them); a node made by hand
 // with Value(data, children, op) has no operation to replay, and is refused.
-std::unique_ptr<Program> finish_recording(const py::list& inputs) {
+std::unique_ptr<Program> finish_recording(const py::list& inputs, const py::list& outputs) {
     std::vector<NodeId> log = end_recording();
     try {
         std::vector<NodeId> input_ids;
         input_ids.reserve(inputs.size());
         for (py::handle v : inputs)
             input_ids.push_back(node_of_value(v, "inputs must be Values, not"));
+        std::vector<NodeId> output_ids;
+        output_ids.reserve(outputs.size());
+        for (py::handle v : outputs)
+            output_ids.push_back(node_of_value(v, "outputs must be Values, not"));
         for (NodeId id : log)
             if (graph->op(id) == Op::Custom)
                 throw py::value_error(
                     "agrad.compile: the function made a Value by hand "
                     "(Value(data, _children, _op)); its data is not computed from its children, "
                     "so it cannot be replayed");
-        return std::make_unique<Program>(std::move(log), std::move(input_ids));
+        return std::make_unique<Program>(std::move(log), std::move(input_ids), output_ids);
     } catch (...) {
         release_all(log);
         throw;
@@ -1003,8 +1023,9 @@ void define_module(py::module_& m) {
           "Start recording the nodes this thread makes, for agrad.compile.");
     m.def("_abort_recording", &abort_recording,
           "Stop this thread's recording and let its nodes go.");
-    m.def("_finish_recording", &finish_recording, py::arg("inputs"),
-          "Stop this thread's recording and make its program, with these leaves as inputs.");
+    m.def("_finish_recording", &finish_recording, py::arg("inputs"), py::arg("outputs"),
+          "Stop this thread's recording and make its program, with these leaves as inputs; "
+          "the outputs keep their backward schedule while the program lives.");
     // pybind11 registers a class once per process: a second import reuses it
     static PyObject* program_type = nullptr;
     if (!program_type) {
