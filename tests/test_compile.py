@@ -3,9 +3,11 @@ errors bit for bit; the guard; argument structures; memory; threads."""
 
 import gc
 import math
+import numbers as numbers_abc
 import random
 import threading
 import tracemalloc
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -251,6 +253,72 @@ def test_argument_structures():
     f([(1.0, 2.0), 3], b, c=2)
     assert len(calls) == recorded + 1  # one recording, then a replay
     assert f.recordings == 2
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(6.0).reshape(2, 3) / 7,  # float64, C order: read in place
+        (np.arange(12.0).reshape(3, 4) / 7).T[::2, ::-1],  # strided and reversed
+        np.arange(6.0).astype(">f8") / 3,  # another byte order
+        np.arange(6.0, dtype=np.float32) / 3,
+        np.arange(6),
+        np.array([True, False, True]),
+        np.array(2.5),  # no axes
+        np.zeros((0, 3)),
+    ],
+)
+def test_numpy_arrays_replay_the_numbers_ravel_gives(array):
+    w = Value(3.0)
+    f = agrad.compile(lambda a: w * agrad.sum(list(a.ravel()), 0.5))
+    first = f(np.zeros_like(array))
+    got = f(array)
+    assert got is first and f.recordings == 1
+    assert exact(got.data) == exact((w * agrad.sum(as_values(array).ravel().tolist(), 0.5)).data)
+
+
+def test_a_new_structure_is_recorded_anew_never_replayed():
+    calls = [
+        ([1.0, 2.0],),
+        ((1.0, 2.0),),
+        ([1.0, [2.0]],),
+        ([1.0, True],),
+        ([1.0, 2.0, 3.0],),
+        (np.zeros((2, 2)),),
+        (np.zeros(4),),
+        (1.0, "a"),
+        (1.0, "b"),
+        (1.0,),
+    ]
+    f = agrad.compile(lambda *a, **kw: Value(0.0) + 1.0, max_programs=64)
+    for args in calls:
+        f(*args)
+        f(*args)
+    f(1.0, k=2.0)
+    f(1.0, j=2.0)
+    assert f.recordings == len(calls) + 2
+
+
+def test_a_list_a_conversion_changes_is_read_from_a_private_copy():
+    class Sly:
+        """A real number whose conversion empties the list it sits in."""
+
+        def __init__(self, items):
+            self.items = items
+
+        def __float__(self):
+            self.items.clear()
+            return 2.0
+
+    numbers_abc.Real.register(Sly)
+    f = agrad.compile(lambda xs: agrad.sum(xs))
+    assert exact(f([1.0, Fraction(1), 3.0]).data) == exact(5.0)
+    items = [1.0, None, 4.0]
+    items[1] = Sly(items)
+    assert exact(f(items).data) == exact(7.0)  # a replay: the numbers met before the clear
+    assert f.recordings == 1
+    with pytest.raises(OverflowError):
+        f([1.0, 2**70, 3.0])
 
 
 def test_bad_arguments_and_results():
