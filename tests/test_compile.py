@@ -284,6 +284,12 @@ def test_a_new_structure_is_recorded_anew_never_replayed():
         ([1.0, [2.0]],),
         ([1.0, True],),
         ([1.0, 2.0, 3.0],),
+        ([[1.0, 2.0], [3.0, 4.0]],),  # rows: read with one key
+        ([(1.0, 2.0), (3.0, 4.0)],),
+        ([[1.0, 2.0], (3.0, 4.0)],),
+        ([[1.0, 2.0, 3.0], [4.0]],),
+        ([[1.0], [2.0], [3.0], [4.0]],),
+        ([[1.0, 2.0], [3.0, True]],),
         (np.zeros((2, 2)),),
         (np.zeros(4),),
         (1.0, "a"),
@@ -297,6 +303,23 @@ def test_a_new_structure_is_recorded_anew_never_replayed():
     f(1.0, k=2.0)
     f(1.0, j=2.0)
     assert f.recordings == len(calls) + 2
+
+
+def test_rows_of_numbers_replay_in_order():
+    w = [Value(0.5), Value(-2.0), Value(3)]
+
+    def fn(rows, ys):
+        return agrad.sum([(agrad.dot(w, row) - y) ** 2 for row, y in zip(rows, ys, strict=True)])
+
+    f = agrad.compile(fn)
+    for rows, ys in [
+        ([[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]], [1.0, 2]),
+        ([[7, 8, 9], [1.5, -2, 0.25]], [0, -1.0]),
+        ([(7, 8, 9), (1.5, -2, 0.25)], (0, -1.0)),
+    ]:
+        got = f(rows, ys)
+        assert exact(got.data) == exact(fn(as_values(rows), as_values(ys)).data)
+    assert f.recordings == 2  # lists of lists, then tuples of tuples
 
 
 def test_a_list_a_conversion_changes_is_read_from_a_private_copy():

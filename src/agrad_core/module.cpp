@@ -961,27 +961,110 @@ public:
     }
 
 private:
+    // Room for n more numbers, growing geometrically: an exact reserve per
+    // inner list of a list of lists would copy the numbers again each time.
+    void make_room(size_t n) {
+        const size_t need = out_.size() + n;
+        if (need > out_.capacity()) out_.reserve(std::max(need, 2 * out_.capacity()));
+    }
+
+    // (first, second) with second a new reference (or null, an error set)
+    static py::object pair(PyObject* first, PyObject* second) {
+        if (!second) throw py::error_already_set();
+        PyObject* t = PyTuple_New(2);
+        if (!t) {
+            Py_DECREF(second);
+            throw py::error_already_set();
+        }
+        Py_INCREF(first);
+        PyTuple_SET_ITEM(t, 0, first);
+        PyTuple_SET_ITEM(t, 1, second);
+        return py::reinterpret_steal<py::object>(t);
+    }
+
     void convert(PyObject* o) {
         Number n;
         if (to_number(o, &n) < 0) throw py::error_already_set();
         out_.push_back(n);
     }
 
+    static bool all_plain(PyObject* const* items, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            PyTypeObject* t = Py_TYPE(items[i]);
+            if (t != &PyFloat_Type && t != &PyLong_Type) return false;
+        }
+        return true;
+    }
+
+    // Exact floats and ints: converting them runs no Python code.
+    void convert_plain(PyObject* const* items, Py_ssize_t n) {
+        make_room(static_cast<size_t>(n));
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            PyObject* x = items[i];
+            if (Py_TYPE(x) == &PyFloat_Type) {
+                out_.push_back(Number::of_float(PyFloat_AS_DOUBLE(x)));
+            } else {
+                Number v;
+                if (int_from_pylong(x, &v) < 0) throw py::error_already_set();
+                out_.push_back(v);
+            }
+        }
+    }
+
+    // convert_plain in one pass over the items, which are often scattered in
+    // memory: converted while they are plain, undone at the first that is not.
+    bool try_plain(PyObject* const* items, Py_ssize_t n) {
+        const size_t mark = out_.size();
+        make_room(static_cast<size_t>(n));
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            PyObject* x = items[i];
+            PyTypeObject* t = Py_TYPE(x);
+            if (t == &PyFloat_Type) {
+                out_.push_back(Number::of_float(PyFloat_AS_DOUBLE(x)));
+            } else if (t == &PyLong_Type) {
+                Number v;
+                if (int_from_pylong(x, &v) < 0) throw py::error_already_set();
+                out_.push_back(v);
+            } else {
+                out_.resize(mark);
+                return false;
+            }
+        }
+        return true;
+    }
+
+    // Rows: n lists (or n tuples) of m plain numbers each, as a batch of
+    // feature vectors comes.  Read in place, with one key for all of them.
+    static bool plain_rows(PyObject* const* items, Py_ssize_t n, Py_ssize_t* m) {
+        if (n == 0) return false;
+        PyTypeObject* row = Py_TYPE(items[0]);
+        if (row != &PyList_Type && row != &PyTuple_Type) return false;
+        *m = PySequence_Fast_GET_SIZE(items[0]);
+        for (Py_ssize_t i = 0; i < n; ++i)
+            if (Py_TYPE(items[i]) != row || PySequence_Fast_GET_SIZE(items[i]) != *m ||
+                !all_plain(PySequence_Fast_ITEMS(items[i]), *m))
+                return false;
+        return true;
+    }
+
     py::object sequence_key(PyObject* o) {
         PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(o));
-        // The common case, plain floats and ints only: converting them runs no
-        // Python code, so the list is read in place, with no key per item.
+        // The common cases, plain numbers and rows of them: no Python code
+        // runs, so the list is read in place, with no key per item.
         PyObject** fast = PySequence_Fast_ITEMS(o);  // o is an exact list or tuple
         Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
-        bool plain = true;
-        for (Py_ssize_t i = 0; i < n && plain; ++i) {
-            PyTypeObject* it = Py_TYPE(fast[i]);
-            plain = it == &PyFloat_Type || it == &PyLong_Type;
-        }
-        if (plain) {
-            out_.reserve(out_.size() + static_cast<size_t>(n));
-            for (Py_ssize_t i = 0; i < n; ++i) convert(fast[i]);
-            return py::make_tuple(py::handle(type), py::int_(n));
+        if (try_plain(fast, n)) return pair(type, PyLong_FromSsize_t(n));
+        Py_ssize_t m = 0;
+        if (plain_rows(fast, n, &m)) {
+            make_room(static_cast<size_t>(n) * static_cast<size_t>(m));
+            for (Py_ssize_t i = 0; i < n; ++i) convert_plain(PySequence_Fast_ITEMS(fast[i]), m);
+            // (type, n, row type, m): a 4-tuple, never equal to another kind's key
+            py::object rows = pair(type, PyLong_FromSsize_t(n));
+            py::object row = pair(reinterpret_cast<PyObject*>(Py_TYPE(fast[0])),
+                                  PyLong_FromSsize_t(m));
+            PyObject* key = PySequence_Concat(rows.ptr(), row.ptr());
+            if (!key) throw py::error_already_set();
+            return py::reinterpret_steal<py::object>(key);
         }
         // Otherwise a tuple of the items: a conversion (a __float__, an
         // __index__) may run code that changes the list under us.
@@ -993,10 +1076,12 @@ private:
         struct Leave {
             ~Leave() { Py_LeaveRecursiveCall(); }
         } leave;
-        py::tuple keys(n);
+        py::object keys = py::reinterpret_steal<py::object>(PyTuple_New(n));
+        if (!keys) throw py::error_already_set();
         for (Py_ssize_t i = 0; i < n; ++i)
-            keys[static_cast<size_t>(i)] = key_of(PyTuple_GET_ITEM(items.ptr(), i));
-        return py::make_tuple(py::handle(type), keys);
+            PyTuple_SET_ITEM(keys.ptr(), i,
+                             key_of(PyTuple_GET_ITEM(items.ptr(), i)).release().ptr());
+        return pair(type, keys.release().ptr());
     }
 
     // A float64 array is read through the buffer protocol, in C order (the
@@ -1035,7 +1120,7 @@ private:
                                     (kLittleEndian && std::strcmp(f, "<d") == 0)))
             return false;
         const Py_ssize_t count = view.len / 8;
-        out_.reserve(out_.size() + static_cast<size_t>(count));
+        make_room(static_cast<size_t>(count));
         if (count == 0) return true;
         const int ndim = view.ndim;
         std::vector<Py_ssize_t> index(static_cast<size_t>(ndim), 0);
