@@ -131,6 +131,8 @@ NodeId Graph::custom(Number value, const NodeId* children, size_t n, std::string
 void Graph::materialize_constants(NodeId id) {
     if (has_list(nodes_[id].op)) {
         uint32_t list = nodes_[id].child[0];
+        if (lists_[list].constants.empty()) return;
+        ++shape_;  // the node gains children: kept schedules are stale
         for (NodeId& entry : lists_[list].entries) {
             if (!is_constant(entry)) continue;
             const Constant k = lists_[list].constants[entry & ~kConstantEntry];
@@ -143,6 +145,7 @@ void Graph::materialize_constants(NodeId id) {
         return;
     }
     if (!(nodes_[id].flags & kInlineConstant)) return;
+    ++shape_;
     Number constant = param(id);
     double grad = nodes_[id].constant_grad;
     NodeId c = leaf(constant);  // may move nodes_: no reference into it is held
@@ -238,6 +241,7 @@ void Graph::free_unreferenced(NodeId id) {
         Node& n = nodes_[d];
         if (n.flags & kHasLabel) labels_.erase(d);
         if (n.flags & kHasOpName) op_names_.erase(d);
+        if (n.flags & kKeepsSchedule) schedules_.erase(d);
         size_t count = child_count(d);
         for (size_t i = 0; i < count; ++i) {
             NodeId c = child(d, i);
@@ -404,7 +408,79 @@ void Graph::zero_gradients() {
     }
 }
 
+void Graph::keep_schedule(NodeId root) {
+    schedules_[root];  // made at the first backward()
+    nodes_[root].flags |= kKeepsSchedule;
+}
+
+void Graph::forget_schedule(NodeId root) {
+    if (!(nodes_[root].flags & kKeepsSchedule)) return;
+    schedules_.erase(root);
+    nodes_[root].flags &= static_cast<uint8_t>(~kKeepsSchedule);
+}
+
+// The search's order, as backward() would take it, kept.
+void Graph::make_schedule(NodeId root, Schedule& schedule) {
+    topological_order(root);
+    schedule.shape = 0;  // until it is complete: an allocation may fail below
+    schedule.reached.clear();
+    schedule.steps.clear();
+    for (const Step& step : order_) {
+        if (step.term != Step::kWholeNode) {
+            schedule.steps.push_back(step);
+            continue;
+        }
+        schedule.reached.push_back(step.node);
+        switch (nodes_[step.node].op) {
+            case Op::Leaf:
+            case Op::Custom:
+            case Op::Sum:
+            case Op::Dot:
+                break;  // propagate() does nothing for these
+            default:
+                schedule.steps.push_back(step);
+        }
+    }
+    schedule.shape = shape_;
+}
+
+// backward() with a kept schedule: the same zeroing (every reached node's
+// gradient and inline constant's gradient, before any step), the same steps
+// in the same order, the same clean-up on an error.
+Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
+    if (schedule.shape != shape_) {
+        make_schedule(root, schedule);  // zeroes the gradients as it goes
+    } else {
+        for (NodeId id : schedule.reached) {
+            Node& n = nodes_[id];
+            n.grad = 0.0;
+            n.constant_grad = 0.0;
+        }
+    }
+    nodes_[root].grad = 1.0;
+    const std::vector<Step>& steps = schedule.steps;
+    for (size_t i = steps.size(); i-- > 0;) {
+        const Step& step = steps[i];
+        if (step.term != Step::kWholeNode) {
+            propagate_term(step.node, step.term);
+            continue;
+        }
+        Status s = propagate(step.node);
+        if (s != Status::Ok) {
+            for (NodeId id : schedule.reached) {
+                nodes_[id].grad = 0.0;
+                nodes_[id].constant_grad = 0.0;
+                if (has_list(nodes_[id].op))
+                    for (Constant& k : lists_[nodes_[id].child[0]].constants) k.grad = 0.0;
+            }
+            return s;
+        }
+    }
+    return Status::Ok;
+}
+
 Status Graph::backward(NodeId root) {
+    if (nodes_[root].flags & kKeepsSchedule) return backward_scheduled(root, schedules_[root]);
     topological_order(root);
     nodes_[root].grad = 1.0;
     for (size_t i = order_.size(); i-- > 0;) {

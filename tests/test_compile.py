@@ -3,9 +3,11 @@ errors bit for bit; the guard; argument structures; memory; threads."""
 
 import gc
 import math
+import numbers as numbers_abc
 import random
 import threading
 import tracemalloc
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -253,6 +255,95 @@ def test_argument_structures():
     assert f.recordings == 2
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(6.0).reshape(2, 3) / 7,  # float64, C order: read in place
+        (np.arange(12.0).reshape(3, 4) / 7).T[::2, ::-1],  # strided and reversed
+        np.arange(6.0).astype(">f8") / 3,  # another byte order
+        np.arange(6.0, dtype=np.float32) / 3,
+        np.arange(6),
+        np.array([True, False, True]),
+        np.array(2.5),  # no axes
+        np.zeros((0, 3)),
+    ],
+)
+def test_numpy_arrays_replay_the_numbers_ravel_gives(array):
+    w = Value(3.0)
+    f = agrad.compile(lambda a: w * agrad.sum(list(a.ravel()), 0.5))
+    first = f(np.zeros_like(array))
+    got = f(array)
+    assert got is first and f.recordings == 1
+    assert exact(got.data) == exact((w * agrad.sum(as_values(array).ravel().tolist(), 0.5)).data)
+
+
+def test_a_new_structure_is_recorded_anew_never_replayed():
+    calls = [
+        ([1.0, 2.0],),
+        ((1.0, 2.0),),
+        ([1.0, [2.0]],),
+        ([1.0, True],),
+        ([1.0, 2.0, 3.0],),
+        ([[1.0, 2.0], [3.0, 4.0]],),  # rows: read with one key
+        ([(1.0, 2.0), (3.0, 4.0)],),
+        ([[1.0, 2.0], (3.0, 4.0)],),
+        ([[1.0, 2.0, 3.0], [4.0]],),
+        ([[1.0], [2.0], [3.0], [4.0]],),
+        ([[1.0, 2.0], [3.0, True]],),
+        (np.zeros((2, 2)),),
+        (np.zeros(4),),
+        (1.0, "a"),
+        (1.0, "b"),
+        (1.0,),
+    ]
+    f = agrad.compile(lambda *a, **kw: Value(0.0) + 1.0, max_programs=64)
+    for args in calls:
+        f(*args)
+        f(*args)
+    f(1.0, k=2.0)
+    f(1.0, j=2.0)
+    assert f.recordings == len(calls) + 2
+
+
+def test_rows_of_numbers_replay_in_order():
+    w = [Value(0.5), Value(-2.0), Value(3)]
+
+    def fn(rows, ys):
+        return agrad.sum([(agrad.dot(w, row) - y) ** 2 for row, y in zip(rows, ys, strict=True)])
+
+    f = agrad.compile(fn)
+    for rows, ys in [
+        ([[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]], [1.0, 2]),
+        ([[7, 8, 9], [1.5, -2, 0.25]], [0, -1.0]),
+        ([(7, 8, 9), (1.5, -2, 0.25)], (0, -1.0)),
+    ]:
+        got = f(rows, ys)
+        assert exact(got.data) == exact(fn(as_values(rows), as_values(ys)).data)
+    assert f.recordings == 2  # lists of lists, then tuples of tuples
+
+
+def test_a_list_a_conversion_changes_is_read_from_a_private_copy():
+    class Sly:
+        """A real number whose conversion empties the list it sits in."""
+
+        def __init__(self, items):
+            self.items = items
+
+        def __float__(self):
+            self.items.clear()
+            return 2.0
+
+    numbers_abc.Real.register(Sly)
+    f = agrad.compile(lambda xs: agrad.sum(xs))
+    assert exact(f([1.0, Fraction(1), 3.0]).data) == exact(5.0)
+    items = [1.0, None, 4.0]
+    items[1] = Sly(items)
+    assert exact(f(items).data) == exact(7.0)  # a replay: the numbers met before the clear
+    assert f.recordings == 1
+    with pytest.raises(OverflowError):
+        f([1.0, 2**70, 3.0])
+
+
 def test_bad_arguments_and_results():
     f = agrad.compile(lambda x: x)
     with pytest.raises(TypeError, match="not 'dict'"):
@@ -291,6 +382,38 @@ def test_a_replayed_root_has_its_graph():
     # after _prev made its constant a node, replays still recompute it
     assert exact(f(4.0).data) == exact(9.0)
     assert agrad.draw_dot(root).source.count("->") >= 3
+
+
+def test_backward_on_a_replayed_root_after_its_graph_changed_shape():
+    # The replayed root's backward pass reuses its schedule; once _prev has
+    # made constants nodes, or a failing pass has run, it must still be eager's.
+    w = Value(0.5)
+
+    def fn(x, y):
+        p = w * x * 2.5
+        return (agrad.sum([p, p * y, 0.0]) ** 0.5 + agrad.dot([w, p], [3.0, y])) * (w - y)
+
+    f = agrad.compile(fn)
+    outcomes = set()
+    for step, (x, y) in enumerate([(1.0, 2.0), (0.3, -1.0), (0.0, 0.0), (2.0, 0.5), (1.5, 3.0)]):
+        root = f(x, y)
+        got = outcome_of(root.backward)
+        outcomes.add(got[0])
+        grads = exact(w.grad), exact(root.grad)
+        eager = fn(Value(x), Value(y))
+        assert got == outcome_of(eager.backward)
+        assert grads == (exact(w.grad), exact(eager.grad))
+        if step == 0:  # the constants of the graph become nodes
+            seen, stack = {}, [root]
+            while stack:
+                v = stack.pop()
+                if id(v) not in seen:
+                    seen[id(v)] = v
+                    stack.extend(v._prev)
+            grads_then = [exact(v.grad) for v in seen.values()]
+            root.backward()
+            assert [exact(v.grad) for v in seen.values()] == grads_then
+    assert outcomes == {"ok", "raised"}  # 0 ** 0.5 has no gradient: both paths taken
 
 
 def test_calling_a_compiled_function_while_recording_is_an_error():

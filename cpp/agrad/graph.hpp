@@ -114,6 +114,16 @@ public:
     // (an overflow, say) the graph's gradients are left at 0.
     Status backward(NodeId root);
 
+    // A root whose graph is replayed (agrad.compile) keeps the schedule of its
+    // backward pass: the graph's shape is the same at every replay, so the
+    // depth-first search need not run again.  The kept schedule is the very
+    // one the search would make, and is made anew after anything that could
+    // change a graph's shape (materialize_constants); it goes when the root
+    // is freed or forget_schedule is called.
+    void keep_schedule(NodeId root);
+    void forget_schedule(NodeId root);
+    bool keeps_schedule(NodeId root) const { return (nodes_[root].flags & kKeepsSchedule) != 0; }
+
     // Children in the order the depth-first search visits them; an entry of
     // an n-ary node may be a constant (is_constant) until materialize_constants.
     size_t child_count(NodeId id) const;
@@ -190,6 +200,7 @@ private:
     static constexpr uint8_t kHasLabel = 4;
     static constexpr uint8_t kHasOpName = 8;
     static constexpr uint8_t kInlineConstant = 16;  // child[1] is the number in param
+    static constexpr uint8_t kKeepsSchedule = 32;   // schedules_ has this root's
 
     static bool has_list(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::Custom; }
 
@@ -265,6 +276,9 @@ private:
     Status propagate(NodeId id);
     void propagate_term(NodeId id, uint32_t term);
     void zero_gradients();  // of the nodes in order_
+    struct Schedule;
+    void make_schedule(NodeId root, Schedule& schedule);
+    Status backward_scheduled(NodeId root, Schedule& schedule);
 
     std::vector<Node> nodes_;
     std::vector<NodeId> free_;
@@ -296,6 +310,19 @@ private:
     };
     std::vector<Visit> stack_;
     std::vector<NodeId> dying_;
+    // A kept schedule: the nodes the search reaches (their gradients are
+    // zeroed first) and, in the order backward() takes them, the steps that
+    // do something; a leaf's, a custom node's and a fused node's own step
+    // change nothing, and are left out.  Made at shape_ (0: not made yet).
+    struct Schedule {
+        uint64_t shape = 0;
+        std::vector<NodeId> reached;
+        std::vector<Step> steps;
+    };
+    std::unordered_map<NodeId, Schedule> schedules_;
+    // Counts the changes to any graph's shape; a schedule made before the
+    // last one is made again.  Starts at 1, so a fresh schedule is stale.
+    uint64_t shape_ = 1;
 };
 
 inline Status Graph::binary(Op op, Operand a, Operand b, NodeId* out) {

@@ -35,49 +35,6 @@ import numpy as np
 from agrad import _core
 from agrad._core import Value
 
-# A number in the arguments: its place in the key says where it sits.
-_NUMBER = "n"
-
-
-def _flatten(obj: Any, out: list) -> Any:
-    """The structure key of one argument; its numbers are appended to ``out``."""
-    t = type(obj)
-    if t is float or t is int:
-        out.append(obj)
-        return _NUMBER
-    if t is list or t is tuple:
-        # the common case, a flat list of plain numbers, without a call per item
-        if all(type(o) is float or type(o) is int for o in obj):
-            out.extend(obj)
-            return (t, len(obj))
-        return (t, tuple([_flatten(o, out) for o in obj]))
-    if t is np.ndarray:
-        if obj.dtype.kind not in "biuf":
-            raise TypeError(
-                f"agrad.compile: a NumPy array argument must hold numbers, not dtype {obj.dtype}"
-            )
-        out.extend(obj.ravel().tolist())
-        return (np.ndarray, obj.shape)
-    if isinstance(obj, Value):
-        return (Value, id(obj), obj)  # by identity: its node is part of the graph
-    if isinstance(obj, numbers.Real):  # bool, numpy scalars, Fraction, ...
-        out.append(obj)
-        return _NUMBER
-    if isinstance(obj, (list, tuple, dict, set)):
-        raise TypeError(
-            f"agrad.compile: arguments may be numbers, lists, tuples and NumPy arrays of "
-            f"them, or hashable constants, not {t.__name__!r}"
-        )
-    try:
-        hash(obj)
-    except TypeError:
-        raise TypeError(
-            f"agrad.compile: an argument that is not a number or a list, tuple or NumPy "
-            f"array of them must be hashable (it is part of what a recording is kept "
-            f"for), not {t.__name__!r}"
-        ) from None
-    return (t, obj)
-
 
 def _substitute(obj: Any, leaves: list[Value], index: list[int]) -> Any:
     """The argument with its numbers replaced by the input leaves, in order."""
@@ -139,18 +96,12 @@ class CompiledFunction:
 
     def program(self, *args: Any, **kwargs: Any) -> _core._Program | None:
         """The program kept for these arguments' structure, if any."""
-        recorded = self._programs.get(self._key(args, kwargs, []))
+        recorded = self._programs.get(_core._flatten(args, kwargs, np.ndarray)[0])
         return recorded.program if recorded else None
 
-    def _key(self, args: tuple, kwargs: dict, numbers_out: list) -> Any:
-        key = tuple([_flatten(a, numbers_out) for a in args])
-        if kwargs:
-            key = (key, tuple([(k, _flatten(v, numbers_out)) for k, v in kwargs.items()]))
-        return key
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        numbers_in: list = []
-        key = self._key(args, kwargs, numbers_in)
+        # the key and the numbers, converted, in one pass in C (_core._flatten)
+        key, numbers_in = _core._flatten(args, kwargs, np.ndarray)
         recorded = self._programs.get(key)
         if recorded is None:
             return self._record(key, args, kwargs, numbers_in)
@@ -159,10 +110,10 @@ class CompiledFunction:
         result = recorded.result
         return list(result) if type(result) is list else result
 
-    def _record(self, key: Any, args: tuple, kwargs: dict, numbers_in: list) -> Any:
+    def _record(self, key: Any, args: tuple, kwargs: dict, numbers_in: _core._Numbers) -> Any:
         _core._begin_recording()
         try:
-            leaves = [Value(x) for x in numbers_in]
+            leaves = [Value(x) for x in numbers_in.values()]
             index = [0]
             sub_args = [_substitute(a, leaves, index) for a in args]
             sub_kwargs = {k: _substitute(v, leaves, index) for k, v in kwargs.items()}
@@ -171,7 +122,7 @@ class CompiledFunction:
         except BaseException:
             _core._abort_recording()
             raise
-        program = _core._finish_recording(leaves)
+        program = _core._finish_recording(leaves, outputs)
         if type(result) is list:
             result = list(result)
         self._programs[key] = _Recorded(program, result, outputs)

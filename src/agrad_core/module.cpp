@@ -37,7 +37,9 @@
 
 #include <structmember.h>  // PyMemberDef, T_PYSSIZET: __weaklistoffset__ for PyType_FromSpec
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -898,37 +900,335 @@ NodeId node_of_value(py::handle o, const char* what) {
     return node_of(o.ptr());
 }
 
+// -- agrad.compile's arguments: their structure key and their numbers, in one
+// pass in C.  A call of a compiled function with 2000 numbers spent as long
+// flattening them in Python as the engine spends replaying the graph.
+//
+// The key says where each number sits (a plain number is "n"; a list or
+// tuple of plain floats and ints is (type, length); any other list or tuple
+// is (type, keys of its items); a NumPy array is (ndarray, shape); a Value is
+// (Value, id, the Value); any other hashable argument is (type, itself)), so
+// arguments of another structure never share a key and are recorded anew.
+// The numbers are converted as they are met, by the rules `Value(x)` uses,
+// into a Numbers object that Program.run reads without Python objects.
+struct Numbers {
+    std::vector<Number> values;
+};
+
+class ArgumentFlattener {
+public:
+    ArgumentFlattener(PyObject* ndarray, std::vector<Number>& out)
+        : ndarray_(ndarray), out_(out), number_key_(py::str("n")) {}
+
+    py::object key_of(PyObject* o) {
+        PyTypeObject* t = Py_TYPE(o);
+        if (t == &PyFloat_Type || t == &PyLong_Type) {
+            convert(o);
+            return number_key_;
+        }
+        if (t == &PyList_Type || t == &PyTuple_Type) return sequence_key(o);
+        if (reinterpret_cast<PyObject*>(t) == ndarray_) return array_key(o);
+        if (is_value(o)) {
+            PyObject* id = PyLong_FromVoidPtr(o);
+            if (!id) throw py::error_already_set();
+            return py::make_tuple(py::handle(reinterpret_cast<PyObject*>(value_type)),
+                                  py::reinterpret_steal<py::object>(id), py::handle(o));
+        }
+        int real = PyObject_IsInstance(o, real_abc);  // bool, NumPy scalars, Fraction, ...
+        if (real < 0) throw py::error_already_set();
+        if (real) {
+            convert(o);
+            return number_key_;
+        }
+        if (PyList_Check(o) || PyTuple_Check(o) || PyDict_Check(o) || PyAnySet_Check(o)) {
+            type_error_naming(
+                "agrad.compile: arguments may be numbers, lists, tuples and NumPy arrays of "
+                "them, or hashable constants, not",
+                o);
+            throw py::error_already_set();
+        }
+        if (PyObject_Hash(o) == -1) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) throw py::error_already_set();
+            PyErr_Clear();
+            type_error_naming(
+                "agrad.compile: an argument that is not a number or a list, tuple or NumPy "
+                "array of them must be hashable (it is part of what a recording is kept "
+                "for), not",
+                o);
+            throw py::error_already_set();
+        }
+        return py::make_tuple(py::handle(reinterpret_cast<PyObject*>(t)), py::handle(o));
+    }
+
+private:
+    // Room for n more numbers, growing geometrically: an exact reserve per
+    // inner list of a list of lists would copy the numbers again each time.
+    void make_room(size_t n) {
+        const size_t need = out_.size() + n;
+        if (need > out_.capacity()) out_.reserve(std::max(need, 2 * out_.capacity()));
+    }
+
+    // (first, second) with second a new reference (or null, an error set)
+    static py::object pair(PyObject* first, PyObject* second) {
+        if (!second) throw py::error_already_set();
+        PyObject* t = PyTuple_New(2);
+        if (!t) {
+            Py_DECREF(second);
+            throw py::error_already_set();
+        }
+        Py_INCREF(first);
+        PyTuple_SET_ITEM(t, 0, first);
+        PyTuple_SET_ITEM(t, 1, second);
+        return py::reinterpret_steal<py::object>(t);
+    }
+
+    void convert(PyObject* o) {
+        Number n;
+        if (to_number(o, &n) < 0) throw py::error_already_set();
+        out_.push_back(n);
+    }
+
+    static bool all_plain(PyObject* const* items, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            PyTypeObject* t = Py_TYPE(items[i]);
+            if (t != &PyFloat_Type && t != &PyLong_Type) return false;
+        }
+        return true;
+    }
+
+    // Exact floats and ints: converting them runs no Python code.
+    void convert_plain(PyObject* const* items, Py_ssize_t n) {
+        make_room(static_cast<size_t>(n));
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            PyObject* x = items[i];
+            if (Py_TYPE(x) == &PyFloat_Type) {
+                out_.push_back(Number::of_float(PyFloat_AS_DOUBLE(x)));
+            } else {
+                Number v;
+                if (int_from_pylong(x, &v) < 0) throw py::error_already_set();
+                out_.push_back(v);
+            }
+        }
+    }
+
+    // convert_plain in one pass over the items, which are often scattered in
+    // memory: converted while they are plain, undone at the first that is not.
+    bool try_plain(PyObject* const* items, Py_ssize_t n) {
+        const size_t mark = out_.size();
+        make_room(static_cast<size_t>(n));
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            PyObject* x = items[i];
+            PyTypeObject* t = Py_TYPE(x);
+            if (t == &PyFloat_Type) {
+                out_.push_back(Number::of_float(PyFloat_AS_DOUBLE(x)));
+            } else if (t == &PyLong_Type) {
+                Number v;
+                if (int_from_pylong(x, &v) < 0) throw py::error_already_set();
+                out_.push_back(v);
+            } else {
+                out_.resize(mark);
+                return false;
+            }
+        }
+        return true;
+    }
+
+    // Rows: n lists (or n tuples) of m plain numbers each, as a batch of
+    // feature vectors comes.  Read in place, with one key for all of them.
+    static bool plain_rows(PyObject* const* items, Py_ssize_t n, Py_ssize_t* m) {
+        if (n == 0) return false;
+        PyTypeObject* row = Py_TYPE(items[0]);
+        if (row != &PyList_Type && row != &PyTuple_Type) return false;
+        *m = PySequence_Fast_GET_SIZE(items[0]);
+        for (Py_ssize_t i = 0; i < n; ++i)
+            if (Py_TYPE(items[i]) != row || PySequence_Fast_GET_SIZE(items[i]) != *m ||
+                !all_plain(PySequence_Fast_ITEMS(items[i]), *m))
+                return false;
+        return true;
+    }
+
+    py::object sequence_key(PyObject* o) {
+        PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(o));
+        // The common cases, plain numbers and rows of them: no Python code
+        // runs, so the list is read in place, with no key per item.
+        PyObject** fast = PySequence_Fast_ITEMS(o);  // o is an exact list or tuple
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+        if (try_plain(fast, n)) return pair(type, PyLong_FromSsize_t(n));
+        Py_ssize_t m = 0;
+        if (plain_rows(fast, n, &m)) {
+            make_room(static_cast<size_t>(n) * static_cast<size_t>(m));
+            for (Py_ssize_t i = 0; i < n; ++i) convert_plain(PySequence_Fast_ITEMS(fast[i]), m);
+            // (type, n, row type, m): a 4-tuple, never equal to another kind's key
+            py::object rows = pair(type, PyLong_FromSsize_t(n));
+            py::object row = pair(reinterpret_cast<PyObject*>(Py_TYPE(fast[0])),
+                                  PyLong_FromSsize_t(m));
+            PyObject* key = PySequence_Concat(rows.ptr(), row.ptr());
+            if (!key) throw py::error_already_set();
+            return py::reinterpret_steal<py::object>(key);
+        }
+        // Otherwise a tuple of the items: a conversion (a __float__, an
+        // __index__) may run code that changes the list under us.
+        py::object items = py::reinterpret_steal<py::object>(PySequence_Tuple(o));
+        if (!items) throw py::error_already_set();
+        n = PyTuple_GET_SIZE(items.ptr());
+        if (Py_EnterRecursiveCall(" while flattening agrad.compile's arguments"))
+            throw py::error_already_set();
+        struct Leave {
+            ~Leave() { Py_LeaveRecursiveCall(); }
+        } leave;
+        py::object keys = py::reinterpret_steal<py::object>(PyTuple_New(n));
+        if (!keys) throw py::error_already_set();
+        for (Py_ssize_t i = 0; i < n; ++i)
+            PyTuple_SET_ITEM(keys.ptr(), i,
+                             key_of(PyTuple_GET_ITEM(items.ptr(), i)).release().ptr());
+        return pair(type, keys.release().ptr());
+    }
+
+    // A float64 array is read through the buffer protocol, in C order (the
+    // order of ravel()); other dtypes of numbers as ravel().tolist() gives them.
+    py::object array_key(PyObject* o) {
+        py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttrString(o, "shape"));
+        if (!shape) throw py::error_already_set();
+        if (!read_float64(o)) {
+            py::object dtype = py::reinterpret_borrow<py::object>(o).attr("dtype");
+            std::string kind = py::str(dtype.attr("kind"));
+            if (kind.size() != 1 || std::string("biuf").find(kind[0]) == std::string::npos)
+                throw py::type_error(
+                    "agrad.compile: a NumPy array argument must hold numbers, not dtype " +
+                    std::string(py::str(dtype)));
+            py::object items = py::reinterpret_borrow<py::object>(o).attr("ravel")().attr(
+                "tolist")();
+            if (!PyList_Check(items.ptr())) throw py::type_error("ndarray.tolist() gave no list");
+            const Py_ssize_t n = PyList_GET_SIZE(items.ptr());
+            for (Py_ssize_t i = 0; i < n; ++i) convert(PyList_GET_ITEM(items.ptr(), i));
+        }
+        return py::make_tuple(py::handle(ndarray_), shape);
+    }
+
+    bool read_float64(PyObject* o) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(o, &view, PyBUF_RECORDS_RO) < 0) {
+            PyErr_Clear();  // an object array, say: the slow path tells
+            return false;
+        }
+        struct Release {
+            Py_buffer* view;
+            ~Release() { PyBuffer_Release(view); }
+        } release{&view};
+        const char* f = view.format ? view.format : "B";
+        if (view.itemsize != 8 || !(std::strcmp(f, "d") == 0 || std::strcmp(f, "=d") == 0 ||
+                                    (kLittleEndian && std::strcmp(f, "<d") == 0)))
+            return false;
+        const Py_ssize_t count = view.len / 8;
+        make_room(static_cast<size_t>(count));
+        if (count == 0) return true;
+        const int ndim = view.ndim;
+        std::vector<Py_ssize_t> index(static_cast<size_t>(ndim), 0);
+        const char* base = static_cast<const char*>(view.buf);
+        for (Py_ssize_t k = 0; k < count; ++k) {
+            Py_ssize_t offset = 0;
+            for (int d = 0; d < ndim; ++d)
+                offset += index[static_cast<size_t>(d)] * view.strides[d];
+            double x;
+            std::memcpy(&x, base + offset, sizeof x);
+            out_.push_back(Number::of_float(x));
+            for (int d = ndim - 1; d >= 0; --d) {  // the next index, last axis fastest
+                if (++index[static_cast<size_t>(d)] < view.shape[d]) break;
+                index[static_cast<size_t>(d)] = 0;
+            }
+        }
+        return true;
+    }
+
+    static constexpr bool kLittleEndian = PY_LITTLE_ENDIAN != 0;
+    PyObject* ndarray_;
+    std::vector<Number>& out_;
+    py::object number_key_;
+};
+
+// (key, numbers) of a call's positional and keyword arguments.
+py::tuple flatten_arguments(const py::tuple& args, const py::dict& kwargs, py::handle ndarray) {
+    Numbers numbers;
+    ArgumentFlattener flattener(ndarray.ptr(), numbers.values);
+    const size_t n = args.size();
+    py::tuple keys(n);
+    for (size_t i = 0; i < n; ++i) keys[i] = flattener.key_of(args[i].ptr());
+    py::object key = keys;
+    if (!kwargs.empty()) {
+        // a private copy of the items: converting a number may run Python code
+        py::list items = py::reinterpret_steal<py::list>(PyDict_Items(kwargs.ptr()));
+        if (!items) throw py::error_already_set();
+        py::tuple pairs(items.size());
+        for (size_t i = 0; i < items.size(); ++i) {
+            py::tuple item = items[i];
+            pairs[i] = py::make_tuple(item[0], flattener.key_of(item[1].ptr()));
+        }
+        key = py::make_tuple(keys, pairs);
+    }
+    return py::make_tuple(key, py::cast(std::move(numbers)));
+}
+
 // A recorded graph: what the binding keeps of it between calls.
 class Program {
 public:
-    Program(std::vector<NodeId> held, std::vector<NodeId> inputs)
+    // `outputs` are the roots backward() will be called on: those the program
+    // made keep their backward schedule for as long as the program lives
+    // (a root made before the recording is not the program's to mark).
+    Program(std::vector<NodeId> held, std::vector<NodeId> inputs,
+            const std::vector<NodeId>& outputs)
         : held_(std::move(held)), inputs_(std::move(inputs)) {
         for (NodeId id : held_)
             if (graph->op(id) != Op::Leaf) steps_.push_back(id);
+        std::vector<NodeId> made(held_);
+        std::sort(made.begin(), made.end());
+        for (NodeId id : outputs)
+            if (std::binary_search(made.begin(), made.end(), id) && !graph->keeps_schedule(id)) {
+                graph->keep_schedule(id);
+                scheduled_.push_back(id);
+            }
     }
     Program(const Program&) = delete;
     Program& operator=(const Program&) = delete;
-    ~Program() { release_all(held_); }  // pybind11 destroys it with the GIL held
+    ~Program() {  // pybind11 destroys it with the GIL held
+        for (NodeId id : scheduled_) graph->forget_schedule(id);
+        release_all(held_);
+    }
 
     // The new numbers into the inputs (all converted before any is written),
     // then every operation again, in the recorded order.
     void run(const py::handle& numbers) {
-        if (recording_log)
-            throw std::runtime_error(
-                "agrad.compile: a compiled function was called while another is being "
-                "recorded; call it outside, or let the outer function be recorded whole");
         PyObject* seq = PySequence_Fast(numbers.ptr(), "numbers must be a sequence");
         if (!seq) throw py::error_already_set();
         py::object holder = py::reinterpret_steal<py::object>(seq);
         const size_t n = static_cast<size_t>(PySequence_Fast_GET_SIZE(seq));
-        if (n != inputs_.size())
-            throw py::value_error("agrad.compile: the program has " +
-                                  std::to_string(inputs_.size()) + " inputs, given " +
-                                  std::to_string(n) + " numbers");
         std::vector<Number> values(n);
         PyObject** items = PySequence_Fast_ITEMS(seq);
         for (size_t i = 0; i < n; ++i)
             if (!require_number(items[i], &values[i])) throw py::error_already_set();
+        replay(values);
+    }
+    // The same with numbers _flatten converted already.
+    void run_converted(const Numbers& numbers) { replay(numbers.values); }
+    size_t operations() const { return steps_.size(); }
+    size_t nodes() const { return held_.size(); }
+    size_t inputs() const { return inputs_.size(); }
+
+private:
+    std::vector<NodeId> held_;       // every node made while recording, one reference each
+    std::vector<NodeId> inputs_;     // the leaves the arguments' numbers go into
+    std::vector<NodeId> steps_;      // the logged nodes made by operations, in creation order
+    std::vector<NodeId> scheduled_;  // the outputs whose backward schedule is kept
+
+    void replay(const std::vector<Number>& values) {
+        if (recording_log)
+            throw std::runtime_error(
+                "agrad.compile: a compiled function was called while another is being "
+                "recorded; call it outside, or let the outer function be recorded whole");
+        const size_t n = values.size();
+        if (n != inputs_.size())
+            throw py::value_error("agrad.compile: the program has " +
+                                  std::to_string(inputs_.size()) + " inputs, given " +
+                                  std::to_string(n) + " numbers");
         for (size_t i = 0; i < n; ++i) graph->set_value(inputs_[i], values[i]);
         for (NodeId id : steps_) {
             Status s = graph->recompute(id);
@@ -938,33 +1238,29 @@ public:
             }
         }
     }
-    size_t operations() const { return steps_.size(); }
-    size_t nodes() const { return held_.size(); }
-    size_t inputs() const { return inputs_.size(); }
-
-private:
-    std::vector<NodeId> held_;    // every node made while recording, one reference each
-    std::vector<NodeId> inputs_;  // the leaves the arguments' numbers go into
-    std::vector<NodeId> steps_;   // the logged nodes made by operations, in creation order
 };
 
 // Ends the recording and makes its program.  The inputs must be leaves made
 // during the recording (so that the program holds them); a node made by hand
 // with Value(data, children, op) has no operation to replay, and is refused.
-std::unique_ptr<Program> finish_recording(const py::list& inputs) {
+std::unique_ptr<Program> finish_recording(const py::list& inputs, const py::list& outputs) {
     std::vector<NodeId> log = end_recording();
     try {
         std::vector<NodeId> input_ids;
         input_ids.reserve(inputs.size());
         for (py::handle v : inputs)
             input_ids.push_back(node_of_value(v, "inputs must be Values, not"));
+        std::vector<NodeId> output_ids;
+        output_ids.reserve(outputs.size());
+        for (py::handle v : outputs)
+            output_ids.push_back(node_of_value(v, "outputs must be Values, not"));
         for (NodeId id : log)
             if (graph->op(id) == Op::Custom)
                 throw py::value_error(
                     "agrad.compile: the function made a Value by hand "
                     "(Value(data, _children, _op)); its data is not computed from its children, "
                     "so it cannot be replayed");
-        return std::make_unique<Program>(std::move(log), std::move(input_ids));
+        return std::make_unique<Program>(std::move(log), std::move(input_ids), output_ids);
     } catch (...) {
         release_all(log);
         throw;
@@ -1003,14 +1299,16 @@ void define_module(py::module_& m) {
           "Start recording the nodes this thread makes, for agrad.compile.");
     m.def("_abort_recording", &abort_recording,
           "Stop this thread's recording and let its nodes go.");
-    m.def("_finish_recording", &finish_recording, py::arg("inputs"),
-          "Stop this thread's recording and make its program, with these leaves as inputs.");
+    m.def("_finish_recording", &finish_recording, py::arg("inputs"), py::arg("outputs"),
+          "Stop this thread's recording and make its program, with these leaves as inputs; "
+          "the outputs keep their backward schedule while the program lives.");
     // pybind11 registers a class once per process: a second import reuses it
     static PyObject* program_type = nullptr;
     if (!program_type) {
         py::class_<Program>(m, "_Program", "A recorded graph that agrad.compile replays.")
-            .def("run", &Program::run, py::arg("numbers"),
+            .def("run", &Program::run_converted, py::arg("numbers"),
                  "Write the numbers into the inputs and recompute every recorded operation.")
+            .def("run", &Program::run, py::arg("numbers"))
             .def_property_readonly("operations", &Program::operations,
                                    "How many operations a replay recomputes.")
             .def_property_readonly("nodes", &Program::nodes, "How many nodes the program holds.")
@@ -1018,6 +1316,24 @@ void define_module(py::module_& m) {
         program_type = py::object(m.attr("_Program")).release().ptr();
     }
     m.attr("_Program") = py::reinterpret_borrow<py::object>(program_type);
+    static PyObject* numbers_type = nullptr;
+    if (!numbers_type) {
+        py::class_<Numbers>(m, "_Numbers", "A compiled call's numbers, converted.")
+            .def("__len__", [](const Numbers& n) { return n.values.size(); })
+            .def(
+                "values",
+                [](const Numbers& n) {
+                    py::list out(n.values.size());
+                    for (size_t i = 0; i < n.values.size(); ++i)
+                        out[i] = steal_or_throw(number_to_python(n.values[i]));
+                    return out;
+                },
+                "The numbers as Python ints and floats.");
+        numbers_type = py::object(m.attr("_Numbers")).release().ptr();
+    }
+    m.attr("_Numbers") = py::reinterpret_borrow<py::object>(numbers_type);
+    m.def("_flatten", &flatten_arguments, py::arg("args"), py::arg("kwargs"), py::arg("ndarray"),
+          "The structure key of a compiled call's arguments, and their numbers.");
     m.def(
         "_live_nodes", [] { return graph->live_nodes(); },
         "How many nodes the engine holds now (for tests and benchmarks).");

@@ -501,6 +501,108 @@ void test_long_chain() {
     CHECK(g.live_nodes() == 0);
 }
 
+// A kept backward schedule (what a replayed root uses) against the search
+// backward() makes every time: the same gradients, bit for bit, for new
+// leaf values, after a constant became a node, after a failing pass.
+struct ScheduleGraph {
+    std::vector<NodeId> leaves;  // u, v, the exponent's base w
+    std::vector<NodeId> nodes;   // everything made, in order, for recompute
+    NodeId root = 0;
+    NodeId product = 0;  // u * 1e16: its constant is materialized below
+};
+
+ScheduleGraph build_schedule_graph(Graph& g) {
+    ScheduleGraph s;
+    NodeId u = kept(g, g.leaf(F(1.0)));
+    NodeId v = kept(g, g.leaf(F(0.5)));
+    NodeId w = kept(g, g.leaf(F(2.0)));
+    s.leaves = {u, v, w};
+    auto made = [&](NodeId id) {
+        s.nodes.push_back(kept(g, id));
+        return id;
+    };
+    s.product = made(with_number(g, Op::Mul, u, F(1e16)));
+    NodeId t = made(binary(g, Op::Add, s.product, made(with_number(g, Op::Mul, u, F(-1e16)))));
+    Operand terms[] = {Operand::of_node(u), Operand::of_node(t), Operand::of_number(F(0.25))};
+    NodeId total = 0;
+    built(g.sum(terms, 3, I(0), &total));
+    made(total);
+    Operand ws[] = {Operand::of_node(v), Operand::of_node(total)};
+    Operand xs[] = {Operand::of_node(u), Operand::of_number(F(3.0))};
+    NodeId d = 0;
+    built(g.dot(ws, xs, 2, &d));
+    made(d);
+    NodeId p = 0;
+    built(g.power(w, F(0.5), &p));  // its gradient fails when w is 0
+    made(p);
+    NodeId e = 0;
+    built(g.unary(Op::Tanh, made(binary(g, Op::Mul, d, p)), &e));
+    made(e);
+    s.root = made(binary(g, Op::Mul, e, v));
+    return s;
+}
+
+void test_kept_schedule() {
+    Graph plain, kept_graph;
+    ScheduleGraph a = build_schedule_graph(plain);
+    ScheduleGraph b = build_schedule_graph(kept_graph);
+    kept_graph.keep_schedule(b.root);
+    CHECK(kept_graph.keeps_schedule(b.root) && !plain.keeps_schedule(a.root));
+    auto same_pass = [&](const char* when) {
+        Status sa = plain.backward(a.root);
+        Status sb = kept_graph.backward(b.root);
+        bool same = sa == sb;
+        for (size_t i = 0; i < a.leaves.size(); ++i)
+            same &= same_bits(plain.grad(a.leaves[i]), kept_graph.grad(b.leaves[i]));
+        for (size_t i = 0; i < a.nodes.size(); ++i)
+            same &= same_bits(plain.grad(a.nodes[i]), kept_graph.grad(b.nodes[i]));
+        if (!same) std::printf("kept schedule differs: %s\n", when);
+        CHECK(same);
+        return sa;
+    };
+    auto set_leaves = [&](double u, double v, double w) {
+        for (Graph* g : {&plain, &kept_graph}) {
+            const ScheduleGraph& s = g == &plain ? a : b;
+            g->set_value(s.leaves[0], F(u));
+            g->set_value(s.leaves[1], F(v));
+            g->set_value(s.leaves[2], F(w));
+            for (NodeId id : s.nodes) built(g->recompute(id));
+        }
+    };
+    CHECK(same_pass("first") == Status::Ok);
+    CHECK(same_bits(kept_graph.grad(b.leaves[0]), plain.grad(a.leaves[0])));
+    set_leaves(-0.3, 2.0, 0.7);
+    kept_graph.set_grad(b.leaves[0], 99.0);  // zeroed again by the kept schedule
+    CHECK(same_pass("new values") == Status::Ok);
+    // w = 0: the power's gradient fails, and every gradient is left at 0
+    set_leaves(0.1, 1.0, 0.0);
+    CHECK(same_pass("failing") == Status::ZeroToNegative);
+    CHECK(same_bits(kept_graph.grad(b.leaves[0]), 0.0));
+    set_leaves(0.2, -1.0, 3.0);
+    CHECK(same_pass("after failing") == Status::Ok);
+    // a constant becomes a leaf node: it must be reached (and zeroed) too
+    plain.materialize_constants(a.product);
+    kept_graph.materialize_constants(b.product);
+    NodeId k = kept_graph.child(b.product, 1);
+    kept_graph.set_grad(k, 7.0);
+    plain.set_grad(plain.child(a.product, 1), 7.0);
+    CHECK(same_pass("materialized") == Status::Ok);
+    CHECK(same_bits(kept_graph.grad(k), plain.grad(plain.child(a.product, 1))));
+    CHECK(!same_bits(kept_graph.grad(k), 7.0));
+    // forgotten, then kept again; and a freed root takes its schedule with it
+    kept_graph.forget_schedule(b.root);
+    CHECK(!kept_graph.keeps_schedule(b.root));
+    CHECK(same_pass("forgotten") == Status::Ok);
+    kept_graph.keep_schedule(b.root);
+    const size_t live = kept_graph.live_nodes();
+    kept_graph.release(b.root);  // the test's own reference: `made` kept one
+    kept_graph.release(b.root);
+    CHECK(kept_graph.live_nodes() == live - 1);
+    NodeId reused = kept(kept_graph, kept_graph.leaf(F(1.0)));  // takes the freed id
+    CHECK(reused == b.root && !kept_graph.keeps_schedule(reused));
+    CHECK(kept_graph.backward(reused) == Status::Ok && same_bits(kept_graph.grad(reused), 1.0));
+}
+
 }  // namespace
 
 int main() {
@@ -515,6 +617,7 @@ int main() {
     test_inline_constants();
     test_custom_node();
     test_long_chain();
+    test_kept_schedule();
     std::printf("engine: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
