@@ -132,25 +132,26 @@ SCALING = """
 Runs are independent and each seeds itself, so a sweep is embarrassingly
 parallel: with W workers it takes about runs x (run + overhead) / W, plus
 the cluster's start-up, until something central saturates.  A body-fat run
-with the book's settings is ~70 ms, so 1,000 workers finish ~14,000 runs a
-second, and everything that passes through one place must keep up:
+with the book's settings is ~30 ms (compiled; ~70 ms eager), so 1,000
+workers finish ~33,000 runs a second, and everything that passes through one
+place must keep up:
 
 - **The scheduler.**  Dask's scheduler is one Python process that spends
   roughly 0.1 to 1 ms of its own time per task (its documentation's figure):
-  enough for ~70 to 700 workers busy with 70 ms tasks, so at 1,000 workers it
+  enough for ~30 to 300 workers busy with 30 ms tasks, so at 1,000 workers it
   sets the pace.  Ray schedules from each node's raylet and goes further.
 - **The result file.**  Rows come back to the one process running the sweep,
   which appends each to `runs.csv` (one buffered write and a flush, ~50 us a
-  row measured here under load): ~20,000 rows a second, just above what 1,000
-  workers produce.  A resume reads the file once: ~30 us a row, half a minute
+  row measured here under load): ~20,000 rows a second, short of the ~33,000
+  that 1,000 workers produce.  A resume reads the file once: ~30 us a row, half a minute
   for a million.
 - **Shipping the task.**  A body-fat task carries its data (252 x 14 floats:
-  35 KB pickled); 14,000 tasks a second is ~500 MB/s out of the client.
+  35 KB pickled); 33,000 tasks a second is ~1.2 GB/s out of the client.
 
 So at 1,000 workers the study is too short for one task per run: what would
 scale it is several runs per task (fewer, longer tasks, fewer rows to move at
 a time) and the data sent to each worker once (`client.scatter`, `ray.put`).
-agrad does neither yet; up to a few hundred workers, one run a task is fine.
+agrad does neither yet; up to about a hundred workers, one run a task is fine.
 """
 
 if __name__ == "__main__":
