@@ -253,7 +253,7 @@ private:
         n.owner = nullptr;
         n.op = op;
         n.flags = 0;
-        if (recorders_ != 0 && log_ != nullptr) {
+        if (recording()) {
             log_->push_back(id);
             n.refs = 1;  // the log's reference
         }

@@ -132,58 +132,32 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         **dict(zip(_KEY, spec.key, strict=True)),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
-    seed, engine, epochs, rate = spec.seed, spec.engine, spec.epochs, spec.learning_rate
-    # the compiled engine replays each run's loss (agrad.compile): the same
-    # bits as eager training, in a fraction of the time
-    compiled = engine == "native"
+    # what every study takes; on the compiled engine each run's loss is
+    # replayed (agrad.compile): the same bits as eager training, faster
+    common: dict[str, Any] = {
+        "seed": spec.seed,
+        "engine": spec.engine,
+        "epochs": spec.epochs,
+        "learning_rate": spec.learning_rate,
+        "compile": spec.engine == "native",
+    }
     start = time.perf_counter()
     try:
         if spec.study == "bodyfat":
-            result = studies.bodyfat(
-                data=spec.data,
-                batch_size=spec.batch_size,
-                seed=seed,
-                engine=engine,
-                epochs=epochs,
-                learning_rate=rate,
-                compile=compiled,
-            )
+            result = studies.bodyfat(data=spec.data, batch_size=spec.batch_size, **common)
             fit, best, gap = result.run.fit, result.least_squares, result.gap
         elif spec.study == "batch":
             assert spec.samples is not None
-            batch = studies.batch(
-                batch_size=spec.batch_size,
-                samples=spec.samples,
-                seed=seed,
-                engine=engine,
-                epochs=epochs,
-                learning_rate=rate,
-                compile=compiled,
-            )
+            batch = studies.batch(batch_size=spec.batch_size, samples=spec.samples, **common)
             fit, best = batch.mini_batch.fit, batch.least_squares
             gap = studies.gap_to_least_squares(fit.mse, best.mse, batch.ys)
         elif spec.study == "multivariate":
             assert spec.samples is not None
-            multi = studies.multivariate(
-                batch_size=spec.batch_size,
-                samples=spec.samples,
-                seed=seed,
-                engine=engine,
-                epochs=epochs,
-                learning_rate=rate,
-                compile=compiled,
-            )
+            multi = studies.multivariate(batch_size=spec.batch_size, samples=spec.samples, **common)
             fit, best, gap = multi.run.fit, multi.least_squares, multi.gap
         else:
             assert spec.samples is not None
-            uni = studies.univariate(
-                samples=spec.samples,
-                seed=seed,
-                engine=engine,
-                epochs=epochs,
-                learning_rate=rate,
-                compile=compiled,
-            )
+            uni = studies.univariate(samples=spec.samples, **common)
             fit, best, gap = uni.run.fit, uni.least_squares, uni.gap
     except (ArithmeticError, ValueError) as error:
         row["seconds"] = time.perf_counter() - start
