@@ -419,7 +419,81 @@ void Graph::forget_schedule(NodeId root) {
     nodes_[root].flags &= static_cast<uint8_t>(~kKeepsSchedule);
 }
 
-// The search's order, as backward() would take it, kept.
+// The kinds of a decoded step: the operation, and which operands are
+// constants (K) rather than nodes (N).  A sum's or dot's step is one term's.
+namespace {
+enum Kind : uint8_t {
+    kAddNN,
+    kAddNK,
+    kMulNN,
+    kMulNK,
+    kPow,
+    kExp,
+    kLog,
+    kTanh,
+    kRelu,
+    kSigmoid,
+    kSumTermN,
+    kSumTermK,
+    kDotTermNN,
+    kDotTermNK,
+    kDotTermKN,
+    kDotTermKK,
+};
+}  // namespace
+
+Graph::Decoded Graph::decode(const Step& step) const {
+    const Node& n = nodes_[step.node];
+    Decoded d{0, step.node, 0, 0};
+    if (step.term != Step::kWholeNode) {
+        const ChildList& list = lists_[n.child[0]];
+        auto operand = [](NodeId entry) { return entry & ~kConstantEntry; };
+        if (n.op == Op::Sum) {
+            NodeId t = list.entries[step.term];
+            d.kind = is_constant(t) ? kSumTermK : kSumTermN;
+            d.a = operand(t);
+            return d;
+        }
+        NodeId w = list.entries[step.term - 1], x = list.entries[step.term];
+        d.kind = is_constant(w) ? (is_constant(x) ? kDotTermKK : kDotTermKN)
+                                : (is_constant(x) ? kDotTermNK : kDotTermNN);
+        d.a = operand(w);
+        d.b = operand(x);
+        return d;
+    }
+    d.a = n.child[0];
+    d.b = n.child[1];
+    const bool constant = (n.flags & kInlineConstant) != 0;
+    switch (n.op) {
+        case Op::Add:
+            d.kind = constant ? kAddNK : kAddNN;
+            break;
+        case Op::Mul:
+            d.kind = constant ? kMulNK : kMulNN;
+            break;
+        case Op::Pow:
+            d.kind = kPow;
+            break;
+        case Op::Exp:
+            d.kind = kExp;
+            break;
+        case Op::Log:
+            d.kind = kLog;
+            break;
+        case Op::Tanh:
+            d.kind = kTanh;
+            break;
+        case Op::Relu:
+            d.kind = kRelu;
+            break;
+        default:  // make_schedule keeps no other whole-node step
+            d.kind = kSigmoid;
+            break;
+    }
+    return d;
+}
+
+// The search's order, as backward() would take it, kept, decoded.
 void Graph::make_schedule(NodeId root, Schedule& schedule) {
     topological_order(root);
     schedule.shape = 0;  // until it is complete: an allocation may fail below
@@ -427,7 +501,7 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
     schedule.steps.clear();
     for (const Step& step : order_) {
         if (step.term != Step::kWholeNode) {
-            schedule.steps.push_back(step);
+            schedule.steps.push_back(decode(step));
             continue;
         }
         schedule.reached.push_back(step.node);
@@ -438,10 +512,113 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
             case Op::Dot:
                 break;  // propagate() does nothing for these
             default:
-                schedule.steps.push_back(step);
+                schedule.steps.push_back(decode(step));
         }
     }
     schedule.shape = shape_;
+}
+
+// propagate() and propagate_term() on a decoded step: the same formulas,
+// operation for operation, on operands found when the schedule was made.
+Status Graph::run_decoded(const Decoded& step) {
+    Node* nodes = nodes_.data();
+    Node& n = nodes[step.node];
+    auto number = [](const Node& m) {
+        return (m.flags & kValueIsInt) ? static_cast<double>(m.value.i) : m.value.f;
+    };
+    auto constant = [this, &n](NodeId k) -> Constant& {
+        return lists_[n.child[0]].constants[k];
+    };
+    const double g = n.grad;
+    switch (step.kind) {
+        case kAddNN:
+            nodes[step.a].grad += g;
+            nodes[step.b].grad += g;
+            return Status::Ok;
+        case kAddNK:
+            nodes[step.a].grad += g;
+            n.constant_grad = 0.0 + g;
+            return Status::Ok;
+        case kMulNN:
+            nodes[step.a].grad += number(nodes[step.b]) * g;
+            nodes[step.b].grad += number(nodes[step.a]) * g;
+            return Status::Ok;
+        case kMulNK:
+            nodes[step.a].grad += param(step.node).as_double() * g;
+            n.constant_grad = 0.0 + number(nodes[step.a]) * g;
+            return Status::Ok;
+        case kPow: {
+            Number k = param(step.node);
+            double p;
+            Status s = float_pow(number(nodes[step.a]), exponent_minus_one(k), &p);
+            if (s != Status::Ok) return s;
+            nodes[step.a].grad += k.as_double() * p * g;
+            return Status::Ok;
+        }
+        case kExp:
+            nodes[step.a].grad += number(n) * g;
+            return Status::Ok;
+        case kLog: {
+            double inverse;
+            Status s = divide(1.0, number(nodes[step.a]), &inverse);
+            if (s != Status::Ok) return s;
+            nodes[step.a].grad += inverse * g;
+            return Status::Ok;
+        }
+        case kTanh: {
+            double t = number(n);
+            nodes[step.a].grad += (1.0 - t * t) * g;
+            return Status::Ok;
+        }
+        case kRelu: {
+            double slope = number(n) > 0.0 ? 1.0 : 0.0;
+            nodes[step.a].grad += slope * g;
+            return Status::Ok;
+        }
+        case kSigmoid: {
+            double s = number(n);
+            nodes[step.a].grad += s * (1.0 - s) * g;
+            return Status::Ok;
+        }
+        case kSumTermN:
+            nodes[step.a].grad += 0.0 + g;
+            return Status::Ok;
+        case kSumTermK:
+            constant(step.a).grad = 0.0 + (0.0 + g);
+            return Status::Ok;
+        case kDotTermNN: {
+            const double link = 0.0 + g;
+            const double wv = number(nodes[step.a]), xv = number(nodes[step.b]);
+            nodes[step.a].grad += xv * link;
+            nodes[step.b].grad += wv * link;
+            return Status::Ok;
+        }
+        case kDotTermNK: {
+            const double link = 0.0 + g;
+            Constant& x = constant(step.b);
+            const double wv = number(nodes[step.a]);
+            nodes[step.a].grad += x.value.as_double() * link;
+            x.grad = 0.0 + wv * link;
+            return Status::Ok;
+        }
+        case kDotTermKN: {
+            const double link = 0.0 + g;
+            Constant& w = constant(step.a);
+            const double xv = number(nodes[step.b]);
+            w.grad = 0.0 + xv * link;
+            nodes[step.b].grad += w.value.as_double() * link;
+            return Status::Ok;
+        }
+        default: {  // kDotTermKK
+            const double link = 0.0 + g;
+            Constant& w = constant(step.a);
+            Constant& x = constant(step.b);
+            const double wv = w.value.as_double(), xv = x.value.as_double();
+            w.grad = 0.0 + xv * link;
+            x.grad = 0.0 + wv * link;
+            return Status::Ok;
+        }
+    }
 }
 
 // backward() with a kept schedule: the same zeroing (every reached node's
@@ -458,14 +635,9 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
         }
     }
     nodes_[root].grad = 1.0;
-    const std::vector<Step>& steps = schedule.steps;
+    const std::vector<Decoded>& steps = schedule.steps;
     for (size_t i = steps.size(); i-- > 0;) {
-        const Step& step = steps[i];
-        if (step.term != Step::kWholeNode) {
-            propagate_term(step.node, step.term);
-            continue;
-        }
-        Status s = propagate(step.node);
+        Status s = run_decoded(steps[i]);
         if (s != Status::Ok) {
             for (NodeId id : schedule.reached) {
                 nodes_[id].grad = 0.0;

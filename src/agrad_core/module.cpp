@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "agrad/graph.hpp"
+#include "agrad/replay.hpp"
 
 namespace py = pybind11;
 using agrad::Graph;
@@ -1218,6 +1219,7 @@ private:
     std::vector<NodeId> inputs_;     // the leaves the arguments' numbers go into
     std::vector<NodeId> steps_;      // the logged nodes made by operations, in creation order
     std::vector<NodeId> scheduled_;  // the outputs whose backward schedule is kept
+    agrad::Replay replay_;           // steps_ decoded, made at the first run
 
     void replay(const std::vector<Number>& values) {
         if (recording_log)
@@ -1230,6 +1232,11 @@ private:
                                   std::to_string(inputs_.size()) + " inputs, given " +
                                   std::to_string(n) + " numbers");
         for (size_t i = 0; i < n; ++i) graph->set_value(inputs_[i], values[i]);
+        // Floats only, the common case: the decoded program (replay.hpp).
+        // Otherwise, or if an operation fails, every step again by the
+        // engine's general rules, which raise at the same node.
+        if (!replay_.built_for(*graph)) replay_.build(*graph, steps_);
+        if (replay_.run(*graph)) return;
         for (NodeId id : steps_) {
             Status s = graph->recompute(id);
             if (s != Status::Ok) {

@@ -1,0 +1,71 @@
+// A recorded program's forward pass, decoded once and replayed on floats.
+//
+// agrad.compile keeps the nodes a function made, in the order it made them;
+// a replay recomputes each with Graph::recompute, which decodes the node
+// (its op, inline constants, list entries) and follows Python's int and float
+// rules at every step.  When every number the program reads from outside
+// (its inputs, the parameters, constant leaves) is a float, every node it
+// makes is a float too (float op anything is a float; a sum or dot with a
+// node term reaches a float at that term), so those rules reduce to IEEE
+// operations on doubles.  Replay decodes the program once into a flat list
+// of such operations, a fused sum or dot becoming one running total, and
+// runs it with no Number and no lookup: the same operations in the same
+// order, so the same bits as recompute.
+//
+// Replay declines, and the caller runs recompute instead, when it cannot
+// promise that: a number read is an int, the program has a sum or dot of
+// constants only (Python may keep those ints), or an operation fails (the
+// caller's recompute then fails at the same node and reports it).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "agrad/graph.hpp"
+
+namespace agrad {
+
+class Replay {
+public:
+    // Decodes `steps`, the program's nodes made by operations, in the order
+    // they were made.  Made anew when graph.shape() moves on.
+    void build(const Graph& graph, const std::vector<NodeId>& steps);
+    bool built_for(const Graph& graph) const { return built_ && shape_ == graph.shape(); }
+
+    // Recomputes every step, or returns false (possibly having written some
+    // of them) when the program must go through Graph::recompute instead.
+    bool run(Graph& graph) const;
+
+private:
+    enum Code : uint8_t {
+        kAddNN,
+        kAddNK,
+        kMulNN,
+        kMulNK,
+        kPow,
+        kExp,
+        kLog,
+        kTanh,
+        kRelu,
+        kSigmoid,
+        kStart,     // total = constant b
+        kAddTerm,   // total += node a
+        kAddConst,  // total += constant b
+        kDotNN,     // total += node a * node b
+        kDotNK,     // total += node a * constant b
+        kDotKN,     // total += constant a * node b
+        kEnd,       // node out = total
+    };
+    struct Instruction {
+        Code code;
+        NodeId out, a, b;  // node ids, or indexes into constants_ (K)
+    };
+    std::vector<Instruction> code_;
+    std::vector<double> constants_;
+    std::vector<NodeId> reads_;  // nodes read that the program does not make
+    uint64_t shape_ = 0;
+    bool built_ = false;
+    bool floats_only_ = false;  // false: no program of only floats
+};
+
+}  // namespace agrad

@@ -1,0 +1,199 @@
+#include "agrad/replay.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace agrad {
+
+void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
+    code_.clear();
+    constants_.clear();
+    reads_.clear();
+    built_ = true;
+    shape_ = graph.shape();
+    floats_only_ = false;
+
+    std::vector<bool> made(graph.nodes_.size(), false);
+    for (NodeId id : steps) made[id] = true;
+    auto read = [&](NodeId id) {
+        if (!made[id]) reads_.push_back(id);
+        return id;
+    };
+    auto constant = [&](Number k) {
+        constants_.push_back(k.as_double());
+        return static_cast<NodeId>(constants_.size() - 1);
+    };
+    auto emit = [&](Code code, NodeId out, NodeId a, NodeId b) {
+        code_.push_back({code, out, a, b});
+    };
+    for (NodeId id : steps) {
+        const Graph::Node& n = graph.nodes_[id];
+        const bool inline_constant = (n.flags & Graph::kInlineConstant) != 0;
+        switch (n.op) {
+            case Op::Add:
+            case Op::Mul: {
+                NodeId a = read(n.child[0]);
+                if (inline_constant)
+                    emit(n.op == Op::Add ? kAddNK : kMulNK, id, a, constant(graph.param(id)));
+                else
+                    emit(n.op == Op::Add ? kAddNN : kMulNN, id, a, read(n.child[1]));
+                break;
+            }
+            case Op::Pow:
+                emit(kPow, id, read(n.child[0]), constant(graph.param(id)));
+                break;
+            case Op::Exp:
+            case Op::Log:
+            case Op::Tanh:
+            case Op::Relu:
+            case Op::Sigmoid: {
+                static constexpr Code kUnary[] = {kExp, kLog, kTanh, kRelu, kSigmoid};
+                Code code = kUnary[static_cast<int>(n.op) - static_cast<int>(Op::Exp)];
+                emit(code, id, read(n.child[0]), 0);
+                break;
+            }
+            case Op::Sum:
+            case Op::Dot: {
+                const Graph::ChildList& list = graph.lists_[n.child[0]];
+                const size_t stride = n.op == Op::Sum ? 1 : 2;
+                const size_t count = list.entries.size();
+                auto value = [&](NodeId entry) { return graph.entry_value(list, entry); };
+                // The terms of constants only that come first are added here, by
+                // the engine's own rules, while the total may still be an int;
+                // from the first term with a node on, the total is a float.
+                Number total = n.op == Op::Sum ? graph.param(id) : Number::of_int(0);
+                size_t i = 0;
+                for (; i < count; i += stride) {
+                    NodeId e = list.entries[i];
+                    if (n.op == Op::Sum) {
+                        if (!Graph::is_constant(e)) break;
+                        if (add(total, value(e), &total) != Status::Ok) return;
+                    } else {
+                        NodeId x = list.entries[i + 1];
+                        if (!Graph::is_constant(e) || !Graph::is_constant(x)) break;
+                        Number product;
+                        if (mul(value(e), value(x), &product) != Status::Ok ||
+                            add(total, product, &total) != Status::Ok)
+                            return;
+                    }
+                }
+                if (i >= count) return;  // constants only: the total may be an int
+                emit(kStart, id, 0, constant(total));
+                for (; i < count; i += stride) {
+                    NodeId e = list.entries[i];
+                    if (n.op == Op::Sum) {
+                        if (Graph::is_constant(e))
+                            emit(kAddConst, id, 0, constant(value(e)));
+                        else
+                            emit(kAddTerm, id, read(e), 0);
+                        continue;
+                    }
+                    NodeId x = list.entries[i + 1];
+                    const bool kw = Graph::is_constant(e), kx = Graph::is_constant(x);
+                    if (kw && kx) {
+                        // a float product now (the total is a float): fold it
+                        Number product;
+                        if (mul(value(e), value(x), &product) != Status::Ok) return;
+                        emit(kAddConst, id, 0, constant(product));
+                    } else if (kw) {
+                        emit(kDotKN, id, constant(value(e)), read(x));
+                    } else if (kx) {
+                        emit(kDotNK, id, read(e), constant(value(x)));
+                    } else {
+                        emit(kDotNN, id, read(e), read(x));
+                    }
+                }
+                emit(kEnd, id, 0, 0);
+                break;
+            }
+            default:
+                return;  // a leaf or a custom node is not an operation to replay
+        }
+    }
+    std::sort(reads_.begin(), reads_.end());
+    reads_.erase(std::unique(reads_.begin(), reads_.end()), reads_.end());
+    floats_only_ = true;
+}
+
+bool Replay::run(Graph& graph) const {
+    if (!floats_only_) return false;
+    Graph::Node* nodes = graph.nodes_.data();
+    for (NodeId id : reads_)
+        if (nodes[id].flags & Graph::kValueIsInt) return false;
+    const double* k = constants_.data();
+    auto v = [nodes](NodeId id) { return nodes[id].value.f; };
+    auto set = [nodes](NodeId id, double r) {
+        nodes[id].value.f = r;
+        nodes[id].flags &= static_cast<uint8_t>(~Graph::kValueIsInt);
+    };
+    double total = 0.0;
+    for (const Instruction& in : code_) {
+        switch (in.code) {
+            case kAddNN:
+                set(in.out, v(in.a) + v(in.b));
+                break;
+            case kAddNK:
+                set(in.out, v(in.a) + k[in.b]);
+                break;
+            case kMulNN:
+                set(in.out, v(in.a) * v(in.b));
+                break;
+            case kMulNK:
+                set(in.out, v(in.a) * k[in.b]);
+                break;
+            case kPow: {
+                double r;
+                if (float_pow(v(in.a), k[in.b], &r) != Status::Ok) return false;
+                set(in.out, r);
+                break;
+            }
+            case kExp: {
+                double r;
+                if (math_exp(v(in.a), &r) != Status::Ok) return false;
+                set(in.out, r);
+                break;
+            }
+            case kLog: {
+                double r;
+                if (math_log(v(in.a), &r) != Status::Ok) return false;
+                set(in.out, r);
+                break;
+            }
+            case kTanh:
+                set(in.out, std::tanh(v(in.a)));
+                break;
+            case kRelu: {
+                double x = v(in.a);
+                set(in.out, x < 0.0 ? 0.0 : x);
+                break;
+            }
+            case kSigmoid:
+                set(in.out, sigmoid(v(in.a)));
+                break;
+            case kStart:
+                total = k[in.b];
+                break;
+            case kAddTerm:
+                total += v(in.a);
+                break;
+            case kAddConst:
+                total += k[in.b];
+                break;
+            case kDotNN:
+                total += v(in.a) * v(in.b);
+                break;
+            case kDotNK:
+                total += v(in.a) * k[in.b];
+                break;
+            case kDotKN:
+                total += k[in.a] * v(in.b);
+                break;
+            case kEnd:
+                set(in.out, total);
+                break;
+        }
+    }
+    return true;
+}
+
+}  // namespace agrad
