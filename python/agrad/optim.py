@@ -16,6 +16,13 @@ same gradients), and are used the same way::
 ``p.data -= lr * p.grad``.  A step that would make a parameter infinite or
 nan raises ``OverflowError`` and changes no parameter, as a diverging run
 does on agrad's Values.
+
+A step is computed on float64 NumPy arrays, one operation over all the
+parameters at a time: element by element the same IEEE operations, in the same
+order, as the update written per parameter in Python, so the same bits.  On
+the compiled engine the parameters' data and gradients move between the
+Values and those arrays in one call each (``agrad._core._Parameters``); on
+``agrad.pure`` through Python.
 """
 
 from __future__ import annotations
@@ -24,7 +31,17 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
+from agrad import _core
+
 __all__ = ["SGD", "Adam", "Optimizer"]
+
+
+# An infinite or nan step is reported by Optimizer._write, naming the
+# parameter, with an OverflowError; NumPy's own warning on the way is noise.
+def _overflow_checked_by_write() -> np.errstate:
+    return np.errstate(over="ignore", invalid="ignore")
 
 
 def _number(name: str, x: object, *, low: float = 0.0, below: float | None = None) -> float:
@@ -54,6 +71,8 @@ class Optimizer:
                 raise ValueError(f"{p!r} is in params twice: a step would move it twice")
             seen.add(id(p))
         self.lr = lr
+        native = all(type(p) is _core.Value for p in self.params)
+        self._bulk = _core._Parameters(self.params) if native else None
 
     @property
     def lr(self) -> float:
@@ -66,26 +85,43 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0."""
+        if self._bulk is not None:
+            self._bulk.zero_grad()
+            return
         for p in self.params:
             p.grad = 0.0
 
-    def _write(self, new_data: list[float]) -> None:
-        params = self.params
-        # one pass in C over the numbers; the loop that names the parameter
-        # runs only when some number is not finite
-        if not all(map(math.isfinite, new_data)):
-            for p, x in zip(params, new_data, strict=True):
-                if not math.isfinite(x):
-                    raise OverflowError(
-                        f"the step makes {p!r} {x}: the run diverges (a smaller lr may not)"
-                    )
-        for p, x in zip(params, new_data, strict=True):
+    def _data(self) -> np.ndarray:
+        if self._bulk is None:
+            return np.array([p.data for p in self.params], dtype=np.float64)
+        out = np.empty(len(self.params))
+        self._bulk.data(out)
+        return out
+
+    def _write(self, new_data: np.ndarray) -> None:
+        finite = np.isfinite(new_data)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise OverflowError(
+                f"the step makes {self.params[i]!r} {new_data[i]}: the run diverges "
+                "(a smaller lr may not)"
+            )
+        if self._bulk is not None:
+            self._bulk.assign(new_data)
+            return
+        for p, x in zip(self.params, new_data.tolist(), strict=True):
             p.data = x
 
-    def _gradients(self, weight_decay: float) -> list[float]:
+    def _gradients(self, weight_decay: float) -> np.ndarray:
+        if self._bulk is None:
+            grads = np.array([float(p.grad) for p in self.params], dtype=np.float64)
+        else:
+            grads = np.empty(len(self.params))
+            self._bulk.grads(grads)
         if not weight_decay:
-            return [float(p.grad) for p in self.params]
-        return [float(p.grad) + weight_decay * p.data for p in self.params]
+            return grads
+        with _overflow_checked_by_write():
+            return grads + weight_decay * self._data()
 
 
 class SGD(Optimizer):
@@ -112,29 +148,22 @@ class SGD(Optimizer):
         if nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs a momentum above 0 and no dampening")
         self.nesterov = nesterov
-        self._buffers: list[float] | None = None
+        self._buffers: np.ndarray | None = None
 
     def step(self) -> None:
         """Move every parameter one step against its gradient."""
         grads = self._gradients(self.weight_decay)
-        if self.momentum:
-            if self._buffers is None:
-                buffers = grads
-            else:
-                buffers = [
-                    self.momentum * b + (1 - self.dampening) * g
-                    for b, g in zip(self._buffers, grads, strict=True)
-                ]
-            if self.nesterov:
-                grads = [g + self.momentum * b for g, b in zip(grads, buffers, strict=True)]
-            else:
-                grads = buffers
-        else:
-            buffers = None
-        # p.data - lr * g: micrograd's p.data -= lr * p.grad, to the bit (lr is
-        # a property: read once, not once per parameter)
-        lr = self.lr
-        self._write([p.data - lr * g for p, g in zip(self.params, grads, strict=True)])
+        buffers = None
+        with _overflow_checked_by_write():
+            if self.momentum:
+                if self._buffers is None:
+                    buffers = grads
+                else:
+                    buffers = self.momentum * self._buffers + (1 - self.dampening) * grads
+                grads = grads + self.momentum * buffers if self.nesterov else buffers
+            # p.data - lr * g: micrograd's p.data -= lr * p.grad, to the bit
+            new_data = self._data() - self.lr * grads
+        self._write(new_data)
         if buffers is not None:
             self._buffers = buffers
 
@@ -169,24 +198,21 @@ class Adam(Optimizer):
         self.eps = _number("eps", eps)
         self.weight_decay = _number("weight_decay", weight_decay)
         self.t = 0
-        self._m = [0.0] * len(self.params)
-        self._v = [0.0] * len(self.params)
+        self._m = np.zeros(len(self.params))
+        self._v = np.zeros(len(self.params))
 
     def step(self) -> None:
         """Move every parameter one Adam step."""
         b1, b2 = self.betas
         t = self.t + 1
         grads = self._gradients(self.weight_decay)
-        m = [b1 * m + (1 - b1) * g for m, g in zip(self._m, grads, strict=True)]
-        v = [b2 * v + (1 - b2) * g * g for v, g in zip(self._v, grads, strict=True)]
         step_size = self.lr / (1 - b1**t)
         root_correction = math.sqrt(1 - b2**t)
-        self._write(
-            [
-                p.data - step_size * mi / (math.sqrt(vi) / root_correction + self.eps)
-                for p, mi, vi in zip(self.params, m, v, strict=True)
-            ]
-        )
+        with _overflow_checked_by_write():
+            m = b1 * self._m + (1 - b1) * grads
+            v = b2 * self._v + (1 - b2) * grads * grads
+            new_data = self._data() - step_size * m / (np.sqrt(v) / root_correction + self.eps)
+        self._write(new_data)
         # only a step that was taken moves the state on
         self.t, self._m, self._v = t, m, v
 

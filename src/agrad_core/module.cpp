@@ -1247,6 +1247,52 @@ private:
     }
 };
 
+// A fixed list of Values whose data and gradients an optimizer (agrad.optim)
+// reads and writes in one call each, through float64 buffers: 337 `p.grad`
+// reads, `p.data` reads and writes and `p.grad = 0.0` cost more than the
+// replayed forward and backward passes of micrograd's demo model.
+class Parameters {
+public:
+    explicit Parameters(const py::list& values) : values_(values) {  // a private copy
+        ids_.reserve(values_.size());
+        for (py::handle v : values_)
+            ids_.push_back(node_of_value(v, "parameters must be agrad.Values, not"));
+    }
+    // float(p.data), as Python turns an int into a float in `p.data - x`
+    void data(const py::buffer& out) const {
+        double* d = doubles(out, true);
+        for (size_t i = 0; i < ids_.size(); ++i) d[i] = graph->value(ids_[i]).as_double();
+    }
+    void grads(const py::buffer& out) const {
+        double* d = doubles(out, true);
+        for (size_t i = 0; i < ids_.size(); ++i) d[i] = graph->grad(ids_[i]);
+    }
+    void assign(const py::buffer& in) {
+        const double* d = doubles(in, false);
+        for (size_t i = 0; i < ids_.size(); ++i)
+            graph->set_value(ids_[i], Number::of_float(d[i]));
+    }
+    void zero_grad() {
+        for (NodeId id : ids_) graph->set_grad(id, 0.0);
+    }
+    size_t size() const { return ids_.size(); }
+
+private:
+    py::list values_;  // holds the Values, so that each node stays theirs
+    std::vector<NodeId> ids_;
+
+    double* doubles(const py::buffer& buffer, bool writable) const {
+        py::buffer_info info = buffer.request(writable);
+        if (info.format != py::format_descriptor<double>::format() || info.ndim != 1 ||
+            info.strides[0] != static_cast<py::ssize_t>(sizeof(double)))
+            throw py::type_error("a contiguous one-dimensional float64 buffer is needed");
+        if (static_cast<size_t>(info.shape[0]) != ids_.size())
+            throw py::value_error("the buffer has " + std::to_string(info.shape[0]) +
+                                  " numbers for " + std::to_string(ids_.size()) + " parameters");
+        return static_cast<double*>(info.ptr);
+    }
+};
+
 // Ends the recording and makes its program.  The inputs must be leaves made
 // during the recording (so that the program holds them); a node made by hand
 // with Value(data, children, op) has no operation to replay, and is refused.
@@ -1323,6 +1369,20 @@ void define_module(py::module_& m) {
         program_type = py::object(m.attr("_Program")).release().ptr();
     }
     m.attr("_Program") = py::reinterpret_borrow<py::object>(program_type);
+    static PyObject* parameters_type = nullptr;
+    if (!parameters_type) {
+        py::class_<Parameters>(m, "_Parameters",
+                               "Values whose data and gradients move in one call (agrad.optim).")
+            .def(py::init<const py::list&>(), py::arg("values"))
+            .def("__len__", &Parameters::size)
+            .def("data", &Parameters::data, py::arg("out"), "float(p.data) of each, into out.")
+            .def("grads", &Parameters::grads, py::arg("out"), "p.grad of each, into out.")
+            .def("assign", &Parameters::assign, py::arg("numbers"),
+                 "p.data = numbers[i] of each, as floats.")
+            .def("zero_grad", &Parameters::zero_grad, "p.grad = 0.0 of each.");
+        parameters_type = py::object(m.attr("_Parameters")).release().ptr();
+    }
+    m.attr("_Parameters") = py::reinterpret_borrow<py::object>(parameters_type);
     static PyObject* numbers_type = nullptr;
     if (!numbers_type) {
         py::class_<Numbers>(m, "_Numbers", "A compiled call's numbers, converted.")
