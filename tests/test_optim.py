@@ -10,6 +10,7 @@ import math
 import os
 import random
 
+import numpy as np
 import pytest
 from conftest import exact
 
@@ -86,10 +87,19 @@ def test_adam_against_pytorch(options):
     )
 
 
-@pytest.mark.parametrize("value_class", [agrad.Value, agrad.pure.Value], ids=["native", "pure"])
+def mixed(x):
+    """Every other parameter on the other engine: the optimizer's Python path."""
+    mixed.flip = not getattr(mixed, "flip", False)
+    return (agrad.Value if mixed.flip else agrad.pure.Value)(x)
+
+
+@pytest.mark.parametrize(
+    "value_class", [agrad.Value, agrad.pure.Value, mixed], ids=["native", "pure", "mixed"]
+)
 def test_plain_sgd_is_micrograds_update_to_the_bit(value_class):
     rng = random.Random(4)
     params = [value_class(rng.uniform(-1, 1)) for _ in range(5)]
+    params.append(value_class(3))  # an int's data: Python's 3 - lr * g
     copies = [p.data for p in params]
     opt = optim.SGD(params, lr=0.37)
     for p in params:
@@ -99,6 +109,47 @@ def test_plain_sgd_is_micrograds_update_to_the_bit(value_class):
     assert [exact(p.data) for p in params] == [exact(x) for x in expected]
     opt.zero_grad()
     assert all(p.grad == 0.0 for p in params)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.5, nesterov=True),
+        lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.1),
+    ],
+    ids=["sgd-momentum", "sgd-nesterov", "adam"],
+)
+def test_both_engines_step_to_the_same_bits(make):
+    """The compiled engine's parameters move through _core._Parameters in one
+    call, the pure engine's through Python: the same steps, bit for bit."""
+    rng = random.Random(7)
+    start = [rng.uniform(-1, 1) for _ in range(6)] + [2]
+    runs = []
+    for value_class in (agrad.Value, agrad.pure.Value):
+        params = [value_class(x) for x in start]
+        opt = make(params)
+        grads = random.Random(8)
+        for _ in range(4):
+            for p in params:
+                p.grad = grads.gauss(0, 1)
+            opt.step()
+        runs.append([exact(p.data) for p in params])
+    assert runs[0] == runs[1]
+
+
+def test_the_bulk_transfer_refuses_what_it_cannot_read():
+    params = [agrad.Value(1.0), agrad.Value(2.0)]
+    bulk = agrad._core._Parameters(params)
+    with pytest.raises(TypeError, match="float64 buffer"):
+        bulk.grads(np.zeros(2, dtype=np.float32))
+    with pytest.raises(TypeError, match="float64 buffer"):
+        bulk.assign(np.zeros(4)[::2])
+    with pytest.raises(ValueError, match="3 numbers for 2 parameters"):
+        bulk.data(np.zeros(3))
+    with pytest.raises(TypeError, match="must be agrad.Values"):
+        agrad._core._Parameters([agrad.Value(1.0), 2.0])
+    assert [p.data for p in params] == [1.0, 2.0]
 
 
 def test_adam_takes_lr_sized_first_steps():

@@ -3,6 +3,9 @@
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeAlias, overload
 
+import numpy as np
+from numpy.typing import NDArray
+
 from typing_extensions import disjoint_base
 
 # What a Value holds: Python's int (64-bit in agrad) or float.
@@ -94,6 +97,16 @@ class _Numbers:
 
     def __len__(self) -> int: ...
     def values(self) -> list[int | float]: ...
+
+class _Parameters:
+    """Values whose data and gradients move in one call (agrad.optim)."""
+
+    def __init__(self, values: list[Value]) -> None: ...
+    def __len__(self) -> int: ...
+    def data(self, out: NDArray[np.float64]) -> None: ...
+    def grads(self, out: NDArray[np.float64]) -> None: ...
+    def assign(self, numbers: NDArray[np.float64]) -> None: ...
+    def zero_grad(self) -> None: ...
 
 class _Program:
     """A recorded graph that agrad.compile replays."""
