@@ -8,10 +8,17 @@ micrograd's max-margin loss with L2 regularisation, backward, SGD update.
   (a chain of + per neuron, inputs wrapped in Values), as a reader ports them;
 - agrad.nn: agrad.nn.MLP, whose neurons are one fused agrad.dot node each,
   with nn.hinge_loss and optim.SGD (the same operations as the demo's step,
-  so the same losses bit for bit as the demo's code on the same model).
+  so the same losses bit for bit as the demo's code on the same model);
+- agrad.nn compiled: the same step with the loss built by an agrad.compile'd
+  function (recorded at the untimed first step, replayed after: the same
+  bits as eager, checked here);
+- NumPy, vectorised: the same model, loss and SGD step written on arrays
+  (matrix products, the backward pass by hand), the yardstick for a
+  vectorised library; its losses agree with agrad's to rounding (checked).
 
-Steps alternate between the implementations, and each time is the median of
---repeat steps.  Times are the process's CPU time (time.process_time): the
+Rounds alternate between the implementations, and each time is the median of
+--repeat rounds' timed step (each after an untimed one of its own, as in a
+training loop).  Times are the process's CPU time (time.process_time): the
 step is single-threaded, and on a shared machine wall-clock time also counts
 the turns of other processes, which made a 4 ms step read anywhere from 4 to
 9 ms.  Run: python benchmarks/micrograd_demo.py [--repeat N]
@@ -88,8 +95,46 @@ def nn_step(model, optimizer, X, y):
     return total.data
 
 
+class NumpyMLP:
+    """MLP(2, [16, 16, 1]) on arrays, from an agrad.nn.MLP's weights: the
+    demo's step vectorised (relu hidden layers, linear output)."""
+
+    def __init__(self, model):
+        self.layers = [
+            (
+                np.array([[w.data for w in n.w] for n in layer.neurons], dtype=float),
+                np.array([n.b.data for n in layer.neurons], dtype=float),
+            )
+            for layer in model.layers
+        ]
+
+    def step(self, X, y, alpha=1e-4, lr=0.1):
+        activations = [X]
+        for i, (W, b) in enumerate(self.layers):
+            z = activations[-1] @ W.T + b
+            activations.append(np.maximum(z, 0.0) if i < len(self.layers) - 1 else z)
+        scores = activations[-1][:, 0]
+        margins = 1.0 - y * scores
+        n = len(y)
+        squares = sum(float((W * W).sum() + (b * b).sum()) for W, b in self.layers)
+        loss = np.maximum(margins, 0.0).sum() / n + alpha * squares
+        # backward: d loss / d scores, then through each layer
+        delta = (-(margins > 0.0).astype(float) * y / n)[:, None]
+        for i in range(len(self.layers) - 1, -1, -1):
+            W, b = self.layers[i]
+            gW = delta.T @ activations[i] + 2 * alpha * W
+            gb = delta.sum(axis=0) + 2 * alpha * b
+            if i:
+                delta = (delta @ W) * (activations[i] > 0)
+            W -= lr * gW
+            b -= lr * gb
+        return loss
+
+
 MICROGRAD = "micrograd"
 AGRAD_NN = "agrad.nn (fused)"
+AGRAD_NN_COMPILED = "agrad.nn (fused), compiled"
+NUMPY = "NumPy, vectorised"
 
 
 def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
@@ -116,15 +161,42 @@ def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
     nn_model = nn.MLP(2, [16, 16, 1])
     optimizer = optim.SGD(nn_model.parameters(), lr=0.1)
     steps[AGRAD_NN] = lambda: nn_step(nn_model, optimizer, X, y)
+    random.seed(1337)
+    compiled_model = nn.MLP(2, [16, 16, 1])
+    parameters = compiled_model.parameters()
+    compiled_optimizer = optim.SGD(parameters, lr=0.1)
+    # the labels are constants of the loss, the points its inputs
+    loss = agrad.compile(
+        lambda points: nn.hinge_loss([compiled_model(x) for x in points], y, parameters)
+    )
+
+    def compiled_step():
+        total = loss(X)
+        compiled_optimizer.zero_grad()
+        total.backward()
+        compiled_optimizer.step()
+        return total.data
+
+    steps[AGRAD_NN_COMPILED] = compiled_step
+    random.seed(1337)
+    numpy_model = NumpyMLP(nn.MLP(2, [16, 16, 1]))
+    X_array, y_array = np.array(X), np.array(y, dtype=float)
+    steps[NUMPY] = lambda: numpy_model.step(X_array, y_array)
     # One untimed step each first: a first step is not a training loop's step
     # (micrograd's graphs are reference cycles, so from the second step on
     # its steps also pay for collecting the previous graph; agrad's caches
     # are cold).
-    for step in steps.values():
-        step()
+    first = {name: step() for name, step in steps.items()}
+    # the same model from the same weights: the same first loss (agrad's
+    # engines to the bit, NumPy's sums in another order to rounding)
+    assert first[AGRAD_NN_COMPILED] == first[AGRAD_NN], first
+    assert abs(first[NUMPY] - first[AGRAD_NN]) <= 1e-12 * abs(first[AGRAD_NN]), first
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
         for name, step in steps.items():
+            # a step untimed first: in a training loop the step before is the
+            # same step, not another implementation's that took the caches
+            step()
             start = time.process_time()
             step()
             times[name].append(time.process_time() - start)
