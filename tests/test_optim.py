@@ -147,7 +147,7 @@ def test_the_bulk_transfer_refuses_what_it_cannot_read():
         bulk.assign(np.zeros(4)[::2])
     with pytest.raises(ValueError, match="3 numbers for 2 parameters"):
         bulk.data(np.zeros(3))
-    with pytest.raises(TypeError, match="must be agrad.Values"):
+    with pytest.raises(TypeError, match=r"must be agrad\.Values"):
         agrad._core._Parameters([agrad.Value(1.0), 2.0])
     assert [p.data for p in params] == [1.0, 2.0]
 

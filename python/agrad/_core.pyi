@@ -5,7 +5,6 @@ from typing import TypeAlias, overload
 
 import numpy as np
 from numpy.typing import NDArray
-
 from typing_extensions import disjoint_base
 
 # What a Value holds: Python's int (64-bit in agrad) or float.
