@@ -19,6 +19,35 @@ uint32_t Graph::new_list() {
     return static_cast<uint32_t>(lists_.size() - 1);
 }
 
+namespace {
+int highest_bit(uint64_t bits) {  // bits != 0
+#if defined(__GNUC__) || defined(__clang__)
+    return 63 - __builtin_clzll(bits);
+#else
+    int bit = 63;
+    while (!((bits >> bit) & 1u)) --bit;
+    return bit;
+#endif
+}
+}  // namespace
+
+// Descending, so that pops give ascending ids.  A counting sort through a
+// bitmap of the arena: linear, where std::sort of a 300,000-node free list
+// took 7 ms, more than recording a small function.
+void Graph::sort_free_list() {
+    if (free_.size() < 2) return;
+    free_bits_.assign((nodes_.size() + 63) / 64, 0);
+    for (NodeId id : free_) free_bits_[id / 64] |= uint64_t{1} << (id % 64);
+    size_t k = 0;
+    for (size_t word = free_bits_.size(); word-- > 0;) {
+        for (uint64_t bits = free_bits_[word]; bits != 0;) {
+            const int bit = highest_bit(bits);
+            free_[k++] = static_cast<NodeId>(word * 64 + bit);
+            bits &= ~(uint64_t{1} << bit);
+        }
+    }
+}
+
 Status Graph::power(NodeId base, Number exponent, NodeId* out) {
     Number r;
     Status s = agrad::power(value(base), exponent, &r);
@@ -526,9 +555,7 @@ Status Graph::run_decoded(const Decoded& step) {
     auto number = [](const Node& m) {
         return (m.flags & kValueIsInt) ? static_cast<double>(m.value.i) : m.value.f;
     };
-    auto constant = [this, &n](NodeId k) -> Constant& {
-        return lists_[n.child[0]].constants[k];
-    };
+    auto constant = [this, &n](NodeId k) -> Constant& { return lists_[n.child[0]].constants[k]; };
     const double g = n.grad;
     switch (step.kind) {
         case kAddNN:

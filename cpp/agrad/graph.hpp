@@ -20,9 +20,7 @@
 // the binding uses to find the Python object that stands for the node.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
-#include <functional>
 #include <cstdint>
 #include <new>
 #include <string>
@@ -182,7 +180,7 @@ public:
     // ids, neighbours in the arena rather than wherever earlier graphs left
     // holes (on a free list of 200,000 nodes this made a replay 3x faster).
     void begin_recording(std::vector<NodeId>* log) {
-        std::sort(free_.begin(), free_.end(), std::greater<NodeId>());
+        sort_free_list();
         log_ = log;
         ++recorders_;
     }
@@ -285,6 +283,7 @@ private:
     NodeId materialize(const Operand& o) { return o.is_node() ? o.node : leaf(o.number); }
     Number operand_value(const Operand& o) const { return o.is_node() ? value(o.node) : o.number; }
     uint32_t new_list();
+    void sort_free_list();
     void free_unreferenced(NodeId id);
     void topological_order(NodeId root);
     Status propagate(NodeId id);
@@ -324,6 +323,7 @@ private:
     };
     std::vector<Visit> stack_;
     std::vector<NodeId> dying_;
+    std::vector<uint64_t> free_bits_;  // sort_free_list's scratch
     // A kept schedule: the nodes the search reaches (their gradients are
     // zeroed first) and, in the order backward() takes them, the steps that
     // do something; a leaf's, a custom node's and a fused node's own step

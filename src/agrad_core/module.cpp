@@ -1269,8 +1269,7 @@ public:
     }
     void assign(const py::buffer& in) {
         const double* d = doubles(in, false);
-        for (size_t i = 0; i < ids_.size(); ++i)
-            graph->set_value(ids_[i], Number::of_float(d[i]));
+        for (size_t i = 0; i < ids_.size(); ++i) graph->set_value(ids_[i], Number::of_float(d[i]));
     }
     void zero_grad() {
         for (NodeId id : ids_) graph->set_grad(id, 0.0);

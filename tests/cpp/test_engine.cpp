@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "agrad/graph.hpp"
+#include "agrad/replay.hpp"
 
 using agrad::Graph;
 using agrad::NodeId;
@@ -605,6 +606,70 @@ void test_kept_schedule() {
 
 }  // namespace
 
+// A recording takes freed nodes in ascending ids, whatever order they were
+// freed in, and loses none.
+void test_recording_takes_ascending_ids() {
+    Graph g;
+    std::vector<NodeId> ids;
+    for (int i = 0; i < 200; ++i) {
+        ids.push_back(g.leaf(F(i)));
+        g.retain(ids.back());
+    }
+    for (int i = 0; i < 200; ++i) g.release(ids[(i * 7) % 200]);  // 7 and 200 are coprime
+    std::vector<NodeId> log;
+    g.begin_recording(&log);
+    for (int i = 0; i < 200; ++i) g.leaf(F(i));
+    g.end_recording();
+    bool ascending = log.size() == 200;
+    for (size_t i = 1; i < log.size(); ++i) ascending = ascending && log[i] == log[i - 1] + 1;
+    CHECK(ascending);
+    CHECK(g.live_nodes() == 200);
+    for (NodeId id : log) g.release(id);
+}
+
+// Replay's decoded forward pass gives recompute's bits, constants ahead of a
+// fused node's first node term included, and declines when a number read is
+// an int.
+void test_replay_matches_recompute() {
+    Graph g;
+    NodeId w = g.leaf(F(0.3));
+    g.retain(w);
+    std::vector<NodeId> log;
+    g.begin_recording(&log);
+    NodeId x = g.leaf(F(1.7)), y = g.leaf(F(-0.4));
+    NodeId a = 0, b = 0, c = 0, d = 0, e = 0;
+    CHECK(g.binary(Op::Mul, Operand::of_node(w), Operand::of_node(x), &a) == Status::Ok);
+    CHECK(g.binary(Op::Add, Operand::of_node(a), Operand::of_number(I(3)), &b) == Status::Ok);
+    Operand terms[] = {Operand::of_number(I(1)), Operand::of_number(I(2)), Operand::of_node(b),
+                       Operand::of_number(F(0.1))};
+    CHECK(g.sum(terms, 4, I(0), &c) == Status::Ok);
+    Operand ws[] = {Operand::of_number(I(2)), Operand::of_node(c), Operand::of_number(F(1.5))};
+    Operand xs[] = {Operand::of_number(I(3)), Operand::of_node(y), Operand::of_number(I(2))};
+    CHECK(g.dot(ws, xs, 3, &d) == Status::Ok);
+    CHECK(g.unary(Op::Tanh, d, &e) == Status::Ok);
+    g.end_recording();
+    std::vector<NodeId> steps;
+    for (NodeId id : log)
+        if (g.op(id) != Op::Leaf) steps.push_back(id);
+    agrad::Replay replay;
+    replay.build(g, steps);
+    CHECK(replay.built_for(g));
+    g.set_value(x, F(-2.25));
+    g.set_value(y, F(0.625));
+    CHECK(replay.run(g));
+    std::vector<Number> fast;
+    for (NodeId id : steps) fast.push_back(g.value(id));
+    for (NodeId id : steps) CHECK(g.recompute(id) == Status::Ok);
+    for (size_t i = 0; i < steps.size(); ++i) {
+        Number n = g.value(steps[i]);
+        CHECK(!fast[i].is_int && !n.is_int && std::memcmp(&fast[i].f, &n.f, sizeof(double)) == 0);
+    }
+    g.set_value(w, I(2));  // an int read: recompute's rules are needed
+    CHECK(!replay.run(g));
+    for (NodeId id : log) g.release(id);
+    g.release(w);
+}
+
 int main() {
     test_int_rules();
     test_float_rules();
@@ -618,6 +683,8 @@ int main() {
     test_custom_node();
     test_long_chain();
     test_kept_schedule();
+    test_recording_takes_ascending_ids();
+    test_replay_matches_recompute();
     std::printf("engine: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
