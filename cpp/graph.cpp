@@ -468,6 +468,8 @@ enum Kind : uint8_t {
     kDotTermNK,
     kDotTermKN,
     kDotTermKK,
+    kSumRun,  // kSumTermN steps of one node, merged
+    kDotRun,  // kDotTermNN steps of one node, merged
 };
 }  // namespace
 
@@ -544,12 +546,41 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
                 schedule.steps.push_back(decode(step));
         }
     }
+    merge_runs(schedule);
     schedule.shape = shape_;
+}
+
+void Graph::merge_runs(Schedule& schedule) const {
+    std::vector<Decoded>& steps = schedule.steps;
+    schedule.operands.clear();
+    size_t out = 0;
+    for (size_t i = 0; i < steps.size();) {
+        const Decoded first = steps[i];
+        const bool mergeable = first.kind == kSumTermN || first.kind == kDotTermNN;
+        size_t j = i + 1;
+        while (mergeable && j < steps.size() && steps[j].kind == first.kind &&
+               steps[j].node == first.node)
+            ++j;
+        if (j - i == 1) {
+            steps[out++] = first;
+            i = j;
+            continue;
+        }
+        Decoded run{first.kind == kSumTermN ? kSumRun : kDotRun, first.node,
+                    static_cast<NodeId>(schedule.operands.size()), static_cast<NodeId>(j - i)};
+        for (size_t k = i; k < j; ++k) {
+            schedule.operands.push_back(steps[k].a);
+            if (first.kind == kDotTermNN) schedule.operands.push_back(steps[k].b);
+        }
+        steps[out++] = run;
+        i = j;
+    }
+    steps.resize(out);
 }
 
 // propagate() and propagate_term() on a decoded step: the same formulas,
 // operation for operation, on operands found when the schedule was made.
-Status Graph::run_decoded(const Decoded& step) {
+Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
     Node* nodes = nodes_.data();
     Node& n = nodes[step.node];
     auto number = [](const Node& m) {
@@ -636,6 +667,23 @@ Status Graph::run_decoded(const Decoded& step) {
             nodes[step.b].grad += w.value.as_double() * link;
             return Status::Ok;
         }
+        case kSumRun: {  // backward takes a run's terms last first
+            const double link = 0.0 + g;
+            const NodeId* ids = operands + step.a;
+            for (size_t t = step.b; t-- > 0;) nodes[ids[t]].grad += link;
+            return Status::Ok;
+        }
+        case kDotRun: {
+            const double link = 0.0 + g;
+            const NodeId* pairs = operands + step.a;
+            for (size_t t = step.b; t-- > 0;) {
+                const NodeId w = pairs[2 * t], x = pairs[2 * t + 1];
+                const double wv = number(nodes[w]), xv = number(nodes[x]);
+                nodes[w].grad += xv * link;
+                nodes[x].grad += wv * link;
+            }
+            return Status::Ok;
+        }
         default: {  // kDotTermKK
             const double link = 0.0 + g;
             Constant& w = constant(step.a);
@@ -664,7 +712,7 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
     nodes_[root].grad = 1.0;
     const std::vector<Decoded>& steps = schedule.steps;
     for (size_t i = steps.size(); i-- > 0;) {
-        Status s = run_decoded(steps[i]);
+        Status s = run_decoded(steps[i], schedule.operands.data());
         if (s != Status::Ok) {
             for (NodeId id : schedule.reached) {
                 nodes_[id].grad = 0.0;

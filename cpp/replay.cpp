@@ -8,6 +8,7 @@ namespace agrad {
 void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     code_.clear();
     constants_.clear();
+    operands_.clear();
     reads_.clear();
     built_ = true;
     shape_ = graph.shape();
@@ -25,6 +26,15 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     };
     auto emit = [&](Code code, NodeId out, NodeId a, NodeId b) {
         code_.push_back({code, out, a, b});
+    };
+    // Terms whose operands are all nodes go into runs: such terms in a row
+    // are one kSumRun or kDotRun over operands_.
+    auto term = [&](Code run, NodeId out, NodeId a, NodeId b) {
+        if (code_.back().code != run)
+            code_.push_back({run, out, static_cast<NodeId>(operands_.size()), 0});
+        operands_.push_back(a);
+        if (run == kDotRun) operands_.push_back(b);
+        ++code_.back().b;
     };
     for (NodeId id : steps) {
         const Graph::Node& n = graph.nodes_[id];
@@ -85,7 +95,7 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
                         if (Graph::is_constant(e))
                             emit(kAddConst, id, 0, constant(value(e)));
                         else
-                            emit(kAddTerm, id, read(e), 0);
+                            term(kSumRun, id, read(e), 0);
                         continue;
                     }
                     NodeId x = list.entries[i + 1];
@@ -100,7 +110,7 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
                     } else if (kx) {
                         emit(kDotNK, id, read(e), constant(value(x)));
                     } else {
-                        emit(kDotNN, id, read(e), read(x));
+                        term(kDotRun, id, read(e), read(x));
                     }
                 }
                 emit(kEnd, id, 0, 0);
@@ -121,6 +131,7 @@ bool Replay::run(Graph& graph) const {
     for (NodeId id : reads_)
         if (nodes[id].flags & Graph::kValueIsInt) return false;
     const double* k = constants_.data();
+    const NodeId* operands = operands_.data();
     auto v = [nodes](NodeId id) { return nodes[id].value.f; };
     auto set = [nodes](NodeId id, double r) {
         nodes[id].value.f = r;
@@ -173,14 +184,8 @@ bool Replay::run(Graph& graph) const {
             case kStart:
                 total = k[in.b];
                 break;
-            case kAddTerm:
-                total += v(in.a);
-                break;
             case kAddConst:
                 total += k[in.b];
-                break;
-            case kDotNN:
-                total += v(in.a) * v(in.b);
                 break;
             case kDotNK:
                 total += v(in.a) * k[in.b];
@@ -188,6 +193,16 @@ bool Replay::run(Graph& graph) const {
             case kDotKN:
                 total += k[in.a] * v(in.b);
                 break;
+            case kSumRun: {
+                const NodeId* ids = operands + in.a;
+                for (NodeId t = 0; t < in.b; ++t) total += v(ids[t]);
+                break;
+            }
+            case kDotRun: {
+                const NodeId* pairs = operands + in.a;
+                for (NodeId t = 0; t < in.b; ++t) total += v(pairs[2 * t]) * v(pairs[2 * t + 1]);
+                break;
+            }
             case kEnd:
                 set(in.out, total);
                 break;

@@ -113,6 +113,9 @@ BINARY = [
     lambda a, b: a / b,
     lambda a, b: agrad.sum([a, b, a, 1.5]),
     lambda a, b: agrad.dot([a, b], [b, 0.5]),
+    # terms of nodes only, which the forward and backward passes loop over
+    lambda a, b: agrad.sum([a, b, a, b]),
+    lambda a, b: agrad.dot([a, b, a, b], [b, a, a, 1.5]),
     # constants ahead of the first node, which may keep the total an int
     lambda a, b: agrad.sum([1, 2, a, 3, b], 4),
     lambda a, b: agrad.dot([2, a, 1.5, 3], [3, b, 2, 4]),

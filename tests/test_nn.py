@@ -278,3 +278,32 @@ def test_draw_dot_in_a_notebook_with_and_without_dot(monkeypatch):
     monkeypatch.setenv("PATH", "")  # no dot program to be found
     assert graph._repr_mimebundle_() == {"text/plain": viz.NO_DOT_MESSAGE}
     assert "\n" not in viz.NO_DOT_MESSAGE
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_training_under_agrad_compile_is_eager_bit_for_bit(activation):
+    """micrograd's demo step with the loss built by a compiled function: the
+    replayed forward pass, its kept backward pass and the optimizer's bulk
+    step give eager agrad.nn's losses and weights, bit for bit."""
+    X, labels = moons_data(40, 0.1, np.random.RandomState(3))
+    X, y = X.tolist(), [2 * int(label) - 1 for label in labels]
+    runs = []
+    for compiled in (False, True):
+        random.seed(11)
+        model = nn.MLP(2, [8, 8, 1], activation=activation)
+        params = model.parameters()
+        opt = agrad.optim.SGD(params, lr=0.1, momentum=0.5)
+
+        def loss(points, model=model, params=params):
+            return nn.hinge_loss([model(x) for x in points], y, params)
+
+        loss_of = agrad.compile(loss) if compiled else loss
+        losses = []
+        for _ in range(5):
+            total = loss_of(X)
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            losses.append(exact(total.data))
+        runs.append((losses, [exact(p.data) for p in params]))
+    assert runs[0] == runs[1]

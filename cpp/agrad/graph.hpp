@@ -332,18 +332,24 @@ private:
     // constants) and its operands, so a replayed backward pass runs one
     // switch per step on ids, not propagate()'s lookups.  Made at shape_
     // (0: not made yet).
+    // Consecutive steps of one fused node's terms whose operands are all
+    // nodes (a dot's whole row, once the inputs' subtrees are done) become one
+    // step that loops over them, in the same order, without a switch each.
     struct Decoded {
         uint8_t kind;  // a Kind of graph.cpp
         NodeId node;
-        NodeId a, b;  // the operands: node ids, or indexes of constants in node's list
+        NodeId a, b;  // the operands: node ids, or indexes of constants in node's list;
+                      // for a run of terms, its first operand in `operands` and its length
     };
     struct Schedule {
         uint64_t shape = 0;
         std::vector<NodeId> reached;
         std::vector<Decoded> steps;
+        std::vector<NodeId> operands;  // the runs' terms: ids, or (w, x) pairs
     };
     Decoded decode(const Step& step) const;
-    Status run_decoded(const Decoded& step);
+    void merge_runs(Schedule& schedule) const;
+    Status run_decoded(const Decoded& step, const NodeId* operands);
     std::unordered_map<NodeId, Schedule> schedules_;
     // Counts the changes to any graph's shape; a schedule made before the
     // last one is made again.  Starts at 1, so a fresh schedule is stale.

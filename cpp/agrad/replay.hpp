@@ -49,11 +49,11 @@ private:
         kRelu,
         kSigmoid,
         kStart,     // total = constant b
-        kAddTerm,   // total += node a
         kAddConst,  // total += constant b
-        kDotNN,     // total += node a * node b
         kDotNK,     // total += node a * constant b
         kDotKN,     // total += constant a * node b
+        kSumRun,    // total += each node of operands_[a, a + b)
+        kDotRun,    // total += w * x for each pair (w, x) of operands_[a, a + 2b)
         kEnd,       // node out = total
     };
     struct Instruction {
@@ -62,7 +62,8 @@ private:
     };
     std::vector<Instruction> code_;
     std::vector<double> constants_;
-    std::vector<NodeId> reads_;  // nodes read that the program does not make
+    std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs
+    std::vector<NodeId> reads_;     // nodes read that the program does not make
     uint64_t shape_ = 0;
     bool built_ = false;
     bool floats_only_ = false;  // false: no program of only floats
