@@ -547,6 +547,7 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
         }
     }
     merge_runs(schedule);
+    schedule.floats_since = Schedule::kNever;
     schedule.shape = shape_;
 }
 
@@ -580,10 +581,12 @@ void Graph::merge_runs(Schedule& schedule) const {
 
 // propagate() and propagate_term() on a decoded step: the same formulas,
 // operation for operation, on operands found when the schedule was made.
+template <bool kFloats>
 Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
     Node* nodes = nodes_.data();
     Node& n = nodes[step.node];
     auto number = [](const Node& m) {
+        if (kFloats) return m.value.f;
         return (m.flags & kValueIsInt) ? static_cast<double>(m.value.i) : m.value.f;
     };
     auto constant = [this, &n](NodeId k) -> Constant& { return lists_[n.child[0]].constants[k]; };
@@ -696,6 +699,16 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
     }
 }
 
+// Whether every node the schedule reaches holds a float: checked once, then
+// taken on trust for as long as no int is written anywhere.
+bool Graph::reads_floats_only(Schedule& schedule) const {
+    if (schedule.floats_since == int_writes_) return true;
+    for (NodeId id : schedule.reached)
+        if (nodes_[id].flags & kValueIsInt) return false;
+    schedule.floats_since = int_writes_;
+    return true;
+}
+
 // backward() with a kept schedule: the same zeroing (every reached node's
 // gradient and inline constant's gradient, before any step), the same steps
 // in the same order, the same clean-up on an error.
@@ -711,8 +724,11 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
     }
     nodes_[root].grad = 1.0;
     const std::vector<Decoded>& steps = schedule.steps;
+    const bool floats = reads_floats_only(schedule);
     for (size_t i = steps.size(); i-- > 0;) {
-        Status s = run_decoded(steps[i], schedule.operands.data());
+        const NodeId* operands = schedule.operands.data();
+        Status s = floats ? run_decoded<true>(steps[i], operands)
+                          : run_decoded<false>(steps[i], operands);
         if (s != Status::Ok) {
             for (NodeId id : schedule.reached) {
                 nodes_[id].grad = 0.0;

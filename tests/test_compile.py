@@ -565,3 +565,20 @@ def test_train_compile_refuses_the_pure_engine():
 
     with pytest.raises(ValueError, match="compiled engine"):
         train(LinReg(value_class=agrad.pure.Value), [1.0], [2.0], n_epochs=1, compile=True)
+
+
+@pytest.mark.parametrize("later", [3, 2**60 + 1, True])
+def test_an_int_written_between_replay_and_backward_is_read_as_an_int(later):
+    """backward() on a kept schedule reads values without a type test while
+    it knows them to be floats: any int written since must end that."""
+    w1, w2 = Value(0.5), Value(1.25)
+    f = agrad.compile(lambda x: (x * w1) * w2)
+    for x in (2.0, 3.0):
+        loss = f(x)
+        loss.backward()  # the float-only backward pass, schedule kept
+    w2.data = later
+    loss.backward()
+    got = exact(w1.grad), exact(w2.grad)
+    eager = (Value(3.0) * w1) * w2
+    eager.backward()
+    assert got == (exact(w1.grad), exact(w2.grad))

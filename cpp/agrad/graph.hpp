@@ -149,6 +149,7 @@ public:
         if (v.is_int) {
             n.value.i = v.i;
             n.flags |= kValueIsInt;
+            ++int_writes_;
         } else {
             n.value.f = v.f;
             n.flags &= static_cast<uint8_t>(~kValueIsInt);
@@ -346,14 +347,23 @@ private:
         std::vector<NodeId> reached;
         std::vector<Decoded> steps;
         std::vector<NodeId> operands;  // the runs' terms: ids, or (w, x) pairs
+        // int_writes_ when every reached node was last seen holding a float
+        // (kNever: not since the schedule was made)
+        static constexpr uint64_t kNever = ~uint64_t{0};
+        uint64_t floats_since = kNever;
     };
     Decoded decode(const Step& step) const;
     void merge_runs(Schedule& schedule) const;
+    template <bool kFloats>  // every value it reads is a float: no test of each
     Status run_decoded(const Decoded& step, const NodeId* operands);
+    bool reads_floats_only(Schedule& schedule) const;
     std::unordered_map<NodeId, Schedule> schedules_;
     // Counts the changes to any graph's shape; a schedule made before the
     // last one is made again.  Starts at 1, so a fresh schedule is stale.
     uint64_t shape_ = 1;
+    // Counts the ints written into any node's value: while it stands still,
+    // nodes seen holding floats still do (Schedule::floats_since).
+    uint64_t int_writes_ = 0;
 };
 
 inline Status Graph::binary(Op op, Operand a, Operand b, NodeId* out) {
