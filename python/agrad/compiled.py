@@ -36,11 +36,20 @@ from agrad import _core
 from agrad._core import Value
 
 
+_PLAIN_NUMBERS = frozenset((float, int))
+
+
 def _substitute(obj: Any, leaves: list[Value], index: list[int]) -> Any:
     """The argument with its numbers replaced by the input leaves, in order."""
     t = type(obj)
     if t is list or t is tuple:
-        items = [_substitute(o, leaves, index) for o in obj]
+        start = index[0]
+        if all(map(_PLAIN_NUMBERS.__contains__, map(type, obj))):
+            # a row of plain floats and ints (the common case): one slice
+            index[0] = start + len(obj)
+            items = leaves[start : index[0]]
+        else:
+            items = [_substitute(o, leaves, index) for o in obj]
         return items if t is list else tuple(items)
     if t is np.ndarray:
         flat = np.empty(obj.size, dtype=object)
