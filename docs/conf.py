@@ -88,6 +88,9 @@ autodoc_default_options = {"members": True}
 doctest_global_setup = "import agrad"
 doctest_test_doctest_blocks = "default"
 
+# Docstrings quote code ('' is an empty label): keep quotes as typed.
+smartquotes = False
+
 html_theme = "furo"
 html_title = f"agrad {release}"
 html_static_path: list[str] = []

@@ -39,6 +39,7 @@ __all__ = [
     "univariate_data",
 ]
 
+#: The column of the bundled body-fat table that the chapter predicts.
 BODY_FAT_TARGET = "body fat brozek"
 _BODY_FAT_FILE = "body-fat-brozek.csv"
 
