@@ -166,7 +166,15 @@ def test_value_api_page(site, server, browser):
     _assert_not_blank(_screenshot(browser, url, "api-value", 1600), "API page of Value")
     page = _dom(browser, url)
     ids = page.ids()
-    for name in ("Value", "Value.backward", "Value.data", "Value.grad", "Value._prev", "sum", "dot"):
+    for name in (
+        "Value",
+        "Value.backward",
+        "Value.data",
+        "Value.grad",
+        "Value._prev",
+        "sum",
+        "dot",
+    ):
         assert f"agrad.{name}" in ids, f"agrad.{name} is not documented on the page"
     text = " ".join("".join(page.text).split())
     # the types come from the stub, not from the compiled object
@@ -217,9 +225,7 @@ def test_links_between_pages_resolve(site):
                 continue
             path, _, anchor = ref.partition("#")
             path = path.partition("?")[0]  # _static/furo.css?v=...: a cache buster
-            target = (
-                (Path(name).parent / urllib.parse.unquote(path)).as_posix() if path else name
-            )
+            target = (Path(name).parent / urllib.parse.unquote(path)).as_posix() if path else name
             target = os.path.normpath(target)
             if not (site / target).exists():
                 broken.append(f"{name}: {ref}")

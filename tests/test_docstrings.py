@@ -55,7 +55,9 @@ def test_the_list_is_not_empty():
     assert {"agrad.Value", "agrad.pure.Value", "agrad.linreg.train", "agrad.nn.MLP"} <= set(names)
 
 
-@pytest.mark.parametrize(("name", "obj"), public_callables(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("name", "obj"), public_callables(), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_docstring_has_an_example(name, obj):
     doc = inspect.getdoc(obj) or ""
     assert doc.strip(), f"{name} has no docstring"

@@ -30,9 +30,13 @@ def _read_stub(path: Path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
     aliases: dict[str, str] = {}
     for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
-            if ast.unparse(node.annotation) == "TypeAlias":
-                aliases[node.target.id] = ast.unparse(node.value)
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.value
+            and ast.unparse(node.annotation) == "TypeAlias"
+        ):
+            aliases[node.target.id] = ast.unparse(node.value)
 
     def spell(text: str) -> str:
         for name, value in aliases.items():
