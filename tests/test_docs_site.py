@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import html.parser
 import http.server
-import importlib
-import inspect
 import os
 import shutil
 import subprocess
@@ -30,6 +28,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from test_docstrings import MODULES, public_names
 
 import agrad
 
@@ -248,36 +247,14 @@ def _inventory(site: Path) -> set[str]:
 
 def test_every_public_name_is_in_the_api_reference(site):
     documented = _inventory(site)
-    missing = []
-    for module_name in (
-        "agrad",
-        "agrad.pure",
-        "agrad.linreg",
-        "agrad.datasets",
-        "agrad.studies",
-        "agrad.compiled",
-        "agrad.sweep",
-        "agrad.nn",
-        "agrad.optim",
-        "agrad.viz",
-    ):
-        module = importlib.import_module(module_name)
-        assert module_name in documented, f"no page for {module_name}"
-        names = getattr(module, "__all__", None) or [
-            n
-            for n, v in vars(module).items()
-            if not n.startswith("_") and getattr(v, "__module__", None) == module_name
-        ]
-        for name in names:
-            obj = getattr(module, name)
-            if inspect.ismodule(obj):
-                continue
-            # documented here, where it is defined, or as the package's own
-            # (agrad.compiled.compile is agrad.compile)
-            places = {f"{module_name}.{name}", f"{getattr(obj, '__module__', '')}.{name}"}
-            if getattr(agrad, name, None) is obj:
-                places.add(f"agrad.{name}")
-            if not places & documented:
-                missing.append(f"{module_name}.{name}")
+    missing = [f"no page for {name}" for name in MODULES if name not in documented]
+    for module_name, name, obj in public_names():
+        # documented here, where it is defined, or as the package's own
+        # (agrad.compiled.compile is agrad.compile)
+        places = {f"{module_name}.{name}", f"{getattr(obj, '__module__', '')}.{name}"}
+        if getattr(agrad, name, None) is obj:
+            places.add(f"agrad.{name}")
+        if not places & documented:
+            missing.append(f"{module_name}.{name}")
     assert not missing, f"not in the API reference: {missing}"
     assert {"agrad.sum", "agrad.compile"} <= documented

@@ -26,6 +26,24 @@ MODULES = [
 ]
 
 
+def public_names():
+    """(module name, name, object) for each public name of each public
+    module: its ``__all__``, or what it defines when it has none."""
+    for module_name in MODULES:
+        module = importlib.import_module(module_name)
+        names = getattr(module, "__all__", None)
+        if names is None:  # agrad.compiled
+            names = [
+                n
+                for n, v in vars(module).items()
+                if not n.startswith("_") and getattr(v, "__module__", None) == module_name
+            ]
+        for name in names:
+            obj = getattr(module, name)
+            if not inspect.ismodule(obj):
+                yield module_name, name, obj
+
+
 def public_callables():
     """(qualified name, object) for each public function and class."""
     found = {
@@ -33,20 +51,9 @@ def public_callables():
         "agrad.sum": agrad.sum,
         "agrad.compile": agrad.compile,
     }
-    for name in MODULES:
-        module = importlib.import_module(name)
-        names = getattr(module, "__all__", None)
-        if names is None:  # agrad.compiled: what it defines
-            names = [
-                n
-                for n, v in vars(module).items()
-                if not n.startswith("_") and getattr(v, "__module__", None) == name
-            ]
-        for attribute in names:
-            obj = getattr(module, attribute)
-            if inspect.ismodule(obj) or not callable(obj):
-                continue
-            found[f"{name}.{attribute}"] = obj
+    for module_name, name, obj in public_names():
+        if callable(obj):
+            found[f"{module_name}.{name}"] = obj
     return sorted(found.items())
 
 
