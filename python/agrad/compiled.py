@@ -86,7 +86,19 @@ class _Recorded:
 
 class CompiledFunction:
     """A function whose graph is recorded once per argument structure and
-    replayed in C++ (see ``agrad.compile``)."""
+    replayed in C++ (see ``agrad.compile``).
+
+    >>> import agrad
+    >>> w = agrad.Value(2.0)
+    >>> scaled = agrad.compile(lambda xs: agrad.sum(w * x for x in xs))
+    >>> type(scaled).__name__
+    'CompiledFunction'
+    >>> first = scaled([1.0, 2.0])
+    >>> first.data
+    6.0
+    >>> scaled([3.0, 4.0]) is first, first.data
+    (True, 14.0)
+    """
 
     def __init__(self, fn: Callable[..., Any], max_programs: int = 8):
         if not callable(fn):
@@ -152,6 +164,21 @@ def compile(fn: Callable[..., Any] | None = None, *, max_programs: int = 8) -> A
     randomness runs only when it is recorded.  Up to ``max_programs``
     structures are kept, the least recently used dropped first.
     Usable as ``@agrad.compile`` or ``@agrad.compile(max_programs=...)``.
+
+    >>> import agrad
+    >>> w = agrad.Value(2.0, label='w')
+    >>> @agrad.compile
+    ... def loss(xs, ys):
+    ...     return agrad.sum((w * x - y) ** 2 for x, y in zip(xs, ys))
+    ...
+    >>> result = loss([1.0, 2.0], [2.0, 5.0])
+    >>> result.backward()
+    >>> result, w.grad
+    (Value(: 1.0), -4.0)
+    >>> result = loss([3.0, 1.0], [6.0, 1.0])
+    >>> result.backward()
+    >>> result, w.grad
+    (Value(: 1.0), 2.0)
     """
     if fn is None:
         return functools.partial(CompiledFunction, max_programs=max_programs)

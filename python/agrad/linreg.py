@@ -57,6 +57,14 @@ def mean_squared_error(yhats, ys, sum=sum):  # noqa: A002 - the builtin unless t
 
     ``sum`` is the builtin, or ``agrad.sum``, which gives the same data and
     gradients bit for bit as one node instead of a chain of additions.
+
+    >>> import agrad
+    >>> from agrad.linreg import mean_squared_error
+    >>> yhats = [agrad.Value(1.0), agrad.Value(2.0)]
+    >>> mean_squared_error(yhats, [0.0, 4.0])
+    Value(: 2.5)
+    >>> mean_squared_error(yhats, [0.0, 4.0], sum=agrad.sum)
+    Value(: 2.5)
     """
     return sum([(y - yhat) ** 2 for y, yhat in zip(ys, yhats, strict=True)]) / len(ys)
 
@@ -69,7 +77,14 @@ def sample_batch(
     xs: Sequence, ys: Sequence, m: int, rng: random.Random | ModuleType = random
 ) -> tuple[list, list]:
     """``m`` examples drawn without replacement, with ``random.sample`` as in
-    the book (``rng``: the ``random`` module or a ``random.Random``)."""
+    the book (``rng``: the ``random`` module or a ``random.Random``).
+
+    >>> import random
+    >>> from agrad.linreg import sample_batch
+    >>> rng = random.Random(0)
+    >>> sample_batch([1, 2, 3, 4], ["a", "b", "c", "d"], 2, rng)
+    ([4, 2], ['d', 'b'])
+    """
     _check_batch(xs, ys, m)
     indices = rng.sample(range(len(xs)), m)
     return [xs[i] for i in indices], [ys[i] for i in indices]
@@ -109,6 +124,17 @@ class LinReg:
       ``agrad.sum`` / ``agrad.dot`` node (``agrad.Value`` only), ``False`` as
       the book's chain of ``+``.  By default they are fused on ``agrad.Value``
       and chained on anything else; both give the same bits.
+
+    >>> import random
+    >>> from agrad.linreg import LinReg
+    >>> random.seed(42)
+    >>> model = LinReg()
+    >>> model
+    LinReg(w=0.279, b=0.000)
+    >>> model(2.0)
+    Value(: 0.557707193831535)
+    >>> LinReg(n_inputs=2, feature_names=["height", "weight"]).parameters()
+    [Value(height: -0.9499784895546661), Value(weight: -0.4499413632617615), Value(b: 0.0)]
     """
 
     def __init__(
@@ -246,6 +272,16 @@ def train(
     ``agrad.compile(model.loss)``: its graph is recorded once per batch shape
     and replayed in C++, with the same numbers bit for bit; batches are still
     drawn here, in Python.
+
+    >>> import random
+    >>> from agrad.datasets import univariate_data
+    >>> from agrad.linreg import LinReg, train
+    >>> random.seed(42)
+    >>> xs, ys = univariate_data()
+    >>> model = train(LinReg(), xs, ys, learning_rate=0.01, n_epochs=101, log_every=50)
+      0 Loss: 78.496 LinReg(w=0.468, b=-0.079)
+     50 Loss: 16.812 LinReg(w=2.588, b=-0.682)
+    100 Loss: 16.782 LinReg(w=2.570, b=-0.800)
     """
     if isinstance(n_epochs, bool) or not isinstance(n_epochs, int):
         raise TypeError(f"n_epochs must be an int, not {type(n_epochs).__name__!r}")
@@ -320,6 +356,11 @@ def standardize(
     Returns the normalised rows as lists of floats, and the means and standard
     deviations used.  A constant column cannot be normalised: ValueError
     naming it by ``feature_names`` (or its index in a row of ``X``).
+
+    >>> from agrad.linreg import standardize
+    >>> rows, mean, std = standardize([[1.0, 10.0], [3.0, 30.0]])
+    >>> rows, mean.tolist(), std.tolist()
+    ([[-1.0, -1.0], [1.0, 1.0]], [2.0, 20.0], [1.0, 10.0])
     """
     X_arr = np.asarray(X, dtype=float)
     if X_arr.ndim != 2 or X_arr.shape[0] == 0:
@@ -349,6 +390,13 @@ def print_weights(model, feature_names: Sequence[str] | None = None, file=None) 
     """The book's table: ``f"{w:6.3f} {name}"``, largest absolute weight first.
 
     ``feature_names`` defaults to the model's own.
+
+    >>> from agrad.linreg import LinReg, print_weights
+    >>> model = LinReg(n_inputs=2, feature_names=["age", "abdomen"])
+    >>> model.weights[0].data, model.weights[1].data = 0.1, 5.0
+    >>> print_weights(model)
+     5.000 abdomen
+     0.100 age
     """
     names, weights = _model_feature_names(model, feature_names)
     pairs = sorted(zip(names, weights, strict=True), key=lambda p: abs(p[1]), reverse=True)
@@ -358,7 +406,13 @@ def print_weights(model, feature_names: Sequence[str] | None = None, file=None) 
 
 @dataclass(frozen=True)
 class Fit:
-    """A linear fit's weights, bias and how well it explains the data."""
+    """A linear fit's weights, bias and how well it explains the data.
+
+    >>> from agrad.linreg import least_squares
+    >>> fit = least_squares([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0])
+    >>> fit.weights.round(6).tolist(), round(fit.bias, 6), round(fit.sigma, 6)
+    ([2.0], 1.0, 0.0)
+    """
 
     weights: np.ndarray
     bias: float
@@ -374,6 +428,11 @@ def gaussian_log_likelihood(residuals: Sequence[float]) -> tuple[float, float]:
 
     With that sigma, ``-n/2 log(2 pi sigma^2) - SSE / (2 sigma^2)`` is
     ``-n/2 (log(2 pi sigma^2) + 1)``.
+
+    >>> from agrad.linreg import gaussian_log_likelihood
+    >>> log_likelihood, sigma = gaussian_log_likelihood([1.0, -1.0, 1.0, -1.0])
+    >>> round(log_likelihood, 4), sigma
+    (-5.6758, 1.0)
     """
     r = np.asarray(residuals, dtype=float)
     if r.ndim != 1 or r.size == 0:
@@ -414,7 +473,13 @@ def _as_table(X, ys) -> tuple[np.ndarray, np.ndarray]:
 
 def least_squares(X, ys) -> Fit:
     """The closed-form least-squares fit (numpy's lstsq with an intercept):
-    the minimum that gradient descent is heading for."""
+    the minimum that gradient descent is heading for.
+
+    >>> from agrad.linreg import least_squares
+    >>> fit = least_squares([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0])
+    >>> fit.weights.round(6).tolist(), round(fit.bias, 6), round(fit.mse, 6)
+    ([2.0], 1.0, 0.0)
+    """
     X_arr, y = _as_table(X, ys)
     design = np.column_stack([X_arr, np.ones(len(y))])
     solution, *_ = np.linalg.lstsq(design, y, rcond=None)
@@ -422,7 +487,15 @@ def least_squares(X, ys) -> Fit:
 
 
 def model_fit(model, X, ys) -> Fit:
-    """The trained model's fit statistics, computed in plain floats."""
+    """The trained model's fit statistics, computed in plain floats.
+
+    >>> from agrad.linreg import LinReg, model_fit
+    >>> model = LinReg(n_inputs=1)
+    >>> model.weights[0].data, model.b.data = 2.0, 1.0
+    >>> fit = model_fit(model, [[0.0], [1.0]], [1.0, 3.0])
+    >>> fit.mse, fit.weights.tolist(), fit.bias
+    (0.0, [2.0], 1.0)
+    """
     X_arr, y = _as_table(X, ys)
     weights = np.array([w.data for w in model.weight_values()], dtype=float)
     if weights.size != X_arr.shape[1]:
@@ -433,13 +506,35 @@ def model_fit(model, X, ys) -> Fit:
 
 
 def compare_fits(model, X, ys) -> tuple[Fit, Fit]:
-    """``(trained, least_squares)`` fits of ``model`` on the same data."""
+    """``(trained, least_squares)`` fits of ``model`` on the same data.
+
+    >>> import random
+    >>> from agrad.linreg import LinReg, compare_fits, train
+    >>> random.seed(0)
+    >>> xs, ys = [[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0]
+    >>> model = train(LinReg(n_inputs=1), xs, ys, learning_rate=0.1, n_epochs=500, log_every=None)
+    >>> trained, exact = compare_fits(model, xs, ys)
+    >>> round(trained.mse, 6), round(exact.mse, 6)
+    (0.0, 0.0)
+    """
     return model_fit(model, X, ys), least_squares(X, ys)
 
 
 def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str:
     """A table of weights, one column per fit (sorted by the first fit's
-    absolute weights), then bias, MSE, sigma and log-likelihood rows."""
+    absolute weights), then bias, MSE, sigma and log-likelihood rows.
+
+    >>> from agrad.linreg import format_comparison, least_squares
+    >>> X, ys = [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0]], [2.0, 3.0, 8.0, 8.0]
+    >>> print(format_comparison(["a", "b"], {"least squares": least_squares(X, ys)}))
+                   least squares
+    a                      2.000
+    b                      1.500
+    bias                   0.750
+    MSE                    0.062
+    sigma                  0.250
+    log-likelihood        -0.131
+    """
     if not fits:
         raise ValueError("format_comparison needs at least one fit")
     titles = list(fits)

@@ -56,7 +56,19 @@ ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "linear": "
 
 
 class Module:
-    """What every model has: its parameters, and a way to zero their gradients."""
+    """What every model has: its parameters, and a way to zero their gradients.
+
+    >>> import random
+    >>> from agrad import nn
+    >>> random.seed(0)
+    >>> neuron = nn.Neuron(2)
+    >>> neuron([1.0, 2.0]).backward()
+    >>> [p.grad for p in neuron.parameters()]
+    [1.0, 2.0, 1.0]
+    >>> neuron.zero_grad()
+    >>> [p.grad for p in neuron.parameters()]
+    [0.0, 0.0, 0.0]
+    """
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0 (``backward()`` also zeroes the
@@ -102,6 +114,13 @@ class Neuron(Module):
 
     ``nonlin`` is micrograd's switch (ReLU or linear); ``activation`` names
     any of :data:`ACTIVATIONS` instead and must agree with it.
+
+    >>> import random
+    >>> from agrad import nn
+    >>> random.seed(0)
+    >>> neuron = nn.Neuron(2, activation="sigmoid")
+    >>> neuron, neuron([1.0, 2.0])
+    (SigmoidNeuron(2), Value(: 0.8482139982568058))
     """
 
     def __init__(
@@ -182,6 +201,15 @@ class Layer(Module):
 
     Called on ``nin`` inputs it returns the neurons' outputs as a list, or the
     one Value when ``nout`` is 1, as micrograd's does.
+
+    >>> import random
+    >>> from agrad import nn
+    >>> random.seed(0)
+    >>> layer = nn.Layer(3, 2, activation="tanh")
+    >>> layer
+    Layer of [TanhNeuron(3), TanhNeuron(3)]
+    >>> len(layer([1.0, 2.0, 3.0]))
+    2
     """
 
     def __init__(self, nin: int, nout: int, **kwargs: Any):
@@ -209,6 +237,15 @@ class MLP(Module):
     ``activation`` is the hidden layers' (default ``"relu"``; the last layer
     is linear, as in micrograd), or a sequence naming each layer's, the last
     included.
+
+    >>> import random
+    >>> from agrad import nn
+    >>> random.seed(1337)
+    >>> model = nn.MLP(2, [4, 1])
+    >>> model
+    MLP of [Layer of [ReLUNeuron(2), ReLUNeuron(2), ReLUNeuron(2), ReLUNeuron(2)], Layer of [LinearNeuron(4)]]
+    >>> model([1.0, -1.0]), len(model.parameters())
+    (Value(: 0.14252210854529238), 17)
     """
 
     def __init__(
@@ -286,7 +323,13 @@ def _pairs(predictions: Sequence[Any], targets: Sequence[Any]) -> list[tuple[Any
 
 def mse(predictions: Sequence[Any], targets: Sequence[Any]) -> Any:
     """The mean squared error, written as the chapter writes it:
-    ``sum((y - yhat)**2) / n``."""
+    ``sum((y - yhat)**2) / n``.
+
+    >>> import agrad
+    >>> from agrad import nn
+    >>> nn.mse([agrad.Value(1.0), agrad.Value(3.0)], [0.0, 3.0])
+    Value(: 0.5)
+    """
     pairs = _pairs(predictions, targets)
     return _sum([(y - yhat) ** 2 for yhat, y in pairs]) / len(pairs)
 
@@ -299,7 +342,14 @@ def hinge_loss(
 ) -> Any:
     """micrograd's demo loss: the mean of ``relu(1 - y*score)`` for labels y of
     -1 and 1, plus ``alpha`` times the sum of the squared ``parameters``
-    (L2 regularisation), in the demo's order of operations."""
+    (L2 regularisation), in the demo's order of operations.
+
+    >>> import agrad
+    >>> from agrad import nn
+    >>> scores, w = [agrad.Value(0.5), agrad.Value(-2.0)], agrad.Value(1.0)
+    >>> nn.hinge_loss(scores, [1, -1], [w], alpha=0.1)
+    Value(: 0.35)
+    """
     pairs = _pairs(scores, targets)
     for _, y in pairs:
         if y not in (-1, 1) or isinstance(y, bool):
@@ -318,7 +368,16 @@ def binary_cross_entropy(logits: Sequence[Any], targets: Sequence[Any]) -> Any:
     """The mean of ``-log(sigmoid(z))`` for label 1 and ``-log(sigmoid(-z))``
     (that is ``-log(1 - sigmoid(z))``) for label 0, from the logits ``z``.
     Written with ``sigmoid(-z)`` so a confident right answer does not take the
-    log of 1 - 1.0 = 0."""
+    log of 1 - 1.0 = 0.
+
+    >>> import agrad
+    >>> from agrad import nn
+    >>> logit = agrad.Value(0.0)
+    >>> loss = nn.binary_cross_entropy([logit], [1])
+    >>> loss.backward()
+    >>> loss, logit.grad
+    (Value(: 0.6931471805599453), -0.5)
+    """
     pairs = _pairs(logits, targets)
     terms = []
     for z, y in pairs:
@@ -331,7 +390,12 @@ def binary_cross_entropy(logits: Sequence[Any], targets: Sequence[Any]) -> Any:
 def accuracy(scores: Sequence[Any], targets: Sequence[Any], threshold: float = 0.0) -> float:
     """The fraction of ``scores`` on the same side of ``threshold`` as their
     ``targets``: with the default 0, scores or logits against labels -1 and 1
-    (micrograd's demo) or 0 and 1; pass 0.5 for probabilities."""
+    (micrograd's demo) or 0 and 1; pass 0.5 for probabilities.
+
+    >>> from agrad import nn
+    >>> nn.accuracy([0.5, -2.0, 1.0], [1, -1, -1])
+    0.6666666666666666
+    """
     pairs = _pairs(scores, targets)
     right = 0
     for score, y in pairs:

@@ -55,7 +55,20 @@ def _number(name: str, x: object, *, low: float = 0.0, below: float | None = Non
 
 class Optimizer:
     """What both optimizers share: the parameters, ``zero_grad`` and the
-    all-or-nothing write of a step."""
+    all-or-nothing write of a step.
+
+    >>> import agrad
+    >>> from agrad import optim
+    >>> a, b = agrad.Value(1.0), agrad.Value(2.0)
+    >>> opt = optim.SGD([a, b], lr=0.5)
+    >>> (a * b).backward()
+    >>> opt.step()
+    >>> a, b
+    (Value(: 0.0), Value(: 1.5))
+    >>> opt.zero_grad()
+    >>> a.grad, b.grad
+    (0.0, 0.0)
+    """
 
     def __init__(self, params: Iterable[Any], lr: float):
         if isinstance(params, (str, bytes)) or not isinstance(params, Iterable):
@@ -128,7 +141,18 @@ class SGD(Optimizer):
     """Stochastic gradient descent, PyTorch's ``SGD``: with ``momentum`` m the
     step is along ``buf = m * buf + (1 - dampening) * g`` (``buf = g`` on the
     first step), or along ``g + m * buf`` with ``nesterov=True``;
-    ``weight_decay`` adds ``weight_decay * p`` to each gradient ``g`` first."""
+    ``weight_decay`` adds ``weight_decay * p`` to each gradient ``g`` first.
+
+    >>> import agrad
+    >>> from agrad import optim
+    >>> w = agrad.Value(1.0)
+    >>> opt = optim.SGD([w], lr=0.1, momentum=0.9)
+    >>> for _ in range(2):
+    ...     opt.zero_grad(); (w * w).backward(); opt.step()
+    ...
+    >>> w
+    Value(: 0.45999999999999996)
+    """
 
     def __init__(
         self,
@@ -178,7 +202,18 @@ class Adam(Optimizer):
     """Adam, PyTorch's ``Adam``: at step t, ``m = b1*m + (1-b1)*g`` and
     ``v = b2*v + (1-b2)*g*g``, then ``p -= lr / (1 - b1**t) * m /
     (sqrt(v) / sqrt(1 - b2**t) + eps)``; ``weight_decay`` adds
-    ``weight_decay * p`` to each gradient ``g`` first (L2, not AdamW's decay)."""
+    ``weight_decay * p`` to each gradient ``g`` first (L2, not AdamW's decay).
+
+    >>> import agrad
+    >>> from agrad import optim
+    >>> w = agrad.Value(1.0)
+    >>> opt = optim.Adam([w], lr=0.1)
+    >>> opt.zero_grad()
+    >>> (w * w).backward()
+    >>> opt.step()
+    >>> w
+    Value(: 0.9000000005)
+    """
 
     def __init__(
         self,

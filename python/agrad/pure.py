@@ -107,7 +107,15 @@ def _neg(a: int | float) -> int | float:
 
 
 class Value:
-    """A scalar that remembers how it was computed, so it can be differentiated."""
+    """A scalar that remembers how it was computed, so it can be differentiated.
+
+    >>> from agrad.pure import Value
+    >>> x = Value(3.0, label='x')
+    >>> y = x * x + 1
+    >>> y.backward()
+    >>> y, x.grad
+    (Value(: 10.0), 6.0)
+    """
 
     __slots__ = ("__weakref__", "_backward", "_children", "_data", "_grad", "_label", "_op")
     # numpy must hand `np.float64(2) * v` back to Value.__rmul__, not make an array.
@@ -358,7 +366,15 @@ def _check_children(children):
 
 def topological_order(root: Value) -> list[Value]:
     """Children before parents, in the order a recursive depth-first search
-    over ``_children`` would list them, but with an explicit stack."""
+    over ``_children`` would list them, but with an explicit stack.
+
+    >>> from agrad.pure import Value, topological_order
+    >>> a = Value(2.0, label='a')
+    >>> b = a * 3
+    >>> b.label = 'b'
+    >>> [v.label or v._op for v in topological_order(b)]
+    ['a', '', 'b']
+    """
     topo: list[Value] = []
     visited = {id(root)}
     stack = [(root, iter(root._children))]

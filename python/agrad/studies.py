@@ -66,7 +66,13 @@ Log = Callable[[str], object]
 @dataclass(frozen=True)
 class Run:
     """One training run: the trained model, its loss at each epoch, its fit
-    on all the data, and how long training took."""
+    on all the data, and how long training took.
+
+    >>> from agrad import studies
+    >>> run = studies.univariate().run
+    >>> run.model, len(run.history), round(run.fit.mse, 3)
+    (LinReg(w=2.556, b=-0.892), 500, 16.774)
+    """
 
     model: LinReg
     history: tuple[float, ...]
@@ -77,7 +83,13 @@ class Run:
 @dataclass(frozen=True)
 class UnivariateResult:
     """The book's first session: its points, the ``LinReg()`` it inspects
-    first and that model's loss, then the trained model."""
+    first and that model's loss, then the trained model.
+
+    >>> from agrad import studies
+    >>> result = studies.univariate()
+    >>> result.initial_model, result.initial_loss
+    (LinReg(w=0.011, b=0.000), Value(: 78.49574710788079))
+    """
 
     xs: tuple[float, ...]
     ys: tuple[float, ...]
@@ -90,7 +102,13 @@ class UnivariateResult:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """The same model trained with mini-batches and with the full batch."""
+    """The same model trained with mini-batches and with the full batch.
+
+    >>> from agrad import studies
+    >>> result = studies.batch(epochs=20, samples=100)
+    >>> len(result.mini_batch.history), len(result.full_batch.history)
+    (20, 20)
+    """
 
     xs: tuple[float, ...]
     ys: tuple[float, ...]
@@ -101,7 +119,13 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class MultivariateResult:
-    """Three features: the trained model beside the least-squares solution."""
+    """Three features: the trained model beside the least-squares solution.
+
+    >>> from agrad import studies
+    >>> result = studies.multivariate(epochs=100, log=None)
+    >>> result.least_squares.weights.round(1).tolist()
+    [2.0, 3.0, -1.0]
+    """
 
     X: tuple[tuple[float, ...], ...]
     ys: tuple[float, ...]
@@ -116,6 +140,11 @@ class RegressionData:
 
     ``file_columns`` is the file's header, so that an error can name a column
     by its place there.
+
+    >>> from agrad import studies
+    >>> data = studies.load_regression_data()
+    >>> data.target, len(data.X), data.feature_names[:2]
+    ('body fat brozek', 252, ('age', 'weight'))
     """
 
     X: tuple[tuple[float, ...], ...]
@@ -128,7 +157,13 @@ class RegressionData:
 
 @dataclass(frozen=True)
 class RawRun:
-    """One learning rate tried on the unnormalised data: its fit, or why it failed."""
+    """One learning rate tried on the unnormalised data: its fit, or why it failed.
+
+    >>> from agrad import studies
+    >>> result = studies.bodyfat(epochs=20, raw=True)
+    >>> [(run.learning_rate, run.error) for run in result.raw_runs]
+    [(0.05, None), (1e-05, None)]
+    """
 
     learning_rate: float
     fit: Fit | None
@@ -139,7 +174,13 @@ class RawRun:
 class BodyFatResult:
     """The body-fat study: the model trained on z-scores, the least-squares
     fit of the same, and the least-squares fit of the unnormalised data; with
-    ``raw=True`` also the book's exercise of training on those."""
+    ``raw=True`` also the book's exercise of training on those.
+
+    >>> from agrad import studies
+    >>> result = studies.bodyfat(epochs=50)
+    >>> result.data.target, round(result.least_squares.mse, 3), result.gap > 0
+    ('body fat brozek', 15.017, True)
+    """
 
     data: RegressionData
     mean: np.ndarray
@@ -153,7 +194,13 @@ class BodyFatResult:
 
 @dataclass(frozen=True)
 class GraphResult:
-    """The loss of an untrained ``LinReg()`` on the book's points, backpropagated."""
+    """The loss of an untrained ``LinReg()`` on the book's points, backpropagated.
+
+    >>> from agrad import studies
+    >>> result = studies.graph()
+    >>> result.loss, len(result.xs)
+    (Value(: 78.49574710788079), 5)
+    """
 
     xs: tuple[float, ...]
     ys: tuple[float, ...]
@@ -163,7 +210,14 @@ class GraphResult:
 def gap_to_least_squares(mse: float, minimum: float, ys: Sequence[float]) -> float | None:
     """How far ``mse`` lies above the least-squares ``minimum``, as a fraction
     of it (0.02 is 2% above), or None when the minimum is 0 to rounding: the
-    data lie exactly on a plane and no ratio to it means anything."""
+    data lie exactly on a plane and no ratio to it means anything.
+
+    >>> from agrad.studies import gap_to_least_squares
+    >>> gap_to_least_squares(10.2, 10.0, [1.0, 2.0, 3.0])
+    0.020000000000000018
+    >>> gap_to_least_squares(0.5, 0.0, [1.0, 2.0, 3.0]) is None
+    True
+    """
     scale = float(np.mean(np.square(np.asarray(ys, dtype=float))))
     # lstsq leaves residuals of rounding size (relative 1e-16 or so, more for
     # ill-conditioned data) where the exact ones are 0: count a minimum whose
@@ -249,7 +303,13 @@ def univariate(
     """The book's first fit: ``univariate_data(samples)``, then the
     ``LinReg()`` the book inspects (w = 0.011 with the defaults) and its loss,
     then a second ``LinReg()`` trained by full-batch gradient descent.  With
-    the defaults, ``log=print`` prints the book's lines digit for digit."""
+    the defaults, ``log=print`` prints the book's lines digit for digit.
+
+    >>> from agrad import studies
+    >>> result = studies.univariate(epochs=101, log=print, log_every=100)
+      0 Loss: 130.147 LinReg(w=-0.326, b=-0.102)
+    100 Loss: 16.778 LinReg(w=2.566, b=-0.827)
+    """
     value_class = _value_class(engine)
     rng = _seeded(seed)
     xs, ys = datasets.univariate_data(samples, rng=rng)
@@ -296,7 +356,13 @@ def batch(
     """``batch_data(samples)`` fitted twice from the same start: with
     mini-batches of ``batch_size``, then with the full batch.  ``log`` gets
     each run's name (``"mini-batch of 10:"``, ``"full batch:"``) before its
-    training lines."""
+    training lines.
+
+    >>> from agrad import studies
+    >>> result = studies.batch(epochs=100)
+    >>> round(result.full_batch.fit.mse, 2), round(result.least_squares.mse, 2)
+    (24.52, 24.51)
+    """
     value_class = _value_class(engine)
     rng = _seeded(seed)
     xs, ys = datasets.batch_data(samples, rng=rng)
@@ -337,7 +403,13 @@ def multivariate(
     compile: bool = False,  # noqa: A002 - train's option of that name
 ) -> MultivariateResult:
     """``multivariate_data(samples)`` (true weights 2, 3, -1, bias 1) fitted
-    by mini-batch gradient descent."""
+    by mini-batch gradient descent.
+
+    >>> from agrad import studies
+    >>> result = studies.multivariate(epochs=2000, log=None)
+    >>> result.run.model
+    LinReg(w0=2.068, w1=2.880, w2=-1.006, b=0.709)
+    """
     value_class = _value_class(engine)
     rng = _seeded(seed)
     X, ys = datasets.multivariate_data(samples, rng=rng)
@@ -384,6 +456,12 @@ def load_regression_data(
 
     A constant feature cannot be normalised: ValueError naming the column and
     its place in the file.
+
+    >>> from agrad import studies
+    >>> data = studies.load_regression_data()
+    >>> runs = [studies.bodyfat(data=data, seed=seed, epochs=20) for seed in (0, 1)]
+    >>> [round(run.run.fit.mse, 2) for run in runs]
+    [25.07, 26.64]
     """
     if path is None:
         data = _bundled_body_fat()
@@ -458,6 +536,11 @@ def bodyfat(
     With ``raw=True`` it also trains on the unnormalised data with the same
     seed, first at ``learning_rate`` (which diverges on the body-fat data, as
     the book says) and then at ``raw_learning_rate``.
+
+    >>> from agrad import studies
+    >>> result = studies.bodyfat(epochs=100)
+    >>> result.run.model.feature_names[:2], f"{100 * result.gap:.1f}% above least squares"
+    (['age', 'weight'], '13.8% above least squares')
     """
     value_class = _value_class(engine)
     if not isinstance(data, RegressionData):
@@ -520,7 +603,13 @@ def bodyfat(
 
 def graph(*, seed: int = 42, engine: str | type = "native", samples: int = 5) -> GraphResult:
     """The loss of an untrained ``LinReg()`` on ``univariate_data(samples)``,
-    backpropagated so that every value in its graph has its gradient."""
+    backpropagated so that every value in its graph has its gradient.
+
+    >>> from agrad import studies
+    >>> loss = studies.graph(samples=2).loss
+    >>> loss, len(loss._prev)
+    (Value(: 15.060158058610101), 2)
+    """
     value_class = _value_class(engine)
     rng = _seeded(seed)
     xs, ys = datasets.univariate_data(samples, rng=rng)
@@ -532,7 +621,13 @@ def graph(*, seed: int = 42, engine: str | type = "native", samples: int = 5) ->
 @dataclass(frozen=True)
 class MoonsResult:
     """micrograd's demo: the data (labels -1 and 1), the trained MLP, and
-    its loss and accuracy before each step."""
+    its loss and accuracy before each step.
+
+    >>> from agrad import studies
+    >>> result = studies.moons(steps=2, log=None)
+    >>> result.losses
+    (0.8958441028683222, 1.723590533697202)
+    """
 
     X: tuple[tuple[float, float], ...]
     y: tuple[int, ...]
@@ -558,7 +653,14 @@ def moons(
     ``np.random.seed(seed)``, ``MLP(2, [16, 16, 1])`` after
     ``random.seed(seed)``, then ``steps`` steps of full-batch SGD on
     ``hinge_loss`` with L2 weight ``alpha``, the learning rate falling from
-    1.0 to 0.1 as in the demo.  NumPy's global random state is not touched."""
+    1.0 to 0.1 as in the demo.  NumPy's global random state is not touched.
+
+    >>> from agrad import studies
+    >>> result = studies.moons(steps=3, log=print, log_every=1)
+    step 0 loss 0.8958441028683222, accuracy 50.0%
+    step 1 loss 1.723590533697202, accuracy 81.0%
+    step 2 loss 0.4807298435719949, accuracy 84.0%
+    """
     value_class = _value_class(engine)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int, 0 or more, not {steps!r}")

@@ -91,7 +91,15 @@ def _default(study: str, option: str) -> Any:
 @dataclass(frozen=True)
 class RunSpec:
     """One run of a sweep: everything ``run_one`` needs, picklable, so it can
-    travel to any worker."""
+    travel to any worker.
+
+    >>> from agrad.sweep import RunSpec, run_one
+    >>> spec = RunSpec("univariate", seed=0, learning_rate=0.01, batch_size=5, epochs=100,
+    ...                engine="native", samples=5, data=None)
+    >>> row = run_one(spec)
+    >>> row["study"], row["seed"], round(row["mse"], 3)
+    ('univariate', 0, 21.571)
+    """
 
     study: str
     seed: int
@@ -125,6 +133,12 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 
     The study's own errors of arithmetic or value (a diverging learning rate)
     become the row's ``error``; anything else is a bug and propagates.
+
+    >>> from agrad.sweep import RunSpec, run_one
+    >>> diverging = RunSpec("univariate", seed=0, learning_rate=10.0, batch_size=5, epochs=100,
+    ...                     engine="native", samples=5, data=None)
+    >>> run_one(diverging)["error"].split(" (")[0]
+    'OverflowError: training diverged at epoch 77'
     """
     names = _weight_names(spec.study, spec.data)
     row: dict[str, Any] = {
@@ -177,7 +191,12 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"7"`` or an inclusive range ``"0-31"``: the seeds it names."""
+    """``"7"`` or an inclusive range ``"0-31"``: the seeds it names.
+
+    >>> from agrad.sweep import parse_seeds
+    >>> parse_seeds("7"), parse_seeds("0-3")
+    ([7], [0, 1, 2, 3])
+    """
     match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
     if not match:
         raise ValueError(f"{text!r} is not a seed (a whole number 0 or more) or a range like 0-31")
@@ -344,7 +363,16 @@ def _read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def read_runs(path: str | os.PathLike) -> Any:
-    """A sweep's ``runs.csv`` as a pandas DataFrame, floats to the bit."""
+    """A sweep's ``runs.csv`` as a pandas DataFrame, floats to the bit.
+
+    >>> import os, tempfile
+    >>> from agrad.sweep import read_runs, sweep
+    >>> output = tempfile.mkdtemp()
+    >>> runs = sweep("univariate", seeds=[0, 1], jobs=1, output=output)
+    >>> filed = read_runs(os.path.join(output, "runs.csv"))
+    >>> bool((filed.sort_values("seed")["mse"].to_numpy() == runs.sort_values("seed")["mse"].to_numpy()).all())
+    True
+    """
     with open(path, newline="", encoding="utf-8") as stream:
         header = next(csv.reader(stream), [])
     return _frame(_read_rows(path), header)
@@ -532,6 +560,18 @@ class Sweep:
     any run (``ValueError``, ``TypeError``; ``ConnectionError`` for a
     scheduler that cannot be reached, ``ImportError`` for a missing extra).
     ``run()`` does the runs ``output`` lacks and returns the grid's rows.
+
+    >>> from agrad.sweep import Sweep
+    >>> plan = Sweep("univariate", seeds=range(3), learning_rates=[0.01, 0.02], jobs=1)
+    >>> len(plan.todo)
+    6
+    >>> runs = plan.run()
+    >>> plan.close()
+    >>> runs[["seed", "learning_rate", "epochs"]].head(3)
+       seed  learning_rate  epochs
+    0     0           0.01     500
+    1     1           0.01     500
+    2     2           0.01     500
     """
 
     def __init__(
@@ -685,7 +725,10 @@ def sweep(study: str, *, progress: bool = False, **options: Any) -> Any:
     DataFrame (see ``Sweep`` for the options; ``output=DIR`` files the rows
     in ``DIR/runs.csv`` as they finish and resumes from it).
 
-    >>> sweep("bodyfat", seeds=range(8), learning_rates=[0.01, 0.05], jobs=2)  # doctest: +SKIP
+    >>> from agrad.sweep import sweep
+    >>> runs = sweep("univariate", seeds=range(3), learning_rates=[0.01, 0.02], jobs=1)
+    >>> len(runs), sorted(set(runs["learning_rate"]))
+    (6, [0.01, 0.02])
     """
     plan = Sweep(study, **options)
     try:
@@ -707,7 +750,15 @@ def _measure(runs: Any) -> str:
 def summarize(runs: Any) -> Any:
     """Per configuration, over its seeds: how many runs, how many failed, and
     the median, quartiles and worst of the gap to least squares (percent; the
-    MSE if the data have no gap)."""
+    MSE if the data have no gap).
+
+    >>> from agrad.sweep import summarize, sweep
+    >>> runs = sweep("univariate", seeds=range(4), learning_rates=[0.01, 0.02], jobs=1)
+    >>> summarize(runs)[["learning_rate", "runs", "failed"]]
+       learning_rate  runs  failed
+    0           0.01     4       0
+    1           0.02     4       0
+    """
     import pandas as pd
 
     measure = _measure(runs)
@@ -730,7 +781,14 @@ def summarize(runs: Any) -> Any:
 def plot(runs: Any, directory: str | os.PathLike) -> list[str]:
     """The sweep's figures as PNG files in ``directory``: the median gap over
     learning rate x batch size (one panel per epoch count), and the spread
-    over seeds of each configuration.  Returns their paths."""
+    over seeds of each configuration.  Returns their paths.
+
+    >>> import os, tempfile
+    >>> from agrad.sweep import plot, sweep
+    >>> runs = sweep("univariate", seeds=range(4), learning_rates=[0.01, 0.02], jobs=1)
+    >>> [os.path.basename(path) for path in plot(runs, tempfile.mkdtemp())]
+    ['sweep-univariate-heatmap.png', 'sweep-univariate-spread.png']
+    """
     import numpy as np
 
     ok = runs[runs["error"].isna()]

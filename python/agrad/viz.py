@@ -66,6 +66,10 @@ def graphviz_formats() -> frozenset[str]:
 
     RuntimeError when there is no ``dot``.  Formats that open a window
     instead of writing a file are left out.
+
+    >>> from agrad.viz import graphviz_formats
+    >>> {"svg", "png", "pdf"} <= graphviz_formats()
+    True
     """
     try:
         done = subprocess.run(["dot", "-T?"], capture_output=True, text=True, check=False)
@@ -82,7 +86,17 @@ def graphviz_formats() -> frozenset[str]:
 def write_graph(dot, path: str | os.PathLike) -> str:
     """Render ``dot`` (from ``draw_dot``) with Graphviz in its ``format`` and
     write it to ``path``, all or nothing: a failure leaves whatever was at
-    ``path`` as it was.  Returns the path."""
+    ``path`` as it was.  Returns the path.
+
+    >>> import os, tempfile
+    >>> import agrad
+    >>> from agrad.viz import write_graph
+    >>> x = agrad.Value(2.0, label='x')
+    >>> y = x * 3
+    >>> path = write_graph(agrad.draw_dot(y), os.path.join(tempfile.mkdtemp(), "y.svg"))
+    >>> os.path.basename(path), open(path).read().count("<svg")
+    ('y.svg', 1)
+    """
     graphviz = _require("graphviz", "write_graph", "graphviz")
     try:
         rendered = dot.pipe()
@@ -124,6 +138,15 @@ def walk_graph(root, max_nodes: int | None = None) -> tuple[list, list]:
 
     With ``max_nodes``, stop and raise ValueError as soon as the graph is found
     to have more values than that.
+
+    >>> import agrad
+    >>> from agrad.viz import walk_graph
+    >>> x = agrad.Value(2.0, label='x')
+    >>> y = x * x
+    >>> y.label = 'y'
+    >>> values, edges = walk_graph(y)
+    >>> sorted(v.label for v in values), [(child.label, parent.label) for child, parent in edges]
+    (['x', 'y'], [('x', 'y'), ('x', 'y')])
     """
     seen = {id(root)}
     nodes = [root]
@@ -192,6 +215,16 @@ def draw_dot(
     ``format`` is the file format ``render()`` writes, ``rankdir`` the layout
     direction (``LR``, ``RL``, ``TB`` or ``BT``).  A graph of more than
     ``max_nodes`` values raises ValueError instead of hanging Graphviz.
+
+    >>> import agrad
+    >>> x = agrad.Value(2.0, label='x')
+    >>> y = x * 3
+    >>> y.label = 'y'
+    >>> dot = agrad.draw_dot(y, show_grads=True)
+    >>> type(dot).__name__, dot.format
+    ('Digraph', 'svg')
+    >>> "{y|data 6.0000|grad 0.0000}" in dot.source
+    True
     """
     graphviz = _require("graphviz", "draw_dot", "graphviz")
     if format not in graphviz.FORMATS:
@@ -254,7 +287,14 @@ def plot_loss_curves(
     ``train(..., history=[])`` records).  A mini-batch run's line is noisy,
     a full-batch run's smooth: that is the book's point.  ``references``
     draws labelled horizontal lines (say, the least-squares minimum).  Writes
-    a PNG to ``path`` and returns the path."""
+    a PNG to ``path`` and returns the path.
+
+    >>> import os, tempfile
+    >>> from agrad.viz import plot_loss_curves
+    >>> path = os.path.join(tempfile.mkdtemp(), "loss.png")
+    >>> plot_loss_curves({"full batch": [4.0, 2.0, 1.0]}, path, references={"minimum": 0.5}) == path
+    True
+    """
     if not histories:
         raise ValueError("plot_loss_curves needs at least one history")
     for name, losses in histories.items():
@@ -299,7 +339,14 @@ def plot_weights(
     """A horizontal bar chart of one or more weight vectors side by side
     (for example gradient descent and least squares), features sorted by the
     first vector's absolute weight, largest on top.  Writes a PNG to ``path``
-    and returns the path."""
+    and returns the path.
+
+    >>> import os, tempfile
+    >>> from agrad.viz import plot_weights
+    >>> path = os.path.join(tempfile.mkdtemp(), "weights.png")
+    >>> plot_weights(["age", "abdomen"], {"trained": [0.1, 5.0]}, path) == path
+    True
+    """
     import numpy as np
 
     names = list(feature_names)
@@ -339,7 +386,16 @@ def plot_decision_boundary(
     score, such as an ``agrad.nn.MLP(2, [..., 1])``) scores above and below
     0 on a grid of ``resolution`` x ``resolution`` points around ``X``, with
     the points coloured by their labels ``y`` (-1 and 1, or 0 and 1).  Writes
-    a PNG to ``path`` and returns the path."""
+    a PNG to ``path`` and returns the path.
+
+    >>> import os, random, tempfile
+    >>> from agrad import nn
+    >>> from agrad.viz import plot_decision_boundary
+    >>> random.seed(0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "boundary.png")
+    >>> plot_decision_boundary(nn.MLP(2, [4, 1]), [[0.0, 0.0], [1.0, 1.0]], [-1, 1], path) == path
+    True
+    """
     import numpy as np
 
     points = np.asarray(X, dtype=float)

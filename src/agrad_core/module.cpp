@@ -740,7 +740,15 @@ void* slot(F f) {
 PyType_Slot value_slots[] = {
     {Py_tp_doc, const_cast<char*>(
                     "Value(data, _children=(), _op='', label='')\n--\n\n"
-                    "A scalar that remembers how it was computed, so it can be differentiated.")},
+                    "A scalar that remembers how it was computed, so it can be differentiated.\n\n"
+                    ">>> from agrad import Value\n"
+                    ">>> x = Value(3.0, label='x')\n"
+                    ">>> y = x * x + 1\n"
+                    ">>> y.backward()\n"
+                    ">>> y, x.grad\n"
+                    "(Value(: 10.0), 6.0)\n"
+                    ">>> Value(10) * 10 + 3\n"
+                    "Value(: 103)\n")},
     {Py_tp_new, slot(no_throw<value_new, PyTypeObject*, PyObject*, PyObject*>)},
     {Py_tp_init, slot(no_throw<value_init, PyObject*, PyObject*, PyObject*>)},
     {Py_tp_dealloc, slot(no_throw_void<value_dealloc, PyObject*>)},
@@ -1343,10 +1351,22 @@ void define_module(py::module_& m) {
     if (!restore_leaf) restore_leaf = py::object(m.attr("_restore_leaf")).release().ptr();
     m.def("sum", &fused_sum, py::arg("values"), py::arg("start") = 0,
           "start + v0 + v1 + ... as one node: the data and gradients of the builtin "
-          "sum's chain of additions, without the chain.");
+          "sum's chain of additions, without the chain.\n\n"
+          ">>> import agrad\n"
+          ">>> total = agrad.sum([agrad.Value(1.0), agrad.Value(2.0)], 10)\n"
+          ">>> total, total._op\n"
+          "(Value(: 13.0), 'sum')\n"
+          ">>> agrad.sum([1, 2])\n"
+          "3\n");
     m.def("dot", &fused_dot, py::arg("weights"), py::arg("inputs"),
           "w0*x0 + w1*x1 + ... as one node: the data and gradients of "
-          "sum(w * x for w, x in zip(weights, inputs)), without the chain.");
+          "sum(w * x for w, x in zip(weights, inputs)), without the chain.\n\n"
+          ">>> import agrad\n"
+          ">>> w = [agrad.Value(2.0), agrad.Value(3.0)]\n"
+          ">>> y = agrad.dot(w, [1.0, 4.0])\n"
+          ">>> y.backward()\n"
+          ">>> y, [v.grad for v in w]\n"
+          "(Value(: 14.0), [1.0, 4.0])\n");
     m.def("_begin_recording", &begin_recording,
           "Start recording the nodes this thread makes, for agrad.compile.");
     m.def("_abort_recording", &abort_recording,

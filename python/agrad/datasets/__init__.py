@@ -39,6 +39,7 @@ __all__ = [
     "univariate_data",
 ]
 
+#: The column of the bundled body-fat table that the chapter predicts.
 BODY_FAT_TARGET = "body fat brozek"
 _BODY_FAT_FILE = "body-fat-brozek.csv"
 
@@ -64,6 +65,7 @@ def univariate_data(n: int = 5, rng=random) -> tuple[list[float], list[float]]:
     or a ``random.Random``.
 
     >>> import random
+    >>> from agrad.datasets import univariate_data
     >>> random.seed(42)
     >>> xs, ys = univariate_data()
     >>> round(xs[0], 4), round(ys[0], 4)
@@ -73,12 +75,26 @@ def univariate_data(n: int = 5, rng=random) -> tuple[list[float], list[float]]:
 
 
 def batch_data(n: int = 1000, rng=random) -> tuple[list[float], list[float]]:
-    """The mini-batch study's data: ``x`` uniform in [-10, 10], ``y = 2x + 1 + gauss(0, 5)``."""
+    """The mini-batch study's data: ``x`` uniform in [-10, 10], ``y = 2x + 1 + gauss(0, 5)``.
+
+    >>> import random
+    >>> from agrad.datasets import batch_data
+    >>> xs, ys = batch_data(1000, random.Random(0))
+    >>> len(xs), min(xs) >= -10, max(xs) <= 10
+    (1000, True, True)
+    """
     return _line(n, -10, 10, 2, 1, 5, rng)
 
 
 def multivariate_data(n: int = 1000, rng=random) -> tuple[list[list[float]], list[float]]:
-    """Three features uniform in [-10, 10], ``y = 2x0 + 3x1 - x2 + 1 + gauss(0, 5)``."""
+    """Three features uniform in [-10, 10], ``y = 2x0 + 3x1 - x2 + 1 + gauss(0, 5)``.
+
+    >>> import random
+    >>> from agrad.datasets import multivariate_data
+    >>> X, ys = multivariate_data(1000, random.Random(0))
+    >>> len(X), len(X[0]), len(ys)
+    (1000, 3, 1000)
+    """
     X = [[rng.uniform(-10, 10) for _ in range(3)] for _ in range(_check_count(n))]
     return X, [2 * x[0] + 3 * x[1] - x[2] + 1 + rng.gauss(0, 5) for x in X]
 
@@ -93,6 +109,12 @@ def moons_data(
 
     ``rng`` is a ``numpy.random.RandomState``; by default NumPy's global one,
     so ``np.random.seed(1337)`` first gives micrograd's demo its data.
+
+    >>> import numpy as np
+    >>> from agrad.datasets import moons_data
+    >>> X, y = moons_data(100, noise=0.1, rng=np.random.RandomState(1337))
+    >>> X.shape, y[:8].tolist()
+    ((100, 2), [0, 0, 1, 0, 1, 1, 1, 1])
     """
     n = _check_count(n)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)):
@@ -126,13 +148,29 @@ def moons_data(
 
 
 def load_body_fat() -> pd.DataFrame:
-    """The body-fat table as a 252 x 15 DataFrame, ``body fat brozek`` first."""
+    """The body-fat table as a 252 x 15 DataFrame, ``body fat brozek`` first.
+
+    >>> from agrad.datasets import load_body_fat
+    >>> table = load_body_fat()
+    >>> table.shape, list(table.columns[:3])
+    ((252, 15), ['body fat brozek', 'age', 'weight'])
+    """
     text = (resources.files(__name__) / _BODY_FAT_FILE).read_text(encoding="utf-8")
     return _read_table(io.StringIO(text, newline=""), _BODY_FAT_FILE, BODY_FAT_TARGET, None)
 
 
 def csv_columns(path: str | os.PathLike) -> list[str]:
-    """The column names of a CSV file's header row, as ``load_csv`` reads them."""
+    """The column names of a CSV file's header row, as ``load_csv`` reads them.
+
+    >>> import os, tempfile
+    >>> from agrad.datasets import csv_columns
+    >>> path = os.path.join(tempfile.mkdtemp(), "table.csv")
+    >>> with open(path, "w") as file:
+    ...     _ = file.write("y,x1,x2\\n1,2,3\\n")
+    ...
+    >>> csv_columns(path)
+    ['y', 'x1', 'x2']
+    """
     return _header(csv.reader(_utf8_text(path)), os.fspath(path))
 
 
@@ -148,6 +186,17 @@ def load_csv(
     column (and the line of the file, counting the header as line 1).  The
     file is UTF-8, with or without the byte-order mark spreadsheet programs
     write; anything else raises ValueError naming the line.
+
+    >>> import os, tempfile
+    >>> from agrad.datasets import load_csv
+    >>> path = os.path.join(tempfile.mkdtemp(), "table.csv")
+    >>> with open(path, "w") as file:
+    ...     _ = file.write("x1,y,x2\\n1,10,2\\n3,20,4\\n")
+    ...
+    >>> load_csv(path, target="y")
+        y  x1  x2
+    0  10   1   2
+    1  20   3   4
     """
     return _read_table(_utf8_text(path), os.fspath(path), target, features)
 
@@ -251,7 +300,13 @@ def to_xy(
 ) -> tuple[list[list[float]], list[float], list[str]]:
     """The book's ``X`` (rows of features), ``ys`` and ``feature_names`` from a
     table: the target is ``target`` (default: the first column), the features
-    every other column, in order."""
+    every other column, in order.
+
+    >>> from agrad.datasets import load_body_fat, to_xy
+    >>> X, ys, names = to_xy(load_body_fat())
+    >>> len(X), len(X[0]), names[:3], ys[0]
+    (252, 14, ['age', 'weight', 'height'], 12.6)
+    """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"to_xy takes a pandas DataFrame, not {type(df).__name__!r}")
     if target is None:
