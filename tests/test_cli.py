@@ -153,6 +153,19 @@ def test_help_explains_the_commands(capsys):
         assert command in out
 
 
+@pytest.mark.parametrize(
+    "command", ["univariate", "batch", "multivariate", "bodyfat", "graph", "sweep", "moons"]
+)
+def test_each_commands_help_prints_its_text_as_written(command, capsys):
+    """argparse formats help strings with %, not descriptions: a "%%" in a
+    description is printed doubled."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "%%" not in out and "usage:" in out
+
+
 def test_bodyfat_data_with_a_byte_order_mark(tmp_path, capsys):
     data = tmp_path / "excel.csv"
     data.write_bytes(

@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "bodyfat",
         help="the body-fat study: which measurements predict body fat (the default)",
-        description="Predict body fat (Brozek formula, %%) from 14 body measurements of 252 men: "
+        description="Predict body fat (Brozek formula, %) from 14 body measurements of 252 men: "
         "normalise the features to z-scores, train as the book does, print the weights "
         "largest first and compare them with the closed-form least-squares fit. "
         "--data and --target run the same study on a CSV file of your own.",
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sizes and epoch counts (the defaults are the study's own), on all local cores, a Dask "
         "scheduler or a Ray cluster. Each finished run is a row of DIR/runs.csv; running the "
         "same command again does only the runs it lacks. At the end: the spread over seeds of "
-        "each configuration (median, quartiles, worst of the gap to least squares, in %%).",
+        "each configuration (median, quartiles, worst of the gap to least squares, in %).",
     )
     p.add_argument("study", choices=list(sweep.STUDIES), help="the study to run")
     p.add_argument(
