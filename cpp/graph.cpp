@@ -166,7 +166,7 @@ void Graph::materialize_constants(NodeId id) {
             if (!is_constant(entry)) continue;
             const Constant k = lists_[list].constants[entry & ~kConstantEntry];
             NodeId c = leaf(k.value);
-            nodes_[c].grad = k.grad;
+            grads_[c] = k.grad;
             retain(c);  // the parent's reference (a recording log may hold one too)
             entry = c;
         }
@@ -178,7 +178,7 @@ void Graph::materialize_constants(NodeId id) {
     Number constant = param(id);
     double grad = nodes_[id].constant_grad;
     NodeId c = leaf(constant);  // may move nodes_: no reference into it is held
-    nodes_[c].grad = grad;
+    grads_[c] = grad;
     retain(c);
     Node& n = nodes_[id];
     n.child[1] = c;
@@ -301,7 +301,7 @@ void Graph::topological_order(NodeId root) {
     auto reach = [this](NodeId id) {
         Node& n = nodes_[id];
         n.stamp = epoch_;
-        n.grad = 0.0;
+        grads_[id] = 0.0;
         n.constant_grad = 0.0;
         stack_.push_back({id, 0u, static_cast<uint32_t>(child_count(id)), false});
     };
@@ -343,27 +343,27 @@ void Graph::topological_order(NodeId root) {
 // as the union's double: Python may have written an int into any node's data.
 Status Graph::propagate(NodeId id) {
     Node& n = nodes_[id];
-    const double g = n.grad;
+    const double g = grads_[id];
     switch (n.op) {
         case Op::Leaf:
         case Op::Custom:
             return Status::Ok;
         case Op::Add:
-            nodes_[n.child[0]].grad += g;
+            grads_[n.child[0]] += g;
             if (n.flags & kInlineConstant)
                 n.constant_grad = 0.0 + g;  // zeroed, then its one contribution
             else
-                nodes_[n.child[1]].grad += g;
+                grads_[n.child[1]] += g;
             return Status::Ok;
         case Op::Mul: {
             NodeId a = n.child[0];
             if (n.flags & kInlineConstant) {
-                nodes_[a].grad += param(id).as_double() * g;
+                grads_[a] += param(id).as_double() * g;
                 n.constant_grad = 0.0 + value(a).as_double() * g;
             } else {
                 NodeId b = n.child[1];
-                nodes_[a].grad += value(b).as_double() * g;
-                nodes_[b].grad += value(a).as_double() * g;
+                grads_[a] += value(b).as_double() * g;
+                grads_[b] += value(a).as_double() * g;
             }
             return Status::Ok;
         }
@@ -373,33 +373,33 @@ Status Graph::propagate(NodeId id) {
             double p;
             Status s = float_pow(value(a).as_double(), exponent_minus_one(k), &p);
             if (s != Status::Ok) return s;
-            nodes_[a].grad += k.as_double() * p * g;
+            grads_[a] += k.as_double() * p * g;
             return Status::Ok;
         }
         case Op::Exp:
-            nodes_[n.child[0]].grad += value(id).as_double() * g;
+            grads_[n.child[0]] += value(id).as_double() * g;
             return Status::Ok;
         case Op::Log: {
             NodeId a = n.child[0];
             double inverse;
             Status s = divide(1.0, value(a).as_double(), &inverse);
             if (s != Status::Ok) return s;
-            nodes_[a].grad += inverse * g;
+            grads_[a] += inverse * g;
             return Status::Ok;
         }
         case Op::Tanh: {
             double t = value(id).as_double();
-            nodes_[n.child[0]].grad += (1.0 - t * t) * g;
+            grads_[n.child[0]] += (1.0 - t * t) * g;
             return Status::Ok;
         }
         case Op::Relu: {
             double slope = value(id).as_double() > 0.0 ? 1.0 : 0.0;
-            nodes_[n.child[0]].grad += slope * g;
+            grads_[n.child[0]] += slope * g;
             return Status::Ok;
         }
         case Op::Sigmoid: {
             double s = value(id).as_double();
-            nodes_[n.child[0]].grad += s * (1.0 - s) * g;
+            grads_[n.child[0]] += s * (1.0 - s) * g;
             return Status::Ok;
         }
         case Op::Sum:
@@ -414,7 +414,7 @@ Status Graph::propagate(NodeId id) {
 // fused node's gradient: 0.0 + g, as the chain's own nodes would hold it.
 void Graph::propagate_term(NodeId id, uint32_t term) {
     Node& n = nodes_[id];
-    const double g = 0.0 + n.grad;
+    const double g = 0.0 + grads_[id];
     ChildList& list = lists_[n.child[0]];
     if (n.op == Op::Sum) {
         add_to_grad(list, list.entries[term], g);
@@ -430,7 +430,7 @@ void Graph::propagate_term(NodeId id, uint32_t term) {
 void Graph::zero_gradients() {
     for (const Step& step : order_) {
         NodeId id = step.node;
-        nodes_[id].grad = 0.0;
+        grads_[id] = 0.0;
         nodes_[id].constant_grad = 0.0;
         if (has_list(nodes_[id].op))
             for (Constant& k : lists_[nodes_[id].child[0]].constants) k.grad = 0.0;
@@ -583,97 +583,99 @@ void Graph::merge_runs(Schedule& schedule) const {
 // operation for operation, on operands found when the schedule was made.
 template <bool kFloats>
 Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
-    Node* nodes = nodes_.data();
-    Node& n = nodes[step.node];
-    auto number = [](const Node& m) {
-        if (kFloats) return m.value.f;
-        return (m.flags & kValueIsInt) ? static_cast<double>(m.value.i) : m.value.f;
+    Node& n = nodes_[step.node];
+    double* grads = grads_.data();
+    const Slot* values = values_.data();
+    const uint8_t* ints = ints_.data();
+    auto number = [values, ints](NodeId m) {
+        if (kFloats) return values[m].f;
+        return ints[m] ? static_cast<double>(values[m].i) : values[m].f;
     };
     auto constant = [this, &n](NodeId k) -> Constant& { return lists_[n.child[0]].constants[k]; };
-    const double g = n.grad;
+    const double g = grads[step.node];
     switch (step.kind) {
         case kAddNN:
-            nodes[step.a].grad += g;
-            nodes[step.b].grad += g;
+            grads[step.a] += g;
+            grads[step.b] += g;
             return Status::Ok;
         case kAddNK:
-            nodes[step.a].grad += g;
+            grads[step.a] += g;
             n.constant_grad = 0.0 + g;
             return Status::Ok;
         case kMulNN:
-            nodes[step.a].grad += number(nodes[step.b]) * g;
-            nodes[step.b].grad += number(nodes[step.a]) * g;
+            grads[step.a] += number(step.b) * g;
+            grads[step.b] += number(step.a) * g;
             return Status::Ok;
         case kMulNK:
-            nodes[step.a].grad += param(step.node).as_double() * g;
-            n.constant_grad = 0.0 + number(nodes[step.a]) * g;
+            grads[step.a] += param(step.node).as_double() * g;
+            n.constant_grad = 0.0 + number(step.a) * g;
             return Status::Ok;
         case kPow: {
             Number k = param(step.node);
             double p;
-            Status s = float_pow(number(nodes[step.a]), exponent_minus_one(k), &p);
+            Status s = float_pow(number(step.a), exponent_minus_one(k), &p);
             if (s != Status::Ok) return s;
-            nodes[step.a].grad += k.as_double() * p * g;
+            grads[step.a] += k.as_double() * p * g;
             return Status::Ok;
         }
         case kExp:
-            nodes[step.a].grad += number(n) * g;
+            grads[step.a] += number(step.node) * g;
             return Status::Ok;
         case kLog: {
             double inverse;
-            Status s = divide(1.0, number(nodes[step.a]), &inverse);
+            Status s = divide(1.0, number(step.a), &inverse);
             if (s != Status::Ok) return s;
-            nodes[step.a].grad += inverse * g;
+            grads[step.a] += inverse * g;
             return Status::Ok;
         }
         case kTanh: {
-            double t = number(n);
-            nodes[step.a].grad += (1.0 - t * t) * g;
+            double t = number(step.node);
+            grads[step.a] += (1.0 - t * t) * g;
             return Status::Ok;
         }
         case kRelu: {
-            double slope = number(n) > 0.0 ? 1.0 : 0.0;
-            nodes[step.a].grad += slope * g;
+            double slope = number(step.node) > 0.0 ? 1.0 : 0.0;
+            grads[step.a] += slope * g;
             return Status::Ok;
         }
         case kSigmoid: {
-            double s = number(n);
-            nodes[step.a].grad += s * (1.0 - s) * g;
+            double s = number(step.node);
+            grads[step.a] += s * (1.0 - s) * g;
             return Status::Ok;
         }
         case kSumTermN:
-            nodes[step.a].grad += 0.0 + g;
+            grads[step.a] += 0.0 + g;
             return Status::Ok;
         case kSumTermK:
             constant(step.a).grad = 0.0 + (0.0 + g);
             return Status::Ok;
         case kDotTermNN: {
             const double link = 0.0 + g;
-            const double wv = number(nodes[step.a]), xv = number(nodes[step.b]);
-            nodes[step.a].grad += xv * link;
-            nodes[step.b].grad += wv * link;
+            const double wv = number(step.a), xv = number(step.b);
+            grads[step.a] += xv * link;
+            grads[step.b] += wv * link;
             return Status::Ok;
         }
         case kDotTermNK: {
             const double link = 0.0 + g;
             Constant& x = constant(step.b);
-            const double wv = number(nodes[step.a]);
-            nodes[step.a].grad += x.value.as_double() * link;
+            const double wv = number(step.a);
+            grads[step.a] += x.value.as_double() * link;
             x.grad = 0.0 + wv * link;
             return Status::Ok;
         }
         case kDotTermKN: {
             const double link = 0.0 + g;
             Constant& w = constant(step.a);
-            const double xv = number(nodes[step.b]);
+            const double xv = number(step.b);
             w.grad = 0.0 + xv * link;
-            nodes[step.b].grad += w.value.as_double() * link;
+            grads[step.b] += w.value.as_double() * link;
             return Status::Ok;
         }
         case kSumRun: {  // backward takes a run's terms last first
             const double link = 0.0 + g;
             const NodeId* ids = operands + step.a;
-            for (size_t t = step.b; t-- > 0;) nodes[ids[t]].grad += link;
+            for (size_t t = step.b; t-- > 0;) grads[ids[t]] += link;
             return Status::Ok;
         }
         case kDotRun: {
@@ -681,9 +683,9 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
             const NodeId* pairs = operands + step.a;
             for (size_t t = step.b; t-- > 0;) {
                 const NodeId w = pairs[2 * t], x = pairs[2 * t + 1];
-                const double wv = number(nodes[w]), xv = number(nodes[x]);
-                nodes[w].grad += xv * link;
-                nodes[x].grad += wv * link;
+                const double wv = number(w), xv = number(x);
+                grads[w] += xv * link;
+                grads[x] += wv * link;
             }
             return Status::Ok;
         }
@@ -704,7 +706,7 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
 bool Graph::reads_floats_only(Schedule& schedule) const {
     if (schedule.floats_since == int_writes_) return true;
     for (NodeId id : schedule.reached)
-        if (nodes_[id].flags & kValueIsInt) return false;
+        if (ints_[id]) return false;
     schedule.floats_since = int_writes_;
     return true;
 }
@@ -717,12 +719,11 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
         make_schedule(root, schedule);  // zeroes the gradients as it goes
     } else {
         for (NodeId id : schedule.reached) {
-            Node& n = nodes_[id];
-            n.grad = 0.0;
-            n.constant_grad = 0.0;
+            grads_[id] = 0.0;
+            nodes_[id].constant_grad = 0.0;
         }
     }
-    nodes_[root].grad = 1.0;
+    grads_[root] = 1.0;
     const std::vector<Decoded>& steps = schedule.steps;
     const bool floats = reads_floats_only(schedule);
     for (size_t i = steps.size(); i-- > 0;) {
@@ -731,7 +732,7 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
                           : run_decoded<false>(steps[i], operands);
         if (s != Status::Ok) {
             for (NodeId id : schedule.reached) {
-                nodes_[id].grad = 0.0;
+                grads_[id] = 0.0;
                 nodes_[id].constant_grad = 0.0;
                 if (has_list(nodes_[id].op))
                     for (Constant& k : lists_[nodes_[id].child[0]].constants) k.grad = 0.0;
@@ -745,7 +746,7 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
 Status Graph::backward(NodeId root) {
     if (nodes_[root].flags & kKeepsSchedule) return backward_scheduled(root, schedules_[root]);
     topological_order(root);
-    nodes_[root].grad = 1.0;
+    grads_[root] = 1.0;
     for (size_t i = order_.size(); i-- > 0;) {
         const Step& step = order_[i];
         if (step.term != Step::kWholeNode) {

@@ -127,15 +127,16 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
 
 bool Replay::run(Graph& graph) const {
     if (!floats_only_) return false;
-    Graph::Node* nodes = graph.nodes_.data();
+    Graph::Slot* values = graph.values_.data();
+    uint8_t* ints = graph.ints_.data();
     for (NodeId id : reads_)
-        if (nodes[id].flags & Graph::kValueIsInt) return false;
+        if (ints[id]) return false;
     const double* k = constants_.data();
     const NodeId* operands = operands_.data();
-    auto v = [nodes](NodeId id) { return nodes[id].value.f; };
-    auto set = [nodes](NodeId id, double r) {
-        nodes[id].value.f = r;
-        nodes[id].flags &= static_cast<uint8_t>(~Graph::kValueIsInt);
+    auto v = [values](NodeId id) { return values[id].f; };
+    auto set = [values, ints](NodeId id, double r) {
+        values[id].f = r;
+        ints[id] = 0;
     };
     double total = 0.0;
     for (const Instruction& in : code_) {
