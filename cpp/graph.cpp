@@ -529,6 +529,7 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
     topological_order(root);
     schedule.shape = 0;  // until it is complete: an allocation may fail below
     schedule.reached.clear();
+    schedule.with_constant.clear();
     schedule.steps.clear();
     for (const Step& step : order_) {
         if (step.term != Step::kWholeNode) {
@@ -536,6 +537,7 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
             continue;
         }
         schedule.reached.push_back(step.node);
+        if (nodes_[step.node].flags & kInlineConstant) schedule.with_constant.push_back(step.node);
         switch (nodes_[step.node].op) {
             case Op::Leaf:
             case Op::Custom:
@@ -718,10 +720,9 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
     if (schedule.shape != shape_) {
         make_schedule(root, schedule);  // zeroes the gradients as it goes
     } else {
-        for (NodeId id : schedule.reached) {
-            grads_[id] = 0.0;
-            nodes_[id].constant_grad = 0.0;
-        }
+        // (no other node's constant_grad means anything)
+        for (NodeId id : schedule.reached) grads_[id] = 0.0;
+        for (NodeId id : schedule.with_constant) nodes_[id].constant_grad = 0.0;
     }
     grads_[root] = 1.0;
     const std::vector<Decoded>& steps = schedule.steps;

@@ -366,6 +366,7 @@ private:
     struct Schedule {
         uint64_t shape = 0;
         std::vector<NodeId> reached;
+        std::vector<NodeId> with_constant;  // the reached nodes with an inline constant
         std::vector<Decoded> steps;
         std::vector<NodeId> operands;  // the runs' terms: ids, or (w, x) pairs
         // int_writes_ when every reached node was last seen holding a float
