@@ -1,6 +1,8 @@
 // The cold half of the engine: n-ary nodes, freeing, and the backward pass.
 #include "agrad/graph.hpp"
 
+#include <algorithm>
+
 namespace agrad {
 
 namespace {
@@ -470,6 +472,7 @@ enum Kind : uint8_t {
     kDotTermKK,
     kSumRun,  // kSumTermN steps of one node, merged
     kDotRun,  // kDotTermNN steps of one node, merged
+    kChain,   // links of a chain of s = s' + w * x, merged (fuse_chains)
 };
 }  // namespace
 
@@ -549,6 +552,7 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
         }
     }
     merge_runs(schedule);
+    fuse_chains(schedule);
     schedule.floats_since = Schedule::kNever;
     schedule.shape = shape_;
 }
@@ -579,6 +583,52 @@ void Graph::merge_runs(Schedule& schedule) const {
         i = j;
     }
     steps.resize(out);
+}
+
+// micrograd's neuron, sum((w * x for ...), b), is a chain of links s = s' + m,
+// m = w * x; backward takes each link's two steps (the addition's, then the
+// product's) and then the link below.  As one kChain step the gradient passed
+// down the chain stays in a register rather than being stored and loaded
+// back: the same additions in the same order.  A link whose product reads s'
+// or m is left alone (its steps would change that gradient again).
+void Graph::fuse_chains(Schedule& schedule) const {
+    std::vector<Decoded>& steps = schedule.steps;
+    // Do steps[i] (an addition) and steps[i - 1] (its product) make a link?
+    auto link = [&steps](size_t i, NodeId* below, NodeId* product) {
+        if (i < 1) return false;
+        const Decoded& add = steps[i];
+        const Decoded& mul = steps[i - 1];
+        if (add.kind != kAddNN || mul.kind != kMulNN || add.a == add.b) return false;
+        if (mul.node != add.a && mul.node != add.b) return false;
+        *product = mul.node;
+        *below = mul.node == add.a ? add.b : add.a;
+        return mul.a != *below && mul.b != *below && mul.a != *product && mul.b != *product;
+    };
+    std::vector<Decoded> fused;
+    fused.reserve(steps.size());
+    // from the end, the order backward() takes them; reversed again after
+    for (size_t i = steps.size(); i-- > 0;) {
+        NodeId below, product;
+        if (!link(i, &below, &product)) {
+            fused.push_back(steps[i]);
+            continue;
+        }
+        Decoded chain{kChain, steps[i].node, static_cast<NodeId>(schedule.operands.size()), 0};
+        for (;;) {
+            const Decoded& mul = steps[i - 1];
+            schedule.operands.insert(schedule.operands.end(), {below, product, mul.a, mul.b});
+            ++chain.b;
+            const NodeId top = below;
+            if (i < 2 || !link(i - 2, &below, &product) || steps[i - 2].node != top) {
+                i -= 1;  // the loop's i-- takes the product's step too
+                break;
+            }
+            i -= 2;
+        }
+        fused.push_back(chain);
+    }
+    std::reverse(fused.begin(), fused.end());
+    steps.swap(fused);
 }
 
 // propagate() and propagate_term() on a decoded step: the same formulas,
@@ -678,6 +728,22 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
             const double link = 0.0 + g;
             const NodeId* ids = operands + step.a;
             for (size_t t = step.b; t-- > 0;) grads[ids[t]] += link;
+            return Status::Ok;
+        }
+        case kChain: {
+            double down = g;  // the gradient the link's addition passes on
+            const NodeId* link = operands + step.a;
+            for (NodeId l = 0; l < step.b; ++l, link += 4) {
+                const NodeId below = link[0], product = link[1], w = link[2], x = link[3];
+                const double to_below = grads[below] + down;
+                grads[below] = to_below;
+                const double to_product = grads[product] + down;
+                grads[product] = to_product;
+                const double wv = number(w), xv = number(x);
+                grads[w] += xv * to_product;
+                grads[x] += wv * to_product;
+                down = to_below;
+            }
             return Status::Ok;
         }
         case kDotRun: {

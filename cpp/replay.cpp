@@ -122,7 +122,47 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     }
     std::sort(reads_.begin(), reads_.end());
     reads_.erase(std::unique(reads_.begin(), reads_.end()), reads_.end());
+    fuse_chains();
     floats_only_ = true;
+}
+
+// micrograd's neuron, sum((w * x for ...), b), is a chain: a product, then
+// the running total plus it, again and again.  Each link costs an addition
+// whose operand was just stored and is loaded back; as one kChain the total
+// stays in a register (every node is still written, in the same order).
+void Replay::fuse_chains() {
+    // Is code_[i], code_[i + 1] a link: m = w * x, then s = t + m (or m + t)?
+    auto link = [this](size_t i, NodeId* t, bool* product_first) {
+        if (i + 1 >= code_.size()) return false;
+        const Instruction& mul = code_[i];
+        const Instruction& add = code_[i + 1];
+        if (mul.code != kMulNN || add.code != kAddNN || add.a == add.b) return false;
+        *product_first = add.a == mul.out;
+        *t = *product_first ? add.b : add.a;
+        return add.a == mul.out || add.b == mul.out;
+    };
+    std::vector<Instruction> fused;
+    fused.reserve(code_.size());
+    for (size_t i = 0; i < code_.size();) {
+        NodeId t;
+        bool product_first;
+        if (!link(i, &t, &product_first)) {
+            fused.push_back(code_[i++]);
+            continue;
+        }
+        Instruction chain{kChain, t, static_cast<NodeId>(operands_.size()), 0};
+        NodeId total;
+        do {
+            const Instruction& mul = code_[i];
+            total = code_[i + 1].out;
+            operands_.insert(operands_.end(),
+                             {mul.a, mul.b, mul.out, total | (product_first ? kProductFirst : 0)});
+            ++chain.b;
+            i += 2;
+        } while (link(i, &t, &product_first) && t == total);
+        fused.push_back(chain);
+    }
+    code_.swap(fused);
 }
 
 bool Replay::run(Graph& graph) const {
@@ -207,6 +247,17 @@ bool Replay::run(Graph& graph) const {
             case kEnd:
                 set(in.out, total);
                 break;
+            case kChain: {
+                double sum = v(in.out);
+                const NodeId* link = operands + in.a;
+                for (NodeId l = 0; l < in.b; ++l, link += 4) {
+                    const double product = v(link[0]) * v(link[1]);
+                    set(link[2], product);
+                    sum = (link[3] & kProductFirst) ? product + sum : sum + product;
+                    set(link[3] & ~kProductFirst, sum);
+                }
+                break;
+            }
         }
     }
     return true;

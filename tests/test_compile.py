@@ -582,3 +582,35 @@ def test_an_int_written_between_replay_and_backward_is_read_as_an_int(later):
     eager = (Value(3.0) * w1) * w2
     eager.backward()
     assert got == (exact(w1.grad), exact(w2.grad))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), st.booleans()), max_size=10),
+    st.lists(st.floats(-3, 3), min_size=3, max_size=3),
+    st.lists(st.floats(-3, 3), min_size=3, max_size=3),
+)
+def test_chains_of_products_replay_as_eager(links, first, second):
+    """micrograd's neuron, s = s + w * x again and again, is replayed as one
+    fused chain forward and backward: here with products of any earlier
+    value, the running total and the product before included, either way
+    round, against eager agrad, data and every parameter's gradient."""
+    params = [Value(0.5), Value(-1.25), Value(2.0)]
+
+    def chain(xs):
+        pool = [*params, *xs]
+        total = pool[0]
+        for i, j, product_first in links:
+            product = pool[i % len(pool)] * pool[j % len(pool)]
+            total = product + total if product_first else total + product
+            pool += [product, total]
+        return total * 1.5
+
+    f = agrad.compile(chain)
+    f(first)
+    replayed = f(second)
+    replayed.backward()
+    got = [exact(replayed.data), *(exact(p.grad) for p in params)]
+    eager = chain([Value(x) for x in second])
+    eager.backward()
+    assert got == [exact(eager.data), *(exact(p.grad) for p in params)]

@@ -376,6 +376,7 @@ private:
     };
     Decoded decode(const Step& step) const;
     void merge_runs(Schedule& schedule) const;
+    void fuse_chains(Schedule& schedule) const;
     template <bool kFloats>  // every value it reads is a float: no test of each
     Status run_decoded(const Decoded& step, const NodeId* operands);
     bool reads_floats_only(Schedule& schedule) const;

@@ -55,11 +55,15 @@ private:
         kSumRun,    // total += each node of operands_[a, a + b)
         kDotRun,    // total += w * x for each pair (w, x) of operands_[a, a + 2b)
         kEnd,       // node out = total
+        kChain,     // from node out: b links (w, x, m, s) at operands_[a]: m = w * x, s = s' + m
     };
+    // A link's s with this bit: its addition was written m + s'.
+    static constexpr NodeId kProductFirst = 0x80000000u;
     struct Instruction {
         Code code;
         NodeId out, a, b;  // node ids, or indexes into constants_ (K)
     };
+    void fuse_chains();
     std::vector<Instruction> code_;
     std::vector<double> constants_;
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs
