@@ -9,9 +9,9 @@ micrograd's max-margin loss with L2 regularisation, backward, SGD update.
 - agrad.nn: agrad.nn.MLP, whose neurons are one fused agrad.dot node each,
   with nn.hinge_loss and optim.SGD (the same operations as the demo's step,
   so the same losses bit for bit as the demo's code on the same model);
-- agrad.nn compiled: the same step with the loss built by an agrad.compile'd
-  function (recorded at the untimed first step, replayed after: the same
-  bits as eager, checked here);
+- compiled: the micrograd-style step and the agrad.nn step, each with its
+  loss built by an agrad.compile'd function (recorded at the untimed first
+  step, replayed after: the same bits as eager, checked here);
 - NumPy, vectorised: the same model, loss and SGD step written on arrays
   (matrix products, the backward pass by hand), the yardstick for a
   vectorised library; its losses agree with agrad's to rounding (checked).
@@ -72,11 +72,20 @@ class ChainMLP:
         return [p for layer in self.layers for n in layer for p in [*n.w, n.b]]
 
 
-def demo_step(model, X, y, value=None):
-    inputs = [list(map(value, row)) for row in X] if value else X
+def demo_loss(model, inputs, y):
+    """micrograd's demo loss: max-margin, and L2 regularisation."""
     scores = [model(x) for x in inputs]
     losses = [(1 + -yi * s).relu() for yi, s in zip(y, scores, strict=True)]
-    total = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
+    return sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
+
+
+def demo_step(model, X, y, value=None, loss=None):
+    """micrograd's demo step; `loss(X)` instead of demo_loss when given."""
+    if loss is None:
+        inputs = [list(map(value, row)) for row in X] if value else X
+        total = demo_loss(model, inputs, y)
+    else:
+        total = loss(X)
     for p in model.parameters():
         p.grad = 0.0
     total.backward()
@@ -132,6 +141,8 @@ class NumpyMLP:
 
 
 MICROGRAD = "micrograd"
+CHAIN = "agrad.Value, micrograd-style neurons"
+CHAIN_COMPILED = "agrad.Value, micrograd-style neurons, compiled"
 AGRAD_NN = "agrad.nn (fused)"
 AGRAD_NN_COMPILED = "agrad.nn (fused), compiled"
 NUMPY = "NumPy, vectorised"
@@ -154,9 +165,11 @@ def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
         log("micrograd is not installed (pip install micrograd): its row is left out")
     random.seed(1337)
     chain_model = ChainMLP(2, [16, 16, 1])
-    steps["agrad.Value, micrograd-style neurons"] = lambda: demo_step(
-        chain_model, X, y, agrad.Value
-    )
+    steps[CHAIN] = lambda: demo_step(chain_model, X, y, agrad.Value)
+    random.seed(1337)
+    compiled_chain_model = ChainMLP(2, [16, 16, 1])
+    chain_loss = agrad.compile(lambda points: demo_loss(compiled_chain_model, points, y))
+    steps[CHAIN_COMPILED] = lambda: demo_step(compiled_chain_model, X, y, loss=chain_loss)
     random.seed(1337)
     nn_model = nn.MLP(2, [16, 16, 1])
     optimizer = optim.SGD(nn_model.parameters(), lr=0.1)
@@ -190,6 +203,7 @@ def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
     # the same model from the same weights: the same first loss (agrad's
     # engines to the bit, NumPy's sums in another order to rounding)
     assert first[AGRAD_NN_COMPILED] == first[AGRAD_NN], first
+    assert first[CHAIN_COMPILED] == first[CHAIN], first
     assert abs(first[NUMPY] - first[AGRAD_NN]) <= 1e-12 * abs(first[AGRAD_NN]), first
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
@@ -211,11 +225,11 @@ def main(argv=None) -> int:
         parser.error("--repeat must be at least 1")
     times = step_seconds(args.repeat)
     base = statistics.median(times[next(iter(times))])
-    print(f"{'implementation (CPU time)':40} {'per step':>10} {'speed-up':>9} {'spread':>14}")
+    print(f"{'implementation (CPU time)':48} {'per step':>10} {'speed-up':>9} {'spread':>14}")
     for name, ts in times.items():
         t = statistics.median(ts)
         spread = f"{min(ts) * 1e3:.2f}-{max(ts) * 1e3:.2f}"
-        print(f"{name:40} {t * 1e3:8.2f} ms {base / t:8.0f}x {spread:>14}")
+        print(f"{name:48} {t * 1e3:8.2f} ms {base / t:8.0f}x {spread:>14}")
     return 0
 
 
