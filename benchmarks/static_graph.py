@@ -30,6 +30,7 @@ import gc
 import math
 import os
 import random
+import re
 import site
 import sys
 import tempfile
@@ -231,77 +232,99 @@ def gradients(root: Any, params: list) -> list[float]:
     return [p.grad for p in params]
 
 
+def compiled_replay(s: Setup) -> tuple[Callable, Any, list]:
+    """(the compiled function, its result replayed on s.xs, its parameters),
+    recorded on other numbers."""
+    fn, params = s.on(agrad.Value)
+    compiled = agrad.compile(fn)
+    compiled(s.recorded_on)
+    return compiled, compiled(s.xs), params
+
+
+@dataclass
+class Evaluations:
+    """The graph evaluated once on each engine, on s.xs; the eager engines'
+    inputs are Values made beforehand, so that they build the very graph the
+    compiled function replays."""
+
+    compiled: Callable
+    replayed: Any
+    compiled_params: list
+    eager_fn: Callable
+    inputs: list
+    eager: Any
+    eager_params: list
+    eager_nodes: int  # the engine's live nodes that the eager evaluation added
+    pure_fn: Callable
+    pure_inputs: list
+    pure: Any
+    pure_params: list
+    floats_fn: Callable
+
+    @staticmethod
+    def of(s: Setup) -> Evaluations:
+        compiled, replayed, compiled_params = compiled_replay(s)
+        eager_fn, eager_params = s.on(agrad.Value)
+        inputs = [agrad.Value(x) for x in s.xs]
+        gc.collect()
+        before = _core._live_nodes()
+        eager = eager_fn(inputs)
+        eager_nodes = _core._live_nodes() - before
+        pure_fn, pure_params = s.on(agrad.pure.Value)
+        pure_inputs = [agrad.pure.Value(x) for x in s.xs]
+        pure = pure_fn(pure_inputs)
+        return Evaluations(
+            compiled, replayed, compiled_params, eager_fn, inputs, eager, eager_params,
+            eager_nodes, pure_fn, pure_inputs, pure, pure_params, s.on_floats(),
+        )  # fmt: skip
+
+
 def check_agreement(s: Setup) -> dict[str, int]:
     """Compare a replay (recorded on other numbers) with eager agrad, bit for
     bit, and eager agrad with agrad.pure and plain floats; raise Disagreement
     if they differ.  Returns the graph's node counts."""
-    compiled_fn, compiled_params = s.on(agrad.Value)
-    compiled = agrad.compile(compiled_fn)
-    compiled(s.recorded_on)
-    root = compiled(s.xs)
-    eager_fn, eager_params = s.on(agrad.Value)
-    inputs = [agrad.Value(x) for x in s.xs]
-    gc.collect()
-    before = _core._live_nodes()
-    eager = eager_fn(inputs)
-    eager_nodes = _core._live_nodes() - before
-    pure_fn, pure_params = s.on(agrad.pure.Value)
-    pure_inputs = [agrad.pure.Value(x) for x in s.xs]
-    pure = pure_fn(pure_inputs)
-    floats = s.on_floats()(s.xs)
-    grads = gradients(eager, eager_params)
-    if (root.data, gradients(root, compiled_params)) != (eager.data, grads):
+    e = Evaluations.of(s)
+    floats = e.floats_fn(s.xs)
+    grads = gradients(e.eager, e.eager_params)
+    if (e.replayed.data, gradients(e.replayed, e.compiled_params)) != (e.eager.data, grads):
         raise Disagreement("agrad.compile's replay differs from eager agrad")
-    if (pure.data, gradients(pure, pure_params)) != (eager.data, grads):
+    if (e.pure.data, gradients(e.pure, e.pure_params)) != (e.eager.data, grads):
         raise Disagreement("agrad.pure differs from agrad")
-    if not math.isclose(floats, eager.data, rel_tol=1e-12):
-        raise Disagreement(f"plain floats give {floats!r}, agrad {eager.data!r}")
-    operations = compiled.program(s.xs).operations
-    if eager_nodes != operations:
-        raise Disagreement(f"eager agrad made {eager_nodes} nodes, the replay {operations}")
-    leaves = {id(v) for v in pure_inputs + pure_params}
-    pure_nodes = sum(id(v) not in leaves for v in agrad.pure.topological_order(pure))
+    if not math.isclose(floats, e.eager.data, rel_tol=1e-12):
+        raise Disagreement(f"plain floats give {floats!r}, agrad {e.eager.data!r}")
+    operations = e.compiled.program(s.xs).operations
+    if e.eager_nodes != operations:
+        raise Disagreement(f"eager agrad made {e.eager_nodes} nodes, the replay {operations}")
+    leaves = {id(v) for v in e.pure_inputs + e.pure_params}
+    pure_nodes = sum(id(v) not in leaves for v in agrad.pure.topological_order(e.pure))
     return {"agrad": operations, "pure": pure_nodes}
 
 
 def samplers(s: Setup, batch: int) -> dict[str, Callable[[], float]]:
     """Samplers of seconds per evaluation: the compiled function `batch`
     times a sample, the others as often as fill SAMPLE_SECONDS."""
-    compiled_fn, _ = s.on(agrad.Value)
-    compiled = agrad.compile(compiled_fn)
-    compiled(s.recorded_on)
-    replayed = compiled(s.xs)
-    eager_fn, _ = s.on(agrad.Value)
-    inputs = [agrad.Value(x) for x in s.xs]
-    eager = eager_fn(inputs)
-    pure_fn, _ = s.on(agrad.pure.Value)
-    pure_inputs = [agrad.pure.Value(x) for x in s.xs]
-    pure = pure_fn(pure_inputs)
-    floats_fn = s.on_floats()
+    e = Evaluations.of(s)
 
     def slow(fn: Callable[[], object]) -> Callable[[], float]:
         return per_call_seconds(fn, seconds=SAMPLE_SECONDS)
 
     return {
-        "compiled forward": per_call_seconds(lambda: compiled(s.xs), number=batch),
-        "compiled backward": per_call_seconds(replayed.backward, number=batch),
-        "agrad forward": slow(lambda: eager_fn(inputs)),
-        "agrad backward": slow(eager.backward),
+        "compiled forward": per_call_seconds(lambda: e.compiled(s.xs), number=batch),
+        "compiled backward": per_call_seconds(e.replayed.backward, number=batch),
+        "agrad forward": slow(lambda: e.eager_fn(e.inputs)),
+        "agrad backward": slow(e.eager.backward),
         # a fresh compiled function records at its first call
-        "recording": slow(lambda: agrad.compile(eager_fn)(s.xs)),
-        "pure forward": slow(lambda: pure_fn(pure_inputs)),
-        "pure backward": slow(pure.backward),
-        "floats forward": slow(lambda: floats_fn(s.xs)),
+        "recording": slow(lambda: agrad.compile(e.eager_fn)(s.xs)),
+        "pure forward": slow(lambda: e.pure_fn(e.pure_inputs)),
+        "pure backward": slow(e.pure.backward),
+        "floats forward": slow(lambda: e.floats_fn(s.xs)),
     }
 
 
 def replay(s: Setup) -> dict[str, Callable[[], object]]:
     """One compiled evaluation's phases, recorded on other numbers: the call
     that replays forward, and backward on its result."""
-    compiled_fn, _ = s.on(agrad.Value)
-    compiled = agrad.compile(compiled_fn)
-    compiled(s.recorded_on)
-    replayed = compiled(s.xs)
+    compiled, replayed, _ = compiled_replay(s)
     return {"forward": lambda: compiled(s.xs), "backward": replayed.backward}
 
 
@@ -331,9 +354,15 @@ def child(kind: str, phase: str, count: int, nodes: int, seed: int) -> None:
         phases[phase]()
 
 
+# libstdc++'s inline code (a vector's indexing) is listed under its header and
+# the agrad function it was inlined into: it counts for that function
+LIBSTDCXX = re.compile(r"^/usr/include/c\+\+/[^:]*:(?=.*(agrad|anonymous namespace))")
+
+
 def where(location: str) -> str:
     """An agrad function (of the build with symbols), or the part of the
     system the location's object is."""
+    location = LIBSTDCXX.sub("cpp/inlined.hpp:", location)
     return profile_native.core_function(location) or profile_native.object_group(location)
 
 
@@ -341,16 +370,20 @@ def instructions(
     kinds: Sequence[str], counts: dict[str, int], args: argparse.Namespace
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Instructions per node of each phase of a replay, by function: the
-    difference of two callgrind runs, one and 1 + `args.evaluations` replays
-    (as profile_native.py counts, with its build of agrad with symbols)."""
+    difference of two callgrind runs, of 0 and `args.instructions` replays
+    after one of each phase (as profile_native.py counts, with its build of
+    agrad with symbols)."""
     me = str(Path(__file__).resolve())
-    n = args.evaluations
+    n = args.instructions
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         # the build with symbols first; site-packages after it for numpy
         path = [str(profile_native.debug_package(workdir)), *site.getsitepackages()]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *path])}
+        # numpy's OpenBLAS threads spin while they wait for work, a different
+        # number of instructions in every run: one thread has none
+        env["OPENBLAS_NUM_THREADS"] = "1"
 
         def by_function(rows: list[tuple[int, str]]) -> dict[str, int]:
             found: dict[str, int] = Counter()
@@ -380,6 +413,7 @@ def instructions(
 ENGINE_ROWS = (("agrad compiled (replay)", "compiled"), ("agrad eager", "agrad"))
 ENGINE_ROWS += (("agrad.pure", "pure"), ("plain floats", "floats"))
 INSTRUCTION_COLUMNS = 7
+ANALYSIS = "## What bounds a replay"
 HEADER = ["engine", "forward", "backward", "total", "total / compiled"]
 KIND_HEADER = ["graph of", "operations", "of its kind", "forward", "backward", "total"]
 
@@ -551,7 +585,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.instructions:
         counted = instructions(["mixed", *KINDS], {"mixed": counts["agrad"], **kind_counts}, args)
     print(render(args, graph, counts, times, kinds, counted, markdown=False))
-    args.output.write_text(render(args, graph, counts, times, kinds, counted, markdown=True))
+    text = render(args, graph, counts, times, kinds, counted, markdown=True)
+    # the reading of the numbers is written by hand, below its heading: kept
+    old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+    if ANALYSIS in old:
+        text += "\n" + old[old.index(ANALYSIS) :]
+    args.output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
