@@ -3,8 +3,11 @@ backward many times: nanoseconds per node on every engine, and what
 recording it for ``agrad.compile`` costs.
 
 Usage: ``python benchmarks/static_graph.py [--nodes N] [--evaluations E]
-[--repeat R] [--seed S] [--output FILE]``.  It prints the tables and writes
-them to ``STATIC.md`` (default: in this ``benchmarks/`` folder).
+[--repeat R] [--seed S] [--output FILE] [--instructions REPLAYS]``.  It
+prints the tables and writes them to ``STATIC.md`` (default: in this
+``benchmarks/`` folder), keeping the hand-written section at its end.
+``--instructions`` adds callgrind's count of a replay's instructions per
+node, by function (valgrind and cmake needed; about ten minutes).
 
 The graph is one Python function of straight-line code, generated from a
 seeded ``random.Random``: products of two earlier values, 4-term sums written
