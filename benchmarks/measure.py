@@ -18,6 +18,7 @@ import timeit
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from workloads import AGRAD, FLOATS, PURE, Engine, Run, Workload, thousand_points, workload
 
@@ -26,6 +27,8 @@ from agrad import _core
 
 #: The compiled engine's keys: their graphs live in its C++ arena.
 COMPILED = ("agrad", "fused", "compiled")
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -133,16 +136,37 @@ def bench_workload(
 # Operations, one at a time
 
 
-def per_call_seconds(stmt: str, namespace: dict, seconds: float) -> Callable[[], float]:
-    """A sampler: each call times `stmt` for about `seconds`, per execution."""
+def per_call_seconds(
+    stmt: str | Callable[[], object],
+    namespace: dict | None = None,
+    seconds: float | None = None,
+    number: int | None = None,
+) -> Callable[[], float]:
+    """A sampler: each call times `stmt` (a statement, or a function of no
+    arguments) run `number` times, or as many times as last about `seconds`,
+    per execution."""
     timer = timeit.Timer(stmt, globals=namespace)
-    once = timer.timeit(1) or 1e-9
-    number = max(1, round(seconds / once))
+    if number is None:
+        if seconds is None:
+            raise TypeError("per_call_seconds needs seconds or number")
+        once = timer.timeit(1) or 1e-9
+        number = max(1, round(seconds / once))
 
     def sample() -> float:
         return timer.timeit(number) / number
 
     return sample
+
+
+def interleaved_medians(samplers: dict[K, Callable[[], float]], repeats: int) -> dict[K, float]:
+    """The median of `repeats` samples of each sampler, taking one sample of
+    each in turn, so that a slow patch of the machine falls on all alike."""
+    samples: dict[K, list[float]] = {key: [] for key in samplers}
+    for _ in range(repeats):
+        for key, sample in samplers.items():
+            gc.collect()
+            samples[key].append(sample())
+    return {key: statistics.median(s) for key, s in samples.items()}
 
 
 def chain_graph(engine: Engine):
@@ -194,18 +218,10 @@ def micro_benchmarks(engines: Sequence[Engine], settings: Settings) -> dict[str,
     # per node of the graph as the chapter's Value builds it, which agrad.pure
     # does node for node (the compiled engine keeps constants inside their parents)
     n_nodes = chapter_graph_nodes()
-    samples: dict[str, dict[str, list[float]]] = {
-        op: {k: [] for k in s} for op, s in samplers.items()
-    }
-    for _ in range(settings.repeats):
-        for op, by_engine in samplers.items():
-            for key, sample in by_engine.items():
-                gc.collect()
-                samples[op][key].append(sample())
-    result = {
-        op: {k: statistics.median(v) for k, v in by_engine.items()}
-        for op, by_engine in samples.items()
-    }
+    flat = {(op, key): s for op, by_engine in samplers.items() for key, s in by_engine.items()}
+    result: dict[str, dict[str, float]] = {}
+    for (op, key), seconds in interleaved_medians(flat, settings.repeats).items():
+        result.setdefault(op, {})[key] = seconds
     result["backward per node"] = {k: v / n_nodes for k, v in result["backward per node"].items()}
     return result
 

@@ -115,7 +115,15 @@ LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
 def self_instructions(callgrind_out: Path) -> list[tuple[int, str]]:
     """(self instructions, `file:function [object]`) of every function."""
     text = subprocess.run(
-        ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(callgrind_out)],
+        # --auto=no: with the sources at hand (the build with symbols) the
+        # annotated source lines would follow, and count a second time
+        [
+            "callgrind_annotate",
+            "--inclusive=no",
+            "--auto=no",
+            "--threshold=100",
+            str(callgrind_out),
+        ],
         check=True,
         capture_output=True,
         text=True,

@@ -10,6 +10,7 @@ is a PNG, and the engines agree bit for bit.
 
 import importlib.util
 import itertools
+import math
 import re
 import subprocess
 import sys
@@ -168,3 +169,45 @@ def test_same_losses_sees_one_bit(monkeypatch):
     assert same_losses(a, b)
     b.losses[1] = b.losses[1] + b.losses[1] * 2**-52
     assert not same_losses(a, b)
+
+
+STATIC = BENCHMARKS / "static_graph.py"
+
+
+def test_static_graph_runs_small_and_its_engines_agree(tmp_path):
+    """benchmarks/static_graph.py on a small graph: it checks that replays
+    equal eager agrad bit for bit before timing (exit status 1 otherwise) and
+    writes its tables."""
+    output = tmp_path / "STATIC.md"
+    small = ["--nodes", "200", "--repeat", "2", "--evaluations", "4", "--output", str(output)]
+    done = subprocess.run(
+        [sys.executable, str(STATIC), *small],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    text = output.read_text(encoding="utf-8")
+    table = markdown_table(text, "Nanoseconds per node, one evaluation of the graph:")
+    assert list(table) == ["agrad compiled (replay)", "agrad eager", "agrad.pure", "plain floats"]
+    number = re.compile(r"\d+(\.\d+)?")
+    for engine, row in table.items():
+        assert number.fullmatch(row["forward"]), row
+        assert number.fullmatch(row["backward"]) or engine == "plain floats", row
+    assert re.search(r"Recording .*: \d+\.\d\d ms, \d+\.\d\dx one eager evaluation", text)
+    assert re.search(r"agrad's engine makes \d+ nodes", text)
+    assert "Nanoseconds per node" in done.stdout
+
+
+def test_static_graph_generator_is_deterministic_and_bounded(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import static_graph
+
+    a, b = static_graph.generate(500, 3), static_graph.generate(500, 3)
+    assert a == b and a != static_graph.generate(500, 4)
+    assert sum(a.written.values()) >= 500 and set(a.written) == set(static_graph.KINDS)
+    # the function on floats, at the corners of the inputs' domain: finite, not tiny
+    lo, hi = static_graph.DOMAIN
+    for x in (lo, hi):
+        f = a.function([x] * a.params, math.exp, math.log)
+        assert static_graph.LOW <= f([x] * a.inputs) < math.inf
