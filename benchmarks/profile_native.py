@@ -178,8 +178,10 @@ def callgrind(
 ) -> dict[str, int]:
     out = workdir / f"callgrind.{len(list(workdir.iterdir()))}"
     python = [sys.executable, "-S"] if env else [sys.executable]  # -S: no editable-install hook
-    # a fixed hash seed: str hashes, and so dict probing, repeat from run to run
-    env = {**(env or os.environ), "PYTHONHASHSEED": "0"}
+    # a fixed hash seed: str hashes, and so dict probing, repeat from run to
+    # run; numpy's OpenBLAS threads spin while they wait for work, a different
+    # number of instructions in every run: one thread has none
+    env = {**(env or os.environ), "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
     subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *python, *args],
         check=True,

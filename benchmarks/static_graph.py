@@ -384,9 +384,6 @@ def instructions(
         # the build with symbols first; site-packages after it for numpy
         path = [str(profile_native.debug_package(workdir)), *site.getsitepackages()]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *path])}
-        # numpy's OpenBLAS threads spin while they wait for work, a different
-        # number of instructions in every run: one thread has none
-        env["OPENBLAS_NUM_THREADS"] = "1"
 
         def by_function(rows: list[tuple[int, str]]) -> dict[str, int]:
             found: dict[str, int] = Counter()
