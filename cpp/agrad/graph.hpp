@@ -1,8 +1,9 @@
 // The engine: one arena of scalar nodes, and reverse-mode differentiation over it.
 //
 // Every Value is a Node in the Graph's arena, addressed by a 32-bit NodeId.
-// A node holds its value (a Python-style int or float), its gradient, an op
-// code, and up to two children inline (an n-ary node keeps a list elsewhere).
+// A node holds an op code and up to two children inline (an n-ary node keeps
+// a list elsewhere); its value (a Python-style int or float) and gradient sit
+// at the same index in arrays beside the nodes.
 // Nodes are reference counted: one reference for each parent that uses the
 // node, and one for the Python object that stands for it, if any.  A node
 // whose count drops to zero goes back on a free list, and so, one by one and
