@@ -363,9 +363,13 @@ def render_markdown(report: Report, chart_name: str | None, profile_text: str | 
                 "",
                 "One step of micrograd's demo (100 two-moons points, MLP 2-16-16-1, max-margin "
                 "loss with L2, backward, SGD) by `benchmarks/micrograd_demo.py`: micrograd is the "
-                "PyPI package; *agrad.nn* is `agrad.nn.MLP` (each neuron one `agrad.dot` node) "
-                "with `nn.hinge_loss` and `optim.SGD`. Medians of CPU time (`time.process_time`), "
-                f"{report.settings_name} settings, the implementations interleaved.",
+                "PyPI package; *micrograd-style neurons* are micrograd's `nn.py` written over "
+                "`agrad.Value`; *agrad.nn* is `agrad.nn.MLP` (each neuron one `agrad.dot` node) "
+                "with `nn.hinge_loss` and `optim.SGD`; *compiled* is the same step with its loss "
+                "through `agrad.compile` (the same bits); *NumPy* the same model vectorised, "
+                "backward written by hand. Medians of CPU time (`time.process_time`), "
+                f"{report.settings_name} settings, the implementations interleaved, each timed "
+                "step after an untimed one of its own.",
             ]
             if report.demo is not None
             else ["micrograd is not installed (`pip install 'agrad[bench]'`): not measured."]
