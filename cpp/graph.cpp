@@ -551,6 +551,16 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
                 schedule.steps.push_back(decode(step));
         }
     }
+    // A recording takes its nodes in ascending ids: the reached ones are
+    // mostly spans of consecutive ids, each zeroed as one block.
+    std::vector<NodeId>& reached = schedule.reached;
+    std::sort(reached.begin(), reached.end());
+    schedule.spans.clear();
+    for (size_t i = 0; i < reached.size(); ++i) {
+        if (i == 0 || reached[i] != reached[i - 1] + 1)
+            schedule.spans.insert(schedule.spans.end(), {reached[i], reached[i]});
+        ++schedule.spans.back();
+    }
     merge_runs(schedule);
     fuse_chains(schedule);
     schedule.floats_since = Schedule::kNever;
@@ -787,7 +797,9 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
         make_schedule(root, schedule);  // zeroes the gradients as it goes
     } else {
         // (no other node's constant_grad means anything)
-        for (NodeId id : schedule.reached) grads_[id] = 0.0;
+        const std::vector<NodeId>& spans = schedule.spans;
+        for (size_t i = 0; i < spans.size(); i += 2)
+            std::fill(grads_.begin() + spans[i], grads_.begin() + spans[i + 1], 0.0);
         for (NodeId id : schedule.with_constant) nodes_[id].constant_grad = 0.0;
     }
     grads_[root] = 1.0;

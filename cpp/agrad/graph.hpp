@@ -366,7 +366,8 @@ private:
     };
     struct Schedule {
         uint64_t shape = 0;
-        std::vector<NodeId> reached;
+        std::vector<NodeId> reached;        // ascending
+        std::vector<NodeId> spans;          // reached as [begin, end) pairs of consecutive ids
         std::vector<NodeId> with_constant;  // the reached nodes with an inline constant
         std::vector<Decoded> steps;
         std::vector<NodeId> operands;  // the runs' terms: ids, or (w, x) pairs
