@@ -450,21 +450,11 @@ void Graph::forget_schedule(NodeId root) {
     nodes_[root].flags &= static_cast<uint8_t>(~kKeepsSchedule);
 }
 
-// The kinds of a decoded step: the operation, and which operands are
-// constants (K) rather than nodes (N).  A sum's or dot's step is one term's.
+// The kinds of a decoded step beyond a node's own operation (NodeKind): one
+// term of a sum or dot, with its operands' kinds, and the merged steps.
 namespace {
 enum Kind : uint8_t {
-    kAddNN,
-    kAddNK,
-    kMulNN,
-    kMulNK,
-    kPow,
-    kExp,
-    kLog,
-    kTanh,
-    kRelu,
-    kSigmoid,
-    kSumTermN,
+    kSumTermN = kNodeKinds,
     kSumTermK,
     kDotTermNN,
     kDotTermNK,
@@ -475,6 +465,31 @@ enum Kind : uint8_t {
     kChain,   // links of a chain of s = s' + w * x, merged (fuse_chains)
 };
 }  // namespace
+
+NodeKind Graph::node_kind(NodeId id) const {
+    const Node& n = nodes_[id];
+    const bool constant = (n.flags & kInlineConstant) != 0;
+    switch (n.op) {
+        case Op::Add:
+            return constant ? kAddNK : kAddNN;
+        case Op::Mul:
+            return constant ? kMulNK : kMulNN;
+        case Op::Pow:
+            return kPow;
+        case Op::Exp:
+            return kExp;
+        case Op::Log:
+            return kLog;
+        case Op::Tanh:
+            return kTanh;
+        case Op::Relu:
+            return kRelu;
+        case Op::Sigmoid:
+            return kSigmoid;
+        default:
+            return kNodeKinds;
+    }
+}
 
 Graph::Decoded Graph::decode(const Step& step) const {
     const Node& n = nodes_[step.node];
@@ -497,33 +512,7 @@ Graph::Decoded Graph::decode(const Step& step) const {
     }
     d.a = n.child[0];
     d.b = n.child[1];
-    const bool constant = (n.flags & kInlineConstant) != 0;
-    switch (n.op) {
-        case Op::Add:
-            d.kind = constant ? kAddNK : kAddNN;
-            break;
-        case Op::Mul:
-            d.kind = constant ? kMulNK : kMulNN;
-            break;
-        case Op::Pow:
-            d.kind = kPow;
-            break;
-        case Op::Exp:
-            d.kind = kExp;
-            break;
-        case Op::Log:
-            d.kind = kLog;
-            break;
-        case Op::Tanh:
-            d.kind = kTanh;
-            break;
-        case Op::Relu:
-            d.kind = kRelu;
-            break;
-        default:  // make_schedule keeps no other whole-node step
-            d.kind = kSigmoid;
-            break;
-    }
+    d.kind = node_kind(step.node);  // make_schedule keeps no other whole-node step
     return d;
 }
 

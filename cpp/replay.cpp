@@ -24,7 +24,7 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
         constants_.push_back(k.as_double());
         return static_cast<NodeId>(constants_.size() - 1);
     };
-    auto emit = [&](Code code, NodeId out, NodeId a, NodeId b) {
+    auto emit = [&](uint8_t code, NodeId out, NodeId a, NodeId b) {
         code_.push_back({code, out, a, b});
     };
     // Terms whose operands are all nodes go into runs: such terms in a row
@@ -38,30 +38,24 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     };
     for (NodeId id : steps) {
         const Graph::Node& n = graph.nodes_[id];
-        const bool inline_constant = (n.flags & Graph::kInlineConstant) != 0;
+        const NodeKind kind = graph.node_kind(id);
+        switch (kind) {
+            case kAddNN:
+            case kMulNN:
+                emit(kind, id, read(n.child[0]), read(n.child[1]));
+                continue;
+            case kAddNK:
+            case kMulNK:
+            case kPow:
+                emit(kind, id, read(n.child[0]), constant(graph.param(id)));
+                continue;
+            case kNodeKinds:
+                break;  // a sum, a dot, or no operation: below
+            default:    // exp, log, tanh, relu, sigmoid
+                emit(kind, id, read(n.child[0]), 0);
+                continue;
+        }
         switch (n.op) {
-            case Op::Add:
-            case Op::Mul: {
-                NodeId a = read(n.child[0]);
-                if (inline_constant)
-                    emit(n.op == Op::Add ? kAddNK : kMulNK, id, a, constant(graph.param(id)));
-                else
-                    emit(n.op == Op::Add ? kAddNN : kMulNN, id, a, read(n.child[1]));
-                break;
-            }
-            case Op::Pow:
-                emit(kPow, id, read(n.child[0]), constant(graph.param(id)));
-                break;
-            case Op::Exp:
-            case Op::Log:
-            case Op::Tanh:
-            case Op::Relu:
-            case Op::Sigmoid: {
-                static constexpr Code kUnary[] = {kExp, kLog, kTanh, kRelu, kSigmoid};
-                Code code = kUnary[static_cast<int>(n.op) - static_cast<int>(Op::Exp)];
-                emit(code, id, read(n.child[0]), 0);
-                break;
-            }
             case Op::Sum:
             case Op::Dot: {
                 const Graph::ChildList& list = graph.lists_[n.child[0]];

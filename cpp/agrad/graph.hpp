@@ -70,6 +70,24 @@ struct Operand {
     bool is_node() const { return node != kNumber; }
 };
 
+// A node's own operation as the replayed passes decode it once: the op, and
+// whether its second operand is an inline constant (K) or a node (N).  The
+// forward replay (replay.hpp) and a kept backward schedule number their own
+// further codes from kNodeKinds on.
+enum NodeKind : uint8_t {
+    kAddNN,
+    kAddNK,
+    kMulNN,
+    kMulNK,
+    kPow,
+    kExp,
+    kLog,
+    kTanh,
+    kRelu,
+    kSigmoid,
+    kNodeKinds,  // not an operation of one or two operands
+};
+
 class Graph {
     friend class Replay;  // replay.hpp: a recorded program's forward pass
 
@@ -160,6 +178,7 @@ public:
     double grad(NodeId id) const { return grads_[id]; }
     void set_grad(NodeId id, double g) { grads_[id] = g; }
     Op op(NodeId id) const { return nodes_[id].op; }
+    NodeKind node_kind(NodeId id) const;
     Number param(NodeId id) const {
         const Node& n = nodes_[id];
         return (n.flags & kParamIsInt) ? Number::of_int(n.param.i) : Number::of_float(n.param.f);

@@ -37,30 +37,21 @@ public:
     bool run(Graph& graph) const;
 
 private:
+    // A node's own operation is its NodeKind (graph.hpp); then these.
     enum Code : uint8_t {
-        kAddNN,
-        kAddNK,
-        kMulNN,
-        kMulNK,
-        kPow,
-        kExp,
-        kLog,
-        kTanh,
-        kRelu,
-        kSigmoid,
-        kStart,     // total = constant b
-        kAddConst,  // total += constant b
-        kDotNK,     // total += node a * constant b
-        kDotKN,     // total += constant a * node b
-        kSumRun,    // total += each node of operands_[a, a + b)
-        kDotRun,    // total += w * x for each pair (w, x) of operands_[a, a + 2b)
-        kEnd,       // node out = total
-        kChain,     // from node out: b links (w, x, m, s) at operands_[a]: m = w * x, s = s' + m
+        kStart = kNodeKinds,  // total = constant b
+        kAddConst,            // total += constant b
+        kDotNK,               // total += node a * constant b
+        kDotKN,               // total += constant a * node b
+        kSumRun,              // total += each node of operands_[a, a + b)
+        kDotRun,              // total += w * x for each pair (w, x) of operands_[a, a + 2b)
+        kEnd,                 // node out = total
+        kChain,  // from node out: b links (w, x, m, s) at operands_[a]: m = w * x, s = s' + m
     };
     // A link's s with this bit: its addition was written m + s'.
     static constexpr NodeId kProductFirst = 0x80000000u;
     struct Instruction {
-        Code code;
+        uint8_t code;      // a NodeKind or a Code
         NodeId out, a, b;  // node ids, or indexes into constants_ (K)
     };
     void fuse_chains();
