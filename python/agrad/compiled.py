@@ -35,7 +35,6 @@ import numpy as np
 from agrad import _core
 from agrad._core import Value
 
-
 _PLAIN_NUMBERS = frozenset((float, int))
 
 
