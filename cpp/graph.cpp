@@ -9,6 +9,22 @@ namespace {
 const std::string kEmpty;
 }
 
+void Graph::grow() {
+    const size_t size = nodes_.size();
+    try {
+        nodes_.emplace_back();
+        values_.emplace_back();
+        grads_.push_back(0.0);
+        ints_.push_back(0);
+    } catch (...) {
+        nodes_.resize(size);
+        values_.resize(size);
+        grads_.resize(size);
+        ints_.resize(size);
+        throw;
+    }
+}
+
 uint32_t Graph::new_list() {
     if (!free_lists_.empty()) {
         uint32_t i = free_lists_.back();

@@ -295,21 +295,7 @@ private:
         }
         return id;
     }
-    void grow() {  // one more node in every array, or in none
-        const size_t size = nodes_.size();
-        try {
-            nodes_.emplace_back();
-            values_.emplace_back();
-            grads_.push_back(0.0);
-            ints_.push_back(0);
-        } catch (...) {
-            nodes_.resize(size);
-            values_.resize(size);
-            grads_.resize(size);
-            ints_.resize(size);
-            throw;
-        }
-    }
+    void grow();  // one more node in every array, or in none (out of line: allocate() stays small)
     void set_param(NodeId id, Number p) {
         Node& n = nodes_[id];
         if (p.is_int) {
