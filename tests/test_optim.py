@@ -138,6 +138,24 @@ def test_both_engines_step_to_the_same_bits(make):
     assert runs[0] == runs[1]
 
 
+def test_the_parameters_are_fixed_when_the_optimizer_is_made():
+    """The step's state and the compiled engine's bulk transfer are made for
+    the parameters given: a list changed afterwards must not be moved
+    (nor the wrong Value), so the optimizer keeps its own tuple."""
+    given = [agrad.Value(1.0), agrad.Value(2.0)]
+    opt = optim.SGD(given, lr=0.5)
+    given.append(agrad.Value(3.0))
+    given[0] = agrad.Value(9.0)
+    with pytest.raises(AttributeError):
+        opt.params = given
+    with pytest.raises(AttributeError):
+        opt.params.append(agrad.Value(4.0))  # type: ignore[attr-defined]
+    first, second = opt.params
+    first.grad, second.grad = 1.0, 1.0
+    opt.step()
+    assert (first.data, second.data, given[0].data, given[2].data) == (0.5, 1.5, 9.0, 3.0)
+
+
 def test_the_bulk_transfer_refuses_what_it_cannot_read():
     params = [agrad.Value(1.0), agrad.Value(2.0)]
     bulk = agrad._core._Parameters(params)

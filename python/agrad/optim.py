@@ -73,19 +73,26 @@ class Optimizer:
     def __init__(self, params: Iterable[Any], lr: float):
         if isinstance(params, (str, bytes)) or not isinstance(params, Iterable):
             raise TypeError(f"params must be a list of Values, not {type(params).__name__!r}")
-        self.params = list(params)
-        if not self.params:
+        # a tuple, fixed here: the step's state (momentum, Adam's moments) and
+        # the compiled engine's bulk transfer are made for these parameters
+        self._params = tuple(params)
+        if not self._params:
             raise ValueError("the optimizer got no parameters")
         seen: set[int] = set()
-        for p in self.params:
+        for p in self._params:
             if not (hasattr(p, "data") and hasattr(p, "grad")):
                 raise TypeError(f"a parameter must be a Value, not {type(p).__name__!r}")
             if id(p) in seen:
                 raise ValueError(f"{p!r} is in params twice: a step would move it twice")
             seen.add(id(p))
         self.lr = lr
-        native = all(type(p) is _core.Value for p in self.params)
-        self._bulk = _core._Parameters(self.params) if native else None
+        native = all(type(p) is _core.Value for p in self._params)
+        self._bulk = _core._Parameters(list(self._params)) if native else None
+
+    @property
+    def params(self) -> tuple[Any, ...]:
+        """The parameters, as given (read-only: make a new optimizer for others)."""
+        return self._params
 
     @property
     def lr(self) -> float:
