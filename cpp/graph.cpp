@@ -536,7 +536,7 @@ Graph::Decoded Graph::decode(const Step& step) const {
 void Graph::make_schedule(NodeId root, Schedule& schedule) {
     topological_order(root);
     schedule.shape = 0;  // until it is complete: an allocation may fail below
-    schedule.reached.clear();
+    std::vector<NodeId> reached;
     schedule.with_constant.clear();
     schedule.steps.clear();
     for (const Step& step : order_) {
@@ -544,7 +544,7 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
             schedule.steps.push_back(decode(step));
             continue;
         }
-        schedule.reached.push_back(step.node);
+        reached.push_back(step.node);
         if (nodes_[step.node].flags & kInlineConstant) schedule.with_constant.push_back(step.node);
         switch (nodes_[step.node].op) {
             case Op::Leaf:
@@ -558,7 +558,6 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
     }
     // A recording takes its nodes in ascending ids: the reached ones are
     // mostly spans of consecutive ids, each zeroed as one block.
-    std::vector<NodeId>& reached = schedule.reached;
     std::sort(reached.begin(), reached.end());
     schedule.spans.clear();
     for (size_t i = 0; i < reached.size(); ++i) {
@@ -653,10 +652,9 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
     Node& n = nodes_[step.node];
     double* grads = grads_.data();
     const Slot* values = values_.data();
-    const uint8_t* ints = ints_.data();
-    auto number = [values, ints](NodeId m) {
+    auto number = [this, values](NodeId m) {
         if (kFloats) return values[m].f;
-        return ints[m] ? static_cast<double>(values[m].i) : values[m].f;
+        return value(m).as_double();
     };
     auto constant = [this, &n](NodeId k) -> Constant& { return lists_[n.child[0]].constants[k]; };
     const double g = grads[step.node];
@@ -788,8 +786,10 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
 // taken on trust for as long as no int is written anywhere.
 bool Graph::reads_floats_only(Schedule& schedule) const {
     if (schedule.floats_since == int_writes_) return true;
-    for (NodeId id : schedule.reached)
-        if (ints_[id]) return false;
+    const std::vector<NodeId>& spans = schedule.spans;
+    for (size_t i = 0; i < spans.size(); i += 2)
+        for (NodeId id = spans[i]; id < spans[i + 1]; ++id)
+            if (ints_[id]) return false;
     schedule.floats_since = int_writes_;
     return true;
 }
@@ -809,18 +809,20 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
     }
     grads_[root] = 1.0;
     const std::vector<Decoded>& steps = schedule.steps;
+    const NodeId* operands = schedule.operands.data();
     const bool floats = reads_floats_only(schedule);
     for (size_t i = steps.size(); i-- > 0;) {
-        const NodeId* operands = schedule.operands.data();
         Status s = floats ? run_decoded<true>(steps[i], operands)
                           : run_decoded<false>(steps[i], operands);
         if (s != Status::Ok) {
-            for (NodeId id : schedule.reached) {
-                grads_[id] = 0.0;
-                nodes_[id].constant_grad = 0.0;
-                if (has_list(nodes_[id].op))
-                    for (Constant& k : lists_[nodes_[id].child[0]].constants) k.grad = 0.0;
-            }
+            const std::vector<NodeId>& spans = schedule.spans;
+            for (size_t j = 0; j < spans.size(); j += 2)
+                for (NodeId id = spans[j]; id < spans[j + 1]; ++id) {
+                    grads_[id] = 0.0;
+                    nodes_[id].constant_grad = 0.0;
+                    if (has_list(nodes_[id].op))
+                        for (Constant& k : lists_[nodes_[id].child[0]].constants) k.grad = 0.0;
+                }
             return s;
         }
     }

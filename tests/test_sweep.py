@@ -222,9 +222,7 @@ def test_the_python_api_raises_the_right_types(tmp_path):
 
 
 def test_ctrl_c_keeps_every_finished_row_and_the_same_command_goes_on(tmp_path):
-    command = [sys.executable, "-m", "agrad", "sweep", "bodyfat", "--seeds", "0-11"]
-    command += ["--epochs", "600", "--jobs", "1", "--output", str(tmp_path)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command, process = start_sweep("0-11", epochs=600, jobs=1, output=tmp_path)
     try:
         wait_for_rows(tmp_path / "runs.csv", 3, process)
         process.send_signal(signal.SIGINT)
@@ -242,6 +240,15 @@ def test_ctrl_c_keeps_every_finished_row_and_the_same_command_goes_on(tmp_path):
     assert sorted(every.seed) == list(range(12))
     reference = sweep.sweep("bodyfat", seeds=range(12), epochs=600, jobs=1)
     assert_same_bits(every.sort_values("seed"), reference)
+
+
+def start_sweep(seeds: str, epochs: int, jobs: int, output: Path):
+    """`python -m agrad sweep bodyfat ...` started in a child process: the
+    command (to run again) and the process."""
+    command = [sys.executable, "-m", "agrad", "sweep", "bodyfat", "--seeds", seeds]
+    command += ["--epochs", str(epochs), "--jobs", str(jobs), "--output", str(output)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return command, process
 
 
 def wait_for_rows(path: Path, count: int, process=None, timeout: float = 240) -> None:
@@ -264,9 +271,7 @@ def children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the workers")
 def test_a_killed_local_worker_costs_no_row(tmp_path):
-    command = [sys.executable, "-m", "agrad", "sweep", "bodyfat", "--seeds", "0-15"]
-    command += ["--epochs", "1500", "--jobs", "2", "--output", str(tmp_path)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _command, process = start_sweep("0-15", epochs=1500, jobs=2, output=tmp_path)
     try:
         wait_for_rows(tmp_path / "runs.csv", 2, process)
         workers = [

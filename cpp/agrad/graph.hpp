@@ -281,8 +281,7 @@ private:
             id = static_cast<NodeId>(nodes_.size());
             grow();
         }
-        grads_[id] = 0.0;
-        ints_[id] = 0;
+        grads_[id] = 0.0;  // (its value, and so its int mark, is set by the caller)
         Node& n = nodes_[id];
         n.refs = 0;
         n.stamp = 0;
@@ -371,8 +370,7 @@ private:
     };
     struct Schedule {
         uint64_t shape = 0;
-        std::vector<NodeId> reached;        // ascending
-        std::vector<NodeId> spans;          // reached as [begin, end) pairs of consecutive ids
+        std::vector<NodeId> spans;  // the reached nodes, as [begin, end) pairs of consecutive ids
         std::vector<NodeId> with_constant;  // the reached nodes with an inline constant
         std::vector<Decoded> steps;
         std::vector<NodeId> operands;  // the runs' terms: ids, or (w, x) pairs

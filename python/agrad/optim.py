@@ -132,7 +132,7 @@ class Optimizer:
         for p, x in zip(self.params, new_data.tolist(), strict=True):
             p.data = x
 
-    def _gradients(self, weight_decay: float) -> np.ndarray:
+    def _gradients(self, weight_decay: float, data: np.ndarray) -> np.ndarray:
         if self._bulk is None:
             grads = np.array([float(p.grad) for p in self.params], dtype=np.float64)
         else:
@@ -141,7 +141,7 @@ class Optimizer:
         if not weight_decay:
             return grads
         with _overflow_checked_by_write():
-            return grads + weight_decay * self._data()
+            return grads + weight_decay * data
 
 
 class SGD(Optimizer):
@@ -183,7 +183,8 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         """Move every parameter one step against its gradient."""
-        grads = self._gradients(self.weight_decay)
+        data = self._data()
+        grads = self._gradients(self.weight_decay, data)
         buffers = None
         with _overflow_checked_by_write():
             if self.momentum:
@@ -193,7 +194,7 @@ class SGD(Optimizer):
                     buffers = self.momentum * self._buffers + (1 - self.dampening) * grads
                 grads = grads + self.momentum * buffers if self.nesterov else buffers
             # p.data - lr * g: micrograd's p.data -= lr * p.grad, to the bit
-            new_data = self._data() - self.lr * grads
+            new_data = data - self.lr * grads
         self._write(new_data)
         if buffers is not None:
             self._buffers = buffers
@@ -247,13 +248,14 @@ class Adam(Optimizer):
         """Move every parameter one Adam step."""
         b1, b2 = self.betas
         t = self.t + 1
-        grads = self._gradients(self.weight_decay)
+        data = self._data()
+        grads = self._gradients(self.weight_decay, data)
         step_size = self.lr / (1 - b1**t)
         root_correction = math.sqrt(1 - b2**t)
         with _overflow_checked_by_write():
             m = b1 * self._m + (1 - b1) * grads
             v = b2 * self._v + (1 - b2) * grads * grads
-            new_data = self._data() - step_size * m / (np.sqrt(v) / root_correction + self.eps)
+            new_data = data - step_size * m / (np.sqrt(v) / root_correction + self.eps)
         self._write(new_data)
         # only a step that was taken moves the state on
         self.t, self._m, self._v = t, m, v
