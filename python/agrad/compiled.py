@@ -46,6 +46,7 @@ import enum
 import functools
 import numbers
 import os
+import sysconfig
 import types
 import weakref
 from collections import OrderedDict
@@ -60,7 +61,10 @@ from agrad._core import RecordingError, Value
 __all__ = ["CompiledFunction", "RecordingError", "compile"]
 
 _PLAIN_NUMBERS = frozenset((float, int))
-_core._set_library_dir(os.path.dirname(os.path.abspath(__file__)) + os.sep)
+# A refusal names the user's line: the first frame outside agrad and the standard library.
+_core._set_library_dirs(
+    [os.path.dirname(os.path.abspath(__file__)) + os.sep, sysconfig.get_paths()["stdlib"] + os.sep]
+)
 
 
 def _is_number_argument(obj: Any) -> bool:
