@@ -285,7 +285,8 @@ inline Order reversed(Order o) {
 }
 
 inline Order order(Number a, Number b) {
-    if (a.is_int && b.is_int) return a.i < b.i ? Order::Less : a.i > b.i ? Order::Greater : Order::Equal;
+    if (a.is_int && b.is_int)
+        return a.i < b.i ? Order::Less : a.i > b.i ? Order::Greater : Order::Equal;
     if (a.is_int) return order_int_float(a.i, b.f);
     if (b.is_int) return reversed(order_int_float(b.i, a.f));
     if (a.f < b.f) return Order::Less;

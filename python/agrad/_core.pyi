@@ -97,6 +97,7 @@ def _set_library_dirs(dirs: list[str]) -> None: ...
 
 class RecordingError(RuntimeError):
     """A compiled function did, while being recorded, what a replay could not repeat."""
+
 def _flatten(
     args: tuple[object, ...], kwargs: dict[str, object], ndarray: type
 ) -> tuple[Hashable, _Numbers]: ...

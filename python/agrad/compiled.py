@@ -70,10 +70,7 @@ _core._set_library_dirs(
 def _is_number_argument(obj: Any) -> bool:
     """Whether an argument is a number input (a leaf), as _core._flatten decides:
     real numbers but for bools and enums, which select the program instead."""
-    return (
-        isinstance(obj, numbers.Real)
-        and not isinstance(obj, (bool, enum.Enum, Value))
-    )
+    return isinstance(obj, numbers.Real) and not isinstance(obj, (bool, enum.Enum, Value))
 
 
 def _substitute(obj: Any, leaves: list[Value], index: list[int]) -> Any:

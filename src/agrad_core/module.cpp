@@ -54,10 +54,10 @@
 #include "agrad/replay.hpp"
 
 namespace py = pybind11;
+using agrad::Comparison;
 using agrad::Graph;
 using agrad::NodeId;
 using agrad::Number;
-using agrad::Comparison;
 using agrad::Op;
 using agrad::Operand;
 using agrad::Status;
@@ -73,10 +73,10 @@ struct ValueObject {
 // Never destroyed: Values may outlive the module during interpreter shutdown.
 Graph* graph = nullptr;
 PyTypeObject* value_type = nullptr;
-PyObject* integral_abc = nullptr;  // numbers.Integral
-PyObject* real_abc = nullptr;      // numbers.Real
-PyObject* restore_leaf = nullptr;  // agrad._core._restore_leaf, for __reduce__
-PyObject* enum_type = nullptr;     // enum.Enum: an enum argument selects a program, like a str
+PyObject* integral_abc = nullptr;     // numbers.Integral
+PyObject* real_abc = nullptr;         // numbers.Real
+PyObject* restore_leaf = nullptr;     // agrad._core._restore_leaf, for __reduce__
+PyObject* enum_type = nullptr;        // enum.Enum: an enum argument selects a program, like a str
 PyObject* recording_error = nullptr;  // agrad._core.RecordingError, a RuntimeError
 // agrad's Python files and the standard library's: a refusal names the user's
 // line, not the line of draw_dot or copy.copy that read the data for them
@@ -160,9 +160,7 @@ enum class Access {
 };
 bool refuse(Access access);  // (below, with the recording): raises, returns true
 
-inline bool refused_while_recording(Access access) {
-    return graph->recording() && refuse(access);
-}
+inline bool refused_while_recording(Access access) { return graph->recording() && refuse(access); }
 
 // -- numbers in: 1 converted, 0 not a real number (NotImplemented), -1 error set.
 // The rules of agrad.pure.as_number: int and bool and numbers.Integral become
@@ -981,11 +979,11 @@ struct Guard {
 };
 
 struct Recording {
-    std::vector<NodeId> log;             // every node made, in order (Graph::begin_recording)
-    std::vector<Guard> guards;           // in the order the comparisons ran
-    std::vector<NodeId> guarded;         // the guards' nodes, one reference each
-    bool operation_failed = false;       // an operation raised: its program is not kept
-    std::string refusal;                 // the first access refused, if the function caught it
+    std::vector<NodeId> log;        // every node made, in order (Graph::begin_recording)
+    std::vector<Guard> guards;      // in the order the comparisons ran
+    std::vector<NodeId> guarded;    // the guards' nodes, one reference each
+    bool operation_failed = false;  // an operation raised: its program is not kept
+    std::string refusal;            // the first access refused, if the function caught it
 };
 thread_local Recording* recording = nullptr;
 
@@ -1058,10 +1056,11 @@ Refusal refusal_of(Access access) {
                     "Call the optimizer outside the compiled function: loss = f(...); "
                     "loss.backward(); optimizer.step()."};
         case Access::OptimizerWrite:
-            return {"wrote parameters' data or gradients in bulk (an optimizer's step() or "
-                    "zero_grad())",
-                    "Call the optimizer outside the compiled function: loss = f(...); "
-                    "loss.backward(); optimizer.step()."};
+            return {
+                "wrote parameters' data or gradients in bulk (an optimizer's step() or "
+                "zero_grad())",
+                "Call the optimizer outside the compiled function: loss = f(...); "
+                "loss.backward(); optimizer.step()."};
     }
     return {"used a Value's numbers", ""};
 }
