@@ -1623,7 +1623,18 @@ void define_module(py::module_& m) {
         recording_error = PyErr_NewExceptionWithDoc(
             "agrad._core.RecordingError",
             "A compiled function did, while being recorded, what a replay could not repeat: "
-            "it read or wrote a Value's numbers.",
+            "it read or wrote a Value's numbers (data, grad, repr, copy, backward(), an "
+            "optimizer).  A RuntimeError; its message names the line and what to write "
+            "instead.\n\n"
+            ">>> import agrad\n"
+            ">>> f = agrad.compile(lambda x: x * 2 if x.data > 0 else x)\n"
+            ">>> f(1.0)  # doctest: +ELLIPSIS\n"
+            "Traceback (most recent call last):\n"
+            "    ...\n"
+            "agrad._core.RecordingError: agrad.compile: the function read a Value's .data while "
+            "being recorded (...)...\n"
+            ">>> agrad.compile(lambda x: x * 2 if x > 0 else x)(1.0)  # a comparison: a guard\n"
+            "Value(: 2.0)\n",
             PyExc_RuntimeError, nullptr);
         if (!recording_error) throw py::error_already_set();
         PyObject* type = PyType_FromSpec(&value_spec);
