@@ -119,6 +119,15 @@ def _is_number(v: Any) -> bool:
     return type(v) in _NUMBER_TYPES or isinstance(v, numbers.Number)
 
 
+def _may_hold_number(cell: Any) -> bool:
+    """A closure cell worth watching: it holds a number, None or nothing yet."""
+    try:
+        v = cell.cell_contents
+    except ValueError:  # not bound yet
+        return True
+    return v is None or _is_number(v)
+
+
 class _FreeNumbers:
     """The plain numbers a function reads from its closure and its module's
     globals, as a key: a recording made with ``coef = 0.5`` is not replayed
@@ -126,11 +135,11 @@ class _FreeNumbers:
 
     The names are the globals the function's code (and the code nested in it:
     lambdas, comprehensions) loads, found once in its bytecode; builtins not
-    shadowed by a global are left out.  A global name is watched if it
-    holds a number, ``None`` or nothing yet when the function is compiled: one
-    that holds a module, a function, a class or a model then is taken to keep
-    holding one (rebinding ``math`` to a float is not a use we serve), which
-    keeps the common call to a few lookups.  Their values are read at every
+    shadowed by a global are left out.  A global name or a closure cell is
+    watched if it holds a number, ``None`` or nothing yet when the function
+    is compiled: one that holds a module, a function, a class or a model then
+    is taken to keep holding one (rebinding ``math`` to a float is not a use
+    we serve), which keeps the common call to a few lookups.  Their values are read at every
     call; what is not a number is left out of the key.
     """
 
@@ -139,7 +148,9 @@ class _FreeNumbers:
     def __init__(self, fn: Callable[..., Any]):
         fn = getattr(fn, "__func__", fn)  # a bound method: its function
         code = getattr(fn, "__code__", None)
-        self.cells: tuple = tuple(getattr(fn, "__closure__", None) or ())
+        self.cells: tuple = tuple(
+            c for c in getattr(fn, "__closure__", None) or () if _may_hold_number(c)
+        )
         self.namespace: dict = getattr(fn, "__globals__", {})
         names: set[str] = set()
         stack = [code] if code is not None else []
@@ -252,19 +263,34 @@ class CompiledFunction:
         return recorded[-1].program if recorded else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # the key and the numbers, converted, in one pass in C (_core._flatten)
-        key, numbers_in = self._key(args, kwargs)
+        # the key and the numbers, converted, in one pass in C (_core._flatten);
+        # the hot path of every compiled training step, so written out in full
+        key, numbers_in = _core._flatten(args, kwargs, np.ndarray)
+        if self._free_numbers.watched:
+            free = self._free_numbers.key()
+            if free:
+                key = (key, free)
         recorded = self._programs.get(key)
         if recorded is None:
             return self._record(key, args, kwargs, numbers_in)
-        if len(self._programs) > 1:
-            self._programs.move_to_end(key)
-        # the most recently used pattern of guard outcomes first, then the others
-        for i in range(len(recorded) - 1, -1, -1):
+        latest = recorded[-1]
+        if latest.program.run(numbers_in):
+            if len(self._programs) > 1:
+                self._programs.move_to_end(key)
+            result = latest.result
+            return list(result) if type(result) is list else result
+        return self._other_pattern(key, recorded, args, kwargs, numbers_in)
+
+    def _other_pattern(
+        self, key: Any, recorded: list[_Recorded], args: tuple, kwargs: dict, numbers_in: Any
+    ) -> Any:
+        """The latest program's guards flipped (or an operation failed): another
+        program kept for this key, the most recently used first, or a new recording."""
+        self._programs.move_to_end(key)
+        for i in range(len(recorded) - 2, -1, -1):
             r = recorded[i]
             if r.program.run(numbers_in):
-                if i != len(recorded) - 1:
-                    recorded.append(recorded.pop(i))
+                recorded.append(recorded.pop(i))
                 result = r.result
                 return list(result) if type(result) is list else result
         return self._record(key, args, kwargs, numbers_in)
