@@ -42,10 +42,13 @@ containers, other modules' globals) and randomness are fixed at recording.
 
 from __future__ import annotations
 
+import builtins
+import dis
 import enum
 import functools
 import numbers
 import os
+import sysconfig
 import types
 import weakref
 from collections import OrderedDict
@@ -60,16 +63,16 @@ from agrad._core import RecordingError, Value
 __all__ = ["CompiledFunction", "RecordingError", "compile"]
 
 _PLAIN_NUMBERS = frozenset((float, int))
-_core._set_library_dir(os.path.dirname(os.path.abspath(__file__)) + os.sep)
+# A refusal names the user's line: the first frame outside agrad and the standard library.
+_core._set_library_dirs(
+    [os.path.dirname(os.path.abspath(__file__)) + os.sep, sysconfig.get_paths()["stdlib"] + os.sep]
+)
 
 
 def _is_number_argument(obj: Any) -> bool:
     """Whether an argument is a number input (a leaf), as _core._flatten decides:
     real numbers but for bools and enums, which select the program instead."""
-    return (
-        isinstance(obj, numbers.Real)
-        and not isinstance(obj, (bool, enum.Enum, Value))
-    )
+    return isinstance(obj, numbers.Real) and not isinstance(obj, (bool, enum.Enum, Value))
 
 
 def _substitute(obj: Any, leaves: list[Value], index: list[int]) -> Any:
@@ -108,19 +111,30 @@ def _outputs(result: Any) -> list[Value]:
     return values
 
 
+_NUMBER_TYPES = frozenset((float, int, bool, complex))
+_GLOBAL_LOADS = frozenset(("LOAD_GLOBAL", "LOAD_NAME"))
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) in _NUMBER_TYPES or isinstance(v, numbers.Number)
+
+
 class _FreeNumbers:
     """The plain numbers a function reads from its closure and its module's
     globals, as a key: a recording made with ``coef = 0.5`` is not replayed
     once ``coef`` is 0.25.
 
-    The names are those the function's code (and the code nested in it:
-    lambdas, comprehensions) uses, found once; their values are read at every
-    call.  What is not a number is left out of the key: a function, a model
-    or a list read from a global is the same object at every call or is
-    something the engine reads anyway (a parameter's current data).
+    The names are the globals the function's code (and the code nested in it:
+    lambdas, comprehensions) loads, found once in its bytecode; builtins not
+    shadowed by a global are left out.  A global name is watched if it
+    holds a number, ``None`` or nothing yet when the function is compiled: one
+    that holds a module, a function, a class or a model then is taken to keep
+    holding one (rebinding ``math`` to a float is not a use we serve), which
+    keeps the common call to a few lookups.  Their values are read at every
+    call; what is not a number is left out of the key.
     """
 
-    __slots__ = ("cells", "names", "namespace")
+    __slots__ = ("cells", "names", "namespace", "watched")
 
     def __init__(self, fn: Callable[..., Any]):
         fn = getattr(fn, "__func__", fn)  # a bound method: its function
@@ -131,9 +145,14 @@ class _FreeNumbers:
         stack = [code] if code is not None else []
         while stack:
             c = stack.pop()
-            names.update(c.co_names)
+            names.update(i.argval for i in dis.get_instructions(c) if i.opname in _GLOBAL_LOADS)
             stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
-        self.names: tuple[str, ...] = tuple(sorted(n for n in names))
+        names = {n for n in names if n in self.namespace or not hasattr(builtins, n)}
+        get = self.namespace.get
+        self.names: tuple[str, ...] = tuple(
+            sorted(n for n in names if get(n) is None or _is_number(get(n)))
+        )
+        self.watched = bool(self.cells or self.names)
 
     def key(self) -> tuple:
         found: list[Any] = []
@@ -142,14 +161,14 @@ class _FreeNumbers:
                 v = cell.cell_contents
             except ValueError:  # an empty cell: a name not yet bound
                 continue
-            if isinstance(v, numbers.Number):
+            if _is_number(v):
                 found.append(v)
         get = self.namespace.get
         for name in self.names:
             v = get(name)
-            if v is not None and isinstance(v, numbers.Number):
+            if v is not None and _is_number(v):
                 found.append((name, v))
-        # type and repr as well as the value: 1 == 1.0 == True, yet each is its own graph
+        # the type as well as the value: 1 == 1.0 == True, yet each is its own graph
         return tuple((type(v), v) for v in found)
 
 
@@ -221,8 +240,11 @@ class CompiledFunction:
 
     def _key(self, args: tuple, kwargs: dict) -> tuple[Any, _core._Numbers]:
         key, numbers_in = _core._flatten(args, kwargs, np.ndarray)
-        free = self._free_numbers.key()
-        return (key, free) if free else key, numbers_in
+        if self._free_numbers.watched:
+            free = self._free_numbers.key()
+            if free:
+                key = (key, free)
+        return key, numbers_in
 
     def program(self, *args: Any, **kwargs: Any) -> _core._Program | None:
         """The program most recently used for these arguments' key, if any."""
@@ -233,16 +255,18 @@ class CompiledFunction:
         # the key and the numbers, converted, in one pass in C (_core._flatten)
         key, numbers_in = self._key(args, kwargs)
         recorded = self._programs.get(key)
-        if recorded is not None:
+        if recorded is None:
+            return self._record(key, args, kwargs, numbers_in)
+        if len(self._programs) > 1:
             self._programs.move_to_end(key)
-            # the most recently used pattern of guard outcomes first
-            for i in range(len(recorded) - 1, -1, -1):
-                r = recorded[i]
-                if r.program.run(numbers_in):
-                    if i != len(recorded) - 1:
-                        recorded.append(recorded.pop(i))
-                    result = r.result
-                    return list(result) if type(result) is list else result
+        # the most recently used pattern of guard outcomes first, then the others
+        for i in range(len(recorded) - 1, -1, -1):
+            r = recorded[i]
+            if r.program.run(numbers_in):
+                if i != len(recorded) - 1:
+                    recorded.append(recorded.pop(i))
+                result = r.result
+                return list(result) if type(result) is list else result
         return self._record(key, args, kwargs, numbers_in)
 
     def _call_fn(self, args: list, kwargs: dict) -> Any:

@@ -34,6 +34,7 @@
 // to load in a subinterpreter, whose objects could not use this process-wide
 // graph safely (and where pybind11 would deadlock taking the GIL).
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <structmember.h>  // PyMemberDef, T_PYSSIZET: __weaklistoffset__ for PyType_FromSpec
 
@@ -53,10 +54,10 @@
 #include "agrad/replay.hpp"
 
 namespace py = pybind11;
+using agrad::Comparison;
 using agrad::Graph;
 using agrad::NodeId;
 using agrad::Number;
-using agrad::Comparison;
 using agrad::Op;
 using agrad::Operand;
 using agrad::Status;
@@ -72,12 +73,14 @@ struct ValueObject {
 // Never destroyed: Values may outlive the module during interpreter shutdown.
 Graph* graph = nullptr;
 PyTypeObject* value_type = nullptr;
-PyObject* integral_abc = nullptr;  // numbers.Integral
-PyObject* real_abc = nullptr;      // numbers.Real
-PyObject* restore_leaf = nullptr;  // agrad._core._restore_leaf, for __reduce__
-PyObject* enum_type = nullptr;     // enum.Enum: an enum argument selects a program, like a str
+PyObject* integral_abc = nullptr;     // numbers.Integral
+PyObject* real_abc = nullptr;         // numbers.Real
+PyObject* restore_leaf = nullptr;     // agrad._core._restore_leaf, for __reduce__
+PyObject* enum_type = nullptr;        // enum.Enum: an enum argument selects a program, like a str
 PyObject* recording_error = nullptr;  // agrad._core.RecordingError, a RuntimeError
-std::string library_dir;  // agrad's Python files: a refusal names the user's line, not ours
+// agrad's Python files and the standard library's: a refusal names the user's
+// line, not the line of draw_dot or copy.copy that read the data for them
+std::vector<std::string> library_dirs;
 
 constexpr const char* kIntRange = "integer result out of agrad's 64-bit range; use a float";
 constexpr const char* kAlreadyMade =
@@ -149,15 +152,15 @@ enum class Access {
     WriteGrad,
     Print,
     Copy,
+    Truth,
+    EqualsNumber,
     Backward,
     OptimizerRead,
     OptimizerWrite,
 };
 bool refuse(Access access);  // (below, with the recording): raises, returns true
 
-inline bool refused_while_recording(Access access) {
-    return graph->recording() && refuse(access);
-}
+inline bool refused_while_recording(Access access) { return graph->recording() && refuse(access); }
 
 // -- numbers in: 1 converted, 0 not a real number (NotImplemented), -1 error set.
 // The rules of agrad.pure.as_number: int and bool and numbers.Integral become
@@ -530,7 +533,13 @@ PyObject* value_richcompare(PyObject* a, PyObject* b, int op) {
         case Py_GE:
             c = Comparison::GreaterEqual;
             break;
-        default:
+        default:  // == and != are identity; against a number, inside a recording, a trap
+            if (graph->recording() && !is_value(b)) {
+                Number n;  // only a number is refused: `v == "a"` or `v == None` stays False
+                int r = to_number(b, &n);
+                if (r < 0 || (r == 1 && refused_while_recording(Access::EqualsNumber)))
+                    return nullptr;
+            }
             return not_implemented();
     }
     if (!is_value(a)) return not_implemented();  // never: Python calls the Value's side
@@ -549,6 +558,10 @@ PyObject* value_richcompare(PyObject* a, PyObject* b, int op) {
     if (graph->recording()) record_guard(c, left, other, outcome);
     return PyBool_FromLong(outcome);
 }
+
+// bool(v) is true, as for any object; while recording it is refused, since
+// eager code given the plain number (a flag of 0) would decide otherwise.
+int value_bool(PyObject*) { return refused_while_recording(Access::Truth) ? -1 : 1; }
 
 // object.__hash__'s hash of the address, which a type that defines
 // comparisons must name itself (it would otherwise be unhashable).
@@ -837,6 +850,7 @@ PyType_Slot value_slots[] = {
     {Py_nb_true_divide, slot(binary_slot<value_true_divide>)},
     {Py_nb_power, slot(no_throw<value_power, PyObject*, PyObject*, PyObject*>)},
     {Py_nb_negative, slot(no_throw<value_negative, PyObject*>)},
+    {Py_nb_bool, slot(no_throw<value_bool, PyObject*>)},
     {0, nullptr},
 };
 
@@ -898,6 +912,14 @@ bool read_nodes(const py::list& items, std::vector<Operand>& out) {
 
 py::object fused_sum(py::handle values, py::handle start) {
     py::list items = items_of(values);
+    if (is_value(start.ptr()))
+        // A fused node keeps a number as its start.  The builtin's chain from a
+        // Value start is `agrad.sum([start, *values])` but for the sign of a
+        // zero start (0 + -0.0 is 0.0), so say how to write each.
+        throw py::type_error(
+            "agrad.sum: start must be a number, not a Value; write agrad.sum([start, *values]) "
+            "(the same chain of additions from 0), or start + agrad.sum(values) (start added "
+            "last)");
     Number s;
     if (!require_number(start.ptr(), &s)) throw py::error_already_set();
     std::vector<Operand> terms = operands(items, "+");
@@ -954,17 +976,14 @@ struct Guard {
     bool outcome;
     NodeId left;
     Operand right;
-    size_t made_before;  // how many operations the recording had made then
 };
 
 struct Recording {
-    std::vector<NodeId> log;             // every node made, in order (Graph::begin_recording)
-    std::vector<Guard> guards;           // in the order the comparisons ran
-    std::vector<NodeId> guarded;         // the guards' nodes, one reference each
-    size_t scanned = 0;                  // how much of the log the guards have counted
-    size_t operations = 0;               // the operations (non-leaf nodes) among those
-    bool operation_failed = false;       // an operation raised: its program is not kept
-    std::string refusal;                 // the first access refused, if the function caught it
+    std::vector<NodeId> log;        // every node made, in order (Graph::begin_recording)
+    std::vector<Guard> guards;      // in the order the comparisons ran
+    std::vector<NodeId> guarded;    // the guards' nodes, one reference each
+    bool operation_failed = false;  // an operation raised: its program is not kept
+    std::string refusal;            // the first access refused, if the function caught it
 };
 thread_local Recording* recording = nullptr;
 
@@ -974,8 +993,7 @@ void release_all(const std::vector<NodeId>& ids) {
 
 void record_guard(Comparison c, NodeId left, Operand right, bool outcome) {
     Recording& r = *recording;
-    for (; r.scanned < r.log.size(); ++r.scanned) r.operations += graph->op(r.log[r.scanned]) != Op::Leaf;
-    r.guards.push_back(Guard{c, outcome, left, right, r.operations});
+    r.guards.push_back(Guard{c, outcome, left, right});
     graph->retain(left);
     r.guarded.push_back(left);
     if (right.is_node()) {
@@ -1016,6 +1034,16 @@ Refusal refusal_of(Access access) {
         case Access::Print:
             return {"printed a Value (repr, str, format or an f-string read its data)",
                     "Print the result after the call, or print outside the compiled function."};
+        case Access::Truth:
+            return {"used a Value as a truth value (`if v:`, `v and ...`; a Value is always true)",
+                    "Compare it (`if v > 0:`, recorded as a guard). A flag should be a bool, "
+                    "None, a str or an enum argument: those select the program, while a number "
+                    "argument becomes an input Value."};
+        case Access::EqualsNumber:
+            return {"compared a Value to a number with == or != (which compare identity)",
+                    "A mode or a flag should be a str, an enum or a bool argument (those select "
+                    "the program; a number argument becomes an input Value). To test a Value's "
+                    "number, write `v >= 1 and v <= 1` (comparisons are guards)."};
         case Access::Copy:
             return {"copied or pickled a Value (which reads its data)",
                     "Copy or pickle Values outside the compiled function."};
@@ -1028,10 +1056,11 @@ Refusal refusal_of(Access access) {
                     "Call the optimizer outside the compiled function: loss = f(...); "
                     "loss.backward(); optimizer.step()."};
         case Access::OptimizerWrite:
-            return {"wrote parameters' data or gradients in bulk (an optimizer's step() or "
-                    "zero_grad())",
-                    "Call the optimizer outside the compiled function: loss = f(...); "
-                    "loss.backward(); optimizer.step()."};
+            return {
+                "wrote parameters' data or gradients in bulk (an optimizer's step() or "
+                "zero_grad())",
+                "Call the optimizer outside the compiled function: loss = f(...); "
+                "loss.backward(); optimizer.step()."};
     }
     return {"used a Value's numbers", ""};
 }
@@ -1045,8 +1074,8 @@ std::string utf8_attribute(PyObject* o, const char* name) {
     return out;
 }
 
-// " (file:line, in function)" of the innermost frame outside agrad's own
-// Python files: the user's line, even when agrad.draw_dot read the data.
+// " (file:line, in function)" of the innermost frame outside the library
+// directories: the user's line, even when agrad.draw_dot read the data.
 std::string user_location() {
     PyFrameObject* frame = PyEval_GetFrame();  // borrowed
     Py_XINCREF(frame);
@@ -1054,7 +1083,8 @@ std::string user_location() {
     while (frame) {
         PyCodeObject* code = PyFrame_GetCode(frame);
         std::string file = utf8_attribute(reinterpret_cast<PyObject*>(code), "co_filename");
-        const bool ours = !library_dir.empty() && file.rfind(library_dir, 0) == 0;
+        bool ours = false;
+        for (const std::string& dir : library_dirs) ours = ours || file.rfind(dir, 0) == 0;
         if (!ours) {
             where = " (" + file + ":" + std::to_string(PyFrame_GetLineNumber(frame)) + ", in " +
                     utf8_attribute(reinterpret_cast<PyObject*>(code), "co_name") + ")";
@@ -1419,9 +1449,10 @@ public:
 
     // The new numbers into the inputs (all converted before any is written),
     // then every operation again, in the recorded order.  False when a guard
-    // came out otherwise than at the recording: the graph is then not the
-    // one eager code would build for these numbers, and its values are not
-    // the result.
+    // came out otherwise than at the recording (the graph is then not the
+    // one eager code would build for these numbers) or an operation failed:
+    // the program's values are then not the result, and the caller runs the
+    // function itself.
     bool run(const py::handle& numbers) {
         PyObject* seq = PySequence_Fast(numbers.ptr(), "numbers must be a sequence");
         if (!seq) throw py::error_already_set();
@@ -1449,10 +1480,8 @@ private:
     std::vector<NodeId> scheduled_;  // the outputs whose backward schedule is kept
     agrad::Replay replay_;           // steps_ decoded, made at the first run
 
-    // Whether the guards made before the first `operations` operations hold.
-    bool guards_hold(size_t operations) const {
+    bool guards_hold() const {
         for (const Guard& g : guards_) {
-            if (g.made_before > operations) break;
             const Number right = g.right.is_node() ? graph->value(g.right.node) : g.right.number;
             if (agrad::holds(g.comparison, agrad::order(graph->value(g.left), right)) != g.outcome)
                 return false;
@@ -1473,22 +1502,18 @@ private:
         for (size_t i = 0; i < n; ++i) graph->set_value(inputs_[i], values[i]);
         // Floats only, the common case: the decoded program (replay.hpp).
         // Otherwise, or if an operation fails, every step again by the
-        // engine's general rules, which raise at the same node.  A guard's
-        // operands are made before it, so a guard checked after the whole
-        // pass reads what eager code would have compared.
+        // engine's general rules.  A guard's operands are made before it,
+        // so a guard checked after the whole pass reads what eager code
+        // would have compared.
         if (!replay_.built_for(*graph)) replay_.build(*graph, steps_);
-        if (replay_.run(*graph)) return guards_hold(steps_.size());
-        for (size_t k = 0; k < steps_.size(); ++k) {
-            Status s = graph->recompute(steps_[k]);
-            if (s != Status::Ok) {
-                // Eager code reaches this operation only if every guard before it holds;
-                // otherwise it takes another branch, which is recorded anew.
-                if (!guards_hold(k)) return false;
-                raise(s);
-                throw py::error_already_set();
-            }
-        }
-        return guards_hold(steps_.size());
+        if (replay_.run(*graph)) return guards_hold();
+        // An operation that fails is no result either: eager code may catch
+        // the error (`except ValueError:`) or never reach the operation (a
+        // guard before it flipped).  The caller runs the function again,
+        // which raises or not exactly as eager code does.
+        for (NodeId id : steps_)
+            if (graph->recompute(id) != Status::Ok) return false;
+        return guards_hold();
     }
 };
 
@@ -1598,7 +1623,18 @@ void define_module(py::module_& m) {
         recording_error = PyErr_NewExceptionWithDoc(
             "agrad._core.RecordingError",
             "A compiled function did, while being recorded, what a replay could not repeat: "
-            "it read or wrote a Value's numbers.",
+            "it read or wrote a Value's numbers (data, grad, repr, copy, backward(), an "
+            "optimizer).  A RuntimeError; its message names the line and what to write "
+            "instead.\n\n"
+            ">>> import agrad\n"
+            ">>> f = agrad.compile(lambda x: x * 2 if x.data > 0 else x)\n"
+            ">>> f(1.0)  # doctest: +ELLIPSIS\n"
+            "Traceback (most recent call last):\n"
+            "    ...\n"
+            "agrad._core.RecordingError: agrad.compile: the function read a Value's .data while "
+            "being recorded (...)...\n"
+            ">>> agrad.compile(lambda x: x * 2 if x > 0 else x)(1.0)  # a comparison: a guard\n"
+            "Value(: 2.0)\n",
             PyExc_RuntimeError, nullptr);
         if (!recording_error) throw py::error_already_set();
         PyObject* type = PyType_FromSpec(&value_spec);
@@ -1613,8 +1649,9 @@ void define_module(py::module_& m) {
 
     m.attr("RecordingError") = py::handle(recording_error);
     m.def(
-        "_set_library_dir", [](const std::string& dir) { library_dir = dir; }, py::arg("dir"),
-        "agrad's own Python files: a refusal while recording names the first line outside it.");
+        "_set_library_dirs", [](std::vector<std::string> dirs) { library_dirs = std::move(dirs); },
+        py::arg("dirs"),
+        "Where library code lives: a refusal while recording names the first line outside.");
     m.def("_restore_leaf", &make_leaf, py::arg("data"), py::arg("grad"), py::arg("label"),
           "A leaf with this data, grad and label: how a pickled Value comes back.");
     if (!restore_leaf) restore_leaf = py::object(m.attr("_restore_leaf")).release().ptr();
