@@ -338,12 +338,15 @@ void Graph::topological_order(NodeId root) {
     }
     order_.clear();
     stack_.clear();
+    sinks_.clear();
     auto reach = [this](NodeId id) {
         Node& n = nodes_[id];
         n.stamp = epoch_;
         grads_[id] = 0.0;
         n.constant_grad = 0.0;
-        stack_.push_back({id, 0u, static_cast<uint32_t>(child_count(id)), false});
+        const uint32_t count = static_cast<uint32_t>(child_count(id));
+        if (count == 0 || has_list(n.op)) sinks_.push_back(id);  // (backward_scheduled)
+        stack_.push_back({id, 0u, count, false});
     };
     // Does child j end a term?  Every child of a sum; the input of each dot pair.
     auto ends_term = [this](NodeId id, uint32_t j) {
@@ -381,7 +384,9 @@ void Graph::topological_order(NodeId root) {
 // gradient, to its children's.  Each formula is the one agrad.pure writes,
 // operation for operation.  A node's own value is read through value(), never
 // as the union's double: Python may have written an int into any node's data.
+template <bool kRule>
 Status Graph::propagate(NodeId id) {
+    using F = Arith<kRule>;
     Node& n = nodes_[id];
     const double g = grads_[id];
     switch (n.op) {
@@ -389,21 +394,22 @@ Status Graph::propagate(NodeId id) {
         case Op::Custom:
             return Status::Ok;
         case Op::Add:
-            grads_[n.child[0]] = add(grads_[n.child[0]], g);
+            grads_[n.child[0]] = F::add(grads_[n.child[0]], g);
             if (n.flags & kInlineConstant)
-                n.constant_grad = add(0.0, g);  // zeroed, then its one contribution
+                set_constant_grad<kRule>(n.constant_grad,
+                                         F::add(0.0, g));  // zeroed, then its one contribution
             else
-                grads_[n.child[1]] = add(grads_[n.child[1]], g);
+                grads_[n.child[1]] = F::add(grads_[n.child[1]], g);
             return Status::Ok;
         case Op::Mul: {
             NodeId a = n.child[0];
             if (n.flags & kInlineConstant) {
-                grads_[a] = add_mul(grads_[a], param(id).as_double(), g);
-                n.constant_grad = add_mul(0.0, value(a).as_double(), g);
+                grads_[a] = F::add_mul(grads_[a], param(id).as_double(), g);
+                set_constant_grad<kRule>(n.constant_grad, F::add_mul(0.0, value(a).as_double(), g));
             } else {
                 NodeId b = n.child[1];
-                grads_[a] = add_mul(grads_[a], value(b).as_double(), g);
-                grads_[b] = add_mul(grads_[b], value(a).as_double(), g);
+                grads_[a] = F::add_mul(grads_[a], value(b).as_double(), g);
+                grads_[b] = F::add_mul(grads_[b], value(a).as_double(), g);
             }
             return Status::Ok;
         }
@@ -413,33 +419,33 @@ Status Graph::propagate(NodeId id) {
             double p;
             Status s = float_pow(value(a).as_double(), exponent_minus_one(k), &p);
             if (s != Status::Ok) return s;
-            grads_[a] = add(grads_[a], mul(mul(k.as_double(), p), g));
+            grads_[a] = F::add(grads_[a], F::mul(F::mul(k.as_double(), p), g));
             return Status::Ok;
         }
         case Op::Exp:
-            grads_[n.child[0]] = add_mul(grads_[n.child[0]], value(id).as_double(), g);
+            grads_[n.child[0]] = F::add_mul(grads_[n.child[0]], value(id).as_double(), g);
             return Status::Ok;
         case Op::Log: {
             NodeId a = n.child[0];
             double inverse;
             Status s = divide(1.0, value(a).as_double(), &inverse);
             if (s != Status::Ok) return s;
-            grads_[a] = add_mul(grads_[a], inverse, g);
+            grads_[a] = F::add_mul(grads_[a], inverse, g);
             return Status::Ok;
         }
         case Op::Tanh: {
             double t = value(id).as_double();
-            grads_[n.child[0]] = add_mul(grads_[n.child[0]], 1.0 - mul(t, t), g);
+            grads_[n.child[0]] = F::add_mul(grads_[n.child[0]], 1.0 - F::mul(t, t), g);
             return Status::Ok;
         }
         case Op::Relu: {
             double slope = value(id).as_double() > 0.0 ? 1.0 : 0.0;
-            grads_[n.child[0]] = add_mul(grads_[n.child[0]], slope, g);
+            grads_[n.child[0]] = F::add_mul(grads_[n.child[0]], slope, g);
             return Status::Ok;
         }
         case Op::Sigmoid: {
             double s = value(id).as_double();
-            grads_[n.child[0]] = add_mul(grads_[n.child[0]], mul(s, 1.0 - s), g);
+            grads_[n.child[0]] = F::add_mul(grads_[n.child[0]], F::mul(s, 1.0 - s), g);
             return Status::Ok;
         }
         case Op::Sum:
@@ -452,19 +458,21 @@ Status Graph::propagate(NodeId id) {
 // One term of a fused node: what the chain's addition of that term (and, for
 // dot, the product before it) passes down.  Each link of the chain has the
 // fused node's gradient: 0.0 + g, as the chain's own nodes would hold it.
+template <bool kRule>
 void Graph::propagate_term(NodeId id, uint32_t term) {
+    using F = Arith<kRule>;
     Node& n = nodes_[id];
-    const double g = add(0.0, grads_[id]);
+    const double g = F::add(0.0, grads_[id]);
     ChildList& list = lists_[n.child[0]];
     if (n.op == Op::Sum) {
-        add_to_grad(list, list.entries[term], g);
+        add_to_grad<kRule>(list, list.entries[term], g);
         return;
     }
     NodeId w = list.entries[term - 1], x = list.entries[term];
     double wv = entry_value(list, w).as_double();
     double xv = entry_value(list, x).as_double();
-    add_to_grad(list, w, mul(xv, g));
-    add_to_grad(list, x, mul(wv, g));
+    add_to_grad<kRule>(list, w, F::mul(xv, g));
+    add_to_grad<kRule>(list, x, F::mul(wv, g));
 }
 
 void Graph::zero_gradients() {
@@ -587,6 +595,7 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
             schedule.spans.insert(schedule.spans.end(), {reached[i], reached[i]});
         ++schedule.spans.back();
     }
+    schedule.sinks = sinks_;
     merge_runs(schedule);
     fuse_chains(schedule);
     schedule.floats_since = Schedule::kNever;
@@ -669,8 +678,11 @@ void Graph::fuse_chains(Schedule& schedule) const {
 
 // propagate() and propagate_term() on a decoded step: the same formulas,
 // operation for operation, on operands found when the schedule was made.
-template <bool kFloats>
-Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
+// (inlined into run_schedule's loop: as the one caller of the old
+// single-pass code it was, and out of line a pass costs a call a step)
+template <bool kFloats, bool kRule>
+AGRAD_ALWAYS_INLINE Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
+    using F = Arith<kRule>;
     Node& n = nodes_[step.node];
     double* grads = grads_.data();
     const Slot* values = values_.data();
@@ -682,87 +694,87 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
     const double g = grads[step.node];
     switch (step.kind) {
         case kAddNN:
-            grads[step.a] = add(grads[step.a], g);
-            grads[step.b] = add(grads[step.b], g);
+            grads[step.a] = F::add(grads[step.a], g);
+            grads[step.b] = F::add(grads[step.b], g);
             return Status::Ok;
         case kAddNK:
-            grads[step.a] = add(grads[step.a], g);
-            n.constant_grad = add(0.0, g);
+            grads[step.a] = F::add(grads[step.a], g);
+            set_constant_grad<kRule>(n.constant_grad, F::add(0.0, g));
             return Status::Ok;
         case kMulNN:
-            grads[step.a] = add_mul(grads[step.a], number(step.b), g);
-            grads[step.b] = add_mul(grads[step.b], number(step.a), g);
+            grads[step.a] = F::add_mul(grads[step.a], number(step.b), g);
+            grads[step.b] = F::add_mul(grads[step.b], number(step.a), g);
             return Status::Ok;
         case kMulNK:
-            grads[step.a] = add_mul(grads[step.a], param(step.node).as_double(), g);
-            n.constant_grad = add_mul(0.0, number(step.a), g);
+            grads[step.a] = F::add_mul(grads[step.a], param(step.node).as_double(), g);
+            set_constant_grad<kRule>(n.constant_grad, F::add_mul(0.0, number(step.a), g));
             return Status::Ok;
         case kPow: {
             Number k = param(step.node);
             double p;
             Status s = float_pow(number(step.a), exponent_minus_one(k), &p);
             if (s != Status::Ok) return s;
-            grads[step.a] = add(grads[step.a], mul(mul(k.as_double(), p), g));
+            grads[step.a] = F::add(grads[step.a], F::mul(F::mul(k.as_double(), p), g));
             return Status::Ok;
         }
         case kExp:
-            grads[step.a] = add_mul(grads[step.a], number(step.node), g);
+            grads[step.a] = F::add_mul(grads[step.a], number(step.node), g);
             return Status::Ok;
         case kLog: {
             double inverse;
             Status s = divide(1.0, number(step.a), &inverse);
             if (s != Status::Ok) return s;
-            grads[step.a] = add_mul(grads[step.a], inverse, g);
+            grads[step.a] = F::add_mul(grads[step.a], inverse, g);
             return Status::Ok;
         }
         case kTanh: {
             double t = number(step.node);
-            grads[step.a] = add_mul(grads[step.a], 1.0 - mul(t, t), g);
+            grads[step.a] = F::add_mul(grads[step.a], 1.0 - F::mul(t, t), g);
             return Status::Ok;
         }
         case kRelu: {
             double slope = number(step.node) > 0.0 ? 1.0 : 0.0;
-            grads[step.a] = add_mul(grads[step.a], slope, g);
+            grads[step.a] = F::add_mul(grads[step.a], slope, g);
             return Status::Ok;
         }
         case kSigmoid: {
             double s = number(step.node);
-            grads[step.a] = add_mul(grads[step.a], mul(s, 1.0 - s), g);
+            grads[step.a] = F::add_mul(grads[step.a], F::mul(s, 1.0 - s), g);
             return Status::Ok;
         }
         case kSumTermN:
-            grads[step.a] = add(grads[step.a], add(0.0, g));
+            grads[step.a] = F::add(grads[step.a], F::add(0.0, g));
             return Status::Ok;
         case kSumTermK:
-            constant(step.a).grad = add(0.0, add(0.0, g));
+            set_constant_grad<kRule>(constant(step.a).grad, F::add(0.0, F::add(0.0, g)));
             return Status::Ok;
         case kDotTermNN: {
-            const double link = add(0.0, g);
+            const double link = F::add(0.0, g);
             const double wv = number(step.a), xv = number(step.b);
-            grads[step.a] = add_mul(grads[step.a], xv, link);
-            grads[step.b] = add_mul(grads[step.b], wv, link);
+            grads[step.a] = F::add_mul(grads[step.a], xv, link);
+            grads[step.b] = F::add_mul(grads[step.b], wv, link);
             return Status::Ok;
         }
         case kDotTermNK: {
-            const double link = add(0.0, g);
+            const double link = F::add(0.0, g);
             Constant& x = constant(step.b);
             const double wv = number(step.a);
-            grads[step.a] = add_mul(grads[step.a], x.value.as_double(), link);
-            x.grad = add_mul(0.0, wv, link);
+            grads[step.a] = F::add_mul(grads[step.a], x.value.as_double(), link);
+            set_constant_grad<kRule>(x.grad, F::add_mul(0.0, wv, link));
             return Status::Ok;
         }
         case kDotTermKN: {
-            const double link = add(0.0, g);
+            const double link = F::add(0.0, g);
             Constant& w = constant(step.a);
             const double xv = number(step.b);
-            w.grad = add_mul(0.0, xv, link);
-            grads[step.b] = add_mul(grads[step.b], w.value.as_double(), link);
+            set_constant_grad<kRule>(w.grad, F::add_mul(0.0, xv, link));
+            grads[step.b] = F::add_mul(grads[step.b], w.value.as_double(), link);
             return Status::Ok;
         }
         case kSumRun: {  // backward takes a run's terms last first
-            const double link = add(0.0, g);
+            const double link = F::add(0.0, g);
             const NodeId* ids = operands + step.a;
-            for (size_t t = step.b; t-- > 0;) grads[ids[t]] = add(grads[ids[t]], link);
+            for (size_t t = step.b; t-- > 0;) grads[ids[t]] = F::add(grads[ids[t]], link);
             return Status::Ok;
         }
         case kChain: {
@@ -770,35 +782,35 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
             const NodeId* link = operands + step.a;
             for (NodeId l = 0; l < step.b; ++l, link += 4) {
                 const NodeId below = link[0], product = link[1], w = link[2], x = link[3];
-                const double to_below = add(grads[below], down);
+                const double to_below = F::add(grads[below], down);
                 grads[below] = to_below;
-                const double to_product = add(grads[product], down);
+                const double to_product = F::add(grads[product], down);
                 grads[product] = to_product;
                 const double wv = number(w), xv = number(x);
-                grads[w] = add_mul(grads[w], xv, to_product);
-                grads[x] = add_mul(grads[x], wv, to_product);
+                grads[w] = F::add_mul(grads[w], xv, to_product);
+                grads[x] = F::add_mul(grads[x], wv, to_product);
                 down = to_below;
             }
             return Status::Ok;
         }
         case kDotRun: {
-            const double link = add(0.0, g);
+            const double link = F::add(0.0, g);
             const NodeId* pairs = operands + step.a;
             for (size_t t = step.b; t-- > 0;) {
                 const NodeId w = pairs[2 * t], x = pairs[2 * t + 1];
                 const double wv = number(w), xv = number(x);
-                grads[w] = add_mul(grads[w], xv, link);
-                grads[x] = add_mul(grads[x], wv, link);
+                grads[w] = F::add_mul(grads[w], xv, link);
+                grads[x] = F::add_mul(grads[x], wv, link);
             }
             return Status::Ok;
         }
         default: {  // kDotTermKK
-            const double link = add(0.0, g);
+            const double link = F::add(0.0, g);
             Constant& w = constant(step.a);
             Constant& x = constant(step.b);
             const double wv = w.value.as_double(), xv = x.value.as_double();
-            w.grad = add_mul(0.0, xv, link);
-            x.grad = add_mul(0.0, wv, link);
+            set_constant_grad<kRule>(w.grad, F::add_mul(0.0, xv, link));
+            set_constant_grad<kRule>(x.grad, F::add_mul(0.0, wv, link));
             return Status::Ok;
         }
     }
@@ -816,26 +828,23 @@ bool Graph::reads_floats_only(Schedule& schedule) const {
     return true;
 }
 
-// backward() with a kept schedule: the same zeroing (every reached node's
-// gradient and inline constant's gradient, before any step), the same steps
-// in the same order, the same clean-up on an error.
-Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
-    if (schedule.shape != shape_) {
-        make_schedule(root, schedule);  // zeroes the gradients as it goes
-    } else {
-        // (no other node's constant_grad means anything)
-        const std::vector<NodeId>& spans = schedule.spans;
-        for (size_t i = 0; i < spans.size(); i += 2)
-            std::fill(grads_.begin() + spans[i], grads_.begin() + spans[i + 1], 0.0);
-        for (NodeId id : schedule.with_constant) nodes_[id].constant_grad = 0.0;
-    }
+// The gradients a kept schedule's pass starts from: every reached node's and
+// inline constant's 0 (no other node's constant_grad means anything).
+void Graph::zero_scheduled(const Schedule& schedule) {
+    const std::vector<NodeId>& spans = schedule.spans;
+    for (size_t i = 0; i < spans.size(); i += 2)
+        std::fill(grads_.begin() + spans[i], grads_.begin() + spans[i + 1], 0.0);
+    for (NodeId id : schedule.with_constant) nodes_[id].constant_grad = 0.0;
+}
+
+template <bool kRule>
+Status Graph::run_schedule(NodeId root, Schedule& schedule, bool floats) {
     grads_[root] = 1.0;
     const std::vector<Decoded>& steps = schedule.steps;
     const NodeId* operands = schedule.operands.data();
-    const bool floats = reads_floats_only(schedule);
     for (size_t i = steps.size(); i-- > 0;) {
-        Status s = floats ? run_decoded<true>(steps[i], operands)
-                          : run_decoded<false>(steps[i], operands);
+        Status s = floats ? run_decoded<true, kRule>(steps[i], operands)
+                          : run_decoded<false, kRule>(steps[i], operands);
         if (s != Status::Ok) {
             const std::vector<NodeId>& spans = schedule.spans;
             for (size_t j = 0; j < spans.size(); j += 2)
@@ -851,23 +860,73 @@ Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
     return Status::Ok;
 }
 
-Status Graph::backward(NodeId root) {
-    if (nodes_[root].flags & kKeepsSchedule) return backward_scheduled(root, schedules_[root]);
-    topological_order(root);
+// Why a backward pass runs on the hardware first and with the NaN rule only
+// if it must: the rule (number.hpp) costs a test at every + and * (+22% on
+// a replayed micrograd backward), and it only changes a result whose
+// operands are both NaN, which is then a NaN itself.  So it is enough to
+// know whether the pass made a NaN anywhere:
+// - every + and * result of a step reaches a gradient through + and * (and
+//   `1.0 - x`), which keep a NaN a NaN (0 * NaN too): a node's, which is
+//   only added to after it is zeroed, or a constant's, which is written once
+//   and noted then (set_constant_grad);
+// - a node's step runs after every addition into its gradient (reverse
+//   topological order) and adds that gradient, times a factor, into every
+//   child node's (a fused node through its terms' steps), so a NaN in a
+//   node's gradient ends up in a NaN in the gradient of a node without
+//   children or a custom node, or in a constant's (a fused node whose terms
+//   are all constants).  sinks_ holds those nodes, and every fused node.
+// So if those gradients hold no NaN at the end, no operation met a NaN and
+// the hardware's bits are the rule's; otherwise the pass runs again, from
+// the zeroed gradients, with the rule.  A pass is a function of the values
+// alone, and an error (pow, a division: values only) stops both passes at
+// the same step, so the second pass is exactly the rule's pass.
+Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
+    if (schedule.shape != shape_)
+        make_schedule(root, schedule);  // zeroes the gradients as it goes
+    else
+        zero_scheduled(schedule);
+    const bool floats = reads_floats_only(schedule);
+    nan_seen_ = false;
+    Status s = run_schedule<false>(root, schedule, floats);
+    if (s != Status::Ok) return s;
+    bool nan = nan_seen_;
+    const double* grads = grads_.data();
+    for (NodeId id : schedule.sinks) nan |= grads[id] != grads[id];
+    if (!nan) return Status::Ok;
+    zero_scheduled(schedule);
+    return run_schedule<true>(root, schedule, floats);
+}
+
+template <bool kRule>
+Status Graph::propagate_all(NodeId root) {
     grads_[root] = 1.0;
     for (size_t i = order_.size(); i-- > 0;) {
         const Step& step = order_[i];
         if (step.term != Step::kWholeNode) {
-            propagate_term(step.node, step.term);
+            propagate_term<kRule>(step.node, step.term);
             continue;
         }
-        Status s = propagate(step.node);
+        Status s = propagate<kRule>(step.node);
         if (s != Status::Ok) {
             zero_gradients();
             return s;
         }
     }
     return Status::Ok;
+}
+
+// (on the hardware first, as backward_scheduled explains)
+Status Graph::backward(NodeId root) {
+    if (nodes_[root].flags & kKeepsSchedule) return backward_scheduled(root, schedules_[root]);
+    topological_order(root);  // zeroes the reached gradients
+    nan_seen_ = false;
+    Status s = propagate_all<false>(root);
+    if (s != Status::Ok) return s;
+    bool nan = nan_seen_;
+    for (NodeId id : sinks_) nan |= grads_[id] != grads_[id];
+    if (!nan) return Status::Ok;
+    zero_gradients();
+    return propagate_all<true>(root);
 }
 
 }  // namespace agrad

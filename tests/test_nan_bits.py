@@ -239,6 +239,39 @@ def test_every_engine_gives_the_same_nan_bits(drawn):
     check(*drawn)
 
 
+# A backward pass runs on the hardware and again with the rule only if a NaN
+# turned up (graph.cpp, backward_scheduled).  Here the forward values are
+# finite and the NaN appears mid-backward (0.0 * inf at d's gradient); with a
+# NaN parameter n, d's gradient then adds two different NaNs.  The calls go
+# from no NaN (the hardware's pass kept) to NaNs (the pass made again).
+MID_BACKWARD = (
+    [
+        ("right", "*", 0, 0.0),  # m = d * 0.0
+        ("binary", "*", 1, 3),  # a * m
+        ("binary", "*", 1, 4),  # a * (a * m): gradient a * a = inf at m
+        ("binary", "*", 0, 2),  # d * n
+        ("binary", "+", 5, 6),
+    ],
+    4,
+)
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [[0.5, 1.0, 2.0], [0.5, 1e300, 2.0], [0.5, 1e300, 2.0]],
+        [[0.5, 1.0, 2.0], [0.5, 1e300, nan_with(True, False, 5)], [0.5, 1e300, MINUS_NAN]],
+        [[0.5, 1e300, nan_with(False, True, 9)], [0.5, 2.0, 3.0], [0.5, 1e300, PLUS_NAN]],
+    ],
+)
+def test_a_nan_that_appears_mid_backward(calls):
+    check(MID_BACKWARD, calls)
+    d, a, n = (agrad.Value(x) for x in calls[-1])
+    out = build(MID_BACKWARD, [d, a, n], fused=False)[4]
+    out.backward()
+    assert math.isnan(d.grad)  # (the case is the one meant)
+
+
 def test_two_nans_give_the_left_operands_nan_quieted():
     """The rule itself, on each engine: left NaN, quiet bit set, sign and
     payload kept; one NaN is the hardware's, whichever side it is on."""

@@ -270,11 +270,22 @@ private:
     Number entry_value(const ChildList& list, NodeId entry) const {
         return is_constant(entry) ? list.constants[entry & ~kConstantEntry].value : value(entry);
     }
+    template <bool kRule>
     void add_to_grad(ChildList& list, NodeId entry, double contribution) {
         if (is_constant(entry))
-            list.constants[entry & ~kConstantEntry].grad = add(0.0, contribution);
+            set_constant_grad<kRule>(list.constants[entry & ~kConstantEntry].grad,
+                                     Arith<kRule>::add(0.0, contribution));
         else
-            grads_[entry] = add(grads_[entry], contribution);
+            grads_[entry] = Arith<kRule>::add(grads_[entry], contribution);
+    }
+    // A constant's gradient is written once in a pass, never added to, so a
+    // pass on the hardware alone notes a NaN there as it writes it; a node's
+    // gradient keeps any NaN added into it, and is looked at once, at the end
+    // (backward).
+    template <bool kRule>
+    void set_constant_grad(double& slot, double g) {
+        slot = g;
+        if (!kRule) nan_seen_ |= g != g;
     }
 
     NodeId allocate(Op op) {
@@ -317,9 +328,13 @@ private:
     void sort_free_list();
     void free_unreferenced(NodeId id);
     void topological_order(NodeId root);
+    template <bool kRule>
     Status propagate(NodeId id);
+    template <bool kRule>
     void propagate_term(NodeId id, uint32_t term);
-    void zero_gradients();  // of the nodes in order_
+    template <bool kRule>
+    Status propagate_all(NodeId root);  // the eager pass over order_
+    void zero_gradients();              // of the nodes in order_
     struct Schedule;
     void make_schedule(NodeId root, Schedule& schedule);
     Status backward_scheduled(NodeId root, Schedule& schedule);
@@ -356,6 +371,9 @@ private:
         bool term_pending;  // a fused node's child has just been searched
     };
     std::vector<Visit> stack_;
+    // The reached nodes where a NaN of a backward pass's gradients ends up
+    // (backward_scheduled): those without children, custom and fused nodes.
+    std::vector<NodeId> sinks_;
     std::vector<NodeId> dying_;
     std::vector<uint64_t> free_bits_;  // sort_free_list's scratch
     // A kept schedule: the nodes the search reaches (their gradients are
@@ -379,6 +397,7 @@ private:
         uint64_t shape = 0;
         std::vector<NodeId> spans;  // the reached nodes, as [begin, end) pairs of consecutive ids
         std::vector<NodeId> with_constant;  // the reached nodes with an inline constant
+        std::vector<NodeId> sinks;          // topological_order's sinks_, for the NaN check
         std::vector<Decoded> steps;
         std::vector<NodeId> operands;  // the runs' terms: ids, or (w, x) pairs
         // int_writes_ when every reached node was last seen holding a float
@@ -389,8 +408,11 @@ private:
     Decoded decode(const Step& step) const;
     void merge_runs(Schedule& schedule) const;
     void fuse_chains(Schedule& schedule) const;
-    template <bool kFloats>  // every value it reads is a float: no test of each
+    template <bool kFloats, bool kRule>  // kFloats: every value it reads is a float
     Status run_decoded(const Decoded& step, const NodeId* operands);
+    template <bool kRule>
+    Status run_schedule(NodeId root, Schedule& schedule, bool floats);
+    void zero_scheduled(const Schedule& schedule);
     bool reads_floats_only(Schedule& schedule) const;
     std::unordered_map<NodeId, Schedule> schedules_;
     // Counts the changes to any graph's shape; a schedule made before the
@@ -399,6 +421,9 @@ private:
     // Counts the ints written into any node's value: while it stands still,
     // nodes seen holding floats still do (Schedule::floats_since).
     uint64_t int_writes_ = 0;
+    // A backward pass on the hardware alone wrote a NaN into a constant's
+    // gradient (set_constant_grad).
+    bool nan_seen_ = false;
 };
 
 inline Status Graph::binary(Op op, Operand a, Operand b, NodeId* out) {

@@ -106,8 +106,10 @@ inline double quiet(double x) {
 
 #if defined(__GNUC__) || defined(__clang__)
 #define AGRAD_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define AGRAD_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define AGRAD_UNLIKELY(x) (x)
+#define AGRAD_ALWAYS_INLINE inline
 #endif
 
 // (If only b is a NaN, r already is b quieted; if neither, r is the hardware's
@@ -133,6 +135,20 @@ inline double add_mul(double acc, double a, double b) {
     if (AGRAD_UNLIKELY(r != r)) r = add(acc, mul(a, b));
     return r;
 }
+
+// The float + and * of a pass that may run twice (Graph::backward): first
+// on the hardware alone (kRule false), then, only if that pass saw a NaN,
+// again with the rule.  A + or * differs from the rule only when both its
+// operands are NaN, and then its result is a NaN too; so a pass that made no
+// NaN anywhere gave the rule's bits.
+template <bool kRule>
+struct Arith {
+    static double add(double a, double b) { return kRule ? agrad::add(a, b) : a + b; }
+    static double mul(double a, double b) { return kRule ? agrad::mul(a, b) : a * b; }
+    static double add_mul(double acc, double a, double b) {
+        return kRule ? agrad::add_mul(acc, a, b) : acc + a * b;
+    }
+};
 
 inline Status add(Number a, Number b, Number* out) {
     if (a.is_int && b.is_int) {
