@@ -285,7 +285,7 @@ def test_a_killed_local_worker_costs_no_row(tmp_path):
 
 
 def test_two_sweeps_on_one_output_never_file_a_run_twice(tmp_path):
-    command, first = start_sweep("0-15", epochs=1500, jobs=1, output=tmp_path)
+    command, first = start_sweep("0-63", epochs=3000, jobs=1, output=tmp_path)
     try:
         wait_for_rows(tmp_path, 1, first)
         second = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -297,9 +297,9 @@ def test_two_sweeps_on_one_output_never_file_a_run_twice(tmp_path):
     assert "is in use by another sweep (pid" in second.stderr.splitlines()[-1]
     assert "Traceback" not in second.stderr
     rows = sweep.read_runs(tmp_path)
-    assert sorted(rows.seed) == list(range(16))
+    assert sorted(rows.seed) == list(range(64))
     with open(tmp_path / "runs.csv", newline="") as stream:
-        assert len(stream.read().splitlines()) == 1 + 16
+        assert len(stream.read().splitlines()) == 1 + 64
 
 
 def test_python_sweeps_on_one_output_take_turns(tmp_path):
@@ -386,7 +386,7 @@ def test_a_port_that_answers_but_is_not_a_scheduler_is_refused_in_time(option):
 @pytest.mark.parametrize(
     "option, address, message",
     [
-        ("--dask", "127.0.0.1", "cannot reach a Dask scheduler at 'tcp://127.0.0.1:8786'"),
+        ("--dask", "127.0.0.1", "cannot reach a Dask scheduler at '127.0.0.1' (port 8786, the default)"),
         ("--dask", "nosuchhost.invalid:8786", "cannot resolve 'nosuchhost.invalid'"),
         ("--ray", "nosuchhost.invalid", "cannot resolve 'nosuchhost.invalid'"),
         ("--dask", "tls://127.0.0.1:8786", "tcp://HOST:PORT"),

@@ -178,21 +178,36 @@ def test_the_data_content_is_part_of_what_a_resume_compares(tmp_path):
     with pytest.raises(ValueError, match=r"other data.*mine\.csv.*give another output directory"):
         sweep.Sweep("bodyfat", seeds=[0, 1, 2], output=output, **options)
     write_data(data)  # the same content again: the same experiment
-    assert [s.seed for s in sweep.Sweep("bodyfat", seeds=[0, 1, 2], output=output, **options).todo] == [2]
+    assert [
+        s.seed for s in sweep.Sweep("bodyfat", seeds=[0, 1, 2], output=output, **options).todo
+    ] == [2]
     moved = tmp_path / "moved.csv"
     data.rename(moved)  # the same content under another name is still the same data
-    assert len(sweep.Sweep("bodyfat", seeds=[0, 1], output=output, **{**options, "data": moved}).todo) == 0
+    assert (
+        len(sweep.Sweep("bodyfat", seeds=[0, 1], output=output, **{**options, "data": moved}).todo)
+        == 0
+    )
 
 
 def test_an_earlier_sweep_of_a_data_file_is_refused_not_trusted(tmp_path):
     data = tmp_path / "mine.csv"
     write_data(data)
-    runs = sweep.sweep("bodyfat", seeds=[0], data=data, target="y", batch_sizes=[10], epochs=5, jobs=1)
+    runs = sweep.sweep(
+        "bodyfat", seeds=[0], data=data, target="y", batch_sizes=[10], epochs=5, jobs=1
+    )
     output = tmp_path / "out"
     settings = {**BUNDLED, "data": str(data), "target": "y"}
     earlier_directory(output, runs, settings=settings)
     with pytest.raises(ValueError, match="not their content"):
-        sweep.Sweep("bodyfat", seeds=[0, 1], data=data, target="y", batch_sizes=[10], epochs=5, output=output)
+        sweep.Sweep(
+            "bodyfat",
+            seeds=[0, 1],
+            data=data,
+            target="y",
+            batch_sizes=[10],
+            epochs=5,
+            output=output,
+        )
 
 
 def test_learning_rates_take_log_spaced_ranges():
