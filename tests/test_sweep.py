@@ -8,8 +8,8 @@ on 127.0.0.1 only; Ray is a local instance.
 """
 
 import contextlib
-import importlib.util
 import http.server
+import importlib.util
 import os
 import re
 import signal
@@ -362,8 +362,20 @@ def refused_in_time(*arguments: str) -> str:
     line and no traceback; returns that line."""
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "agrad", "sweep", "bodyfat", "--seeds", "0", "--epochs", "5"]
-        + ["--output", tempfile.mkdtemp(), *arguments],
+        [
+            sys.executable,
+            "-m",
+            "agrad",
+            "sweep",
+            "bodyfat",
+            "--seeds",
+            "0",
+            "--epochs",
+            "5",
+            "--output",
+            tempfile.mkdtemp(),
+            *arguments,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -386,7 +398,11 @@ def test_a_port_that_answers_but_is_not_a_scheduler_is_refused_in_time(option):
 @pytest.mark.parametrize(
     "option, address, message",
     [
-        ("--dask", "127.0.0.1", "cannot reach a Dask scheduler at '127.0.0.1' (port 8786, the default)"),
+        (
+            "--dask",
+            "127.0.0.1",
+            "cannot reach a Dask scheduler at '127.0.0.1' (port 8786, the default)",
+        ),
         ("--dask", "nosuchhost.invalid:8786", "cannot resolve 'nosuchhost.invalid'"),
         ("--ray", "nosuchhost.invalid", "cannot resolve 'nosuchhost.invalid'"),
         ("--dask", "tls://127.0.0.1:8786", "tcp://HOST:PORT"),
@@ -510,7 +526,9 @@ def test_dask_and_ray_refuse_each_others_and_a_workers_address(local_rows):
             (worker,) = client.scheduler_info()["workers"]
         assert "is a Dask worker, not a scheduler" in refused_in_time("--dask", worker)
         if importlib.util.find_spec("ray") is not None:
-            assert "is not a Ray cluster" in refused_in_time("--ray", address)
+            assert "is not a Ray cluster" in refused_in_time(
+                "--ray", address.removeprefix("tcp://")
+            )
         # several runs a task, the data sent once: the same bits
         for runs_per_task in (1, 3):
             assert_same_bits(
@@ -528,10 +546,26 @@ def test_an_unreachable_dask_scheduler_is_a_connection_error():
 # ------------------------------------------------------------------- Ray
 
 
+@contextlib.contextmanager
+def ray_cluster():
+    """A local Ray instance of two CPUs, stopped at the end; yields the
+    address of its GCS on 127.0.0.1 (Ray's local instance listens on every
+    interface and names itself by the machine's address; the tests connect
+    through 127.0.0.1).  A sweep given ``ray="local"`` or that address joins
+    it: it is started here so that a test can outlive the sweep."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield "127.0.0.1:" + ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    finally:
+        ray.shutdown()
+
+
 def test_ray_rows_are_the_local_rows(local_rows):
-    pytest.importorskip("ray", reason="the ray extra is not installed")
-    assert_same_bits(sweep.sweep("bodyfat", ray="local", **GRID), local_rows)
-    assert_same_bits(sweep.sweep("bodyfat", ray="local", runs_per_task=5, **GRID), local_rows)
+    with ray_cluster() as address:
+        assert_same_bits(sweep.sweep("bodyfat", ray="local", **GRID), local_rows)
+        # several runs a task, the data in the object store once; by its address
+        assert_same_bits(sweep.sweep("bodyfat", ray=address, runs_per_task=5, **GRID), local_rows)
 
 
 def test_the_body_fat_commands_closing_line_places_the_run_among_seeds(capsys):
@@ -552,10 +586,7 @@ def test_the_body_fat_commands_closing_line_places_the_run_among_seeds(capsys):
 
 
 def test_ray_retries_the_run_of_a_killed_worker(tmp_path):
-    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-    # started here so that the sweep joins it and the test can outlive the sweep
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with ray_cluster():
         grid = {"seeds": range(16), "epochs": 1500}
         finished: list = []
         thread = threading.Thread(
@@ -572,8 +603,6 @@ def test_ray_retries_the_run_of_a_killed_worker(tmp_path):
         finally:
             thread.join(timeout=600)
         assert not thread.is_alive()
-    finally:
-        ray.shutdown()
     (rows,) = finished
     assert rows["error"].isna().all()
     with pytest.raises(ProcessLookupError):

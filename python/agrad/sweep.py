@@ -24,10 +24,10 @@ Design
   ``allowed-failures``) becomes a row whose error starts with ``lost:``, and
   a resume runs it again.  A local worker ends when the sweep that started it
   does, even when that sweep is killed.
-- **A cluster is checked before it is used.**  An address is asked what it
-  is (Dask's ``identity``, the Ray GCS's ``GetClusterId``) with a deadline, so
-  a web server, a Dask worker or a Ray port given for Dask is an error within
-  seconds, never a wait.
+- **A cluster is checked before it is used.**  A Dask address is asked what
+  it is (Dask's ``identity`` message), and Ray connects to a Ray address in a
+  child process first, each with a deadline: a web server, a Dask worker or
+  a Ray port given for Dask is an error within seconds, never a wait.
 - **The record is an SQLite database.**  ``DIR/runs.sqlite`` (the standard
   library's ``sqlite3``) holds one row per run and what every row shares
   (study, engine, the data's content hash): a task's rows go in as one
@@ -60,6 +60,8 @@ import os
 import re
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -768,6 +770,13 @@ TASKS_PER_WORKER = 4
 MAX_RUNS_PER_TASK = 100
 #: Seconds a scheduler has to say what it is, and a cluster to show a worker.
 CONNECT_TIMEOUT = 10
+#: Seconds Ray has to connect to a cluster (a child process that imports Ray
+#: and connects: about 2 s to a cluster that is there).
+RAY_CONNECT_TIMEOUT = 15
+_RAY_PROBE = (
+    "import sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, "
+    "log_to_driver=False, logging_level='ERROR'); ray.shutdown()"
+)
 
 
 def _tasks(specs: list[RunSpec], workers: int, runs_per_task: int | None) -> list[list[RunSpec]]:
@@ -1027,24 +1036,26 @@ class _Ray:
 
     @staticmethod
     def _check_gcs(address: str) -> None:
-        """Ask ``address`` for its cluster's id, as Ray's own clients do first:
-        only a Ray cluster's GCS answers."""
-        import grpc
-
-        channel = grpc.insecure_channel(address)
+        """Connect to ``address`` as Ray itself does, in a child process that
+        is killed if it is still waiting after RAY_CONNECT_TIMEOUT seconds:
+        ``ray.init`` waits for ever on a port that answers but is not a Ray
+        cluster's, and its checks (the cluster's id, its token) are its own."""
         try:
-            # the request is an empty message, whose encoding is no bytes
-            channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")(
-                b"", timeout=CONNECT_TIMEOUT
+            done = subprocess.run(
+                [sys.executable, "-c", _RAY_PROBE, address],
+                capture_output=True,
+                text=True,
+                timeout=RAY_CONNECT_TIMEOUT,
             )
-        except grpc.RpcError as error:
-            code = error.code()
+        except subprocess.TimeoutExpired:
             raise ConnectionError(
-                f"{address} answers, but is not a Ray cluster (its head node's GCS port, "
-                f"6379 unless set otherwise): {code.name.lower().replace('_', ' ')}"
+                f"{address} answers, but is not a Ray cluster: Ray did not connect to it within "
+                f"{RAY_CONNECT_TIMEOUT} s (give its head node's GCS port, 6379 unless set "
+                f"otherwise)"
             ) from None
-        finally:
-            channel.close()
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            raise ConnectionError(f"cannot connect to a Ray cluster at {address!r}: {lines[-1]}")
 
     def run(
         self, specs: list[RunSpec], data: Any, runs_per_task: int | None
