@@ -207,6 +207,12 @@ def test_the_python_api_raises_the_right_types(tmp_path):
         sweep.Sweep("bodyfat", learning_rates=[0.1, float("nan")])
     with pytest.raises(ValueError, match="give one of jobs, dask and ray"):
         sweep.Sweep("bodyfat", jobs=2, dask="127.0.0.1:1")
+    with pytest.raises(ValueError, match="runs per task must be between 1"):
+        sweep.Sweep("bodyfat", runs_per_task=0)
+    with pytest.raises(TypeError, match="dask is an address"):
+        sweep.Sweep("bodyfat", dask=8786)
+    with pytest.raises(FileNotFoundError, match="no sweep in"):
+        sweep.read_runs(tmp_path)
     with pytest.raises(ValueError, match="the range 5-2 goes down"):
         sweep.parse_seeds("5-2")
     assert sweep.parse_seeds("3-5") == [3, 4, 5]
