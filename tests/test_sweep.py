@@ -512,8 +512,11 @@ def test_dask_rows_are_the_local_rows_and_survive_a_killed_worker(tmp_path, loca
         thread.start()
         try:
             wait_for_rows(tmp_path, 2)
-            workers[0].send_signal(signal.SIGKILL)
-            workers[0].wait(timeout=30)
+            # the worker that filed the first row (--no-nanny: the process is the worker)
+            pid = int(sweep.read_runs(tmp_path)["worker"][0].rsplit(":", 1)[1])
+            (killed,) = [worker for worker in workers if worker.pid == pid]
+            killed.send_signal(signal.SIGKILL)
+            killed.wait(timeout=30)
         finally:
             thread.join(timeout=600)
         assert not thread.is_alive()
