@@ -338,7 +338,7 @@ class _Lock:
         path = os.path.join(directory, _LOCK)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if os.name == "nt":
+            if sys.platform == "win32":  # the test mypy knows: msvcrt exists only there
                 import msvcrt
 
                 msvcrt.locking(self.fd, msvcrt.LK_NBLCK, 1)
