@@ -217,17 +217,26 @@ struct Numbers {
 
 class ArgumentFlattener {
 public:
-    ArgumentFlattener(PyObject* ndarray, std::vector<Number>& out)
-        : ndarray_(ndarray), out_(out), number_key_(py::str("n")) {}
+    // With `rebuild`, each key_of also gives the argument as the recording
+    // passes it to the function: every number it converted replaced by a new
+    // input leaf (in `leaves`, in the order of the numbers), everything else
+    // as it was.  So the structure the key describes and the arguments the
+    // function sees come from one walk, and cannot disagree.
+    ArgumentFlattener(PyObject* ndarray, std::vector<Number>& out, bool rebuild)
+        : ndarray_(ndarray), out_(out), number_key_(py::str("n")), rebuild_(rebuild) {}
 
-    py::object key_of(PyObject* o) {
+    py::list leaves;  // with rebuild: the input leaves, one per number
+
+    py::object key_of(PyObject* o, py::object* rebuilt) {
+        if (rebuild_) *rebuilt = py::reinterpret_borrow<py::object>(o);  // unless replaced below
         PyTypeObject* t = Py_TYPE(o);
         if (t == &PyFloat_Type || t == &PyLong_Type) {
             convert(o);
+            if (rebuild_) *rebuilt = leaf(out_.size() - 1);
             return number_key_;
         }
-        if (t == &PyList_Type || t == &PyTuple_Type) return sequence_key(o);
-        if (reinterpret_cast<PyObject*>(t) == ndarray_) return array_key(o);
+        if (t == &PyList_Type || t == &PyTuple_Type) return sequence_key(o, rebuilt);
+        if (reinterpret_cast<PyObject*>(t) == ndarray_) return array_key(o, rebuilt);
         if (is_value(o)) {
             PyObject* id = PyLong_FromVoidPtr(o);
             if (!id) throw py::error_already_set();
@@ -244,6 +253,7 @@ public:
         if (real < 0) throw py::error_already_set();
         if (real) {
             convert(o);
+            if (rebuild_) *rebuilt = leaf(out_.size() - 1);
             return number_key_;
         }
         if (PyList_Check(o) || PyTuple_Check(o) || PyDict_Check(o) || PyAnySet_Check(o)) {
@@ -292,6 +302,22 @@ private:
         Number n;
         if (to_number(o, &n) < 0) throw py::error_already_set();
         out_.push_back(n);
+    }
+
+    // A new input leaf holding the number at `index` (made while recording,
+    // so the recording holds it), appended to `leaves`.
+    py::object leaf(size_t index) {
+        py::object v = steal_or_throw(wrap_new(graph->leaf(out_[index])));
+        leaves.append(v);
+        return v;
+    }
+
+    // A list (or tuple) of new leaves for the numbers from `first` on.
+    py::object leaves_from(size_t first, bool as_tuple) {
+        const size_t n = out_.size() - first;
+        py::list items(n);
+        for (size_t i = 0; i < n; ++i) items[i] = leaf(first + i);
+        return as_tuple ? py::object(py::tuple(items)) : py::object(items);
     }
 
     static bool all_plain(PyObject* const* items, Py_ssize_t n) {
@@ -353,17 +379,37 @@ private:
         return true;
     }
 
-    py::object sequence_key(PyObject* o) {
+    py::object sequence_key(PyObject* o, py::object* rebuilt) {
+        const bool is_tuple = Py_TYPE(o) == &PyTuple_Type;
+        const size_t first = out_.size();
         PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(o));
         // The common cases, plain numbers and rows of them: no Python code
         // runs, so the list is read in place, with no key per item.
         PyObject** fast = PySequence_Fast_ITEMS(o);  // o is an exact list or tuple
         Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
-        if (try_plain(fast, n)) return pair(type, PyLong_FromSsize_t(n));
+        if (try_plain(fast, n)) {
+            if (rebuild_) *rebuilt = leaves_from(first, is_tuple);
+            return pair(type, PyLong_FromSsize_t(n));
+        }
         Py_ssize_t m = 0;
         if (plain_rows(fast, n, &m)) {
             make_room(static_cast<size_t>(n) * static_cast<size_t>(m));
             for (Py_ssize_t i = 0; i < n; ++i) convert_plain(PySequence_Fast_ITEMS(fast[i]), m);
+            if (rebuild_) {
+                const bool rows_are_tuples = Py_TYPE(fast[0]) == &PyTuple_Type;
+                py::list rows_rebuilt(static_cast<size_t>(n));
+                for (Py_ssize_t i = 0; i < n; ++i) {
+                    const size_t start = first + static_cast<size_t>(i * m);
+                    py::list row(static_cast<size_t>(m));
+                    for (Py_ssize_t j = 0; j < m; ++j)
+                        row[static_cast<size_t>(j)] = leaf(start + static_cast<size_t>(j));
+                    rows_rebuilt[static_cast<size_t>(i)] = rows_are_tuples
+                                                               ? py::object(py::tuple(row))
+                                                               : py::object(row);
+                }
+                *rebuilt = is_tuple ? py::object(py::tuple(rows_rebuilt))
+                                    : py::object(rows_rebuilt);
+            }
             // (type, n, row type, m): a 4-tuple, never equal to another kind's key
             py::object rows = pair(type, PyLong_FromSsize_t(n));
             py::object row = pair(reinterpret_cast<PyObject*>(Py_TYPE(fast[0])),
@@ -384,15 +430,22 @@ private:
         } leave;
         py::object keys = py::reinterpret_steal<py::object>(PyTuple_New(n));
         if (!keys) throw py::error_already_set();
-        for (Py_ssize_t i = 0; i < n; ++i)
+        py::list items_rebuilt(rebuild_ ? static_cast<size_t>(n) : 0);
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            py::object item;
             PyTuple_SET_ITEM(keys.ptr(), i,
-                             key_of(PyTuple_GET_ITEM(items.ptr(), i)).release().ptr());
+                             key_of(PyTuple_GET_ITEM(items.ptr(), i), &item).release().ptr());
+            if (rebuild_) items_rebuilt[static_cast<size_t>(i)] = item;
+        }
+        if (rebuild_)
+            *rebuilt = is_tuple ? py::object(py::tuple(items_rebuilt)) : py::object(items_rebuilt);
         return pair(type, keys.release().ptr());
     }
 
     // A float64 array is read through the buffer protocol, in C order (the
     // order of ravel()); other dtypes of numbers as ravel().tolist() gives them.
-    py::object array_key(PyObject* o) {
+    py::object array_key(PyObject* o, py::object* rebuilt) {
+        const size_t first = out_.size();
         py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttrString(o, "shape"));
         if (!shape) throw py::error_already_set();
         if (!read_float64(o)) {
@@ -407,6 +460,12 @@ private:
             if (!PyList_Check(items.ptr())) throw py::type_error("ndarray.tolist() gave no list");
             const Py_ssize_t n = PyList_GET_SIZE(items.ptr());
             for (Py_ssize_t i = 0; i < n; ++i) convert(PyList_GET_ITEM(items.ptr(), i));
+        }
+        if (rebuild_) {  // an object array of leaves, of the same shape
+            py::module_ np = py::module_::import("numpy");
+            py::object flat = np.attr("array")(leaves_from(first, false), py::arg("dtype") = "O");
+            if (out_.size() == first) flat = np.attr("empty")(0, py::arg("dtype") = "O");
+            *rebuilt = flat.attr("reshape")(shape);
         }
         return py::make_tuple(py::handle(ndarray_), shape);
     }
@@ -450,16 +509,26 @@ private:
     PyObject* ndarray_;
     std::vector<Number>& out_;
     py::object number_key_;
+    bool rebuild_;
 };
 
-// (key, numbers) of a call's positional and keyword arguments.
-py::tuple flatten_arguments(const py::tuple& args, const py::dict& kwargs, py::handle ndarray) {
+// (key, numbers) of a call's positional and keyword arguments; with
+// `rebuild` (while recording), (key, numbers, args, kwargs, leaves): the
+// arguments as the function is given them, their numbers input leaves.
+py::tuple flatten_arguments(const py::tuple& args, const py::dict& kwargs, py::handle ndarray,
+                            bool rebuild) {
     Numbers numbers;
-    ArgumentFlattener flattener(ndarray.ptr(), numbers.values);
+    ArgumentFlattener flattener(ndarray.ptr(), numbers.values, rebuild);
     const size_t n = args.size();
     py::tuple keys(n);
-    for (size_t i = 0; i < n; ++i) keys[i] = flattener.key_of(args[i].ptr());
+    py::list args_rebuilt(rebuild ? n : 0);
+    for (size_t i = 0; i < n; ++i) {
+        py::object arg;
+        keys[i] = flattener.key_of(args[i].ptr(), &arg);
+        if (rebuild) args_rebuilt[i] = arg;
+    }
     py::object key = keys;
+    py::dict kwargs_rebuilt;
     if (!kwargs.empty()) {
         // a private copy of the items: converting a number may run Python code
         py::list items = py::reinterpret_steal<py::list>(PyDict_Items(kwargs.ptr()));
@@ -467,11 +536,16 @@ py::tuple flatten_arguments(const py::tuple& args, const py::dict& kwargs, py::h
         py::tuple pairs(items.size());
         for (size_t i = 0; i < items.size(); ++i) {
             py::tuple item = items[i];
-            pairs[i] = py::make_tuple(item[0], flattener.key_of(item[1].ptr()));
+            py::object arg;
+            pairs[i] = py::make_tuple(item[0], flattener.key_of(item[1].ptr(), &arg));
+            if (rebuild) kwargs_rebuilt[item[0]] = arg;
         }
         key = py::make_tuple(keys, pairs);
     }
-    return py::make_tuple(key, py::cast(std::move(numbers)));
+    py::object converted = py::cast(std::move(numbers));
+    if (!rebuild) return py::make_tuple(key, converted);
+    return py::make_tuple(key, converted, py::tuple(args_rebuilt), kwargs_rebuilt,
+                          flattener.leaves);
 }
 
 // A recorded graph: what the binding keeps of it between calls.
@@ -679,9 +753,9 @@ void register_compile(py::module_& m) {
     }
     m.attr("_Numbers") = py::reinterpret_borrow<py::object>(numbers_type);
     m.def("_flatten", &flatten_arguments, py::arg("args"), py::arg("kwargs"), py::arg("ndarray"),
-          "The structure key of a compiled call's arguments, and their numbers.");
-    m.def("_flatten", &flatten_arguments, py::arg("args"), py::arg("kwargs"), py::arg("ndarray"),
-          "The structure key of a compiled call's arguments, and their numbers.");
+          py::arg("rebuild") = false,
+          "The structure key of a compiled call's arguments and their numbers; with rebuild "
+          "(while recording), also the arguments with their numbers as new input leaves.");
 }
 
 }  // namespace agrad::binding
