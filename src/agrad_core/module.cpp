@@ -1729,6 +1729,15 @@ void define_module(py::module_& m) {
     m.attr("_Numbers") = py::reinterpret_borrow<py::object>(numbers_type);
     m.def("_flatten", &flatten_arguments, py::arg("args"), py::arg("kwargs"), py::arg("ndarray"),
           "The structure key of a compiled call's arguments, and their numbers.");
+    // agrad.higher builds a node's local gradient from its _op, and a node made
+    // by hand may carry any _op ("+" included) while having no local gradient.
+    m.def(
+        "_is_custom",
+        [](py::handle v) {
+            return graph->op(node_of_value(v, "expected a Value, not")) == Op::Custom;
+        },
+        py::arg("value"),
+        "Whether a Value was made by hand (Value(data, _children, _op)): no local gradient.");
     m.def(
         "_live_nodes", [] { return graph->live_nodes(); },
         "How many nodes the engine holds now (for tests and benchmarks).");
