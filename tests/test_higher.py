@@ -410,3 +410,17 @@ def test_a_pure_node_with_its_own_backward_is_refused():
     out._backward = _backward
     with pytest.raises(ValueError, match="_backward of its own"):
         agrad.grad(out, [a])
+
+
+def test_nan_gradients_have_backwards_bits():
+    # two NaN operands give the left one's NaN (pure._fadd, _fmul): grad keeps the rule
+    results = []
+    for V in ENGINES:
+        x, y = V(math.inf), V(-math.inf)
+        out = (x + y) * (y + x) + (x * 0.0).tanh() * (y - x)
+        got = agrad.grad(out, [x, y])
+        created = [g.data for g in agrad.grad(out, [x, y], create_graph=True)]
+        out.backward()
+        assert list(map(exact, got)) == [exact(x.grad), exact(y.grad)]
+        results.append((list(map(exact, got)), list(map(exact, created))))
+    assert results[0] == results[1]

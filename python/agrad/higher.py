@@ -216,30 +216,31 @@ def _refuse(kind: int, node: Any, create_graph: bool) -> None:
 
 
 def _float_sweep(output: Any, inputs: list, describe: Any) -> list[float]:
-    """backward()'s sweep in floats, into a dict instead of the nodes' grads."""
+    """backward()'s sweep in floats, into a dict instead of the nodes' grads:
+    pure.py's formulas, through its _fadd and _fmul (their NaN rule)."""
     order = _walk(output, describe)
     wanted = {id(v) for v in inputs}
     relevant = _relevant(order, wanted)
     grads: dict[int, float] = {id(output): 1.0}
     get = grads.get
-    power = pure.power
+    power, add, mul = pure.power, pure._fadd, pure._fmul
     for node, kind, children, k, term in reversed(order):
         if id(node) not in relevant or kind == _LEAF:
             continue
         # (0.0 if only hand-made nodes lead here: backward() passes that 0.0 on too)
         g = get(id(node), 0.0)
         if term != -1:  # a fused node's term: the chain's link holds 0.0 + g
-            g = 0.0 + g
+            g = add(0.0, g)
             if kind == _SUM:
                 c = children[term]
                 if id(c) in relevant:
-                    grads[id(c)] = get(id(c), 0.0) + g
+                    grads[id(c)] = add(get(id(c), 0.0), g)
             else:
                 w, x = children[term - 1], children[term]
                 if id(w) in relevant:
-                    grads[id(w)] = get(id(w), 0.0) + x.data * g
+                    grads[id(w)] = add(get(id(w), 0.0), mul(x.data, g))
                 if id(x) in relevant:
-                    grads[id(x)] = get(id(x), 0.0) + w.data * g
+                    grads[id(x)] = add(get(id(x), 0.0), mul(w.data, g))
             continue
         if kind in (_SUM, _DOT, _CUSTOM):  # terms have steps of their own; custom: none
             continue
@@ -248,34 +249,34 @@ def _float_sweep(output: Any, inputs: list, describe: Any) -> list[float]:
         if kind == _ADD:
             b = children[1]
             if id(a) in relevant:
-                grads[id(a)] = get(id(a), 0.0) + g
+                grads[id(a)] = add(get(id(a), 0.0), g)
             if id(b) in relevant:
-                grads[id(b)] = get(id(b), 0.0) + g
+                grads[id(b)] = add(get(id(b), 0.0), g)
             continue
         if kind == _MUL:
             b = children[1]
             if id(a) in relevant:
-                grads[id(a)] = get(id(a), 0.0) + b.data * g
+                grads[id(a)] = add(get(id(a), 0.0), mul(b.data, g))
             if id(b) in relevant:
-                grads[id(b)] = get(id(b), 0.0) + a.data * g
+                grads[id(b)] = add(get(id(b), 0.0), mul(a.data, g))
             continue
         if id(a) not in relevant:
             continue
         if kind == _POW:
-            local = k * power(float(a.data), k - 1)
+            local = mul(k, power(float(a.data), k - 1))
         elif kind == _EXP:
             local = node.data
         elif kind == _LOG:
             local = 1.0 / a.data
         elif kind == _TANH:
             t = float(node.data)
-            local = 1.0 - t * t
+            local = 1.0 - mul(t, t)
         elif kind == _RELU:
             local = 1.0 if node.data > 0 else 0.0
         else:  # _SIGMOID
             s = node.data
-            local = s * (1.0 - s)
-        grads[id(a)] = get(id(a), 0.0) + local * g
+            local = mul(s, 1.0 - s)
+        grads[id(a)] = add(get(id(a), 0.0), mul(local, g))
     return [get(id(v), 0.0) for v in inputs]
 
 
@@ -357,8 +358,10 @@ def _graph_sweep(output: Any, inputs: list, value_class: type, describe: Any) ->
         elif kind == _POW:
             # k * float(x) ** (k - 1) * g: a float exponent makes the power
             # float(x)'s, as the float formula's, even for an int x; a float k
-            # keeps the replay on its floats-only path (the same product)
-            local = a ** float(k - 1) * float(k)
+            # keeps the replay on its floats-only path (the same product).  Only
+            # a NaN k needs to be the left operand (two NaNs give the left one's)
+            p = a ** float(k - 1)
+            local = value_class(float(k)) * p if k != k else p * float(k)
         elif kind == _EXP:
             local = node
         elif kind == _LOG:
