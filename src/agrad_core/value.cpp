@@ -345,11 +345,11 @@ PyObject* unary(PyObject* self, Op op) {
     return finish(s, id);
 }
 
-PyObject* value_exp(PyObject* self, PyObject*) { return unary(self, Op::Exp); }
-PyObject* value_log(PyObject* self, PyObject*) { return unary(self, Op::Log); }
-PyObject* value_tanh(PyObject* self, PyObject*) { return unary(self, Op::Tanh); }
-PyObject* value_relu(PyObject* self, PyObject*) { return unary(self, Op::Relu); }
-PyObject* value_sigmoid(PyObject* self, PyObject*) { return unary(self, Op::Sigmoid); }
+// The Value method of each entry of the table of operations (ops.hpp).
+template <Op op>
+PyObject* unary_method(PyObject* self, PyObject*) {
+    return unary(self, op);
+}
 
 PyObject* backward(PyObject* self, PyObject*) {
     if (refused_while_recording(Access::Backward)) return nullptr;
@@ -423,24 +423,15 @@ PyObject* get_op(PyObject* self, void*) {
             Py_DECREF(k);
             return text;
         }
-        case Op::Exp:
-            return PyUnicode_FromString("exp");
-        case Op::Log:
-            return PyUnicode_FromString("log");
-        case Op::Tanh:
-            return PyUnicode_FromString("tanh");
-        case Op::Relu:
-            return PyUnicode_FromString("ReLU");
-        case Op::Sigmoid:
-            return PyUnicode_FromString("sigmoid");
         case Op::Sum:
             return PyUnicode_FromString("sum");
         case Op::Dot:
             return PyUnicode_FromString("dot");
         case Op::Custom:
             return str_of(graph->op_name(id));
+        default:  // the table's entries (ops.hpp)
+            return PyUnicode_FromString(agrad::unary_op_text(graph->op(id)));
     }
-    return PyUnicode_FromString("");
 }
 
 // The children's objects, in order.  The tuple is made before any object:
@@ -513,14 +504,11 @@ PyGetSetDef value_getset[] = {
 };
 
 PyMethodDef value_methods[] = {
-    {"exp", method<value_exp>, METH_NOARGS, "exp($self, /)\n--\n\ne ** self, as a Value."},
-    {"log", method<value_log>, METH_NOARGS,
-     "log($self, /)\n--\n\nThe natural logarithm of self, as a Value."},
-    {"tanh", method<value_tanh>, METH_NOARGS, "tanh($self, /)\n--\n\ntanh(self), as a Value."},
-    {"relu", method<value_relu>, METH_NOARGS,
-     "relu($self, /)\n--\n\nmax(self, 0), as a Value (op 'ReLU')."},
-    {"sigmoid", method<value_sigmoid>, METH_NOARGS,
-     "sigmoid($self, /)\n--\n\n1 / (1 + exp(-self)), as a Value."},
+#define AGRAD_METHOD(name, method_name, text, doc)             \
+    {method_name, method<unary_method<Op::name>>, METH_NOARGS, \
+     method_name "($self, /)\n--\n\n" doc},
+    AGRAD_UNARY_OPS(AGRAD_METHOD)  // one method an entry of the table of operations (ops.hpp)
+#undef AGRAD_METHOD
     {"backward", method<backward>, METH_NOARGS,
      "backward($self, /)\n--\n\nSet the gradient of every node of this graph: 0, this node's 1, "
      "then the chain rule in reverse topological order."},
