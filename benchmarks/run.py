@@ -16,7 +16,7 @@ needs a C compiler (``cc``, or ``$CC``).
 
 from __future__ import annotations
 
-import single_thread  # first: the peers read their thread counts when imported
+import single_thread  # noqa: F401  (first: the peers read their thread counts when imported)
 
 # isort: split
 import argparse
