@@ -238,7 +238,10 @@ def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/micrograd_demo.py",
+        description=__doc__.splitlines()[0] + " It prints a table and writes nothing.",
+    )
     parser.add_argument("--repeat", type=int, default=5, help="steps timed per implementation")
     args = parser.parse_args(argv)
     if args.repeat < 1:

@@ -4,7 +4,8 @@ and agrad beside a C floor, NumPy and jax.jit.
 Usage: ``python benchmarks/run.py [--quick] [--output DIR | --update]``.  It
 prints the tables and writes ``RESULTS.md`` and ``results.png`` into DIR
 (default: ``build/benchmarks/`` of the checkout, which git ignores); only
-``--update`` rewrites the tracked ones in this ``benchmarks/`` folder.
+``--update`` rewrites the tracked ones in this ``benchmarks/`` folder
+(``output.py``).
 ``--quick`` runs everything small enough for CI.  torch's column and jax's
 rows need the ``bench`` extra (``pip install 'agrad[bench]'``); the C floor
 needs a C compiler (``cc``, or ``$CC``).
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import micrograd_demo
+import output
 import peers
 from measure import (
     FULL,
@@ -45,8 +47,7 @@ from workloads import WORKLOADS, available_engines
 
 HERE = Path(__file__).resolve().parent
 PROG = "python benchmarks/run.py"
-DEFAULT_OUTPUT = HERE.parent / "build" / "benchmarks"
-TRACKED = ("RESULTS.md", "results.png")  # what --update rewrites in HERE
+TRACKED = ("RESULTS.md", "results.png")
 
 # Exit statuses (2 is argparse's, for a bad command line)
 DIFFER = 1  # two engines or a peer computed different numbers: a bug
@@ -123,29 +124,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a few seconds' run for CI: proves it works and checks the results; its times "
         "are rough, so no goal is judged",
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--output",
-        type=Path,
-        metavar="DIR",
-        help=f"directory for RESULTS.md and results.png, made if missing (default: {DEFAULT_OUTPUT})",
-    )
-    where.add_argument(
-        "--update",
-        action="store_true",
-        help=f"rewrite the tracked {' and '.join(TRACKED)} in {HERE} (not with --quick)",
-    )
+    output.add_options(parser, TRACKED)
     args = parser.parse_args(argv)
     if args.update and args.quick:
         parser.error("--update publishes the results: not with --quick, whose times are rough")
-    args.output = HERE if args.update else args.output or DEFAULT_OUTPUT
     return args
 
 
-def profile_text(output: Path) -> str | None:
-    """PROFILE.md to quote (written by profile_native.py): the output
+def profile_text(results_folder: Path) -> str | None:
+    """PROFILE.md to quote (written by profile_native.py): the results
     folder's, else the tracked one."""
-    for folder in (output, HERE):
+    for folder in (results_folder, HERE):
         profile = folder / PROFILE_FILE
         if profile.exists():
             return profile.read_text(encoding="utf-8")
@@ -166,9 +155,7 @@ def exit_status(report: Report, log: Callable[[str], None]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.output.exists() and not args.output.is_dir():
-        raise NotADirectoryError(f"--output {args.output}: not a directory")
-    args.output.mkdir(parents=True, exist_ok=True)
+    folder = output.folder(args)
     settings, name = (QUICK, "--quick") if args.quick else (FULL, "full")
 
     def log(line: str) -> None:
@@ -178,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"agrad benchmarks ({name})")
     report = run_suite(settings, name, log, judged=not args.quick)
     print(render_text(report))
-    chart = args.output / "results.png"
+    chart = folder / "results.png"
     draw_chart(report, chart)
-    quoted = profile_text(args.output)
-    results = args.output / "RESULTS.md"
+    quoted = profile_text(folder)
+    results = folder / "RESULTS.md"
     results.write_text(render_markdown(report, chart.name, quoted), encoding="utf-8")
     log(f"wrote {results} and {chart} in {time.perf_counter() - started:.1f} s")
     return exit_status(report, log)
