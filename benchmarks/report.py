@@ -460,6 +460,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def load_average() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # not on every system
+        return "unknown"
+
+
 def environment() -> list[tuple[str, str]]:
     import numpy
 
@@ -473,6 +480,8 @@ def environment() -> list[tuple[str, str]]:
             f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs",
         ),
         ("CPU", cpu_model()),
+        # the machine is shared: how busy it was when the tables were written
+        ("load average (1, 5, 15 min)", load_average()),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("agrad", agrad.__version__),
         ("torch", torch.__version__ if torch is not None else "not installed"),
