@@ -5,6 +5,7 @@
 #
 #   bash tools/sanitize.sh                 # the default test files
 #   bash tools/sanitize.sh tests/test_lifetime.py -k chain   # anything pytest takes
+#   AGRAD_SANITIZE_FAST=1 bash tools/sanitize.sh          # short stacks (see below)
 #
 # CPython is not built with ASan, so the runtime is preloaded; Python's own
 # allocations go through malloc (PYTHONMALLOC=malloc) so ASan sees every
@@ -61,10 +62,16 @@ rm -rf "$logs" && mkdir -p "$logs"
 #   a Python object leaked by agrad's binding (a missing Py_DECREF) would show
 #   only CPython's allocator, never agrad.  The slow unwinder reads the
 #   unwind tables and sees the caller; 10 frames reach the binding from any
-#   allocation it makes through the C API, at about twice the run time
-#   (every fast frame and no more cost 8x).
+#   allocation it makes through the C API, at two to several times the run
+#   time (the whole stack, slowly, cost 8x).  AGRAD_SANITIZE_FAST=1 keeps the
+#   fast unwinder, for a quick look that cannot see such leaks.
+unwind="fast_unwind_on_malloc=0:malloc_context_size=10"
+if [ "${AGRAD_SANITIZE_FAST:-0}" = 1 ]; then
+    unwind="fast_unwind_on_malloc=1"
+    echo "AGRAD_SANITIZE_FAST=1: a Python object leaked by the binding would count as CPython's"
+fi
 LD_PRELOAD="$libasan $libstdcxx" PYTHONMALLOC=malloc \
-    ASAN_OPTIONS="detect_leaks=1:exitcode=0:abort_on_error=1:halt_on_error=1:detect_stack_use_after_return=1:fast_unwind_on_malloc=0:malloc_context_size=10:log_path=$logs/asan" \
+    ASAN_OPTIONS="detect_leaks=1:exitcode=0:abort_on_error=1:halt_on_error=1:detect_stack_use_after_return=1:$unwind:log_path=$logs/asan" \
     LSAN_OPTIONS="report_objects=0" \
     UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$logs/ubsan" \
     "$work/venv/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" \
