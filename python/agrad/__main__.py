@@ -72,6 +72,14 @@ def seed_range(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def learning_rates(text: str) -> list[float]:
+    """An argparse type: a learning rate or a log-spaced range of them (0.001:0.1:5)."""
+    try:
+        return sweep.parse_learning_rates(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def existing_file(text: str) -> str:
     """An argparse type: a file to read, which must be there."""
     if os.path.isdir(text):
@@ -356,9 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one study over a grid of seeds, learning rates, batch sizes, epochs",
         description="Run STUDY for every combination of the given seeds, learning rates, batch "
         "sizes and epoch counts (the defaults are the study's own), on all local cores, a Dask "
-        "scheduler or a Ray cluster. Each finished run is a row of DIR/runs.csv; running the "
-        "same command again does only the runs it lacks. At the end: the spread over seeds of "
-        "each configuration (median, quartiles, worst of the gap to least squares, in %).",
+        "scheduler or a Ray cluster. Each finished run is a row of the sweep's record, "
+        "DIR/runs.sqlite, written out as DIR/runs.csv when the sweep ends or is interrupted; "
+        "running the same command again does only the runs it lacks. One sweep at a time "
+        "writes to a DIR. At the end: the spread over seeds of each configuration (median, "
+        "quartiles, worst of the gap to least squares, in %).",
     )
     p.add_argument("study", choices=list(sweep.STUDIES), help="the study to run")
     p.add_argument(
@@ -369,7 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SEEDS",
         help="seeds and inclusive ranges, e.g. 0-31 40 41 (default: 0-9)",
     )
-    p.add_argument("--learning-rate", nargs="+", type=positive_float, metavar="LR")
+    p.add_argument(
+        "--learning-rate",
+        nargs="+",
+        type=learning_rates,
+        metavar="LR",
+        help="learning rates, and log-spaced ranges LOW:HIGH:N (N rates from LOW to HIGH), "
+        "e.g. 0.001:0.1:5 0.5",
+    )
     p.add_argument("--batch-size", nargs="+", type=positive_int, metavar="N")
     p.add_argument("--epochs", nargs="+", type=epochs_count, metavar="N")
     p.add_argument("--samples", type=samples_count, help="number of points (not for bodyfat)")
@@ -381,15 +398,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=plot_directory,
         required=True,
-        help="where runs.csv (and the figures) go; made if missing",
+        help="where runs.sqlite, runs.csv (and the figures) go; made if missing",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--jobs", type=positive_int, help="local worker processes (default: one per core)"
     )
-    where.add_argument("--dask", metavar="ADDRESS", help="a running Dask scheduler (agrad[dask])")
     where.add_argument(
-        "--ray", metavar="ADDRESS", help="a running Ray cluster, or local (agrad[ray])"
+        "--dask",
+        metavar="ADDRESS",
+        help="a running Dask scheduler, tcp://HOST:PORT (port 8786 if none; agrad[dask])",
+    )
+    where.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="a running Ray cluster, HOST:PORT of its head node (port 6379 if none), "
+        "or local (agrad[ray])",
+    )
+    p.add_argument(
+        "--runs-per-task",
+        type=positive_int,
+        metavar="N",
+        help="runs each task does (default: about four tasks a worker, at most "
+        f"{sweep.MAX_RUNS_PER_TASK} runs each)",
     )
     p.add_argument("--plot", action="store_true", help="also draw the figures into DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -618,11 +649,14 @@ def _seed_spread(args, data: studies.RegressionData, gap: float) -> str:
 
 def run_sweep(args) -> None:
     seeds = list(dict.fromkeys(seed for group in args.seeds for seed in group))
+    rates = (
+        None if args.learning_rate is None else [r for group in args.learning_rate for r in group]
+    )
     try:
         plan = sweep.Sweep(
             args.study,
             seeds=seeds,
-            learning_rates=args.learning_rate,
+            learning_rates=rates,
             batch_sizes=args.batch_size,
             epochs=args.epochs,
             engine=args.engine,
@@ -633,12 +667,20 @@ def run_sweep(args) -> None:
             jobs=args.jobs,
             dask=args.dask,
             ray=args.ray,
+            runs_per_task=args.runs_per_task,
         )
-        todo = plan.todo
-        if todo:
-            plan.connect()  # an address nobody answers at is an error before any run
-    except (ValueError, TypeError, ConnectionError, ImportError) as error:
+    except (ValueError, TypeError, ImportError) as error:
         args.parser.error(str(error))
+    try:
+        if plan.todo:
+            plan.connect()  # an address that is not a scheduler is an error before any run
+        plan.open()  # RuntimeError while another sweep writes to the directory
+    except BaseException as error:
+        plan.close()
+        if isinstance(error, (ValueError, TypeError, ConnectionError, ImportError)):
+            args.parser.error(str(error))
+        raise
+    todo = plan.todo
     path = os.path.join(args.output, "runs.csv")
     on = (
         f"the Dask scheduler at {args.dask}"
@@ -656,8 +698,8 @@ def run_sweep(args) -> None:
         runs = plan.run(progress=False if args.no_progress else None)
     except KeyboardInterrupt:
         print(
-            f"{len(plan.store.rows)} finished runs are in {path}; the same command goes on "
-            f"from there.",
+            f"{len(plan.store.rows)} finished runs are in {args.output} (runs.sqlite, and "
+            f"{path}); the same command goes on from there.",
             file=sys.stderr,
         )
         raise
