@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import output
 
 import agrad
 from agrad import nn
@@ -130,14 +131,12 @@ def hessian_cases(params, loss, xs, ys):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        prog="python benchmarks/higher.py",
         description="Time a Hessian-vector product against a gradient, and the body-fat "
-        "Hessian, eager and compiled, minimum of interleaved repetitions."
+        "Hessian, eager and compiled, minimum of interleaved repetitions.",
     )
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
-    parser.add_argument("--output", type=Path, help="also write HIGHER.md into this folder")
-    parser.add_argument(
-        "--update", action="store_true", help="also rewrite the tracked benchmarks/HIGHER.md"
-    )
+    output.add_options(parser, ["HIGHER.md"])
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -183,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     compiled_hessian = min(t["compiled, data as arguments"], t["compiled, data captured"])
     text = "\n".join(lines) + "\n"
     print(text)
-    for folder in ([args.output] if args.output else []) + ([HERE] if args.update else []):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "HIGHER.md").write_text(text)
+    (output.folder(args) / "HIGHER.md").write_text(text)
     missed = []
     if max(ratios) > 4:
         missed.append(f"HVP / gradient {max(ratios):.1f}x > 4x")
@@ -193,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         missed.append(f"compiled Hessian {compiled_hessian * 1e3:.2f} ms > 1 ms")
     if missed:
         print("goal missed: " + "; ".join(missed), file=sys.stderr)
-        return 1
+        return 3
     return 0
 
 

@@ -107,6 +107,7 @@ def record_cost(rows: int, per_task: int) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
+        prog="python benchmarks/sweep.py",
         description=__doc__.split("\n\n")[0].replace("\n", " "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],

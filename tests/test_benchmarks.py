@@ -334,6 +334,9 @@ def test_update_is_its_own_choice(args):
         "profile_native.py",
         "micrograd_demo.py",
         "compile_costs.py",
+        "compile_guards.py",
+        "higher.py",
+        "sweep.py",
     ],
 )
 def test_every_script_has_help(script):
