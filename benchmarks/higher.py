@@ -24,7 +24,6 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import output
@@ -33,8 +32,6 @@ import agrad
 from agrad import nn
 from agrad.datasets import load_body_fat, moons_data, to_xy
 from agrad.linreg import LinReg, standardize
-
-HERE = Path(__file__).resolve().parent
 
 
 def interleaved_minimum(cases: dict[str, Callable[[], object]], rounds: int, inner: int) -> dict:
