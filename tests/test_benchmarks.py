@@ -336,6 +336,7 @@ def test_update_is_its_own_choice(args):
         "compile_costs.py",
         "compile_guards.py",
         "higher.py",
+        "pow_vs_multiply.py",
         "sweep.py",
     ],
 )
