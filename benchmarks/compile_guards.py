@@ -26,30 +26,17 @@ import os
 import platform
 import random
 import sys
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
 import output
+from measure import per_call_minima
 
 import agrad
 from agrad import _core, nn, optim
 from agrad.datasets import batch_data
 from agrad.linreg import LinReg
-
-
-def interleaved_minimum(cases: dict[str, Callable[[], object]], rounds: int, inner: int) -> dict:
-    """The minimum over rounds of each case's mean time per call; the cases take
-    turns within every round, so a slow moment of a shared machine hits all."""
-    best = dict.fromkeys(cases, float("inf"))
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / inner)
-    return best
 
 
 class BeforeGuards:
@@ -151,7 +138,7 @@ def branching_costs(rounds: int) -> dict[str, float]:
         record_each(flip[count[0] % 2])
 
     values = [agrad.Value(x) for x in a]
-    return interleaved_minimum(
+    return per_call_minima(
         {
             "eager call": lambda: fn(values),
             "replay, guards hold": lambda: steady(a),
@@ -192,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     worst = 0.0
     for name, guarded, bare in workloads():
-        t = interleaved_minimum({"guarded": guarded, "bare": bare}, args.rounds, 10)
+        t = per_call_minima({"guarded": guarded, "bare": bare}, args.rounds, 10)
         overhead = t["guarded"] / t["bare"] - 1
         worst = max(worst, overhead)
         lines.append(

@@ -27,24 +27,12 @@ from collections.abc import Callable
 
 import numpy as np
 import output
+from measure import per_call_minima
 
 import agrad
 from agrad import nn
 from agrad.datasets import load_body_fat, moons_data, to_xy
 from agrad.linreg import LinReg, standardize
-
-
-def interleaved_minimum(cases: dict[str, Callable[[], object]], rounds: int, inner: int) -> dict:
-    """The minimum over rounds of each case's mean time per call; the cases take
-    turns within every round, so a slow moment of a shared machine hits all."""
-    best = dict.fromkeys(cases, float("inf"))
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / inner)
-    return best
 
 
 def body_fat():
@@ -155,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for make in (body_fat, tanh_mlp):
         name, params, loss, xs, ys = make()
         cases = hvp_cases(params, loss, xs, ys)
-        t = interleaved_minimum(cases, args.rounds, 1)
+        t = per_call_minima(cases, args.rounds, 1)
         for mode in ("eager", "compiled"):
             ratio = t[f"{mode} HVP"] / t[f"{mode} gradient"]
             ratios.append(ratio)
@@ -165,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     name, params, loss, xs, ys = body_fat()
     cases, operations = hessian_cases(params, loss, xs, ys)
-    t = interleaved_minimum(cases, args.rounds, 1)
+    t = per_call_minima(cases, args.rounds, 1)
     lines += [
         "",
         f"The body-fat Hessian (15 x 15; the compiled program replays {operations} "

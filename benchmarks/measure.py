@@ -191,6 +191,24 @@ def interleaved_minima(samplers: dict[K, Callable[[], float]], repeats: int) -> 
     return {key: min(s) for key, s in samples.items()}
 
 
+def per_call_minima(
+    cases: dict[K, Callable[[], object]], rounds: int, calls: int
+) -> dict[K, float]:
+    """The least, over `rounds` interleaved samples, of each case's mean time
+    per call over `calls` calls (interleaved_minima of such samples)."""
+
+    def sampler(fn: Callable[[], object]) -> Callable[[], float]:
+        def sample() -> float:
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            return (time.perf_counter() - start) / calls
+
+        return sample
+
+    return interleaved_minima({key: sampler(fn) for key, fn in cases.items()}, rounds)
+
+
 def chain_graph(engine: Engine):
     """The workload-2 loss graph, the chapter's chain of ``+``: what backward
     is timed on."""
