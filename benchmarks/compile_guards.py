@@ -27,7 +27,6 @@ import platform
 import random
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
 
 import numpy as np
 import output

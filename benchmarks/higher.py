@@ -22,8 +22,6 @@ import os
 import platform
 import random
 import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
 import output
