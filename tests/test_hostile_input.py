@@ -21,7 +21,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import ENGINES, exact, message
+from engines import ENGINES, exact, message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
