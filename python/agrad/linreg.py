@@ -514,13 +514,13 @@ def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str
     >>> from agrad.linreg import format_comparison, least_squares
     >>> X, ys = [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0]], [2.0, 3.0, 8.0, 8.0]
     >>> print(format_comparison(["a", "b"], {"least squares": least_squares(X, ys)}))
-                   least squares
-    a                      2.000
-    b                      1.500
-    bias                   0.750
-    MSE                    0.062
-    sigma                  0.250
-    log-likelihood        -0.131
+                     least squares
+    a                        2.000
+    b                        1.500
+    bias                     0.750
+    MSE                      0.062
+    sigma                    0.250
+    log-likelihood          -0.131
     """
     if not fits:
         raise ValueError("format_comparison needs at least one fit")
@@ -531,11 +531,14 @@ def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str
         raise ValueError("every fit needs one weight per feature name")
     name_width = max(len(n) for n in [*names, "log-likelihood"])
     col = max(12, *(len(t) for t in titles))
-    lines = [" " * name_width + "".join(f" {t:>{col}}" for t in titles)]
+    # columns three spaces apart: a title with spaces of its own ("raw GD, lr 1e-05")
+    # must not read as part of its neighbour's
+    gap = "   "
+    lines = [" " * name_width + "".join(f"{gap}{t:>{col}}" for t in titles)]
     for i in sorted(range(len(names)), key=lambda i: abs(first.weights[i]), reverse=True):
         lines.append(
             f"{names[i]:<{name_width}}"
-            + "".join(f" {f.weights[i]:>{col}.3f}" for f in fits.values())
+            + "".join(f"{gap}{f.weights[i]:>{col}.3f}" for f in fits.values())
         )
     for label, attr in [
         ("bias", "bias"),
@@ -545,6 +548,6 @@ def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str
     ]:
         lines.append(
             f"{label:<{name_width}}"
-            + "".join(f" {getattr(f, attr):>{col}.3f}" for f in fits.values())
+            + "".join(f"{gap}{getattr(f, attr):>{col}.3f}" for f in fits.values())
         )
     return "\n".join(lines)
