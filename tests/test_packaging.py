@@ -12,13 +12,16 @@ import os
 import tarfile
 import zipfile
 from importlib import metadata, resources
-from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import pytest
 
 import agrad
 import agrad._core
+
+if TYPE_CHECKING:  # importlib.resources.abc is new in 3.11; the package supports 3.10
+    from importlib.resources.abc import Traversable
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_PACKAGE = SOURCE_ROOT / "python" / "agrad"
