@@ -63,6 +63,15 @@ def test_version_is_the_distributions() -> None:
     assert agrad.__version__ == metadata.version("agrad")
 
 
+def test_the_distribution_links_its_docs_source_tracker_and_changelog() -> None:
+    urls = dict(
+        entry.split(", ", 1) for entry in metadata.metadata("agrad").get_all("Project-URL") or []
+    )
+    assert set(urls) == {"Documentation", "Source", "Issues", "Changelog"}
+    assert all(url.startswith("https://") for url in urls.values())
+    assert urls["Issues"].startswith(urls["Source"]) and urls["Changelog"].endswith("CHANGELOG.md")
+
+
 def test_installed_package_holds_typing_files_and_data() -> None:
     files = installed_package_files(resources.files("agrad"))
     assert {"py.typed", "_core.pyi", "__init__.py", "pure.py"} <= files
@@ -153,7 +162,14 @@ def test_sdist_holds_the_sources_and_no_build_output() -> None:
         names = {
             member.name.removeprefix(top) for member in archive.getmembers() if member.isfile()
         }
-    for needed in ("pyproject.toml", "CMakeLists.txt", "LICENSE", "README.md", "PKG-INFO"):
+    for needed in (
+        "pyproject.toml",
+        "CMakeLists.txt",
+        "LICENSE",
+        "README.md",
+        "CHANGELOG.md",
+        "PKG-INFO",
+    ):
         assert needed in names
     assert any(name.startswith("cpp/") for name in names)
     assert any(name.startswith("src/agrad_core/") for name in names)
