@@ -20,17 +20,20 @@ import os
 import shutil
 import sys
 
-from sphinx.errors import ConfigError
-
 import agrad
 
 # The pages draw computational graphs, which Graphviz's dot program renders;
 # without it a page would fail far from the cause (an empty SVG, an XML error).
+# Sphinx reports any exception here, its own ConfigError included, as a page
+# of versions and traceback: say it in one line and stop.
 if shutil.which("dot") is None:
-    raise ConfigError(
+    print(
         "the documentation build needs Graphviz's dot program, which is not on PATH: "
-        "apt-get install graphviz, brew install graphviz or conda install graphviz"
+        "apt-get install graphviz, brew install graphviz or conda install graphviz",
+        file=sys.stderr,
     )
+    sys.stderr.flush()
+    os._exit(2)
 
 # The local extension that reads the compiled module's types from its stubs.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_ext"))
