@@ -12,6 +12,15 @@ from agrad import studies
 from agrad.linreg import least_squares
 
 
+# The four studies that train, each small enough for a test.
+TRAINING_STUDIES = [
+    (studies.univariate, {"epochs": 50}),
+    (studies.batch, {"epochs": 30, "samples": 100}),
+    (studies.multivariate, {"epochs": 30, "samples": 100}),
+    (studies.bodyfat, {"epochs": 30}),
+]
+
+
 def test_univariate_is_the_books_session(capsys):
     lines = []
     result = studies.univariate(log=lines.append)
@@ -25,15 +34,7 @@ def test_univariate_is_the_books_session(capsys):
     assert capsys.readouterr().out == ""  # a study prints nothing
 
 
-@pytest.mark.parametrize(
-    "study, kwargs",
-    [
-        (studies.univariate, {"epochs": 50}),
-        (studies.batch, {"epochs": 30, "samples": 100}),
-        (studies.multivariate, {"epochs": 30, "samples": 100}),
-        (studies.bodyfat, {"epochs": 30}),
-    ],
-)
+@pytest.mark.parametrize("study, kwargs", TRAINING_STUDIES)
 def test_same_seed_same_result_and_the_callers_random_state_is_kept(study, kwargs, capsys):
     random.seed(1234)
     before = random.getstate()
@@ -136,19 +137,11 @@ def test_the_gap_to_an_exact_least_squares_fit_is_none():
     assert studies.gap_to_least_squares(0.0, 0.0, [0.0, 0.0]) is None
 
 
-@pytest.mark.parametrize(
-    "study, kwargs",
-    [
-        (studies.univariate, {"epochs": 20}),
-        (studies.batch, {"epochs": 20, "samples": 100}),
-        (studies.multivariate, {"epochs": 20, "samples": 100}),
-        (studies.bodyfat, {"epochs": 20}),
-    ],
-)
+@pytest.mark.parametrize("study, kwargs", TRAINING_STUDIES)
 def test_every_training_study_returns_one_shape_that_prints_briefly(study, kwargs):
     result = study(**kwargs)
     assert isinstance(result, studies.StudyResult)
-    assert len(result.run.history) == 20
+    assert len(result.run.history) == kwargs["epochs"]
     gap = studies.gap_to_least_squares(
         result.run.fit.mse,
         result.least_squares.mse,
