@@ -11,7 +11,6 @@ import agrad.pure
 from agrad import studies
 from agrad.linreg import least_squares
 
-
 # The four studies that train, each small enough for a test.
 TRAINING_STUDIES = [
     (studies.univariate, {"epochs": 50}),
