@@ -262,4 +262,50 @@ inline Status divide(double numerator, double denominator, double* out) {
     return Status::Ok;
 }
 
+// -- comparisons, as Python orders numbers: exactly, even an int against a
+// float (Python never rounds the int to a double first: 2**53 + 1 > 2.0**53),
+// and NaN unordered, so every comparison with it is false.  The eager `<` of
+// two Values and the check of a compiled function's guards both use it.
+enum class Order : uint8_t { Less, Equal, Greater, Unordered };
+enum class Comparison : uint8_t { Less, LessEqual, Greater, GreaterEqual };
+
+inline Order order_int_float(int64_t i, double d) {
+    if (std::isnan(d)) return Order::Unordered;
+    if (d >= 9223372036854775808.0) return Order::Less;  // 2**63: above every int64
+    if (d < -9223372036854775808.0) return Order::Greater;
+    const double whole = std::trunc(d);
+    const auto w = static_cast<int64_t>(whole);  // exact: -2**63 <= whole < 2**63
+    if (i != w) return i < w ? Order::Less : Order::Greater;
+    const double fraction = d - whole;  // exact
+    return fraction > 0.0 ? Order::Less : fraction < 0.0 ? Order::Greater : Order::Equal;
+}
+
+inline Order reversed(Order o) {
+    return o == Order::Less ? Order::Greater : o == Order::Greater ? Order::Less : o;
+}
+
+inline Order order(Number a, Number b) {
+    if (a.is_int && b.is_int)
+        return a.i < b.i ? Order::Less : a.i > b.i ? Order::Greater : Order::Equal;
+    if (a.is_int) return order_int_float(a.i, b.f);
+    if (b.is_int) return reversed(order_int_float(b.i, a.f));
+    if (a.f < b.f) return Order::Less;
+    if (a.f > b.f) return Order::Greater;
+    return a.f == b.f ? Order::Equal : Order::Unordered;
+}
+
+inline bool holds(Comparison c, Order o) {
+    switch (c) {
+        case Comparison::Less:
+            return o == Order::Less;
+        case Comparison::LessEqual:
+            return o == Order::Less || o == Order::Equal;
+        case Comparison::Greater:
+            return o == Order::Greater;
+        case Comparison::GreaterEqual:
+            return o == Order::Greater || o == Order::Equal;
+    }
+    return false;
+}
+
 }  // namespace agrad

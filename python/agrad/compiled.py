@@ -16,16 +16,41 @@ errors are the same bit for bit.  Nodes made before the recording (the model's
 parameters) are not recomputed but read: their current ``data`` is used by
 every call, so ``p.data -= lr * p.grad`` between calls works.
 
-What a replay cannot see: anything the function decides from the numbers.
-Reading a Value's ``data`` while recording is an error for that reason, and
-randomness inside the function (``random.sample``) runs only at recording:
-sample batches outside the compiled function.
+What makes a replay sound: every decision the recording made is either part
+of the key, a guard, or refused.
+
+* The key: the arguments' structure, and the value of every argument that is
+  not a number (``bool``, ``None``, a ``str``, an enum: JAX's static
+  arguments), and the plain numbers the function reads from its closure and
+  its module's globals (an annealed coefficient): each distinct value is its
+  own recording.
+* Guards: a comparison of Values (``v > 0``) gives a plain bool eagerly; while
+  recording, the engine keeps its outcome.  A replay checks every guard on
+  the new numbers, and when one comes out otherwise, the function is recorded
+  again for that pattern of outcomes; each pattern's program is kept (up to
+  ``max_programs``, least recently used dropped first).
+* Refused (``agrad.RecordingError``, naming the user's line): reading or
+  writing a Value's numbers by any other path while recording (``.data``,
+  ``.grad``, ``repr``, copy and pickle, ``backward()``, an optimizer's step).
+* An operation that raised while recording (``try: x.log() except ValueError``)
+  means that call ran eagerly: its graph went through an ``except`` branch, so
+  it is not kept, and the next call records again.
+
+What the engine cannot see: numbers read through other objects (attributes,
+containers, other modules' globals) and randomness are fixed at recording.
 """
 
 from __future__ import annotations
 
+import builtins
+import dis
+import enum
 import functools
 import numbers
+import os
+import sysconfig
+import types
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -33,9 +58,21 @@ from typing import Any
 import numpy as np
 
 from agrad import _core
-from agrad._core import Value
+from agrad._core import RecordingError, Value
+
+__all__ = ["CompiledFunction", "RecordingError", "compile"]
 
 _PLAIN_NUMBERS = frozenset((float, int))
+# A refusal names the user's line: the first frame outside agrad and the standard library.
+_core._set_library_dirs(
+    [os.path.dirname(os.path.abspath(__file__)) + os.sep, sysconfig.get_paths()["stdlib"] + os.sep]
+)
+
+
+def _is_number_argument(obj: Any) -> bool:
+    """Whether an argument is a number input (a leaf), as _core._flatten decides:
+    real numbers but for bools and enums, which select the program instead."""
+    return isinstance(obj, numbers.Real) and not isinstance(obj, (bool, enum.Enum, Value))
 
 
 def _substitute(obj: Any, leaves: list[Value], index: list[int]) -> Any:
@@ -56,7 +93,7 @@ def _substitute(obj: Any, leaves: list[Value], index: list[int]) -> Any:
             flat[i] = leaves[index[0]]
             index[0] += 1
         return flat.reshape(obj.shape)
-    if not isinstance(obj, Value) and (t is float or t is int or isinstance(obj, numbers.Real)):
+    if t is float or t is int or _is_number_argument(obj):
         leaf = leaves[index[0]]
         index[0] += 1
         return leaf
@@ -72,6 +109,67 @@ def _outputs(result: Any) -> list[Value]:
                 f"of them, not {type(v).__name__!r}"
             )
     return values
+
+
+_NUMBER_TYPES = frozenset((float, int, bool, complex))
+_GLOBAL_LOADS = frozenset(("LOAD_GLOBAL", "LOAD_NAME"))
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) in _NUMBER_TYPES or isinstance(v, numbers.Number)
+
+
+class _FreeNumbers:
+    """The plain numbers a function reads from its closure and its module's
+    globals, as a key: a recording made with ``coef = 0.5`` is not replayed
+    once ``coef`` is 0.25.
+
+    The names are the globals the function's code (and the code nested in it:
+    lambdas, comprehensions) loads, found once in its bytecode; builtins not
+    shadowed by a global are left out.  A global name is watched if it
+    holds a number, ``None`` or nothing yet when the function is compiled: one
+    that holds a module, a function, a class or a model then is taken to keep
+    holding one (rebinding ``math`` to a float is not a use we serve), which
+    keeps the common call to a few lookups.  Their values are read at every
+    call; what is not a number is left out of the key.
+    """
+
+    __slots__ = ("cells", "names", "namespace", "watched")
+
+    def __init__(self, fn: Callable[..., Any]):
+        fn = getattr(fn, "__func__", fn)  # a bound method: its function
+        code = getattr(fn, "__code__", None)
+        self.cells: tuple = tuple(getattr(fn, "__closure__", None) or ())
+        self.namespace: dict = getattr(fn, "__globals__", {})
+        names: set[str] = set()
+        stack = [code] if code is not None else []
+        while stack:
+            c = stack.pop()
+            names.update(i.argval for i in dis.get_instructions(c) if i.opname in _GLOBAL_LOADS)
+            stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+        names = {n for n in names if n in self.namespace or not hasattr(builtins, n)}
+        get = self.namespace.get
+        self.names: tuple[str, ...] = tuple(
+            sorted(n for n in names if get(n) is None or _is_number(get(n)))
+        )
+        self.watched = bool(self.cells or self.names)
+
+    def key(self) -> tuple:
+        found: list[Any] = []
+        for cell in self.cells:
+            try:
+                v = cell.cell_contents
+            except ValueError:  # an empty cell: a name not yet bound
+                continue
+            if _is_number(v):
+                found.append(v)
+        get = self.namespace.get
+        for name in self.names:
+            v = get(name)
+            if v is not None and _is_number(v):
+                found.append((name, v))
+        # the type as well as the value: 1 == 1.0 == True, yet each is its own graph
+        return tuple((type(v), v) for v in found)
 
 
 class _Recorded:
@@ -106,29 +204,78 @@ class CompiledFunction:
             raise ValueError(f"max_programs must be a positive int, not {max_programs!r}")
         self.fn = fn
         self.max_programs = max_programs
-        self._programs: OrderedDict[Any, _Recorded] = OrderedDict()
+        # key -> the programs recorded for it, one per pattern of guard outcomes,
+        # the most recently used last
+        self._programs: OrderedDict[Any, list[_Recorded]] = OrderedDict()
+        self._free_numbers = _FreeNumbers(fn)
+        self._instance: weakref.ref | None = None  # set on a method bound to an instance
+        self._bound: weakref.WeakKeyDictionary | None = None
         functools.update_wrapper(self, fn)
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        """``@agrad.compile`` on a method: each instance gets its own compiled
+        function (and so its own programs), made at its first use and freed with it."""
+        if instance is None:
+            return self
+        if self._bound is None:
+            self._bound = weakref.WeakKeyDictionary()
+        try:
+            bound = self._bound.get(instance)
+        except TypeError:
+            raise TypeError(
+                f"@agrad.compile on a method needs instances that can be weakly referenced "
+                f"and hashed; {type(instance).__name__!r} objects cannot (add '__weakref__' "
+                f"to its __slots__)"
+            ) from None
+        if bound is None:
+            bound = CompiledFunction(self.fn, max_programs=self.max_programs)
+            bound._instance = weakref.ref(instance)
+            self._bound[instance] = bound
+        return bound
 
     @property
     def recordings(self) -> int:
-        """How many argument structures have a program kept now."""
-        return len(self._programs)
+        """How many programs are kept now (argument structures times guard patterns)."""
+        return sum(map(len, self._programs.values()))
+
+    def _key(self, args: tuple, kwargs: dict) -> tuple[Any, _core._Numbers]:
+        key, numbers_in = _core._flatten(args, kwargs, np.ndarray)
+        if self._free_numbers.watched:
+            free = self._free_numbers.key()
+            if free:
+                key = (key, free)
+        return key, numbers_in
 
     def program(self, *args: Any, **kwargs: Any) -> _core._Program | None:
-        """The program kept for these arguments' structure, if any."""
-        recorded = self._programs.get(_core._flatten(args, kwargs, np.ndarray)[0])
-        return recorded.program if recorded else None
+        """The program most recently used for these arguments' key, if any."""
+        recorded = self._programs.get(self._key(args, kwargs)[0])
+        return recorded[-1].program if recorded else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # the key and the numbers, converted, in one pass in C (_core._flatten)
-        key, numbers_in = _core._flatten(args, kwargs, np.ndarray)
+        key, numbers_in = self._key(args, kwargs)
         recorded = self._programs.get(key)
         if recorded is None:
             return self._record(key, args, kwargs, numbers_in)
-        self._programs.move_to_end(key)
-        recorded.program.run(numbers_in)
-        result = recorded.result
-        return list(result) if type(result) is list else result
+        if len(self._programs) > 1:
+            self._programs.move_to_end(key)
+        # the most recently used pattern of guard outcomes first, then the others
+        for i in range(len(recorded) - 1, -1, -1):
+            r = recorded[i]
+            if r.program.run(numbers_in):
+                if i != len(recorded) - 1:
+                    recorded.append(recorded.pop(i))
+                result = r.result
+                return list(result) if type(result) is list else result
+        return self._record(key, args, kwargs, numbers_in)
+
+    def _call_fn(self, args: list, kwargs: dict) -> Any:
+        if self._instance is None:
+            return self.fn(*args, **kwargs)
+        instance = self._instance()
+        if instance is None:  # (the instance is what called us: it is alive)
+            raise ReferenceError("the instance of this compiled method is gone")
+        return self.fn(instance, *args, **kwargs)
 
     def _record(self, key: Any, args: tuple, kwargs: dict, numbers_in: _core._Numbers) -> Any:
         _core._begin_recording()
@@ -137,7 +284,7 @@ class CompiledFunction:
             index = [0]
             sub_args = [_substitute(a, leaves, index) for a in args]
             sub_kwargs = {k: _substitute(v, leaves, index) for k, v in kwargs.items()}
-            result = self.fn(*sub_args, **sub_kwargs)
+            result = self._call_fn(sub_args, sub_kwargs)
             outputs = _outputs(result)
         except BaseException:
             _core._abort_recording()
@@ -145,10 +292,19 @@ class CompiledFunction:
         program = _core._finish_recording(leaves, outputs)
         if type(result) is list:
             result = list(result)
-        self._programs[key] = _Recorded(program, result, outputs)
-        if len(self._programs) > self.max_programs:
-            self._programs.popitem(last=False)
+        if program is not None:  # None: an operation raised and the function went on
+            self._keep(key, _Recorded(program, result, outputs))
         return list(result) if type(result) is list else result
+
+    def _keep(self, key: Any, recorded: _Recorded) -> None:
+        programs = self._programs.setdefault(key, [])
+        programs.append(recorded)
+        self._programs.move_to_end(key)
+        while self.recordings > self.max_programs:  # the least recently used goes first
+            oldest_key, oldest = next(iter(self._programs.items()))
+            oldest.pop(0)
+            if not oldest:
+                del self._programs[oldest_key]
 
 
 def compile(fn: Callable[..., Any] | None = None, *, max_programs: int = 8) -> Any:  # noqa: A001
@@ -158,11 +314,15 @@ def compile(fn: Callable[..., Any] | None = None, *, max_programs: int = 8) -> A
     ``fn`` takes numbers (alone, in lists, tuples or NumPy arrays) and returns
     an ``agrad.Value`` or a list or tuple of them; each call returns the same
     result object(s), holding the new numbers (keep ``loss.data`` if you need
-    an old one).  Parameters it uses are read at every call.  ``fn`` may not
-    read a Value's ``data`` (the graph would depend on the numbers), and its
-    randomness runs only when it is recorded.  Up to ``max_programs``
-    structures are kept, the least recently used dropped first.
-    Usable as ``@agrad.compile`` or ``@agrad.compile(max_programs=...)``.
+    an old one).  Parameters it uses are read at every call.  Branches on
+    comparisons of Values (``if v > 0:``) are guards: a replay whose guards
+    come out otherwise records the function again.  Arguments that are not
+    numbers (``bool``, ``str``, ``None``, enums) and plain numbers in its
+    closure or globals select the program.  ``fn`` may not read or write a
+    Value's ``data`` or ``grad`` otherwise (``agrad.RecordingError``), and its
+    randomness runs only when it is recorded.  Up to ``max_programs`` programs
+    are kept, the least recently used dropped first.  Usable as
+    ``@agrad.compile``, ``@agrad.compile(max_programs=...)`` and on methods.
 
     >>> import agrad
     >>> w = agrad.Value(2.0, label='w')

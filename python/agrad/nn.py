@@ -319,6 +319,10 @@ def _sum(values: list, fused: bool | None = None) -> Any:
     return agrad.sum(values) if fused else builtins.sum(values)
 
 
+def _is_value(x: object) -> bool:
+    return isinstance(x, (agrad.Value, agrad.pure.Value))
+
+
 def _pairs(predictions: Sequence[Any], targets: Sequence[Any]) -> list[tuple[Any, Any]]:
     predictions, targets = list(predictions), list(targets)
     if len(predictions) != len(targets):
@@ -367,7 +371,10 @@ def hinge_loss(
     """
     pairs = _pairs(scores, targets)
     for _, y in pairs:
-        if y not in (-1, 1) or isinstance(y, bool):
+        # A label that is a Value (agrad.compile makes numeric arguments input
+        # Values) is used as the number it holds, unchecked: checking it would
+        # make the graph depend on the labels, which it does not otherwise.
+        if not _is_value(y) and (y not in (-1, 1) or isinstance(y, bool)):
             raise ValueError(f"hinge_loss takes labels -1 and 1, not {y!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise TypeError(f"alpha must be a number, not {type(alpha).__name__!r}")
@@ -396,9 +403,15 @@ def binary_cross_entropy(logits: Sequence[Any], targets: Sequence[Any]) -> Any:
     pairs = _pairs(logits, targets)
     terms = []
     for z, y in pairs:
-        if y not in (0, 1) or isinstance(y, bool):
-            raise ValueError(f"binary_cross_entropy takes labels 0 and 1, not {y!r}")
-        terms.append((z if y == 1 else -z).sigmoid().log())
+        if _is_value(y):  # (an input of agrad.compile): compared, so a guard there
+            one, zero = y >= 1 and y <= 1, y >= 0 and y <= 0
+        else:
+            one, zero = y == 1 and not isinstance(y, bool), y == 0 and not isinstance(y, bool)
+        if not (one or zero):
+            # (a Value's repr would read its data, which agrad.compile refuses)
+            shown = "a Value holding another number" if _is_value(y) else repr(y)
+            raise ValueError(f"binary_cross_entropy takes labels 0 and 1, not {shown}")
+        terms.append((z if one else -z).sigmoid().log())
     return -_sum(terms) / len(terms)
 
 

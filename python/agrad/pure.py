@@ -300,6 +300,28 @@ class Value:
     def __rpow__(self, other):
         return NotImplemented
 
+    # -- comparisons: the data ordered as Python orders numbers, a plain bool.
+    # == and the hash stay identity, which the set of children relies on.
+    # (Under agrad.compile the compiled engine records each outcome as a guard.)
+    def _other_data(self, other):
+        return other._data if isinstance(other, Value) else _number_or_none(other)
+
+    def __lt__(self, other):
+        n = self._other_data(other)
+        return NotImplemented if n is None else self._data < n
+
+    def __le__(self, other):
+        n = self._other_data(other)
+        return NotImplemented if n is None else self._data <= n
+
+    def __gt__(self, other):
+        n = self._other_data(other)
+        return NotImplemented if n is None else self._data > n
+
+    def __ge__(self, other):
+        n = self._other_data(other)
+        return NotImplemented if n is None else self._data >= n
+
     # -- the backward pass
     def backward(self) -> None:
         topo = topological_order(self)

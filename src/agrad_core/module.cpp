@@ -34,6 +34,7 @@
 // to load in a subinterpreter, whose objects could not use this process-wide
 // graph safely (and where pybind11 would deadlock taking the GIL).
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <structmember.h>  // PyMemberDef, T_PYSSIZET: __weaklistoffset__ for PyType_FromSpec
 
@@ -53,6 +54,7 @@
 #include "agrad/replay.hpp"
 
 namespace py = pybind11;
+using agrad::Comparison;
 using agrad::Graph;
 using agrad::NodeId;
 using agrad::Number;
@@ -71,9 +73,14 @@ struct ValueObject {
 // Never destroyed: Values may outlive the module during interpreter shutdown.
 Graph* graph = nullptr;
 PyTypeObject* value_type = nullptr;
-PyObject* integral_abc = nullptr;  // numbers.Integral
-PyObject* real_abc = nullptr;      // numbers.Real
-PyObject* restore_leaf = nullptr;  // agrad._core._restore_leaf, for __reduce__
+PyObject* integral_abc = nullptr;     // numbers.Integral
+PyObject* real_abc = nullptr;         // numbers.Real
+PyObject* restore_leaf = nullptr;     // agrad._core._restore_leaf, for __reduce__
+PyObject* enum_type = nullptr;        // enum.Enum: an enum argument selects a program, like a str
+PyObject* recording_error = nullptr;  // agrad._core.RecordingError, a RuntimeError
+// agrad's Python files and the standard library's: a refusal names the user's
+// line, not the line of draw_dot or copy.copy that read the data for them
+std::vector<std::string> library_dirs;
 
 constexpr const char* kIntRange = "integer result out of agrad's 64-bit range; use a float";
 constexpr const char* kAlreadyMade =
@@ -95,8 +102,11 @@ inline bool is_value(PyObject* o) {
 inline ValueObject* as_value(PyObject* o) { return reinterpret_cast<ValueObject*>(o); }
 inline NodeId node_of(PyObject* o) { return as_value(o)->node; }
 
+void operation_failed_while_recording();  // (below, with the recording)
+
 // -- errors: the exception Python raises for the same arithmetic on floats
 PyObject* raise(Status s) {
+    operation_failed_while_recording();
     switch (s) {
         case Status::Ok:
             break;
@@ -126,6 +136,31 @@ PyObject* raise(Status s) {
     }
     return nullptr;
 }
+
+// -- the one check of agrad.compile's soundness.
+// While a thread records a compiled function, the graph it builds must not
+// depend on the numbers: the program replays that one graph for any inputs.
+// Every way Python code can observe or change a node's numbers (data, grad,
+// repr, pickling, backward(), an optimizer's bulk transfers) asks
+// `refused_while_recording` first, the one check, so a path added later has
+// one thing to call.  A comparison is the exception: its outcome is recorded
+// as a guard (see `value_richcompare`).
+enum class Access {
+    ReadData,
+    WriteData,
+    ReadGrad,
+    WriteGrad,
+    Print,
+    Copy,
+    Truth,
+    EqualsNumber,
+    Backward,
+    OptimizerRead,
+    OptimizerWrite,
+};
+bool refuse(Access access);  // (below, with the recording): raises, returns true
+
+inline bool refused_while_recording(Access access) { return graph->recording() && refuse(access); }
 
 // -- numbers in: 1 converted, 0 not a real number (NotImplemented), -1 error set.
 // The rules of agrad.pure.as_number: int and bool and numbers.Integral become
@@ -476,6 +511,67 @@ PyObject* value_power(PyObject* a, PyObject* b, PyObject* modulo) {
     return finish(s, id);
 }
 
+// -- comparisons: <, <=, >, >= order the data as Python orders numbers, and
+// give a plain bool.  == and != stay identity (NotImplemented here makes
+// Python compare identities), and so does the hash: the set of children
+// (_prev) relies on both.  While a thread records, the outcome is kept as a
+// guard of the program, checked at every replay.
+void record_guard(Comparison c, NodeId a, Operand b, bool outcome);  // (with the recording)
+
+PyObject* value_richcompare(PyObject* a, PyObject* b, int op) {
+    Comparison c;
+    switch (op) {
+        case Py_LT:
+            c = Comparison::Less;
+            break;
+        case Py_LE:
+            c = Comparison::LessEqual;
+            break;
+        case Py_GT:
+            c = Comparison::Greater;
+            break;
+        case Py_GE:
+            c = Comparison::GreaterEqual;
+            break;
+        default:  // == and != are identity; against a number, inside a recording, a trap
+            if (graph->recording() && !is_value(b)) {
+                Number n;  // only a number is refused: `v == "a"` or `v == None` stays False
+                int r = to_number(b, &n);
+                if (r < 0 || (r == 1 && refused_while_recording(Access::EqualsNumber)))
+                    return nullptr;
+            }
+            return not_implemented();
+    }
+    if (!is_value(a)) return not_implemented();  // never: Python calls the Value's side
+    Operand other;
+    if (!is_value(b)) {
+        Number n;
+        int r = to_number(b, &n);  // (may run Python code: node ids are read after)
+        if (r <= 0) return r == 0 ? not_implemented() : nullptr;
+        other = Operand::of_number(n);
+    } else {
+        other = Operand::of_node(node_of(b));
+    }
+    const NodeId left = node_of(a);
+    const Number right = other.is_node() ? graph->value(other.node) : other.number;
+    const bool outcome = agrad::holds(c, agrad::order(graph->value(left), right));
+    if (graph->recording()) record_guard(c, left, other, outcome);
+    return PyBool_FromLong(outcome);
+}
+
+// bool(v) is true, as for any object; while recording it is refused, since
+// eager code given the plain number (a flag of 0) would decide otherwise.
+int value_bool(PyObject*) { return refused_while_recording(Access::Truth) ? -1 : 1; }
+
+// object.__hash__'s hash of the address, which a type that defines
+// comparisons must name itself (it would otherwise be unhashable).
+Py_hash_t value_hash(PyObject* self) {
+    auto bits = reinterpret_cast<size_t>(self);
+    bits = (bits >> 4) | (bits << (8 * sizeof(void*) - 4));  // the low bits are alignment
+    auto h = static_cast<Py_hash_t>(bits);
+    return h == -1 ? -2 : h;
+}
+
 PyObject* unary(PyObject* self, Op op) {
     NodeId id;
     Status s = graph->unary(op, node_of(self), &id);
@@ -489,6 +585,7 @@ PyObject* value_relu(PyObject* self, PyObject*) { return unary(self, Op::Relu); 
 PyObject* value_sigmoid(PyObject* self, PyObject*) { return unary(self, Op::Sigmoid); }
 
 PyObject* backward(PyObject* self, PyObject*) {
+    if (refused_while_recording(Access::Backward)) return nullptr;
     Status s = graph->backward(node_of(self));
     if (s != Status::Ok) return raise(s);
     Py_RETURN_NONE;
@@ -496,25 +593,9 @@ PyObject* backward(PyObject* self, PyObject*) {
 
 // -- data, grad and label.  A training loop reads and writes them for every
 // parameter on every step, so they are a C getset, not pybind11 properties.
-// While a thread records a compiled function, the graph it builds must not
-// depend on the numbers: the program replays that one graph for any inputs.
-// Reading or writing a Value's data is how Python code would make it depend
-// on them (an `if v.data > 0`, a `float(v.data)` fed back in), so both are
-// errors in the recording thread.
-constexpr const char* kReadWhileRecording =
-    "agrad.compile: the function read or wrote a Value's data while being recorded; a "
-    "compiled function replays one graph for any numbers, so the graph may not depend on "
-    "them. Move what reads .data (a branch on a value, a float() of it) out of the compiled "
-    "function, or do not compile it";
-
-bool data_guard() {
-    if (!graph->recording()) return true;
-    PyErr_SetString(PyExc_RuntimeError, kReadWhileRecording);
-    return false;
-}
 
 PyObject* get_data(PyObject* self, void*) {
-    if (!data_guard()) return nullptr;
+    if (refused_while_recording(Access::ReadData)) return nullptr;
     return number_to_python(graph->value(node_of(self)));
 }
 
@@ -529,16 +610,19 @@ bool number_to_set(PyObject* v, const char* attribute, Number* out) {
 
 int set_data(PyObject* self, PyObject* v, void*) {
     Number n;
-    if (!data_guard() || !number_to_set(v, "data", &n)) return -1;
+    if (refused_while_recording(Access::WriteData) || !number_to_set(v, "data", &n)) return -1;
     graph->set_value(node_of(self), n);
     return 0;
 }
 
-PyObject* get_grad(PyObject* self, void*) { return PyFloat_FromDouble(graph->grad(node_of(self))); }
+PyObject* get_grad(PyObject* self, void*) {
+    if (refused_while_recording(Access::ReadGrad)) return nullptr;
+    return PyFloat_FromDouble(graph->grad(node_of(self)));
+}
 
 int set_grad(PyObject* self, PyObject* v, void*) {
     Number n;
-    if (!number_to_set(v, "grad", &n)) return -1;
+    if (refused_while_recording(Access::WriteGrad) || !number_to_set(v, "grad", &n)) return -1;
     graph->set_grad(node_of(self), n.as_double());
     return 0;
 }
@@ -622,6 +706,7 @@ PyObject* get_prev(PyObject* self, void*) {
 }
 
 PyObject* value_repr(PyObject* self) {
+    if (refused_while_recording(Access::Print)) return nullptr;
     NodeId id = node_of(self);
     PyObject* label = str_of(graph->label(id));
     if (!label) return nullptr;
@@ -634,6 +719,7 @@ PyObject* value_repr(PyObject* self) {
 
 // A Value pickles as a leaf: data, grad and label, not its graph.
 PyObject* value_reduce(PyObject* self, PyObject*) {
+    if (refused_while_recording(Access::Copy)) return nullptr;
     NodeId id = node_of(self);
     PyObject* data = number_to_python(graph->value(id));
     PyObject* label = str_of(graph->label(id));
@@ -753,6 +839,8 @@ PyType_Slot value_slots[] = {
     {Py_tp_init, slot(no_throw<value_init, PyObject*, PyObject*, PyObject*>)},
     {Py_tp_dealloc, slot(no_throw_void<value_dealloc, PyObject*>)},
     {Py_tp_repr, slot(no_throw<value_repr, PyObject*>)},
+    {Py_tp_hash, slot(value_hash)},
+    {Py_tp_richcompare, slot(no_throw<value_richcompare, PyObject*, PyObject*, int>)},
     {Py_tp_getset, value_getset},
     {Py_tp_methods, value_methods},
     {Py_tp_members, value_members},
@@ -762,6 +850,7 @@ PyType_Slot value_slots[] = {
     {Py_nb_true_divide, slot(binary_slot<value_true_divide>)},
     {Py_nb_power, slot(no_throw<value_power, PyObject*, PyObject*, PyObject*>)},
     {Py_nb_negative, slot(no_throw<value_negative, PyObject*>)},
+    {Py_nb_bool, slot(no_throw<value_bool, PyObject*>)},
     {0, nullptr},
 };
 
@@ -823,6 +912,14 @@ bool read_nodes(const py::list& items, std::vector<Operand>& out) {
 
 py::object fused_sum(py::handle values, py::handle start) {
     py::list items = items_of(values);
+    if (is_value(start.ptr()))
+        // A fused node keeps a number as its start.  The builtin's chain from a
+        // Value start is `agrad.sum([start, *values])` but for the sign of a
+        // zero start (0 + -0.0 is 0.0), so say how to write each.
+        throw py::type_error(
+            "agrad.sum: start must be a number, not a Value; write agrad.sum([start, *values]) "
+            "(the same chain of additions from 0), or start + agrad.sum(values) (start added "
+            "last)");
     Number s;
     if (!require_number(start.ptr(), &s)) throw py::error_already_set();
     std::vector<Operand> terms = operands(items, "+");
@@ -870,36 +967,174 @@ py::object make_leaf(py::handle data, py::handle grad, py::handle label) {
 // same operations in the same order, hits the same error first, and leaves
 // nodes made before the recording (the parameters, anything captured) alone:
 // those are read, at their current data, by every replay.
-thread_local std::vector<NodeId>* recording_log = nullptr;
+// Guards: a comparison made while recording, with its outcome.  A replay
+// checks each one on the new numbers; if any comes out otherwise, the
+// recorded graph is not the one eager code would build, and the caller
+// records again.
+struct Guard {
+    Comparison comparison;
+    bool outcome;
+    NodeId left;
+    Operand right;
+};
+
+struct Recording {
+    std::vector<NodeId> log;        // every node made, in order (Graph::begin_recording)
+    std::vector<Guard> guards;      // in the order the comparisons ran
+    std::vector<NodeId> guarded;    // the guards' nodes, one reference each
+    bool operation_failed = false;  // an operation raised: its program is not kept
+    std::string refusal;            // the first access refused, if the function caught it
+};
+thread_local Recording* recording = nullptr;
 
 void release_all(const std::vector<NodeId>& ids) {
     for (NodeId id : ids) graph->release(id);
 }
 
+void record_guard(Comparison c, NodeId left, Operand right, bool outcome) {
+    Recording& r = *recording;
+    r.guards.push_back(Guard{c, outcome, left, right});
+    graph->retain(left);
+    r.guarded.push_back(left);
+    if (right.is_node()) {
+        graph->retain(right.node);
+        r.guarded.push_back(right.node);
+    }
+}
+
+void operation_failed_while_recording() {
+    if (graph->recording()) recording->operation_failed = true;
+}
+
+// What the function did, and what to write instead, for each access refused.
+struct Refusal {
+    const char* what;
+    const char* instead;
+};
+
+Refusal refusal_of(Access access) {
+    switch (access) {
+        case Access::ReadData:
+            return {"read a Value's .data",
+                    "To branch on a number, compare the Value itself (`if v > 0:` rather than "
+                    "`if v.data > 0:`): a comparison is recorded as a guard and checked at every "
+                    "call. To use the number, keep it a Value; to inspect it, read .data of the "
+                    "result after the call."};
+        case Access::WriteData:
+            return {"wrote a Value's .data",
+                    "Update parameters outside the compiled function, after the call (an "
+                    "optimizer's step(), or p.data -= lr * p.grad)."};
+        case Access::ReadGrad:
+            return {"read a Value's .grad",
+                    "Call backward() on the result and read gradients after the compiled call."};
+        case Access::WriteGrad:
+            return {"wrote a Value's .grad",
+                    "Zero or set gradients outside the compiled function (backward() sets them "
+                    "all anyway)."};
+        case Access::Print:
+            return {"printed a Value (repr, str, format or an f-string read its data)",
+                    "Print the result after the call, or print outside the compiled function."};
+        case Access::Truth:
+            return {"used a Value as a truth value (`if v:`, `v and ...`; a Value is always true)",
+                    "Compare it (`if v > 0:`, recorded as a guard). A flag should be a bool, "
+                    "None, a str or an enum argument: those select the program, while a number "
+                    "argument becomes an input Value."};
+        case Access::EqualsNumber:
+            return {"compared a Value to a number with == or != (which compare identity)",
+                    "A mode or a flag should be a str, an enum or a bool argument (those select "
+                    "the program; a number argument becomes an input Value). To test a Value's "
+                    "number, write `v >= 1 and v <= 1` (comparisons are guards)."};
+        case Access::Copy:
+            return {"copied or pickled a Value (which reads its data)",
+                    "Copy or pickle Values outside the compiled function."};
+        case Access::Backward:
+            return {"called backward()",
+                    "Return the loss and call backward() on it after the compiled call: "
+                    "loss = f(...); loss.backward()."};
+        case Access::OptimizerRead:
+            return {"read parameters' data or gradients in bulk (an optimizer's step())",
+                    "Call the optimizer outside the compiled function: loss = f(...); "
+                    "loss.backward(); optimizer.step()."};
+        case Access::OptimizerWrite:
+            return {
+                "wrote parameters' data or gradients in bulk (an optimizer's step() or "
+                "zero_grad())",
+                "Call the optimizer outside the compiled function: loss = f(...); "
+                "loss.backward(); optimizer.step()."};
+    }
+    return {"used a Value's numbers", ""};
+}
+
+std::string utf8_attribute(PyObject* o, const char* name) {
+    std::string out;
+    PyObject* a = PyObject_GetAttrString(o, name);
+    if (a && PyUnicode_Check(a)) utf8_of(a, &out);
+    Py_XDECREF(a);
+    PyErr_Clear();
+    return out;
+}
+
+// " (file:line, in function)" of the innermost frame outside the library
+// directories: the user's line, even when agrad.draw_dot read the data.
+std::string user_location() {
+    PyFrameObject* frame = PyEval_GetFrame();  // borrowed
+    Py_XINCREF(frame);
+    std::string where;
+    while (frame) {
+        PyCodeObject* code = PyFrame_GetCode(frame);
+        std::string file = utf8_attribute(reinterpret_cast<PyObject*>(code), "co_filename");
+        bool ours = false;
+        for (const std::string& dir : library_dirs) ours = ours || file.rfind(dir, 0) == 0;
+        if (!ours) {
+            where = " (" + file + ":" + std::to_string(PyFrame_GetLineNumber(frame)) + ", in " +
+                    utf8_attribute(reinterpret_cast<PyObject*>(code), "co_name") + ")";
+        }
+        Py_DECREF(code);
+        PyFrameObject* back = ours ? PyFrame_GetBack(frame) : nullptr;
+        Py_DECREF(frame);
+        frame = back;
+    }
+    return where;
+}
+
+bool refuse(Access access) {
+    const Refusal r = refusal_of(access);
+    std::string message = std::string("agrad.compile: the function ") + r.what +
+                          " while being recorded" + user_location() +
+                          "; a compiled function replays the recorded graph for any numbers, "
+                          "so it may not depend on them. " +
+                          r.instead;
+    if (recording->refusal.empty()) recording->refusal = message;
+    PyErr_SetString(recording_error, message.c_str());
+    return true;
+}
+
 void begin_recording() {
-    if (recording_log)
+    if (recording)
         throw std::runtime_error(
             "agrad.compile: a compiled function was called for the first time while another "
             "is being recorded; call it once outside first, or let the outer one be recorded "
             "whole");
-    auto* log = new std::vector<NodeId>();
-    recording_log = log;
-    graph->begin_recording(log);
+    recording = new Recording();
+    graph->begin_recording(&recording->log);
 }
 
-// Ends this thread's recording and hands back its log (the caller releases
-// the references it holds).
-std::vector<NodeId> end_recording() {
-    std::vector<NodeId> log;
-    if (!recording_log) return log;
+// Ends this thread's recording and hands it back (the caller releases the
+// references its log and guards hold).
+std::unique_ptr<Recording> end_recording() {
+    std::unique_ptr<Recording> r(recording);
+    if (!r) return std::make_unique<Recording>();
     graph->end_recording();
-    log.swap(*recording_log);
-    delete recording_log;
-    recording_log = nullptr;
-    return log;
+    recording = nullptr;
+    return r;
 }
 
-void abort_recording() { release_all(end_recording()); }
+void release_recording(const Recording& r) {
+    release_all(r.log);
+    release_all(r.guarded);
+}
+
+void abort_recording() { release_recording(*end_recording()); }
 
 NodeId node_of_value(py::handle o, const char* what) {
     if (!is_value(o.ptr())) {
@@ -943,7 +1178,13 @@ public:
             return py::make_tuple(py::handle(reinterpret_cast<PyObject*>(value_type)),
                                   py::reinterpret_steal<py::object>(id), py::handle(o));
         }
-        int real = PyObject_IsInstance(o, real_abc);  // bool, NumPy scalars, Fraction, ...
+        // A bool or an enum is a flag or a mode, not a number to differentiate:
+        // like a str, it selects the program (JAX's static arguments), so
+        // `if regularize:` and `mode == Mode.L1` are decided anew for each value.
+        int flag = PyBool_Check(o) ? 1 : PyObject_IsInstance(o, enum_type);
+        if (flag < 0) throw py::error_already_set();
+        if (flag) return py::make_tuple(py::handle(reinterpret_cast<PyObject*>(t)), py::handle(o));
+        int real = PyObject_IsInstance(o, real_abc);  // NumPy scalars, Fraction, ...
         if (real < 0) throw py::error_already_set();
         if (real) {
             convert(o);
@@ -1183,9 +1424,11 @@ public:
     // `outputs` are the roots backward() will be called on: those the program
     // made keep their backward schedule for as long as the program lives
     // (a root made before the recording is not the program's to mark).
-    Program(std::vector<NodeId> held, std::vector<NodeId> inputs,
-            const std::vector<NodeId>& outputs)
-        : held_(std::move(held)), inputs_(std::move(inputs)) {
+    Program(Recording&& r, std::vector<NodeId> inputs, const std::vector<NodeId>& outputs)
+        : held_(std::move(r.log)),
+          inputs_(std::move(inputs)),
+          guards_(std::move(r.guards)),
+          guarded_(std::move(r.guarded)) {
         for (NodeId id : held_)
             if (graph->op(id) != Op::Leaf) steps_.push_back(id);
         std::vector<NodeId> made(held_);
@@ -1201,11 +1444,16 @@ public:
     ~Program() {  // pybind11 destroys it with the GIL held
         for (NodeId id : scheduled_) graph->forget_schedule(id);
         release_all(held_);
+        release_all(guarded_);
     }
 
     // The new numbers into the inputs (all converted before any is written),
-    // then every operation again, in the recorded order.
-    void run(const py::handle& numbers) {
+    // then every operation again, in the recorded order.  False when a guard
+    // came out otherwise than at the recording (the graph is then not the
+    // one eager code would build for these numbers) or an operation failed:
+    // the program's values are then not the result, and the caller runs the
+    // function itself.
+    bool run(const py::handle& numbers) {
         PyObject* seq = PySequence_Fast(numbers.ptr(), "numbers must be a sequence");
         if (!seq) throw py::error_already_set();
         py::object holder = py::reinterpret_steal<py::object>(seq);
@@ -1214,23 +1462,35 @@ public:
         PyObject** items = PySequence_Fast_ITEMS(seq);
         for (size_t i = 0; i < n; ++i)
             if (!require_number(items[i], &values[i])) throw py::error_already_set();
-        replay(values);
+        return replay(values);
     }
     // The same with numbers _flatten converted already.
-    void run_converted(const Numbers& numbers) { replay(numbers.values); }
+    bool run_converted(const Numbers& numbers) { return replay(numbers.values); }
     size_t operations() const { return steps_.size(); }
     size_t nodes() const { return held_.size(); }
     size_t inputs() const { return inputs_.size(); }
+    size_t guards() const { return guards_.size(); }
 
 private:
     std::vector<NodeId> held_;       // every node made while recording, one reference each
     std::vector<NodeId> inputs_;     // the leaves the arguments' numbers go into
+    std::vector<Guard> guards_;      // the comparisons made while recording, in order
+    std::vector<NodeId> guarded_;    // their nodes, one reference each
     std::vector<NodeId> steps_;      // the logged nodes made by operations, in creation order
     std::vector<NodeId> scheduled_;  // the outputs whose backward schedule is kept
     agrad::Replay replay_;           // steps_ decoded, made at the first run
 
-    void replay(const std::vector<Number>& values) {
-        if (recording_log)
+    bool guards_hold() const {
+        for (const Guard& g : guards_) {
+            const Number right = g.right.is_node() ? graph->value(g.right.node) : g.right.number;
+            if (agrad::holds(g.comparison, agrad::order(graph->value(g.left), right)) != g.outcome)
+                return false;
+        }
+        return true;
+    }
+
+    bool replay(const std::vector<Number>& values) {
+        if (recording)
             throw std::runtime_error(
                 "agrad.compile: a compiled function was called while another is being "
                 "recorded; call it outside, or let the outer function be recorded whole");
@@ -1242,16 +1502,18 @@ private:
         for (size_t i = 0; i < n; ++i) graph->set_value(inputs_[i], values[i]);
         // Floats only, the common case: the decoded program (replay.hpp).
         // Otherwise, or if an operation fails, every step again by the
-        // engine's general rules, which raise at the same node.
+        // engine's general rules.  A guard's operands are made before it,
+        // so a guard checked after the whole pass reads what eager code
+        // would have compared.
         if (!replay_.built_for(*graph)) replay_.build(*graph, steps_);
-        if (replay_.run(*graph)) return;
-        for (NodeId id : steps_) {
-            Status s = graph->recompute(id);
-            if (s != Status::Ok) {
-                raise(s);
-                throw py::error_already_set();
-            }
-        }
+        if (replay_.run(*graph)) return guards_hold();
+        // An operation that fails is no result either: eager code may catch
+        // the error (`except ValueError:`) or never reach the operation (a
+        // guard before it flipped).  The caller runs the function again,
+        // which raises or not exactly as eager code does.
+        for (NodeId id : steps_)
+            if (graph->recompute(id) != Status::Ok) return false;
+        return guards_hold();
     }
 };
 
@@ -1260,6 +1522,11 @@ private:
 // reads, `p.data` reads and writes and `p.grad = 0.0` cost more than the
 // replayed forward and backward passes of micrograd's demo model.
 class Parameters {
+    // pybind11 methods raise by exception: the one check, then its error thrown
+    static void refuse_while_recording(Access access) {
+        if (refused_while_recording(access)) throw py::error_already_set();
+    }
+
 public:
     explicit Parameters(const py::list& values) : values_(values) {  // a private copy
         ids_.reserve(values_.size());
@@ -1268,18 +1535,22 @@ public:
     }
     // float(p.data), as Python turns an int into a float in `p.data - x`
     void data(const py::buffer& out) const {
+        refuse_while_recording(Access::OptimizerRead);
         double* d = doubles(out, true);
         for (size_t i = 0; i < ids_.size(); ++i) d[i] = graph->value(ids_[i]).as_double();
     }
     void grads(const py::buffer& out) const {
+        refuse_while_recording(Access::OptimizerRead);
         double* d = doubles(out, true);
         for (size_t i = 0; i < ids_.size(); ++i) d[i] = graph->grad(ids_[i]);
     }
     void assign(const py::buffer& in) {
+        refuse_while_recording(Access::OptimizerWrite);
         const double* d = doubles(in, false);
         for (size_t i = 0; i < ids_.size(); ++i) graph->set_value(ids_[i], Number::of_float(d[i]));
     }
     void zero_grad() {
+        refuse_while_recording(Access::OptimizerWrite);
         for (NodeId id : ids_) graph->set_grad(id, 0.0);
     }
     size_t size() const { return ids_.size(); }
@@ -1303,8 +1574,16 @@ private:
 // Ends the recording and makes its program.  The inputs must be leaves made
 // during the recording (so that the program holds them); a node made by hand
 // with Value(data, children, op) has no operation to replay, and is refused.
+// None when an operation raised while recording and the function went on
+// (an `except` branch): that call ran eagerly, and its graph is not kept,
+// since a replay would take the same branch whatever the numbers.
 std::unique_ptr<Program> finish_recording(const py::list& inputs, const py::list& outputs) {
-    std::vector<NodeId> log = end_recording();
+    std::unique_ptr<Recording> r = end_recording();
+    if (!r->refusal.empty()) {  // the function caught a refusal and went on: raise it again
+        release_recording(*r);
+        PyErr_SetString(recording_error, r->refusal.c_str());
+        throw py::error_already_set();
+    }
     try {
         std::vector<NodeId> input_ids;
         input_ids.reserve(inputs.size());
@@ -1314,15 +1593,19 @@ std::unique_ptr<Program> finish_recording(const py::list& inputs, const py::list
         output_ids.reserve(outputs.size());
         for (py::handle v : outputs)
             output_ids.push_back(node_of_value(v, "outputs must be Values, not"));
-        for (NodeId id : log)
+        for (NodeId id : r->log)
             if (graph->op(id) == Op::Custom)
                 throw py::value_error(
                     "agrad.compile: the function made a Value by hand "
                     "(Value(data, _children, _op)); its data is not computed from its children, "
                     "so it cannot be replayed");
-        return std::make_unique<Program>(std::move(log), std::move(input_ids), output_ids);
+        if (r->operation_failed) {
+            release_recording(*r);
+            return nullptr;
+        }
+        return std::make_unique<Program>(std::move(*r), std::move(input_ids), output_ids);
     } catch (...) {
-        release_all(log);
+        release_recording(*r);
         throw;
     }
 }
@@ -1336,6 +1619,24 @@ void define_module(py::module_& m) {
         py::module_ numbers = py::module_::import("numbers");
         integral_abc = py::object(numbers.attr("Integral")).release().ptr();
         real_abc = py::object(numbers.attr("Real")).release().ptr();
+        enum_type = py::object(py::module_::import("enum").attr("Enum")).release().ptr();
+        recording_error = PyErr_NewExceptionWithDoc(
+            "agrad._core.RecordingError",
+            "A compiled function did, while being recorded, what a replay could not repeat: "
+            "it read or wrote a Value's numbers (data, grad, repr, copy, backward(), an "
+            "optimizer).  A RuntimeError; its message names the line and what to write "
+            "instead.\n\n"
+            ">>> import agrad\n"
+            ">>> f = agrad.compile(lambda x: x * 2 if x.data > 0 else x)\n"
+            ">>> f(1.0)  # doctest: +ELLIPSIS\n"
+            "Traceback (most recent call last):\n"
+            "    ...\n"
+            "agrad._core.RecordingError: agrad.compile: the function read a Value's .data while "
+            "being recorded (...)...\n"
+            ">>> agrad.compile(lambda x: x * 2 if x > 0 else x)(1.0)  # a comparison: a guard\n"
+            "Value(: 2.0)\n",
+            PyExc_RuntimeError, nullptr);
+        if (!recording_error) throw py::error_already_set();
         PyObject* type = PyType_FromSpec(&value_spec);
         if (!type) throw py::error_already_set();
         value_type = reinterpret_cast<PyTypeObject*>(type);
@@ -1346,6 +1647,11 @@ void define_module(py::module_& m) {
     py::object type = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(value_type));
     m.attr("Value") = type;
 
+    m.attr("RecordingError") = py::handle(recording_error);
+    m.def(
+        "_set_library_dirs", [](std::vector<std::string> dirs) { library_dirs = std::move(dirs); },
+        py::arg("dirs"),
+        "Where library code lives: a refusal while recording names the first line outside.");
     m.def("_restore_leaf", &make_leaf, py::arg("data"), py::arg("grad"), py::arg("label"),
           "A leaf with this data, grad and label: how a pickled Value comes back.");
     if (!restore_leaf) restore_leaf = py::object(m.attr("_restore_leaf")).release().ptr();
@@ -1379,12 +1685,15 @@ void define_module(py::module_& m) {
     if (!program_type) {
         py::class_<Program>(m, "_Program", "A recorded graph that agrad.compile replays.")
             .def("run", &Program::run_converted, py::arg("numbers"),
-                 "Write the numbers into the inputs and recompute every recorded operation.")
+                 "Write the numbers into the inputs and recompute every recorded operation; "
+                 "False if a guard (a comparison made while recording) came out otherwise.")
             .def("run", &Program::run, py::arg("numbers"))
             .def_property_readonly("operations", &Program::operations,
                                    "How many operations a replay recomputes.")
             .def_property_readonly("nodes", &Program::nodes, "How many nodes the program holds.")
-            .def_property_readonly("inputs", &Program::inputs, "How many inputs the program has.");
+            .def_property_readonly("inputs", &Program::inputs, "How many inputs the program has.")
+            .def_property_readonly("guards", &Program::guards,
+                                   "How many comparisons a replay checks.");
         program_type = py::object(m.attr("_Program")).release().ptr();
     }
     m.attr("_Program") = py::reinterpret_borrow<py::object>(program_type);
