@@ -93,7 +93,10 @@ def workloads():
     rng = random.Random(42)
     xs, ys = batch_data(1000, rng)
     chapter = LinReg()
-    yield "chapter, 1000 points, full batch", *step_pair(chapter.loss, chapter.parameters(), (xs, ys), 1e-6)
+    yield (
+        "chapter, 1000 points, full batch",
+        *step_pair(chapter.loss, chapter.parameters(), (xs, ys), 1e-6),
+    )
 
     bx, by = batch_data(50, rng)
     mini = LinReg()
@@ -107,8 +110,9 @@ def workloads():
         scores = [model(p) for p in points]
         return nn.hinge_loss(scores, labels, model.parameters())
 
-    yield "micrograd's demo, agrad.nn (2-16-16-1, 100 points)", *step_pair(
-        demo_loss, model.parameters(), (points, labels), 1e-3
+    yield (
+        "micrograd's demo, agrad.nn (2-16-16-1, 100 points)",
+        *step_pair(demo_loss, model.parameters(), (points, labels), 1e-3),
     )
 
 
@@ -216,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         (folder / "GUARDS.md").write_text(text)
     target = 0.03
     if worst > target:
-        print(f"goal missed: soundness overhead {worst * 100:.1f}% > {target * 100:.0f}%", file=sys.stderr)
+        print(
+            f"goal missed: soundness overhead {worst * 100:.1f}% > {target * 100:.0f}%",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

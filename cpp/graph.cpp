@@ -31,6 +31,8 @@ uint32_t Graph::new_list() {
         free_lists_.pop_back();
         lists_[i].entries.clear();  // keeps its capacity for the next n-ary node
         lists_[i].constants.clear();
+        lists_[i].first_node = 0;
+        lists_[i].input_first.clear();
         return i;
     }
     lists_.emplace_back();
@@ -122,12 +124,16 @@ Status Graph::unary(Op op, NodeId a, NodeId* out) {
 }
 
 Status Graph::sum(const Operand* terms, size_t n, Number start, NodeId* out) {
+    size_t first = 0;  // the first Value term: v + total (ChildList)
+    while (first < n && !terms[first].is_node()) ++first;
     Number total = start;
     for (size_t i = 0; i < n; ++i) {
-        Status s = agrad::add(total, operand_value(terms[i]), &total);
+        Number t = operand_value(terms[i]);
+        Status s = i == first ? agrad::add(t, total, &total) : agrad::add(total, t, &total);
         if (s != Status::Ok) return s;
     }
     uint32_t list = new_list();
+    lists_[list].first_node = static_cast<uint32_t>(first);
     lists_[list].entries.reserve(n);
     for (size_t i = 0; i < n; ++i) append(lists_[list], terms[i]);
     NodeId id = allocate(Op::Sum);
@@ -139,20 +145,31 @@ Status Graph::sum(const Operand* terms, size_t n, Number start, NodeId* out) {
 }
 
 Status Graph::dot(const Operand* weights, const Operand* inputs, size_t n, NodeId* out) {
-    // the value of sum(w * x for w, x in zip(weights, inputs)): each product,
-    // then a running total from the int 0
+    // the value of sum(w * x for w, x in zip(weights, inputs)): each product
+    // (x * w when only x is a Value: x.__rmul__(w)), then a running total
+    // from the int 0 (p + total at the first product with a Value: ChildList)
+    size_t first = 0;
+    while (first < n && !weights[first].is_node() && !inputs[first].is_node()) ++first;
     Number total = Number::of_int(0);
     for (size_t i = 0; i < n; ++i) {
         Number product;
-        Status s = agrad::mul(operand_value(weights[i]), operand_value(inputs[i]), &product);
-        if (s == Status::Ok) s = agrad::add(total, product, &total);
+        Number w = operand_value(weights[i]), x = operand_value(inputs[i]);
+        Status s = !weights[i].is_node() && inputs[i].is_node() ? agrad::mul(x, w, &product)
+                                                                : agrad::mul(w, x, &product);
+        if (s == Status::Ok)
+            s = i == first ? agrad::add(product, total, &total)
+                           : agrad::add(total, product, &total);
         if (s != Status::Ok) return s;
     }
     uint32_t list = new_list();
-    lists_[list].entries.reserve(2 * n);
+    ChildList& l = lists_[list];
+    l.first_node = static_cast<uint32_t>(2 * first);
+    l.entries.reserve(2 * n);
+    l.input_first.reserve(n);
     for (size_t i = 0; i < n; ++i) {
-        append(lists_[list], weights[i]);
-        append(lists_[list], inputs[i]);
+        append(l, weights[i]);
+        append(l, inputs[i]);
+        l.input_first.push_back(!weights[i].is_node() && inputs[i].is_node());
     }
     NodeId id = allocate(Op::Dot);
     nodes_[id].child[0] = list;
@@ -234,8 +251,9 @@ Status Graph::recompute(NodeId id) {
         case Op::Sum: {
             const ChildList& list = lists_[nodes_[id].child[0]];
             r = param(id);
-            for (NodeId entry : list.entries) {
-                s = agrad::add(r, entry_value(list, entry), &r);
+            for (size_t i = 0; i < list.entries.size(); ++i) {
+                Number t = entry_value(list, list.entries[i]);
+                s = i == list.first_node ? agrad::add(t, r, &r) : agrad::add(r, t, &r);
                 if (s != Status::Ok) break;
             }
             break;
@@ -245,9 +263,13 @@ Status Graph::recompute(NodeId id) {
             r = Number::of_int(0);
             for (size_t i = 0; i + 1 < list.entries.size(); i += 2) {
                 Number product;
-                s = agrad::mul(entry_value(list, list.entries[i]),
-                               entry_value(list, list.entries[i + 1]), &product);
-                if (s == Status::Ok) s = agrad::add(r, product, &r);
+                Number w = entry_value(list, list.entries[i]);
+                Number x = entry_value(list, list.entries[i + 1]);
+                s = list.input_first[i / 2] ? agrad::mul(x, w, &product)
+                                            : agrad::mul(w, x, &product);
+                if (s == Status::Ok)
+                    s = i == list.first_node ? agrad::add(product, r, &r)
+                                             : agrad::add(r, product, &r);
                 if (s != Status::Ok) break;
             }
             break;
@@ -367,21 +389,21 @@ Status Graph::propagate(NodeId id) {
         case Op::Custom:
             return Status::Ok;
         case Op::Add:
-            grads_[n.child[0]] += g;
+            grads_[n.child[0]] = add(grads_[n.child[0]], g);
             if (n.flags & kInlineConstant)
-                n.constant_grad = 0.0 + g;  // zeroed, then its one contribution
+                n.constant_grad = add(0.0, g);  // zeroed, then its one contribution
             else
-                grads_[n.child[1]] += g;
+                grads_[n.child[1]] = add(grads_[n.child[1]], g);
             return Status::Ok;
         case Op::Mul: {
             NodeId a = n.child[0];
             if (n.flags & kInlineConstant) {
-                grads_[a] += param(id).as_double() * g;
-                n.constant_grad = 0.0 + value(a).as_double() * g;
+                grads_[a] = add_mul(grads_[a], param(id).as_double(), g);
+                n.constant_grad = add_mul(0.0, value(a).as_double(), g);
             } else {
                 NodeId b = n.child[1];
-                grads_[a] += value(b).as_double() * g;
-                grads_[b] += value(a).as_double() * g;
+                grads_[a] = add_mul(grads_[a], value(b).as_double(), g);
+                grads_[b] = add_mul(grads_[b], value(a).as_double(), g);
             }
             return Status::Ok;
         }
@@ -391,33 +413,33 @@ Status Graph::propagate(NodeId id) {
             double p;
             Status s = float_pow(value(a).as_double(), exponent_minus_one(k), &p);
             if (s != Status::Ok) return s;
-            grads_[a] += k.as_double() * p * g;
+            grads_[a] = add(grads_[a], mul(mul(k.as_double(), p), g));
             return Status::Ok;
         }
         case Op::Exp:
-            grads_[n.child[0]] += value(id).as_double() * g;
+            grads_[n.child[0]] = add_mul(grads_[n.child[0]], value(id).as_double(), g);
             return Status::Ok;
         case Op::Log: {
             NodeId a = n.child[0];
             double inverse;
             Status s = divide(1.0, value(a).as_double(), &inverse);
             if (s != Status::Ok) return s;
-            grads_[a] += inverse * g;
+            grads_[a] = add_mul(grads_[a], inverse, g);
             return Status::Ok;
         }
         case Op::Tanh: {
             double t = value(id).as_double();
-            grads_[n.child[0]] += (1.0 - t * t) * g;
+            grads_[n.child[0]] = add_mul(grads_[n.child[0]], 1.0 - mul(t, t), g);
             return Status::Ok;
         }
         case Op::Relu: {
             double slope = value(id).as_double() > 0.0 ? 1.0 : 0.0;
-            grads_[n.child[0]] += slope * g;
+            grads_[n.child[0]] = add_mul(grads_[n.child[0]], slope, g);
             return Status::Ok;
         }
         case Op::Sigmoid: {
             double s = value(id).as_double();
-            grads_[n.child[0]] += s * (1.0 - s) * g;
+            grads_[n.child[0]] = add_mul(grads_[n.child[0]], mul(s, 1.0 - s), g);
             return Status::Ok;
         }
         case Op::Sum:
@@ -432,7 +454,7 @@ Status Graph::propagate(NodeId id) {
 // fused node's gradient: 0.0 + g, as the chain's own nodes would hold it.
 void Graph::propagate_term(NodeId id, uint32_t term) {
     Node& n = nodes_[id];
-    const double g = 0.0 + grads_[id];
+    const double g = add(0.0, grads_[id]);
     ChildList& list = lists_[n.child[0]];
     if (n.op == Op::Sum) {
         add_to_grad(list, list.entries[term], g);
@@ -441,8 +463,8 @@ void Graph::propagate_term(NodeId id, uint32_t term) {
     NodeId w = list.entries[term - 1], x = list.entries[term];
     double wv = entry_value(list, w).as_double();
     double xv = entry_value(list, x).as_double();
-    add_to_grad(list, w, xv * g);
-    add_to_grad(list, x, wv * g);
+    add_to_grad(list, w, mul(xv, g));
+    add_to_grad(list, x, mul(wv, g));
 }
 
 void Graph::zero_gradients() {
@@ -660,87 +682,87 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
     const double g = grads[step.node];
     switch (step.kind) {
         case kAddNN:
-            grads[step.a] += g;
-            grads[step.b] += g;
+            grads[step.a] = add(grads[step.a], g);
+            grads[step.b] = add(grads[step.b], g);
             return Status::Ok;
         case kAddNK:
-            grads[step.a] += g;
-            n.constant_grad = 0.0 + g;
+            grads[step.a] = add(grads[step.a], g);
+            n.constant_grad = add(0.0, g);
             return Status::Ok;
         case kMulNN:
-            grads[step.a] += number(step.b) * g;
-            grads[step.b] += number(step.a) * g;
+            grads[step.a] = add_mul(grads[step.a], number(step.b), g);
+            grads[step.b] = add_mul(grads[step.b], number(step.a), g);
             return Status::Ok;
         case kMulNK:
-            grads[step.a] += param(step.node).as_double() * g;
-            n.constant_grad = 0.0 + number(step.a) * g;
+            grads[step.a] = add_mul(grads[step.a], param(step.node).as_double(), g);
+            n.constant_grad = add_mul(0.0, number(step.a), g);
             return Status::Ok;
         case kPow: {
             Number k = param(step.node);
             double p;
             Status s = float_pow(number(step.a), exponent_minus_one(k), &p);
             if (s != Status::Ok) return s;
-            grads[step.a] += k.as_double() * p * g;
+            grads[step.a] = add(grads[step.a], mul(mul(k.as_double(), p), g));
             return Status::Ok;
         }
         case kExp:
-            grads[step.a] += number(step.node) * g;
+            grads[step.a] = add_mul(grads[step.a], number(step.node), g);
             return Status::Ok;
         case kLog: {
             double inverse;
             Status s = divide(1.0, number(step.a), &inverse);
             if (s != Status::Ok) return s;
-            grads[step.a] += inverse * g;
+            grads[step.a] = add_mul(grads[step.a], inverse, g);
             return Status::Ok;
         }
         case kTanh: {
             double t = number(step.node);
-            grads[step.a] += (1.0 - t * t) * g;
+            grads[step.a] = add_mul(grads[step.a], 1.0 - mul(t, t), g);
             return Status::Ok;
         }
         case kRelu: {
             double slope = number(step.node) > 0.0 ? 1.0 : 0.0;
-            grads[step.a] += slope * g;
+            grads[step.a] = add_mul(grads[step.a], slope, g);
             return Status::Ok;
         }
         case kSigmoid: {
             double s = number(step.node);
-            grads[step.a] += s * (1.0 - s) * g;
+            grads[step.a] = add_mul(grads[step.a], mul(s, 1.0 - s), g);
             return Status::Ok;
         }
         case kSumTermN:
-            grads[step.a] += 0.0 + g;
+            grads[step.a] = add(grads[step.a], add(0.0, g));
             return Status::Ok;
         case kSumTermK:
-            constant(step.a).grad = 0.0 + (0.0 + g);
+            constant(step.a).grad = add(0.0, add(0.0, g));
             return Status::Ok;
         case kDotTermNN: {
-            const double link = 0.0 + g;
+            const double link = add(0.0, g);
             const double wv = number(step.a), xv = number(step.b);
-            grads[step.a] += xv * link;
-            grads[step.b] += wv * link;
+            grads[step.a] = add_mul(grads[step.a], xv, link);
+            grads[step.b] = add_mul(grads[step.b], wv, link);
             return Status::Ok;
         }
         case kDotTermNK: {
-            const double link = 0.0 + g;
+            const double link = add(0.0, g);
             Constant& x = constant(step.b);
             const double wv = number(step.a);
-            grads[step.a] += x.value.as_double() * link;
-            x.grad = 0.0 + wv * link;
+            grads[step.a] = add_mul(grads[step.a], x.value.as_double(), link);
+            x.grad = add_mul(0.0, wv, link);
             return Status::Ok;
         }
         case kDotTermKN: {
-            const double link = 0.0 + g;
+            const double link = add(0.0, g);
             Constant& w = constant(step.a);
             const double xv = number(step.b);
-            w.grad = 0.0 + xv * link;
-            grads[step.b] += w.value.as_double() * link;
+            w.grad = add_mul(0.0, xv, link);
+            grads[step.b] = add_mul(grads[step.b], w.value.as_double(), link);
             return Status::Ok;
         }
         case kSumRun: {  // backward takes a run's terms last first
-            const double link = 0.0 + g;
+            const double link = add(0.0, g);
             const NodeId* ids = operands + step.a;
-            for (size_t t = step.b; t-- > 0;) grads[ids[t]] += link;
+            for (size_t t = step.b; t-- > 0;) grads[ids[t]] = add(grads[ids[t]], link);
             return Status::Ok;
         }
         case kChain: {
@@ -748,35 +770,35 @@ Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
             const NodeId* link = operands + step.a;
             for (NodeId l = 0; l < step.b; ++l, link += 4) {
                 const NodeId below = link[0], product = link[1], w = link[2], x = link[3];
-                const double to_below = grads[below] + down;
+                const double to_below = add(grads[below], down);
                 grads[below] = to_below;
-                const double to_product = grads[product] + down;
+                const double to_product = add(grads[product], down);
                 grads[product] = to_product;
                 const double wv = number(w), xv = number(x);
-                grads[w] += xv * to_product;
-                grads[x] += wv * to_product;
+                grads[w] = add_mul(grads[w], xv, to_product);
+                grads[x] = add_mul(grads[x], wv, to_product);
                 down = to_below;
             }
             return Status::Ok;
         }
         case kDotRun: {
-            const double link = 0.0 + g;
+            const double link = add(0.0, g);
             const NodeId* pairs = operands + step.a;
             for (size_t t = step.b; t-- > 0;) {
                 const NodeId w = pairs[2 * t], x = pairs[2 * t + 1];
                 const double wv = number(w), xv = number(x);
-                grads[w] += xv * link;
-                grads[x] += wv * link;
+                grads[w] = add_mul(grads[w], xv, link);
+                grads[x] = add_mul(grads[x], wv, link);
             }
             return Status::Ok;
         }
         default: {  // kDotTermKK
-            const double link = 0.0 + g;
+            const double link = add(0.0, g);
             Constant& w = constant(step.a);
             Constant& x = constant(step.b);
             const double wv = w.value.as_double(), xv = x.value.as_double();
-            w.grad = 0.0 + xv * link;
-            x.grad = 0.0 + wv * link;
+            w.grad = add_mul(0.0, xv, link);
+            x.grad = add_mul(0.0, wv, link);
             return Status::Ok;
         }
     }

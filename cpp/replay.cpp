@@ -67,6 +67,8 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
                 // from the first term with a node on, the total is a float.
                 Number total = n.op == Op::Sum ? graph.param(id) : Number::of_int(0);
                 size_t i = 0;
+                // (before the first term with a Value, which adds as v + total:
+                // ChildList)
                 for (; i < count; i += stride) {
                     NodeId e = list.entries[i];
                     if (n.op == Op::Sum) {
@@ -82,6 +84,11 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
                     }
                 }
                 if (i >= count) return;  // constants only: the total may be an int
+                // The first term with a Value is added as v + total, the others
+                // as total + v, which only differ when both are NaN.  So with a
+                // NaN total (or a materialized constant before that term, which
+                // then reads as a node) the program goes through recompute.
+                if (i != list.first_node || std::isnan(total.as_double())) return;
                 emit(kStart, id, 0, constant(total));
                 for (; i < count; i += stride) {
                     NodeId e = list.entries[i];
@@ -99,10 +106,12 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
                         Number product;
                         if (mul(value(e), value(x), &product) != Status::Ok) return;
                         emit(kAddConst, id, 0, constant(product));
-                    } else if (kw) {
+                    } else if (kw) {  // x.__rmul__(w): x * w
                         emit(kDotKN, id, constant(value(e)), read(x));
                     } else if (kx) {
                         emit(kDotNK, id, read(e), constant(value(x)));
+                    } else if (list.input_first[i / 2]) {  // w was a materialized constant
+                        term(kDotRun, id, read(x), read(e));
                     } else {
                         term(kDotRun, id, read(e), read(x));
                     }
@@ -179,16 +188,16 @@ bool Replay::run(Graph& graph) const {
     for (const Instruction& in : code_) {
         switch (in.code) {
             case kAddNN:
-                set(in.out, v(in.a) + v(in.b));
+                set(in.out, add(v(in.a), v(in.b)));
                 break;
             case kAddNK:
-                set(in.out, v(in.a) + k[in.b]);
+                set(in.out, add(v(in.a), k[in.b]));
                 break;
             case kMulNN:
-                set(in.out, v(in.a) * v(in.b));
+                set(in.out, mul(v(in.a), v(in.b)));
                 break;
             case kMulNK:
-                set(in.out, v(in.a) * k[in.b]);
+                set(in.out, mul(v(in.a), k[in.b]));
                 break;
             case kPow: {
                 double r;
@@ -223,22 +232,39 @@ bool Replay::run(Graph& graph) const {
                 total = k[in.b];
                 break;
             case kAddConst:
-                total += k[in.b];
+                total = add(total, k[in.b]);
                 break;
             case kDotNK:
-                total += v(in.a) * k[in.b];
+                total = add_mul(total, v(in.a), k[in.b]);
                 break;
             case kDotKN:
-                total += k[in.a] * v(in.b);
+                total = add_mul(total, v(in.b), k[in.a]);
                 break;
+            // The runs and chains below add on the hardware and apply the NaN
+            // rule (number.hpp) only when their total ends up a NaN: a NaN
+            // operand of an addition makes its result a NaN, so a total that is
+            // no NaN met no NaN on the way, and the rule changed nothing.
+            // Otherwise they run again with the rule, from the same operands
+            // (each node is written once, before any read of it).
             case kSumRun: {
                 const NodeId* ids = operands + in.a;
+                const double before = total;
                 for (NodeId t = 0; t < in.b; ++t) total += v(ids[t]);
+                if (total != total) {
+                    total = before;
+                    for (NodeId t = 0; t < in.b; ++t) total = add(total, v(ids[t]));
+                }
                 break;
             }
             case kDotRun: {
                 const NodeId* pairs = operands + in.a;
+                const double before = total;
                 for (NodeId t = 0; t < in.b; ++t) total += v(pairs[2 * t]) * v(pairs[2 * t + 1]);
+                if (total != total) {
+                    total = before;
+                    for (NodeId t = 0; t < in.b; ++t)
+                        total = add(total, mul(v(pairs[2 * t]), v(pairs[2 * t + 1])));
+                }
                 break;
             }
             case kEnd:
@@ -251,6 +277,15 @@ bool Replay::run(Graph& graph) const {
                     const double product = v(link[0]) * v(link[1]);
                     set(link[2], product);
                     sum = (link[3] & kProductFirst) ? product + sum : sum + product;
+                    set(link[3] & ~kProductFirst, sum);
+                }
+                if (sum == sum) break;  // (a NaN product makes the sum a NaN too)
+                sum = v(in.out);
+                link = operands + in.a;
+                for (NodeId l = 0; l < in.b; ++l, link += 4) {
+                    const double product = mul(v(link[0]), v(link[1]));
+                    set(link[2], product);
+                    sum = (link[3] & kProductFirst) ? add(product, sum) : add(sum, product);
                     set(link[3] & ~kProductFirst, sum);
                 }
                 break;

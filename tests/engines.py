@@ -5,7 +5,6 @@ Only the installed agrad is imported, so this works from the source tree and
 against an installed wheel alike.
 """
 
-import math
 import struct
 
 import agrad
@@ -25,14 +24,12 @@ def exact(x):
     ``1.0`` and ``-0.0`` is not ``0.0``: README's contract keeps Python's number
     types and has both engines agree bit for bit.
 
-    Every nan is the same nan.  The sign of a nan made from two nans
-    (``nan + -nan``) is whichever operand the C compiler put first, which the
-    contract leaves open (docs/reliability.md, "Known differences").  The nan
-    sign it does fix, that of a single nan operand, has a test of its own:
-    ``test_a_nan_keeps_its_sign_through_negation``.
+    A nan is compared by its bits too, sign and payload: every engine gives
+    the same nan, even from two nans (``nan + -nan`` is the left operand's
+    nan, quieted: docs/architecture.md, "Exactness").
     """
     if isinstance(x, float):
-        return (type(x).__name__, "nan" if math.isnan(x) else struct.pack("<d", x))
+        return (type(x).__name__, struct.pack("<d", x))
     return (type(x).__name__, repr(x))
 
 

@@ -112,7 +112,7 @@ def test_stub_names_what_the_module_has() -> None:
 
 def test_module_has_nothing_the_stub_leaves_out() -> None:
     # mypy's stubtest (run by .ci/run) checks signatures too; this catches a
-    # new function or method in module.cpp whose stub was forgotten.
+    # new function or method in src/agrad_core/ whose stub was forgotten.
     module_names, value_names = stub_names()
     runtime_module = {
         name for name in vars(agrad._core) if not (name.startswith("__") and name.endswith("__"))

@@ -246,9 +246,16 @@ private:
         Number value;
         double grad;
     };
+    // How Python computed a fused node, kept because materialize_constants
+    // turns constants into nodes and the order of two NaN operands decides a
+    // NaN's bits (number.hpp).  Python's sum() adds plain numbers until its
+    // first Value term, and there `total + v` is v.__radd__(total), which
+    // computes v + total; `c * x` with c a number is x.__rmul__(c), x * c.
     struct ChildList {
         std::vector<NodeId> entries;
         std::vector<Constant> constants;
+        uint32_t first_node = 0;           // the entry that starts the first term with a Value
+        std::vector<uint8_t> input_first;  // dot, per pair: 1 when its product was x * w
     };
     static bool is_constant(NodeId entry) { return (entry & kConstantEntry) != 0; }
     void append(ChildList& list, const Operand& o) {
@@ -265,9 +272,9 @@ private:
     }
     void add_to_grad(ChildList& list, NodeId entry, double contribution) {
         if (is_constant(entry))
-            list.constants[entry & ~kConstantEntry].grad = 0.0 + contribution;
+            list.constants[entry & ~kConstantEntry].grad = add(0.0, contribution);
         else
-            grads_[entry] += contribution;
+            grads_[entry] = add(grads_[entry], contribution);
     }
 
     NodeId allocate(Op op) {

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 namespace agrad {
@@ -85,13 +86,61 @@ inline bool is_odd_integer(double x) { return std::fmod(std::fabs(x), 2.0) == 1.
 
 }  // namespace detail
 
+// -- float + and *, with one rule for the NaN they give.  When both operands
+// are NaN, the hardware returns one of them (quieted), and which one depends
+// on the register the compiler put each operand in: GCC swaps the operands
+// of a commutative operation freely, and even CPython's `a + b` gives one
+// sign before the interpreter specialises the instruction and the other
+// after.  So every float + and * of every engine goes through this rule:
+// two NaNs give the LEFT operand's NaN, quieted (bit 51 set, as the hardware
+// quiets a signalling one).  With one NaN or none the hardware's result does
+// not depend on the order, and is kept.  The test costs one compare, taken
+// only when the result is a NaN.
+inline double quiet(double x) {
+    uint64_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bits |= uint64_t{1} << 51;
+    std::memcpy(&x, &bits, sizeof bits);
+    return x;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define AGRAD_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define AGRAD_UNLIKELY(x) (x)
+#endif
+
+// (If only b is a NaN, r already is b quieted; if neither, r is the hardware's
+// default NaN, as for inf - inf.)
+inline double add(double a, double b) {
+    double r = a + b;
+    if (AGRAD_UNLIKELY(r != r)) r = a != a ? quiet(a) : r;
+    return r;
+}
+
+inline double mul(double a, double b) {
+    double r = a * b;
+    if (AGRAD_UNLIKELY(r != r)) r = a != a ? quiet(a) : r;
+    return r;
+}
+
+// add(acc, mul(a, b)) with one test for both: a NaN operand of an addition
+// makes its result a NaN, so a result that is no NaN had no NaN product nor
+// accumulator, and the hardware's bits are the rule's.  (No FMA: the build
+// has -ffp-contract=off.)
+inline double add_mul(double acc, double a, double b) {
+    double r = acc + a * b;
+    if (AGRAD_UNLIKELY(r != r)) r = add(acc, mul(a, b));
+    return r;
+}
+
 inline Status add(Number a, Number b, Number* out) {
     if (a.is_int && b.is_int) {
         int64_t r;
         if (detail::add_overflows(a.i, b.i, &r)) return Status::IntOverflow;
         *out = Number::of_int(r);
     } else {
-        *out = Number::of_float(a.as_double() + b.as_double());
+        *out = Number::of_float(add(a.as_double(), b.as_double()));
     }
     return Status::Ok;
 }
@@ -106,7 +155,7 @@ inline Status mul(Number a, Number b, Number* out) {
         // sign of a nan where the multiply instruction, and so Python, keeps
         // it; a multiplier the compiler cannot see keeps the multiply.
         volatile double multiplier = b.as_double();
-        *out = Number::of_float(a.as_double() * multiplier);
+        *out = Number::of_float(mul(a.as_double(), multiplier));
     }
     return Status::Ok;
 }

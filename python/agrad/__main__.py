@@ -69,6 +69,14 @@ def seed_range(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def learning_rates(text: str) -> list[float]:
+    """An argparse type: a learning rate or a log-spaced range of them (0.001:0.1:5)."""
+    try:
+        return sweep.parse_learning_rates(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def existing_file(text: str) -> str:
     """An argparse type: a file to read, which must be there."""
     if os.path.isdir(text):
@@ -185,10 +193,11 @@ def add_options(parser: argparse.ArgumentParser, study, names, **changes: dict) 
         parser.add_argument("--" + name.replace("_", "-"), **settings)
 
 
-def add_grid_options(parser: argparse.ArgumentParser) -> None:
-    """A sweep's grid: several values of each, the study's own by default."""
+def add_grid_options(parser: argparse.ArgumentParser, **changes: dict) -> None:
+    """A sweep's grid: several values of each, the study's own by default;
+    ``changes`` replaces settings of some, as for ``add_options``."""
     for name in GRID_OPTIONS:
-        settings = {**SHARED_OPTIONS[name], "nargs": "+"}
+        settings = {**SHARED_OPTIONS[name], "nargs": "+", **changes.get(name, {})}
         settings["help"] += ": one or more values, a run for each (default: the study's)"
         parser.add_argument("--" + name.replace("_", "-"), **settings)
 
@@ -414,11 +423,14 @@ def _seed_spread(args, data: studies.RegressionData, gap: float) -> str:
 
 def run_sweep(args) -> None:
     seeds = list(dict.fromkeys(seed for group in args.seeds for seed in group))
+    rates = (
+        None if args.learning_rate is None else [r for group in args.learning_rate for r in group]
+    )
     try:
         plan = sweep.Sweep(
             args.study,
             seeds=seeds,
-            learning_rates=args.learning_rate,
+            learning_rates=rates,
             batch_sizes=args.batch_size,
             epochs=args.epochs,
             engine=args.engine,
@@ -429,12 +441,20 @@ def run_sweep(args) -> None:
             jobs=args.jobs,
             dask=args.dask,
             ray=args.ray,
+            runs_per_task=args.runs_per_task,
         )
-        todo = plan.todo
-        if todo:
-            plan.connect()  # an address nobody answers at is an error before any run
-    except (ValueError, TypeError, ConnectionError, ImportError) as error:
+    except (ValueError, TypeError, ImportError) as error:
         args.parser.error(str(error))
+    try:
+        if plan.todo:
+            plan.connect()  # an address that is not a scheduler is an error before any run
+        plan.open()  # RuntimeError while another sweep writes to the directory
+    except BaseException as error:
+        plan.close()
+        if isinstance(error, (ValueError, TypeError, ConnectionError, ImportError)):
+            args.parser.error(str(error))
+        raise
+    todo = plan.todo
     path = os.path.join(args.output, "runs.csv")
     on = (
         f"the Dask scheduler at {args.dask}"
@@ -452,8 +472,8 @@ def run_sweep(args) -> None:
         runs = plan.run(progress=False if args.no_progress else None)
     except KeyboardInterrupt:
         print(
-            f"{len(plan.store.rows)} finished runs are in {path}; the same command goes on "
-            f"from there.",
+            f"{len(plan.store.rows)} finished runs are in {args.output} (runs.sqlite, and "
+            f"{path}); the same command goes on from there.",
             file=sys.stderr,
         )
         raise
@@ -589,13 +609,20 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
         metavar="SEEDS",
         help="seeds and inclusive ranges, e.g. 0-31 40 41 (default: 0-9)",
     )
-    add_grid_options(p)
+    add_grid_options(
+        p,
+        learning_rate={
+            "type": learning_rates,
+            "help": "gradient descent's step size, and log-spaced ranges LOW:HIGH:N (N rates "
+            "from LOW to HIGH, e.g. 0.001:0.1:5)",
+        },
+    )
     p.add_argument(
         "--output",
         metavar="DIR",
         type=plot_directory,
         required=True,
-        help="where runs.csv goes; made if missing",
+        help="where the sweep's record runs.sqlite and its export runs.csv go; made if missing",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -604,9 +631,23 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="local worker processes (default: one per core)",
     )
-    where.add_argument("--dask", metavar="ADDRESS", help="a running Dask scheduler (agrad[dask])")
     where.add_argument(
-        "--ray", metavar="ADDRESS", help="a running Ray cluster, or local (agrad[ray])"
+        "--dask",
+        metavar="ADDRESS",
+        help="a running Dask scheduler, tcp://HOST:PORT (port 8786 if none; agrad[dask])",
+    )
+    where.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="a running Ray cluster, HOST:PORT of its head node (port 6379 if none), "
+        "or local (agrad[ray])",
+    )
+    p.add_argument(
+        "--runs-per-task",
+        type=positive_int,
+        metavar="N",
+        help="runs each task does (default: about four tasks a worker, at most "
+        f"{sweep.MAX_RUNS_PER_TASK} runs each)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -703,9 +744,11 @@ COMMANDS = {
         "one study over a grid of seeds, learning rates, batch sizes, epochs",
         "Run STUDY for every combination of the given seeds, learning rates, batch sizes and "
         "epoch counts (the defaults are the study's own), on all local cores, a Dask scheduler "
-        "or a Ray cluster. Each finished run is a row of DIR/runs.csv; running the same command "
-        "again does only the runs it lacks. At the end: the spread over seeds of each "
-        "configuration (median, quartiles, worst of the gap to least squares, in %).",
+        "or a Ray cluster. Each finished run is a row of the sweep's record, DIR/runs.sqlite, "
+        "written out as DIR/runs.csv when the sweep ends or is interrupted; running the same "
+        "command again does only the runs it lacks. One sweep at a time writes to a DIR. At the "
+        "end: the spread over seeds of each configuration (median, quartiles, worst of the gap "
+        "to least squares, in %).",
         ["engine", "samples", "data", "target", "plot"],
         {
             "samples": {

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import builtins
 import dis
-import enum
 import functools
 import numbers
 import os
@@ -62,42 +61,10 @@ from agrad._core import RecordingError, Value
 
 __all__ = ["CompiledFunction", "RecordingError", "compile"]
 
-_PLAIN_NUMBERS = frozenset((float, int))
 # A refusal names the user's line: the first frame outside agrad and the standard library.
 _core._set_library_dirs(
     [os.path.dirname(os.path.abspath(__file__)) + os.sep, sysconfig.get_paths()["stdlib"] + os.sep]
 )
-
-
-def _is_number_argument(obj: Any) -> bool:
-    """Whether an argument is a number input (a leaf), as _core._flatten decides:
-    real numbers but for bools and enums, which select the program instead."""
-    return isinstance(obj, numbers.Real) and not isinstance(obj, (bool, enum.Enum, Value))
-
-
-def _substitute(obj: Any, leaves: list[Value], index: list[int]) -> Any:
-    """The argument with its numbers replaced by the input leaves, in order."""
-    t = type(obj)
-    if t is list or t is tuple:
-        start = index[0]
-        if all(map(_PLAIN_NUMBERS.__contains__, map(type, obj))):
-            # a row of plain floats and ints (the common case): one slice
-            index[0] = start + len(obj)
-            items = leaves[start : index[0]]
-        else:
-            items = [_substitute(o, leaves, index) for o in obj]
-        return items if t is list else tuple(items)
-    if t is np.ndarray:
-        flat = np.empty(obj.size, dtype=object)
-        for i in range(obj.size):
-            flat[i] = leaves[index[0]]
-            index[0] += 1
-        return flat.reshape(obj.shape)
-    if t is float or t is int or _is_number_argument(obj):
-        leaf = leaves[index[0]]
-        index[0] += 1
-        return leaf
-    return obj
 
 
 def _outputs(result: Any) -> list[Value]:
@@ -119,6 +86,15 @@ def _is_number(v: Any) -> bool:
     return type(v) in _NUMBER_TYPES or isinstance(v, numbers.Number)
 
 
+def _may_hold_number(cell: Any) -> bool:
+    """A closure cell worth watching: it holds a number, None or nothing yet."""
+    try:
+        v = cell.cell_contents
+    except ValueError:  # not bound yet
+        return True
+    return v is None or _is_number(v)
+
+
 class _FreeNumbers:
     """The plain numbers a function reads from its closure and its module's
     globals, as a key: a recording made with ``coef = 0.5`` is not replayed
@@ -126,11 +102,11 @@ class _FreeNumbers:
 
     The names are the globals the function's code (and the code nested in it:
     lambdas, comprehensions) loads, found once in its bytecode; builtins not
-    shadowed by a global are left out.  A global name is watched if it
-    holds a number, ``None`` or nothing yet when the function is compiled: one
-    that holds a module, a function, a class or a model then is taken to keep
-    holding one (rebinding ``math`` to a float is not a use we serve), which
-    keeps the common call to a few lookups.  Their values are read at every
+    shadowed by a global are left out.  A global name or a closure cell is
+    watched if it holds a number, ``None`` or nothing yet when the function
+    is compiled: one that holds a module, a function, a class or a model then
+    is taken to keep holding one (rebinding ``math`` to a float is not a use
+    we serve), which keeps the common call to a few lookups.  Their values are read at every
     call; what is not a number is left out of the key.
     """
 
@@ -139,7 +115,9 @@ class _FreeNumbers:
     def __init__(self, fn: Callable[..., Any]):
         fn = getattr(fn, "__func__", fn)  # a bound method: its function
         code = getattr(fn, "__code__", None)
-        self.cells: tuple = tuple(getattr(fn, "__closure__", None) or ())
+        self.cells: tuple = tuple(
+            c for c in getattr(fn, "__closure__", None) or () if _may_hold_number(c)
+        )
         self.namespace: dict = getattr(fn, "__globals__", {})
         names: set[str] = set()
         stack = [code] if code is not None else []
@@ -252,24 +230,39 @@ class CompiledFunction:
         return recorded[-1].program if recorded else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # the key and the numbers, converted, in one pass in C (_core._flatten)
-        key, numbers_in = self._key(args, kwargs)
+        # the key and the numbers, converted, in one pass in C (_core._flatten);
+        # the hot path of every compiled training step, so written out in full
+        key, numbers_in = _core._flatten(args, kwargs, np.ndarray)
+        if self._free_numbers.watched:
+            free = self._free_numbers.key()
+            if free:
+                key = (key, free)
         recorded = self._programs.get(key)
         if recorded is None:
-            return self._record(key, args, kwargs, numbers_in)
-        if len(self._programs) > 1:
-            self._programs.move_to_end(key)
-        # the most recently used pattern of guard outcomes first, then the others
-        for i in range(len(recorded) - 1, -1, -1):
+            return self._record(key, args, kwargs)
+        latest = recorded[-1]
+        if latest.program.run(numbers_in):
+            if len(self._programs) > 1:
+                self._programs.move_to_end(key)
+            result = latest.result
+            return list(result) if type(result) is list else result
+        return self._other_pattern(key, recorded, args, kwargs, numbers_in)
+
+    def _other_pattern(
+        self, key: Any, recorded: list[_Recorded], args: tuple, kwargs: dict, numbers_in: Any
+    ) -> Any:
+        """The latest program's guards flipped (or an operation failed): another
+        program kept for this key, the most recently used first, or a new recording."""
+        self._programs.move_to_end(key)
+        for i in range(len(recorded) - 2, -1, -1):
             r = recorded[i]
             if r.program.run(numbers_in):
-                if i != len(recorded) - 1:
-                    recorded.append(recorded.pop(i))
+                recorded.append(recorded.pop(i))
                 result = r.result
                 return list(result) if type(result) is list else result
-        return self._record(key, args, kwargs, numbers_in)
+        return self._record(key, args, kwargs)
 
-    def _call_fn(self, args: list, kwargs: dict) -> Any:
+    def _call_fn(self, args: tuple, kwargs: dict) -> Any:
         if self._instance is None:
             return self.fn(*args, **kwargs)
         instance = self._instance()
@@ -277,13 +270,11 @@ class CompiledFunction:
             raise ReferenceError("the instance of this compiled method is gone")
         return self.fn(instance, *args, **kwargs)
 
-    def _record(self, key: Any, args: tuple, kwargs: dict, numbers_in: _core._Numbers) -> Any:
+    def _record(self, key: Any, args: tuple, kwargs: dict) -> Any:
         _core._begin_recording()
         try:
-            leaves = [Value(x) for x in numbers_in.values()]
-            index = [0]
-            sub_args = [_substitute(a, leaves, index) for a in args]
-            sub_kwargs = {k: _substitute(v, leaves, index) for k, v in kwargs.items()}
+            # the same walk as the key's, now making an input leaf of each number
+            _, _, sub_args, sub_kwargs, leaves = _core._flatten(args, kwargs, np.ndarray, True)
             result = self._call_fn(sub_args, sub_kwargs)
             outputs = _outputs(result)
         except BaseException:

@@ -92,14 +92,44 @@ def power(base: int | float, exponent: int | float) -> int | float:
     return base**exponent
 
 
+# Every float + and * below goes through _fadd and _fmul, for the NaN they
+# give.  When both operands are NaN, the hardware returns one of them, and
+# which one depends on the order the C compiler put the operands in: CPython's
+# own `a + b` gives one NaN before the interpreter specialises the instruction
+# and the other after.  So agrad fixes it, in every engine: two NaNs give the
+# left operand's NaN, quieted (bit 51 set); one NaN or none, the hardware's
+# result, which does not depend on the order.  `a + 0.0` quiets a's NaN with
+# a single NaN operand, so it is the same on every path.
+def _fadd(a: float, b: float) -> float:
+    r = a + b
+    if r != r and a != a:
+        r = a + 0.0
+    return r
+
+
+def _fmul(a: float, b: float) -> float:
+    r = a * b
+    if r != r and a != a:
+        r = a + 0.0
+    return r
+
+
 def _add(a: int | float, b: int | float) -> int | float:
     r = a + b
-    return _check_int(r) if type(r) is int else r
+    if type(r) is int:
+        return _check_int(r)
+    if r != r and a != a:  # _fadd's rule
+        r = a + 0.0
+    return r
 
 
 def _mul(a: int | float, b: int | float) -> int | float:
     r = a * b
-    return _check_int(r) if type(r) is int else r
+    if type(r) is int:
+        return _check_int(r)
+    if r != r and a != a:  # _fmul's rule
+        r = a + 0.0
+    return r
 
 
 def _neg(a: int | float) -> int | float:
@@ -179,8 +209,8 @@ class Value:
         out = Value(_add(self._data, other._data), (self, other), "+")
 
         def _backward(out):
-            self._grad += out._grad
-            other._grad += out._grad
+            self._grad = _fadd(self._grad, out._grad)
+            other._grad = _fadd(other._grad, out._grad)
 
         out._backward = _backward
         return out
@@ -192,8 +222,8 @@ class Value:
         out = Value(_mul(self._data, other._data), (self, other), "*")
 
         def _backward(out):
-            self._grad += other._data * out._grad
-            other._grad += self._data * out._grad
+            self._grad = _fadd(self._grad, _fmul(other._data, out._grad))
+            other._grad = _fadd(other._grad, _fmul(self._data, out._grad))
 
         out._backward = _backward
         return out
@@ -208,7 +238,8 @@ class Value:
         k_minus_one = k - 1  # exact for ints, as Python computes it
 
         def _backward(out):
-            self._grad += k * power(float(self._data), k_minus_one) * out._grad
+            p = power(float(self._data), k_minus_one)
+            self._grad = _fadd(self._grad, _fmul(_fmul(k, p), out._grad))
 
         out._backward = _backward
         return out
@@ -217,7 +248,7 @@ class Value:
         out = Value(math.exp(self._data), (self,), "exp")
 
         def _backward(out):
-            self._grad += out._data * out._grad
+            self._grad = _fadd(self._grad, _fmul(out._data, out._grad))
 
         out._backward = _backward
         return out
@@ -226,7 +257,7 @@ class Value:
         out = Value(math.log(self._data), (self,), "log")
 
         def _backward(out):
-            self._grad += (1.0 / self._data) * out._grad
+            self._grad = _fadd(self._grad, _fmul(1.0 / self._data, out._grad))
 
         out._backward = _backward
         return out
@@ -236,7 +267,7 @@ class Value:
 
         def _backward(out):
             t = float(out._data)  # data set to an int: square it as a float, as every formula
-            self._grad += (1.0 - t * t) * out._grad
+            self._grad = _fadd(self._grad, _fmul(1.0 - _fmul(t, t), out._grad))
 
         out._backward = _backward
         return out
@@ -247,7 +278,8 @@ class Value:
         out = Value(zero if x < 0 else x, (self,), "ReLU")
 
         def _backward(out):
-            self._grad += (1.0 if out._data > 0 else 0.0) * out._grad
+            slope = 1.0 if out._data > 0 else 0.0
+            self._grad = _fadd(self._grad, _fmul(slope, out._grad))
 
         out._backward = _backward
         return out
@@ -255,7 +287,7 @@ class Value:
     def sigmoid(self):
         x = float(self._data)
         if x >= 0:
-            s = 1.0 / (1.0 + math.exp(-x))
+            s = 1.0 / (1.0 + math.exp(-x))  # (1.0 is no NaN: the hardware's order is fine)
         else:  # the same formula rearranged so exp cannot overflow
             e = math.exp(x)
             s = e / (1.0 + e)
@@ -263,7 +295,7 @@ class Value:
 
         def _backward(out):
             s = out._data
-            self._grad += s * (1.0 - s) * out._grad
+            self._grad = _fadd(self._grad, _fmul(_fmul(s, 1.0 - s), out._grad))
 
         out._backward = _backward
         return out

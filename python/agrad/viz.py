@@ -35,6 +35,7 @@ __all__ = [
     "plot_spread",
     "plot_weights",
     "walk_graph",
+    "write_atomically",
     "write_graph",
 ]
 
@@ -108,12 +109,21 @@ def write_graph(dot, path: str | os.PathLike) -> str:
     except graphviz.CalledProcessError as error:
         message = error.stderr.decode(errors="replace").strip() if error.stderr else ""
         raise RuntimeError(f"Graphviz's dot failed: {message or error}") from None
-    return _write_atomically(path, lambda stream: stream.write(rendered))
+    return write_atomically(path, lambda stream: stream.write(rendered))
 
 
-def _write_atomically(path: str | os.PathLike, write) -> str:
-    """Call ``write`` on a temporary file beside ``path``, and put it in
-    place only once it is complete."""
+def write_atomically(path: str | os.PathLike, write) -> str:
+    """Call ``write`` on a binary file opened beside ``path``, and put it in
+    place only once it is complete: a failure leaves whatever was at ``path``
+    as it was (the figures, the graphs, a sweep's exported table).  Returns
+    the path.
+
+    >>> import os, tempfile
+    >>> from agrad.viz import write_atomically
+    >>> path = os.path.join(tempfile.mkdtemp(), "note.txt")
+    >>> write_atomically(path, lambda stream: stream.write(b"all or nothing")) == path
+    True
+    """
     path = os.fspath(path)
     directory, name = os.path.split(path)
     # opened as a new file ("x"), so it gets the permissions any new file would
@@ -270,7 +280,7 @@ def _save(figure, path: str | os.PathLike) -> str:
     directory = os.path.dirname(os.fspath(path))
     if directory:
         os.makedirs(directory, exist_ok=True)
-    return _write_atomically(
+    return write_atomically(
         path, lambda stream: figure.savefig(stream, format="png", dpi=120, bbox_inches="tight")
     )
 
