@@ -15,7 +15,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import ENGINES, exact
+from engines import ENGINES, exact
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

@@ -19,7 +19,7 @@ import tracemalloc
 import weakref
 
 import pytest
-from conftest import exact
+from engines import exact
 
 import agrad
 import agrad.pure

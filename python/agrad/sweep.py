@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import importlib
 import inspect
 import io
 import json
@@ -68,7 +69,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agrad import studies, viz
+from agrad import linreg, studies, viz
 
 __all__ = [
     "LOST",
@@ -110,6 +111,10 @@ LOST = "lost: "
 def _default(study: str, option: str) -> Any:
     # the single-run command's defaults are the study function's: one source
     return inspect.signature(STUDIES[study]).parameters[option].default
+
+
+def _takes(study: str, option: str) -> bool:
+    return option in inspect.signature(STUDIES[study]).parameters
 
 
 @dataclass(frozen=True)
@@ -170,41 +175,33 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         **dict(zip(_KEY, spec.key, strict=True)),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
-    # what every study takes; on the compiled engine each run's loss is
-    # replayed (agrad.compile): the same bits as eager training, faster
-    common: dict[str, Any] = {
+    # on the compiled engine each run's loss is replayed (agrad.compile): the
+    # same bits as eager training, faster
+    options: dict[str, Any] = {
         "seed": spec.seed,
         "engine": spec.engine,
         "epochs": spec.epochs,
         "learning_rate": spec.learning_rate,
         "compile": spec.engine == "native",
     }
+    if _takes(spec.study, "batch_size"):  # univariate's batch is all its points
+        options["batch_size"] = spec.batch_size
+    if spec.samples is not None:
+        options["samples"] = spec.samples
+    if spec.data is not None:
+        options["data"] = spec.data
     start = time.perf_counter()
     try:
-        if spec.study == "bodyfat":
-            result = studies.bodyfat(data=spec.data, batch_size=spec.batch_size, **common)
-            fit, best, gap = result.run.fit, result.least_squares, result.gap
-        elif spec.study == "batch":
-            assert spec.samples is not None
-            batch = studies.batch(batch_size=spec.batch_size, samples=spec.samples, **common)
-            fit, best = batch.mini_batch.fit, batch.least_squares
-            gap = studies.gap_to_least_squares(fit.mse, best.mse, batch.ys)
-        elif spec.study == "multivariate":
-            assert spec.samples is not None
-            multi = studies.multivariate(batch_size=spec.batch_size, samples=spec.samples, **common)
-            fit, best, gap = multi.run.fit, multi.least_squares, multi.gap
-        else:
-            assert spec.samples is not None
-            uni = studies.univariate(samples=spec.samples, **common)
-            fit, best, gap = uni.run.fit, uni.least_squares, uni.gap
+        result: studies.StudyResult = STUDIES[spec.study](**options)
     except (ArithmeticError, ValueError) as error:
         row["seconds"] = time.perf_counter() - start
         row["error"] = f"{type(error).__name__}: {error}"
         return row
     row["seconds"] = time.perf_counter() - start
+    fit = result.run.fit
     row["mse"] = float(fit.mse)
-    row["least_squares_mse"] = float(best.mse)
-    row["gap_to_least_squares"] = None if gap is None else 100 * gap
+    row["least_squares_mse"] = float(result.least_squares.mse)
+    row["gap_to_least_squares"] = None if result.gap is None else 100 * result.gap
     row["bias"] = float(fit.bias)
     for name, weight in zip(names, fit.weights, strict=True):
         row[f"w_{name}"] = float(weight)
@@ -586,7 +583,7 @@ class _Store:
                 ]
                 self._db.close()
                 self._db = None
-                viz._write_atomically(
+                viz.write_atomically(
                     os.path.join(self.directory, _EXPORT),
                     lambda s: _write_csv(s, self.columns, rows),
                 )
@@ -876,6 +873,17 @@ class _Local:
         pass
 
 
+def _extra(module: str, option: str, extra: str) -> Any:
+    """Import ``module`` of an optional backend, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f'{option} needs the {module} package: pip install "agrad[{extra}]" '
+            f'(in a checkout of agrad: pip install ".[{extra}]")'
+        ) from error
+
+
 def _reachable(
     address: str, what: str, schemes: tuple[str, ...], default_port: int, form: str
 ) -> tuple[str, int]:
@@ -921,7 +929,7 @@ class _Dask:
     name = "dask"
 
     def __init__(self, address: str) -> None:
-        distributed = viz._require("distributed", "--dask", "distributed", "dask")
+        distributed = _extra("distributed", "--dask", "dask")
         form = "tcp://HOST:PORT or HOST:PORT (the scheduler's; port 8786 if none)"
         host, port = _reachable(address, "a Dask scheduler", ("tcp",), 8786, form)
         self.address = address = f"tcp://{f'[{host}]' if ':' in host else host}:{port}"
@@ -1004,7 +1012,7 @@ class _Ray:
     name = "ray"
 
     def __init__(self, address: str) -> None:
-        ray = viz._require("ray", "--ray", "ray", "ray")
+        ray = _extra("ray", "--ray", "ray")
         if address != "local":
             form = "local, or HOST:PORT of its head node (the GCS; port 6379 if none)"
             host, port = _reachable(address, "a Ray cluster", (), 6379, form)
@@ -1134,9 +1142,10 @@ class Sweep:
     ) -> None:
         if study not in STUDIES:
             raise ValueError(f"unknown study {study!r}; the studies are {', '.join(STUDIES)}")
-        if engine not in ("native", "pure"):
-            raise ValueError(f"unknown engine {engine!r}; the engines are native, pure")
-        from agrad.__main__ import MAX_EPOCHS, MAX_SAMPLES
+        if engine not in linreg.ENGINES:
+            raise ValueError(
+                f"unknown engine {engine!r}; the engines are {', '.join(sorted(linreg.ENGINES))}"
+            )
 
         seeds = _ints(_as_list(seeds), "seeds", 0, 2**63 - 1)
         rates = _floats(
@@ -1149,7 +1158,7 @@ class Sweep:
             _as_list(_default(study, "epochs") if epochs is None else epochs),
             "epochs",
             0,
-            MAX_EPOCHS,
+            studies.MAX_EPOCHS,
         )
         if study == "bodyfat":
             if samples is not None:
@@ -1162,7 +1171,7 @@ class Sweep:
                 raise ValueError(f"only bodyfat takes data and target, not {study}")
             if samples is None:
                 samples = _default(study, "samples")
-            (samples,) = _ints([samples], "samples", 1, MAX_SAMPLES)
+            (samples,) = _ints([samples], "samples", 1, studies.MAX_SAMPLES)
             rows, what = samples, f"the {samples} points"
         if study == "univariate":
             if batch_sizes is not None:
@@ -1338,8 +1347,9 @@ def summarize(runs: Any) -> Any:
 
 def plot(runs: Any, directory: str | os.PathLike) -> list[str]:
     """The sweep's figures as PNG files in ``directory``: the median gap over
-    learning rate x batch size (one panel per epoch count), and the spread
-    over seeds of each configuration.  Returns their paths.
+    learning rate x batch size (one panel per epoch count; left out when the
+    grid has one learning rate and one batch size, a map of one cell), and
+    the spread over seeds of each configuration.  Returns their paths.
 
     >>> import os, tempfile
     >>> from agrad.sweep import plot, sweep
@@ -1347,52 +1357,40 @@ def plot(runs: Any, directory: str | os.PathLike) -> list[str]:
     >>> [os.path.basename(path) for path in plot(runs, tempfile.mkdtemp())]
     ['sweep-univariate-heatmap.png', 'sweep-univariate-spread.png']
     """
-    import numpy as np
-
     ok = runs[runs["error"].isna()]
     if ok.empty:
         raise ValueError("no run finished without an error: nothing to plot")
     measure = _measure(ok)
     label = "gap to least squares (%)" if measure == "gap_to_least_squares" else "MSE"
     study = str(runs["study"].iloc[0])
-    epochs = sorted(ok["epochs"].unique())
-
-    figure = viz._figure(4.5 * len(epochs) + 1, 4)
-    for i, count in enumerate(epochs, start=1):
-        axes = figure.add_subplot(1, len(epochs), i)
-        table = ok[ok["epochs"] == count].pivot_table(
-            index="learning_rate", columns="batch_size", values=measure, aggfunc="median"
+    written = []
+    if ok["learning_rate"].nunique() * ok["batch_size"].nunique() > 1:
+        panels = {
+            f"{count} epochs": ok[ok["epochs"] == count].pivot_table(
+                index="learning_rate", columns="batch_size", values=measure, aggfunc="median"
+            )
+            for count in sorted(ok["epochs"].unique())
+        }
+        written.append(
+            viz.plot_heatmap(
+                panels,
+                os.path.join(directory, f"sweep-{study}-heatmap.png"),
+                row_label="learning rate",
+                column_label="batch size",
+                value_label=f"median {label}",
+                title=f"{study}: median over seeds",
+            )
         )
-        image = axes.imshow(table.to_numpy(), cmap="viridis_r", aspect="auto")
-        axes.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
-        axes.set_yticks(range(len(table.index)), [f"{r:g}" for r in table.index])
-        axes.set_xlabel("batch size")
-        axes.set_ylabel("learning rate")
-        axes.set_title(f"{count} epochs")
-        for (y, x), value in np.ndenumerate(table.to_numpy()):
-            if not np.isnan(value):
-                axes.text(x, y, f"{value:.3g}", ha="center", va="center", color="w", fontsize=8)
-        figure.colorbar(image, ax=axes, label=f"median {label}")
-    figure.suptitle(f"{study}: median over seeds")
-    heat = viz._save(figure, os.path.join(directory, f"sweep-{study}-heatmap.png"))
-
-    groups = list(ok.groupby(_CONFIG, sort=True))
-    figure = viz._figure(8, 1 + 0.35 * len(groups))
-    axes = figure.add_subplot()
-    # matplotlib 3.10 renamed vert=False; the labels are set apart for the same reason
-    sideways = (
-        {"orientation": "horizontal"}
-        if "orientation" in inspect.signature(axes.boxplot).parameters
-        else {"vert": False}
+    groups = {
+        f"lr {lr:g}, batch {b}, {e} ep": group[measure].to_numpy()
+        for (lr, b, e), group in ok.groupby(_CONFIG, sort=True)
+    }
+    written.append(
+        viz.plot_spread(
+            groups,
+            os.path.join(directory, f"sweep-{study}-spread.png"),
+            value_label=label,
+            title=f"{study}: spread over seeds per configuration",
+        )
     )
-    axes.boxplot([group[measure].to_numpy() for _, group in groups], **sideways)
-    axes.set_yticks(
-        range(1, len(groups) + 1), [f"lr {lr:g}, batch {b}, {e} ep" for (lr, b, e), _ in groups]
-    )
-    if (ok[measure] > 0).all():
-        axes.set_xscale("log")  # gaps span decades between good and bad settings
-    axes.set_xlabel(label)
-    axes.set_title(f"{study}: spread over seeds per configuration")
-    axes.grid(True, axis="x", alpha=0.3)
-    spread = viz._save(figure, os.path.join(directory, f"sweep-{study}-spread.png"))
-    return [heat, spread]
+    return written
