@@ -1,7 +1,13 @@
 """Where a compiled call of the 1000-point loss spends its time: recording
 against one eager evaluation, replay forward, backward, the argument
-flattening.  python benchmarks/compile_costs.py; medians of 30, one process."""
+flattening.
 
+Usage: ``python benchmarks/compile_costs.py``: it prints medians of 30 timings
+in one process and writes nothing; ``COMPILE.md`` is written by hand from
+its output.
+"""
+
+import argparse
 import random
 import statistics
 import time
@@ -13,8 +19,6 @@ from agrad import _core
 from agrad.datasets import batch_data
 from agrad.linreg import LinReg
 
-xs, ys = batch_data(1000, random.Random(42))
-
 
 def med(f, n=30):
     t = []
@@ -25,22 +29,32 @@ def med(f, n=30):
     return statistics.median(t)
 
 
-m = LinReg()
-eager = med(lambda: m.loss(xs, ys))
-rec = med(lambda: agrad.compile(m.loss)(xs, ys))
-f = agrad.compile(m.loss)
-L = f(xs, ys)
-rep = med(lambda: f(xs, ys))
-bw = med(lambda: L.backward())
-le = m.loss(xs, ys)
-bwe = med(lambda: le.backward())
-fl = med(lambda: LinReg(number=float).loss(xs, ys))
-print(
-    f"eager forward {eager * 1e6:.0f}us  record {rec * 1e6:.0f}us ({rec / eager:.2f}x)  replay forward {rep * 1e6:.0f}us  backward(replayed) {bw * 1e6:.0f}us  backward(eager) {bwe * 1e6:.0f}us  float loss {fl * 1e6:.0f}us  ops={f.program(xs, ys).operations}"
-)
+def main(argv=None) -> int:
+    argparse.ArgumentParser(
+        prog="python benchmarks/compile_costs.py", description=__doc__.split("\n\n")[0]
+    ).parse_args(argv)
+    xs, ys = batch_data(1000, random.Random(42))
+    m = LinReg()
+    eager = med(lambda: m.loss(xs, ys))
+    rec = med(lambda: agrad.compile(m.loss)(xs, ys))
+    f = agrad.compile(m.loss)
+    L = f(xs, ys)
+    rep = med(lambda: f(xs, ys))
+    bw = med(lambda: L.backward())
+    le = m.loss(xs, ys)
+    bwe = med(lambda: le.backward())
+    fl = med(lambda: LinReg(number=float).loss(xs, ys))
+    print(
+        f"eager forward {eager * 1e6:.0f}us  record {rec * 1e6:.0f}us ({rec / eager:.2f}x)  replay forward {rep * 1e6:.0f}us  backward(replayed) {bw * 1e6:.0f}us  backward(eager) {bwe * 1e6:.0f}us  float loss {fl * 1e6:.0f}us  ops={f.program(xs, ys).operations}"
+    )
 
-flat = med(lambda: _core._flatten((xs, ys), {}, np.ndarray))
-nums = _core._flatten((xs, ys), {}, np.ndarray)[1]
-prog = f.program(xs, ys)
-run = med(lambda: prog.run(nums))
-print(f"flatten arguments {flat * 1e6:.0f}us  Program.run (recompute) {run * 1e6:.0f}us")
+    flat = med(lambda: _core._flatten((xs, ys), {}, np.ndarray))
+    nums = _core._flatten((xs, ys), {}, np.ndarray)[1]
+    prog = f.program(xs, ys)
+    run = med(lambda: prog.run(nums))
+    print(f"flatten arguments {flat * 1e6:.0f}us  Program.run (recompute) {run * 1e6:.0f}us")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

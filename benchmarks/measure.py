@@ -40,6 +40,10 @@ class Settings:
     micro_seconds: float  # each micro-benchmark sample lasts about this long
     micro_sum_terms: int = 1000
     demo_steps: int = 5  # micrograd's demo: steps timed per implementation (~1 s each)
+    # beside the peers (peers.py): sizes of the "Fastest Autograd in the West"
+    # graph, in operations, and how long each timed block of calls lasts
+    graph_operations: tuple[int, ...] = (10_000, 100_000)
+    peer_block_seconds: float = 0.05
 
 
 FULL = Settings(
@@ -52,6 +56,8 @@ QUICK = Settings(
     soak_epochs=300,
     micro_seconds=0.005,
     demo_steps=1,
+    graph_operations=(1_000, 3_000),
+    peer_block_seconds=0.005,
 )
 
 
@@ -158,15 +164,49 @@ def per_call_seconds(
     return sample
 
 
-def interleaved_medians(samplers: dict[K, Callable[[], float]], repeats: int) -> dict[K, float]:
-    """The median of `repeats` samples of each sampler, taking one sample of
-    each in turn, so that a slow patch of the machine falls on all alike."""
+def interleaved_samples(
+    samplers: dict[K, Callable[[], float]], repeats: int
+) -> dict[K, list[float]]:
+    """`repeats` samples of each sampler, taking one sample of each in turn,
+    so that a slow patch of the machine falls on all alike."""
     samples: dict[K, list[float]] = {key: [] for key in samplers}
     for _ in range(repeats):
         for key, sample in samplers.items():
             gc.collect()
             samples[key].append(sample())
+    return samples
+
+
+def interleaved_medians(samplers: dict[K, Callable[[], float]], repeats: int) -> dict[K, float]:
+    """The median of `repeats` interleaved samples of each sampler."""
+    samples = interleaved_samples(samplers, repeats)
     return {key: statistics.median(s) for key, s in samples.items()}
+
+
+def interleaved_minima(samplers: dict[K, Callable[[], float]], repeats: int) -> dict[K, float]:
+    """The least of `repeats` interleaved samples of each sampler: on a shared
+    machine other work only ever adds time, so the least is the closest to
+    the cost of the code itself."""
+    samples = interleaved_samples(samplers, repeats)
+    return {key: min(s) for key, s in samples.items()}
+
+
+def per_call_minima(
+    cases: dict[K, Callable[[], object]], rounds: int, calls: int
+) -> dict[K, float]:
+    """The least, over `rounds` interleaved samples, of each case's mean time
+    per call over `calls` calls (interleaved_minima of such samples)."""
+
+    def sampler(fn: Callable[[], object]) -> Callable[[], float]:
+        def sample() -> float:
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            return (time.perf_counter() - start) / calls
+
+        return sample
+
+    return interleaved_minima({key: sampler(fn) for key, fn in cases.items()}, rounds)
 
 
 def chain_graph(engine: Engine):

@@ -33,6 +33,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -148,21 +149,27 @@ AGRAD_NN_COMPILED = "agrad.nn (fused), compiled"
 NUMPY = "NumPy, vectorised"
 
 
-def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
-    """CPU seconds of each of `repeat` steps, by implementation, micrograd's
-    first (left out, with a line to `log`, when micrograd is not installed)."""
+def demo_data() -> tuple[list[list[float]], list[int]]:
+    """The demo's 100 two-moons points and their labels, -1 and 1."""
     X, labels = moons_data(100, 0.1, np.random.RandomState(1337))
-    X, y = X.tolist(), [2 * int(label) - 1 for label in labels]
-    steps = {}
-    try:
-        from micrograd.engine import Value as MicrogradValue
-        from micrograd.nn import MLP as MicrogradMLP
+    return X.tolist(), [2 * int(label) - 1 for label in labels]
 
-        random.seed(1337)
-        micrograd_model = MicrogradMLP(2, [16, 16, 1])
-        steps[MICROGRAD] = lambda: demo_step(micrograd_model, X, y, MicrogradValue)
-    except ImportError:
-        log("micrograd is not installed (pip install micrograd): its row is left out")
+
+def make_steps(X, y, log=print, micrograd: bool = True) -> dict[str, Callable[[], float]]:
+    """One step of the demo on each implementation, by name (micrograd's
+    first, when asked and installed), each with a model of its own drawn
+    from the same seed: every step returns its loss as a float."""
+    steps: dict[str, Callable[[], float]] = {}
+    if micrograd:
+        try:
+            from micrograd.engine import Value as MicrogradValue
+            from micrograd.nn import MLP as MicrogradMLP
+
+            random.seed(1337)
+            micrograd_model = MicrogradMLP(2, [16, 16, 1])
+            steps[MICROGRAD] = lambda: demo_step(micrograd_model, X, y, MicrogradValue)
+        except ImportError:
+            log("micrograd is not installed (pip install micrograd): its row is left out")
     random.seed(1337)
     chain_model = ChainMLP(2, [16, 16, 1])
     steps[CHAIN] = lambda: demo_step(chain_model, X, y, agrad.Value)
@@ -194,17 +201,30 @@ def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
     random.seed(1337)
     numpy_model = NumpyMLP(nn.MLP(2, [16, 16, 1]))
     X_array, y_array = np.array(X), np.array(y, dtype=float)
-    steps[NUMPY] = lambda: numpy_model.step(X_array, y_array)
-    # One untimed step each first: a first step is not a training loop's step
-    # (micrograd's graphs are reference cycles, so from the second step on
-    # its steps also pay for collecting the previous graph; agrad's caches
-    # are cold).
+    steps[NUMPY] = lambda: float(numpy_model.step(X_array, y_array))
+    return steps
+
+
+def check_first_steps(steps: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Run each implementation's first step (untimed: a first step is not a
+    training loop's step: micrograd's graphs are reference cycles, so from the
+    second step on its steps also pay for collecting the previous graph;
+    agrad's caches are cold; compiled functions record) and check that the
+    same model from the same weights gave the same loss: agrad's engines to
+    the bit, NumPy's sums, in another order, to rounding."""
     first = {name: step() for name, step in steps.items()}
-    # the same model from the same weights: the same first loss (agrad's
-    # engines to the bit, NumPy's sums in another order to rounding)
     assert first[AGRAD_NN_COMPILED] == first[AGRAD_NN], first
     assert first[CHAIN_COMPILED] == first[CHAIN], first
     assert abs(first[NUMPY] - first[AGRAD_NN]) <= 1e-12 * abs(first[AGRAD_NN]), first
+    return first
+
+
+def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
+    """CPU seconds of each of `repeat` steps, by implementation, micrograd's
+    first (left out, with a line to `log`, when micrograd is not installed)."""
+    X, y = demo_data()
+    steps = make_steps(X, y, log)
+    check_first_steps(steps)
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
         for name, step in steps.items():
@@ -218,7 +238,10 @@ def step_seconds(repeat: int, log=print) -> dict[str, list[float]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/micrograd_demo.py",
+        description=__doc__.splitlines()[0] + " It prints a table and writes nothing.",
+    )
     parser.add_argument("--repeat", type=int, default=5, help="steps timed per implementation")
     args = parser.parse_args(argv)
     if args.repeat < 1:

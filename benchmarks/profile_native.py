@@ -11,8 +11,11 @@ compiled module (binding and engine), the C library (malloc) and libm.
 Last, the compiled module is rebuilt with symbols (cmake, in a temporary
 directory; the installed one is stripped) to split its share by function.
 
-Usage: ``python benchmarks/profile_native.py`` writes ``benchmarks/PROFILE.md``,
-which ``python benchmarks/run.py`` quotes in ``RESULTS.md``.  Needs valgrind
+Usage: ``python benchmarks/profile_native.py [--output DIR | --update]``
+writes ``PROFILE.md`` into DIR (default: ``build/benchmarks/`` of the
+checkout), or with ``--update`` rewrites the tracked ``benchmarks/PROFILE.md``;
+``python benchmarks/run.py`` quotes the one in its own output folder, else the
+tracked one, in ``RESULTS.md``.  Needs valgrind
 (``apt-get install valgrind``).  ``perf stat`` would give cycles too, but
 this machine's virtual CPU exposes no hardware counters to it.
 """
@@ -30,6 +33,8 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+
+import output
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -330,8 +335,12 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=HERE / "PROFILE.md")
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/profile_native.py",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        epilog="Exit status: 0, or 1 when valgrind is missing.",
+    )
+    output.add_options(parser, ["PROFILE.md"])
     parser.add_argument("--epochs", type=int, default=10, help="epochs between the two runs")
     parser.add_argument(
         "--child", nargs=3, metavar=("ENGINE", "PHASE", "COUNT"), help=argparse.SUPPRESS
@@ -392,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
             env,
         )
     nodes, native_nodes = loss_graph_nodes()
-    args.output.write_text(render(epochs, ops, functions, nodes, native_nodes), encoding="utf-8")
-    print(f"wrote {args.output}", file=sys.stderr)
+    written = output.folder(args) / "PROFILE.md"
+    written.write_text(render(epochs, ops, functions, nodes, native_nodes), encoding="utf-8")
+    print(f"wrote {written}", file=sys.stderr)
     return 0
 
 

@@ -11,9 +11,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+import peers
 from measure import Soak, WorkloadResult
 from micrograd_demo import AGRAD_NN, AGRAD_NN_COMPILED, CHAIN, CHAIN_COMPILED, MICROGRAD, NUMPY
+from peers import PeersResult
 from workloads import TITLES
 
 import agrad
@@ -34,11 +37,26 @@ def fmt_time(seconds: float | None) -> str:
 
 
 def fmt_ratio(r: float | None) -> str:
-    return "-" if r is None or not math.isfinite(r) else f"{r:.1f}x" if r < 100 else f"{r:.0f}x"
+    if r is None or not math.isfinite(r):
+        return "-"
+    # two significant digits below 0.1x, where one decimal would read 0.0x
+    return f"{r:.2g}x" if r < 0.1 else f"{r:.1f}x" if r < 100 else f"{r:.0f}x"
 
 
 def ratio(num: float | None, den: float | None) -> float | None:
     return None if num is None or den is None or den == 0 else num / den
+
+
+class Line(NamedTuple):
+    """A line of the summary: a goal or a check, and what was measured."""
+
+    what: str
+    value: str  # the measurement
+    goal: str
+    met: bool | None  # None: not measured (a library not installed)
+    # a check of results (two engines equal, a peer within rounding), which no
+    # noise can excuse, rather than a goal for a time
+    exact: bool = False
 
 
 @dataclass
@@ -52,6 +70,9 @@ class Report:
     engines: list[str]
     # micrograd's demo: CPU seconds per step by implementation (None: micrograd not installed)
     demo: dict[str, float] | None = None
+    peers: PeersResult | None = None
+    # whether the times are good enough to judge the speed goals by (--quick's are not)
+    judged: bool = True
 
     def seconds(self, key: int) -> dict[str, float]:
         return next(r.seconds for r in self.workloads if r.workload.key == key)
@@ -113,10 +134,9 @@ class Report:
             for name, seconds in self.demo.items()
         ]
 
-    def summary(self) -> list[tuple[str, str, str, bool | None]]:
-        """(what is measured, the measurement, the goal, whether it is met:
-        None when it could not be measured)."""
-        out: list[tuple[str, str, str, bool | None]] = []
+    def summary(self) -> list[Line]:
+        """Each goal and check, measured."""
+        out: list[Line] = []
         for key in (2, 4):
             s = self.seconds(key)
             r = s["pure"] / s["agrad"]
@@ -125,18 +145,20 @@ class Report:
                 f"{fmt_ratio(r)} (ceiling: pure/floats = {fmt_ratio(s['pure'] / s['floats'])})"
             )
             out.append(
-                (f"workload {key}: agrad.pure time / agrad time", measured, ">= 30x", r >= 30)
+                Line(f"workload {key}: agrad.pure time / agrad time", measured, ">= 30x", r >= 30)
             )
         for key in (2, 4):
             s = self.seconds(key)
             r = s["agrad"] / s["floats"]
             out.append(
-                (f"workload {key}: agrad time / plain floats time", fmt_ratio(r), "<= 3x", r <= 3)
+                Line(
+                    f"workload {key}: agrad time / plain floats time", fmt_ratio(r), "<= 3x", r <= 3
+                )
             )
         b = self.micro["backward per node"]
         r = b["pure"] / b["agrad"]
         out.append(
-            (
+            Line(
                 "backward per node: agrad.pure time / agrad time",
                 f"{fmt_ratio(r)} (100x needs {fmt_time(b['pure'] / 100)} per node)",
                 ">= 100x",
@@ -144,11 +166,12 @@ class Report:
             )
         )
         out.append(
-            (
+            Line(
                 f"agrad's live nodes over {self.soak.epochs} epochs of workload 4",
                 f"{self.soak.nodes_start} -> {self.soak.nodes_end}",
                 "unchanged",
                 self.soak.nodes_end == self.soak.nodes_start,
+                exact=True,  # a count, not a time: a leak whatever the machine
             )
         )
         demo = self.demo
@@ -168,10 +191,10 @@ class Report:
         for measure, slow, fast, goal, at_least in demo_goals:
             measure = f"micrograd's demo: {measure}"
             if demo is None:
-                out.append((measure, "micrograd not installed", goal, None))
+                out.append(Line(measure, "micrograd not installed", goal, None))
                 continue
             r = demo[slow] / demo[fast]
-            out.append((measure, fmt_ratio(r), goal, r >= at_least))
+            out.append(Line(measure, fmt_ratio(r), goal, r >= at_least))
         torch_measure = "torch scalars time / agrad time, smallest over the workloads"
         if "torch" in self.engines:
             slower = [
@@ -181,17 +204,20 @@ class Report:
             ]
             smallest = min(r.seconds["torch"] / r.seconds["agrad"] for r in self.workloads)
             measured = fmt_ratio(smallest) + (f"; slower on {', '.join(slower)}" if slower else "")
-            out.append((torch_measure, measured, "> 1x", not slower))
+            out.append(Line(torch_measure, measured, "> 1x", not slower))
         else:
-            out.append((torch_measure, "torch not installed", "> 1x", None))
+            out.append(Line(torch_measure, "torch not installed", "> 1x", None))
+        if self.peers is not None:
+            out += peer_lines(self.peers)
         for result in self.workloads:
             for check, ok in result.checks.items():
                 out.append(
-                    (
+                    Line(
                         f"workload {result.workload.key}: losses {check}, bit for bit",
                         "same" if ok else "DIFFER",
                         "same",
                         ok,
+                        exact=True,
                     )
                 )
         return out
@@ -223,8 +249,47 @@ class Report:
         )
         return notes
 
-    def all_losses_agree(self) -> bool:
-        return all(ok for r in self.workloads for ok in r.checks.values())
+    def disagreements(self) -> list[Line]:
+        """The checks of results that failed: bugs, whatever the machine."""
+        return [line for line in self.summary() if line.exact and line.met is False]
+
+    def missed_goals(self) -> list[Line]:
+        """The goals missed, when the times are good enough to judge them."""
+        if not self.judged:
+            return []
+        return [line for line in self.summary() if not line.exact and line.met is False]
+
+
+def peer_lines(result: PeersResult) -> list[Line]:
+    """The goals for agrad beside the C floor and the vectorised peers, and
+    the checks that they computed the same numbers."""
+    out = []
+    for graph in result.graphs:
+        what = f"graph of {graph.operations} operations: agrad compiled / C floor, per operation"
+        floor = graph.seconds.get(peers.FLOOR)
+        if floor is None:
+            out.append(Line(what, "no C compiler", "<= 2x", None))
+            continue
+        r = graph.seconds[peers.GRAPH_COMPILED] / floor
+        out.append(Line(what, fmt_ratio(r), "<= 2x", r <= 2))
+    goals = [
+        ("chapter, full batch", result.chapter, peers.BOOK_COMPILED, peers.NUMPY, 2),
+        ("micrograd's demo", result.demo, AGRAD_NN_COMPILED, peers.JAX, 1.2),
+        ("micrograd's demo", result.demo, CHAIN_COMPILED, peers.JAX, 2),
+    ]
+    for part, seconds, ours, theirs, at_most in goals:
+        what = f"{part}: {ours} / {theirs}"
+        if theirs not in seconds:
+            out.append(Line(what, f"{theirs.split(',')[0]} not installed", f"<= {at_most}x", None))
+            continue
+        r = seconds[ours] / seconds[theirs]
+        out.append(Line(what, fmt_ratio(r), f"<= {at_most}x", r <= at_most))
+    for check, ok in result.checks.items():
+        out.append(Line(f"{check}, bit for bit", "same" if ok else "DIFFER", "same", ok, True))
+    for what, difference in result.differences.items():
+        ok = difference <= peers.CLOSE
+        out.append(Line(what, f"{difference:.1e}", f"<= {peers.CLOSE:.0e}", ok, True))
+    return out
 
 
 MICRO_COLUMNS = ["floats", "agrad", "pure", "torch"]
@@ -265,8 +330,110 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def summary_rows(report: Report, missed: str) -> list[list[str]]:
-    met = {True: "yes", False: missed, None: "not measured"}
-    return [[what, value, goal, met[ok]] for what, value, goal, ok in report.summary()]
+    def verdict(line: Line) -> str:
+        if line.met is None:
+            return "not measured"
+        if not line.exact and not report.judged:
+            return "not judged (times too rough)"
+        return "yes" if line.met else missed
+
+    return [[line.what, line.value, line.goal, verdict(line)] for line in report.summary()]
+
+
+def graph_table(result: PeersResult) -> tuple[list[str], list[list[str]]]:
+    """Rows: the C floor and agrad; per graph size, the time an operation and
+    its ratio to the floor's."""
+    header = ["implementation"]
+    for graph in result.graphs:
+        header += [f"{graph.operations} ops: per op", f"{graph.operations} ops: / C floor"]
+    rows = []
+    for name in peers.GRAPH_ROWS:
+        row = [name]
+        for graph in result.graphs:
+            seconds = graph.seconds.get(name)
+            per_op = None if seconds is None else seconds / graph.operations
+            row += [fmt_time(per_op), fmt_ratio(ratio(seconds, graph.seconds.get(peers.FLOOR)))]
+        rows.append(row)
+    return header, rows
+
+
+STEP_HEADER = ["implementation", "time per step", "/ NumPy", "/ jax.jit"]
+
+
+def step_rows(seconds: dict[str, float], names: Sequence[str], numpy: str) -> list[list[str]]:
+    return [
+        [
+            name,
+            fmt_time(seconds.get(name)),
+            fmt_ratio(ratio(seconds.get(name), seconds.get(numpy))),
+            fmt_ratio(ratio(seconds.get(name), seconds.get(peers.JAX))),
+        ]
+        for name in names
+    ]
+
+
+def peers_text(result: PeersResult) -> str:
+    """The tables of peers.py, for the terminal."""
+    return "\n\n".join(
+        [
+            text_table(*graph_table(result)),
+            text_table(STEP_HEADER, step_rows(result.chapter, peers.CHAPTER_ROWS, peers.NUMPY)),
+            text_table(STEP_HEADER, step_rows(result.demo, peers.DEMO_ROWS, NUMPY)),
+        ]
+    )
+
+
+def peers_markdown(result: PeersResult) -> list[str]:
+    """The section of RESULTS.md beside the C floor and the vectorised peers."""
+    threads = ", ".join(f"`{k}={v}`" for k, v in result.threads.items())
+    nodes = ", ".join(f"{g.nodes / g.operations:.1f} at {g.operations}" for g in result.graphs)
+    parts = [
+        "## Beside a C floor, NumPy and jax.jit",
+        "",
+        "By `benchmarks/peers.py`. Every time is the least of "
+        f"{result.repeats} interleaved repetitions in one process, each a block of calls of about "
+        f"{result.block_seconds * 1e3:.0f} ms (wall clock): on a shared machine other work only "
+        "adds time. Each step is timed as a user writes it: the graph or loss built, backward, "
+        "the optimizer's update, the loss read back as a float. The peers run on one thread "
+        f"(set before numpy and jax are imported: {threads}); jax "
+        f"{result.jax_version or 'is not installed'} with float64 on.",
+        "",
+        "### The Fastest Autograd in the West graph, forward and backward",
+        "",
+        markdown_table(*graph_table(result)),
+        "",
+        "100 inputs (k/100 for k = 0..99: the original's 0..99 overflow `exp` in float64), then "
+        "operation i by i mod 4 appends softplus of n[-10], the sum of n[-30:-10:5], "
+        "n[-20] * n[-10], or the 4 outputs of a softmax of n[-4:] (no max shift); backward from "
+        "the last node. The floor is `benchmarks/tape_floor.c`, a hand-written tape interpreter "
+        "(flat arrays, one `switch` loop each way), built at run time by "
+        f"{result.compiler or 'no compiler: not measured'}"
+        + (f" with `{result.compile_command}` (no fast-math)" if result.compile_command else "")
+        + " and called through ctypes. agrad builds the same graph with `Value` "
+        "(`agrad.sum` for the sums, `e / s` for the softmax, as micrograd writes it), eagerly and "
+        f"through `agrad.compile`: agrad nodes an operation: {nodes}.",
+        "",
+        "### The chapter's step, 1000 points, full batch",
+        "",
+        markdown_table(STEP_HEADER, step_rows(result.chapter, peers.CHAPTER_ROWS, peers.NUMPY)),
+        "",
+        "The suite's workload 2: *the book's code* is `LinReg` with the builtin `sum`, eager or "
+        "through `agrad.compile`; *fused sums* the same loss with `agrad.sum`. NumPy computes the "
+        "residuals, the loss and both gradients in a few array operations; jax takes "
+        "`value_and_grad` of the same loss inside one `jax.jit` step with the update.",
+        "",
+        "### micrograd's demo step (MLP 2-16-16-1, 100 points)",
+        "",
+        markdown_table(STEP_HEADER, step_rows(result.demo, peers.DEMO_ROWS, NUMPY)),
+        "",
+        "The implementations of the section *micrograd's demo* above, timed here as the rest of "
+        "this section (the least of blocks of steps, not medians of single steps), and "
+        "`jax.jit` with the same model, loss and SGD step.",
+        "",
+    ]
+    if result.missing:
+        parts += [*(f"- Not measured: {line}" for line in result.missing), ""]
+    return parts
 
 
 def render_text(report: Report) -> str:
@@ -277,6 +444,8 @@ def render_text(report: Report) -> str:
     ]
     if report.demo is not None:
         tables.append(text_table(DEMO_HEADER, report.demo_rows()))
+    if report.peers is not None:
+        tables.append(peers_text(report.peers))
     return "\n\n".join([*tables, text_table(SUMMARY_HEADER, summary_rows(report, "NO"))])
 
 
@@ -291,11 +460,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def load_average() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # not on every system
+        return "unknown"
+
+
 def environment() -> list[tuple[str, str]]:
     import numpy
 
     # imported by the suite if it is installed; None in sys.modules also means absent
     torch = sys.modules.get("torch")
+    jax = sys.modules.get("jax")
     return [
         ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         (
@@ -303,9 +480,12 @@ def environment() -> list[tuple[str, str]]:
             f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs",
         ),
         ("CPU", cpu_model()),
+        # the machine is shared: how busy it was when the tables were written
+        ("load average (1, 5, 15 min)", load_average()),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("agrad", agrad.__version__),
         ("torch", torch.__version__ if torch is not None else "not installed"),
+        ("jax", jax.__version__ if jax is not None else "not installed"),
         ("numpy", numpy.__version__),
     ]
 
@@ -375,6 +555,7 @@ def render_markdown(report: Report, chart_name: str | None, profile_text: str | 
             else ["micrograd is not installed (`pip install 'agrad[bench]'`): not measured."]
         ),
         "",
+        *(peers_markdown(report.peers) if report.peers is not None else []),
         "## Memory",
         "",
         markdown_table(MEMORY_HEADER, report.memory_rows()),

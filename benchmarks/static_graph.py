@@ -3,9 +3,11 @@ backward many times: nanoseconds per node on every engine, and what
 recording it for ``agrad.compile`` costs.
 
 Usage: ``python benchmarks/static_graph.py [--nodes N] [--evaluations E]
-[--repeat R] [--seed S] [--output FILE] [--instructions REPLAYS]``.  It
-prints the tables and writes them to ``STATIC.md`` (default: in this
-``benchmarks/`` folder), keeping the hand-written section at its end.
+[--repeat R] [--seed S] [--output DIR | --update] [--instructions REPLAYS]``.
+It prints the tables and writes them to ``STATIC.md`` in DIR (default:
+``build/benchmarks/`` of the checkout); ``--update`` rewrites the tracked one
+in this ``benchmarks/`` folder.  A hand-written section at the end of the file
+it replaces is kept.
 ``--instructions`` adds callgrind's count of a replay's instructions per
 node, by function (valgrind and cmake needed; about ten minutes).
 
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import output
 import profile_native
 from measure import interleaved_medians, per_call_seconds
 from report import environment, fmt_ratio, markdown_table, text_table
@@ -54,6 +57,7 @@ from agrad import _core
 
 HERE = Path(__file__).resolve().parent
 PROG = "python benchmarks/static_graph.py"
+OUTPUT = "STATIC.md"
 
 KINDS = ("product", "sum4", "softplus", "softmax")
 # each kind's share of the operations drawn (the sinks' final sum adds sums),
@@ -532,7 +536,11 @@ def instruction_table(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        epilog="Exit status: 0, or 1 when a replay differs from eager agrad.",
+    )
     parser.add_argument("--nodes", type=int, default=10_000, help="operations, about")
     parser.add_argument(
         "--evaluations", type=int, default=10_000, help="compiled evaluations timed"
@@ -540,8 +548,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=20, help="rounds: samples of each slow engine"
     )
-    parser.add_argument("--seed", type=int, default=10)
-    parser.add_argument("--output", type=Path, default=HERE / "STATIC.md")
+    parser.add_argument("--seed", type=int, default=10, help="seed of the graph's generator")
+    output.add_options(parser, [OUTPUT])
     parser.add_argument(
         "--instructions",
         type=int,
@@ -586,12 +594,13 @@ def main(argv: list[str] | None = None) -> int:
         counted = instructions(["mixed", *KINDS], {"mixed": counts["agrad"], **kind_counts}, args)
     print(render(args, graph, counts, times, kinds, counted, markdown=False))
     text = render(args, graph, counts, times, kinds, counted, markdown=True)
+    written = output.folder(args) / OUTPUT
     # the reading of the numbers is written by hand, below its heading: kept
-    old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+    old = written.read_text(encoding="utf-8") if written.exists() else ""
     if ANALYSIS in old:
         text += "\n" + old[old.index(ANALYSIS) :]
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output}", file=sys.stderr)
+    written.write_text(text, encoding="utf-8")
+    print(f"wrote {written}", file=sys.stderr)
     return 0
 
 

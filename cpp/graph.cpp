@@ -82,32 +82,9 @@ Status Graph::power(NodeId base, Number exponent, NodeId* out) {
 }
 
 namespace {
-// exp, log, tanh, relu, sigmoid of a number, as a node of that op holds it
+// A unary op's value on a number, by its entry in the table (ops.hpp).
 Status unary_value(Op op, Number x, Number* out) {
-    Number& r = *out;
-    Status s = Status::Ok;
-    switch (op) {
-        case Op::Exp:
-            r = Number::of_float(0.0);
-            s = math_exp(x.as_double(), &r.f);
-            break;
-        case Op::Log:
-            r = Number::of_float(0.0);
-            s = math_log(x.as_double(), &r.f);
-            break;
-        case Op::Tanh:
-            r = Number::of_float(std::tanh(x.as_double()));
-            break;
-        case Op::Relu:
-            r = relu(x);
-            break;
-        case Op::Sigmoid:
-            r = Number::of_float(agrad::sigmoid(x.as_double()));
-            break;
-        default:
-            return Status::MathDomain;  // not a unary op: the binding never asks
-    }
-    return s;
+    return with_unary(op, [&](auto entry) { return decltype(entry)::of_number(x, out); });
 }
 }  // namespace
 
@@ -241,13 +218,6 @@ Status Graph::recompute(NodeId id) {
         case Op::Pow:
             s = agrad::power(value(nodes_[id].child[0]), param(id), &r);
             break;
-        case Op::Exp:
-        case Op::Log:
-        case Op::Tanh:
-        case Op::Relu:
-        case Op::Sigmoid:
-            s = unary_value(nodes_[id].op, value(nodes_[id].child[0]), &r);
-            break;
         case Op::Sum: {
             const ChildList& list = lists_[nodes_[id].child[0]];
             r = param(id);
@@ -274,6 +244,9 @@ Status Graph::recompute(NodeId id) {
             }
             break;
         }
+        default:  // exp, log, ...: the table's entries
+            s = unary_value(nodes_[id].op, value(nodes_[id].child[0]), &r);
+            break;
     }
     if (s != Status::Ok) return s;
     set_value(id, r);
@@ -522,18 +495,8 @@ NodeKind Graph::node_kind(NodeId id) const {
             return constant ? kMulNK : kMulNN;
         case Op::Pow:
             return kPow;
-        case Op::Exp:
-            return kExp;
-        case Op::Log:
-            return kLog;
-        case Op::Tanh:
-            return kTanh;
-        case Op::Relu:
-            return kRelu;
-        case Op::Sigmoid:
-            return kSigmoid;
         default:
-            return kNodeKinds;
+            return unary_kind(n.op);  // the table's entries, kNodeKinds for any other
     }
 }
 

@@ -205,29 +205,15 @@ bool Replay::run(Graph& graph) const {
                 set(in.out, r);
                 break;
             }
-            case kExp: {
-                double r;
-                if (math_exp(v(in.a), &r) != Status::Ok) return false;
-                set(in.out, r);
-                break;
-            }
-            case kLog: {
-                double r;
-                if (math_log(v(in.a), &r) != Status::Ok) return false;
-                set(in.out, r);
-                break;
-            }
-            case kTanh:
-                set(in.out, std::tanh(v(in.a)));
-                break;
-            case kRelu: {
-                double x = v(in.a);
-                set(in.out, x < 0.0 ? 0.0 : x);
-                break;
-            }
-            case kSigmoid:
-                set(in.out, sigmoid(v(in.a)));
-                break;
+#define AGRAD_REPLAY_UNARY(name, ...)                                  \
+    case k##name: {                                                    \
+        double r;                                                      \
+        if (ops::name::value(v(in.a), &r) != Status::Ok) return false; \
+        set(in.out, r);                                                \
+        break;                                                         \
+    }
+                AGRAD_UNARY_OPS(AGRAD_REPLAY_UNARY)  // the table's entries (ops.hpp)
+#undef AGRAD_REPLAY_UNARY
             case kStart:
                 total = k[in.b];
                 break;

@@ -17,9 +17,23 @@ Build: ``python -m sphinx -W --keep-going -n -b html docs docs/_build/html``
 """
 
 import os
+import shutil
 import sys
 
 import agrad
+
+# The pages draw computational graphs, which Graphviz's dot program renders;
+# without it a page would fail far from the cause (an empty SVG, an XML error).
+# Sphinx reports any exception here, its own ConfigError included, as a page
+# of versions and traceback: say it in one line and stop.
+if shutil.which("dot") is None:
+    print(
+        "the documentation build needs Graphviz's dot program, which is not on PATH: "
+        "apt-get install graphviz, brew install graphviz or conda install graphviz",
+        file=sys.stderr,
+    )
+    sys.stderr.flush()
+    os._exit(2)
 
 # The local extension that reads the compiled module's types from its stubs.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_ext"))
@@ -93,4 +107,6 @@ smartquotes = False
 
 html_theme = "furo"
 html_title = f"agrad {release}"
-html_static_path: list[str] = []
+# agrad.css: inline graphs at their own size (see the file)
+html_static_path = ["_static"]
+html_css_files = ["agrad.css"]

@@ -11,7 +11,9 @@ is a PNG, and the engines agree bit for bit.
 import importlib.util
 import itertools
 import math
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,7 +127,11 @@ def test_engines_agree_bit_for_bit(quick_run):
     results = (output / "RESULTS.md").read_text(encoding="utf-8")
     summary = markdown_table(results, "## Summary")
     checks = {what: row for what, row in summary.items() if what.endswith("bit for bit")}
-    assert len(checks) == 3 * len(WORKLOADS)  # pure, fused and compiled against agrad
+    workloads = [what for what in checks if what.startswith("workload ")]
+    assert len(workloads) == 3 * len(WORKLOADS)  # pure, fused and compiled against agrad
+    # beside the peers: eager == compiled on the graph (two sizes), the
+    # chapter's step (the book's code and fused sums) and the demo (two models)
+    assert len(checks) - len(workloads) == 6
     assert all(row["value"] == "same" and row["met"] == "yes" for row in checks.values())
     torch_row = next(row for what, row in summary.items() if what.startswith("torch scalars"))
     assert (torch_row["met"] == "not measured") == (not torch)
@@ -179,7 +185,7 @@ def test_static_graph_runs_small_and_its_engines_agree(tmp_path):
     equal eager agrad bit for bit before timing (exit status 1 otherwise) and
     writes its tables."""
     output = tmp_path / "STATIC.md"
-    small = ["--nodes", "200", "--repeat", "2", "--evaluations", "4", "--output", str(output)]
+    small = ["--nodes", "200", "--repeat", "2", "--evaluations", "4", "--output", str(tmp_path)]
     done = subprocess.run(
         [sys.executable, str(STATIC), *small],
         capture_output=True,
@@ -211,3 +217,157 @@ def test_static_graph_generator_is_deterministic_and_bounded(monkeypatch):
     for x in (lo, hi):
         f = a.function([x] * a.params, math.exp, math.log)
         assert static_graph.LOW <= f([x] * a.inputs) < math.inf
+
+
+JAX_INSTALLED = importlib.util.find_spec("jax") is not None
+C_COMPILER = shutil.which(os.environ.get("CC", "cc"))
+
+
+def test_agrad_beside_the_c_floor_numpy_and_jax(quick_run):
+    """The section beside the peers: every row timed (jax's when installed,
+    the C floor's when there is a compiler), agrad's results equal to the
+    peers' to 1e-12."""
+    _, done, output = quick_run
+    results = (output / "RESULTS.md").read_text(encoding="utf-8")
+    graph = markdown_table(
+        results, "### The Fastest Autograd in the West graph, forward and backward"
+    )
+    assert list(graph) == ["C tape interpreter (-O3)", "agrad compiled", "agrad eager"]
+    for name, row in graph.items():
+        per_op = [cell for column, cell in row.items() if column.endswith("per op")]
+        assert len(per_op) == 2
+        for cell in per_op:
+            assert TIME.fullmatch(cell) or (name.startswith("C ") and not C_COMPILER), row
+    chapter = markdown_table(results, "### The chapter's step, 1000 points, full batch")
+    demo = markdown_table(results, "### micrograd's demo step (MLP 2-16-16-1, 100 points)")
+    assert "agrad compiled (the book's code)" in chapter and "agrad.nn (fused), compiled" in demo
+    for table in (chapter, demo):
+        for name, row in table.items():
+            if name.startswith("jax") and not JAX_INSTALLED:
+                assert row["time per step"] == "-"
+            else:
+                assert TIME.fullmatch(row["time per step"]), row
+    summary = markdown_table(results, "## Summary")
+    close = {what: row for what, row in summary.items() if row["goal"] == "<= 1e-12"}
+    # the graph's last node against the C floor (two sizes), NumPy (and jax)
+    # on the chapter, micrograd-style neurons and NumPy (and jax) on the demo
+    expected = 2 * bool(C_COMPILER) + 3 + 2 * JAX_INSTALLED
+    assert len(close) == expected, close
+    assert all(row["met"] == "yes" for row in close.values()), close
+    assert ("jax is not installed" in done.stderr) == (not JAX_INSTALLED)
+
+
+def test_quick_judges_results_not_times(quick_run):
+    """--quick's times are rough: it judges no speed goal (so it exits 0
+    with goals missed), but every check of results."""
+    _, _, output = quick_run
+    summary = markdown_table((output / "RESULTS.md").read_text(encoding="utf-8"), "## Summary")
+    goal = summary["micrograd's demo: agrad.nn (fused), compiled / jax.jit (float64, one thread)"]
+    assert goal["met"] in ("not judged (times too rough)", "not measured")
+    for what, row in summary.items():
+        if row["goal"] not in ("same", "unchanged", "<= 1e-12"):
+            assert row["met"] in ("not judged (times too rough)", "not measured"), what
+
+
+@pytest.fixture
+def benchmarks_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+
+def summary_report(lines, judged):
+    """A Report whose summary is `lines`, for the verdicts built on it."""
+    from report import Report
+
+    class Summarised(Report):
+        def summary(self):
+            return lines
+
+    return Summarised("test", [], {}, {}, None, {}, [], judged=judged)
+
+
+def test_exit_status_tells_a_difference_from_a_missed_goal(benchmarks_path):
+    import run
+    from report import Line, summary_rows
+
+    fast = Line("time", "1.5x", "<= 2x", True)
+    slow = Line("time", "3.0x", "<= 2x", False)
+    same = Line("engines", "same", "same", True, exact=True)
+    differ = Line("engines", "DIFFER", "same", False, exact=True)
+    unmeasured = Line("jax", "jax not installed", "<= 2x", None)
+    log = []
+    assert run.exit_status(summary_report([fast, same, unmeasured], True), log.append) == 0
+    assert run.exit_status(summary_report([slow, same], True), log.append) == run.MISSED
+    assert log == ["goal missed: time: 3.0x (goal <= 2x)"]
+    assert run.exit_status(summary_report([slow, differ], True), log.append) == run.DIFFER
+    assert run.exit_status(summary_report([slow, same], False), log.append) == 0
+    assert run.exit_status(summary_report([differ], False), log.append) == run.DIFFER
+    rows = summary_rows(summary_report([slow, differ, unmeasured], False), "no")
+    assert [row[-1] for row in rows] == ["not judged (times too rough)", "no", "not measured"]
+
+
+def test_results_go_to_the_output_folder_not_the_tracked_files(
+    benchmarks_path, monkeypatch, tmp_path
+):
+    import output
+    import run
+
+    monkeypatch.setattr(output, "DEFAULT", tmp_path / "default")
+    assert output.folder(run.parse_args([])) == tmp_path / "default"
+    assert (tmp_path / "default").is_dir()
+    assert output.folder(run.parse_args(["--output", str(tmp_path / "a")])) == tmp_path / "a"
+    assert output.folder(run.parse_args(["--update"])) == BENCHMARKS
+
+
+@pytest.mark.parametrize("args", [["--update", "--quick"], ["--update", "--output", "somewhere"]])
+def test_update_is_its_own_choice(args):
+    done = run_suite(*args)
+    assert done.returncode == 2
+    assert "usage:" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "run.py",
+        "peers.py",
+        "static_graph.py",
+        "profile_native.py",
+        "micrograd_demo.py",
+        "compile_costs.py",
+        "compile_guards.py",
+        "higher.py",
+        "pow_vs_multiply.py",
+        "sweep.py",
+    ],
+)
+def test_every_script_has_help(script):
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: python benchmarks/{script}")
+    # the description is whole: it ends a sentence
+    description = done.stdout.split("\n\n")[1]
+    assert description.rstrip().endswith("."), description
+
+
+@pytest.mark.skipif(C_COMPILER is None, reason="no C compiler (cc, or $CC)")
+def test_the_c_floor_computes_agrads_graph(benchmarks_path):
+    """tape_floor.c, built as the suite builds it, gives agrad's last node
+    and the inputs' gradients to rounding."""
+    import peers
+
+    import agrad
+
+    tape = peers.Floor(C_COMPILER).tape(402)
+    tape.run()
+    inputs = [agrad.Value(x) for x in peers.INPUTS]
+    root = peers.graph_root(inputs, 402)
+    root.backward()
+    assert math.isclose(tape.root(), root.data, rel_tol=1e-13)
+    for c, v in zip(tape.input_grads(), inputs, strict=True):
+        assert math.isclose(c, v.grad, rel_tol=1e-12, abs_tol=1e-300)
+    assert any(v.grad != 0 for v in inputs)

@@ -267,3 +267,62 @@ def test_plot_directory_is_made_when_missing(tmp_path, capsys):
     figures = tmp_path / "new" / "figures"
     assert main(["univariate", "--epochs", "5", "--plot", str(figures)]) == 0
     assert (figures / "univariate-loss.png").exists()
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from agrad.__main__ import build_parser
+
+    parser = build_parser()
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [
+        f"{name} {action.dest}"
+        for name, command in subparsers.choices.items()
+        for action in command._actions
+        if not action.help or action.help == argparse.SUPPRESS
+    ]
+    assert missing == []
+    plots = {
+        name: [a.metavar for a in command._actions if "--plot" in a.option_strings]
+        for name, command in subparsers.choices.items()
+    }
+    assert {name: metavar for name, metavar in plots.items() if metavar} == {
+        name: ["DIR"]
+        for name in ("univariate", "batch", "multivariate", "bodyfat", "moons", "sweep")
+    }
+
+
+def test_sweep_writes_its_figures_into_the_plot_directory(tmp_path, capsys):
+    runs, figures = tmp_path / "runs", tmp_path / "figures"
+    argv = ["sweep", "univariate", "--seeds", "0-1", "--learning-rate", "0.01", "0.02"]
+    assert (
+        main(
+            [*argv, "--epochs", "20", "--jobs", "1", "--output", str(runs), "--plot", str(figures)]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in figures.iterdir()) == [
+        "sweep-univariate-heatmap.png",
+        "sweep-univariate-spread.png",
+    ]
+    assert not list(runs.glob("*.png"))
+
+
+def test_the_raw_exercise_says_its_divergence_in_words_and_keeps_its_columns_apart(capsys):
+    assert main(["bodyfat", "--raw", "--seed-spread", "0", "--epochs", "60"]) == 0
+    out = capsys.readouterr().out
+    diverged = next(line for line in out.splitlines() if "diverged" in line)
+    assert "(34," not in diverged and "out of range" in diverged
+    header = next(line for line in out.splitlines() if "raw LS" in line)
+    assert "z-score LS   raw GD" in header
+
+
+def test_a_system_error_is_said_in_words(monkeypatch, tmp_path, capsys):
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "univariate-loss.png"))
+
+    monkeypatch.setattr("agrad.viz.plot_loss_curves", refused)
+    assert main(["univariate", "--epochs", "5", "--plot", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"python -m agrad: error: {tmp_path / 'univariate-loss.png'}: Permission denied\n"

@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import exact
+from engines import exact
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -19,7 +19,7 @@ import weakref
 
 import numpy as np
 import pytest
-from conftest import exact
+from engines import exact
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -13,7 +13,7 @@ import random
 
 import pytest
 from chapter import BOOK_TRAIN_LINES, book_points
-from conftest import ENGINES, OPS, exact, outcome
+from engines import ENGINES, OPS, exact, outcome
 
 import agrad
 import agrad.pure

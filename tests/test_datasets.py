@@ -156,7 +156,8 @@ def test_load_csv_reads_past_a_byte_order_mark(tmp_path):
         ("y,x\n1,2\n".encode("utf-16"), "line 1 is not UTF-8 text.*UTF-16"),
         (b"y,x\n1,\xe92\n", r"line 2 is not UTF-8 text \(byte 0xe9\)"),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "line 1 is not UTF-8 text"),
-        (b"y,x\n1,2\x00\n", r"line 2, column 'x': '2\\x00' is not a number"),
+        # Python 3.10's csv refuses a NUL itself; later ones read it into the field
+        (b"y,x\n1,2\x00\n", r"line 2(: line contains NUL|, column 'x': '2\\x00' is not a number)"),
         (b'y,x\n1,"' + b"9" * 200_000 + b'"\n', "line 2: field larger than field limit"),
     ],
 )

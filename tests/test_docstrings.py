@@ -19,6 +19,7 @@ MODULES = [
     "agrad.datasets",
     "agrad.studies",
     "agrad.compiled",
+    "agrad.higher",
     "agrad.sweep",
     "agrad.nn",
     "agrad.optim",

@@ -1,5 +1,5 @@
 """The two engines agree bit for bit: the same data and gradients (type and
-IEEE bits, as ``conftest.exact`` compares them), or the same exception (type
+IEEE bits, as ``engines.exact`` compares them), or the same exception (type
 and message).
 
 First by hand: each op, every node of a graph, fused sums and dots against the
@@ -32,7 +32,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import ENGINES, OPS, exact, outcome
+from engines import ENGINES, OPS, exact, outcome
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

@@ -10,6 +10,7 @@ regression fails its test instead of ending the run.
 """
 
 import copy
+import decimal
 import fractions
 import gc
 import math
@@ -21,8 +22,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import ENGINES, exact, message
-from hypothesis import HealthCheck, given, settings
+from engines import ENGINES, exact, message
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import agrad
@@ -474,7 +475,7 @@ HOSTILE = st.one_of(
             np.int8(-5),
             np.uint64(2**64 - 1),
             fractions.Fraction(1, 3),
-            __import__("decimal").Decimal("1.5"),
+            decimal.Decimal("1.5"),
             OwnFloat(math.nan),
             OwnIndex(2**63),
             RaisingFloat(ValueError),
@@ -534,15 +535,38 @@ def attempt(V, action, x):
     return describe(("ok", result)), describe(("ok", v))
 
 
+# CPython 3.13.0 itself dies (a segfault) on pow(a, 2, Decimal(...)) when a's
+# own __pow__ declines, as both engines' Values do: decimal's three-argument
+# __rpow__ crashes, with any class (fixed in later 3.13 releases).
+DECIMAL_MODULUS_CRASHES_CPYTHON = sys.version_info[:3] == (3, 13, 0)
+
+
+def is_pow_with_a_decimal_modulus(action, x):
+    return action == "pow(v, 2, x)" and isinstance(x, decimal.Decimal)
+
+
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(ACTIONS)), HOSTILE)
 def test_any_input_to_any_entry_point_does_what_the_pure_engine_does(action, x):
+    # that one input is the test below, which can be skipped where CPython crashes on it
+    assume(not is_pow_with_a_decimal_modulus(action, x))
     before = _core._live_nodes()
     native = attempt(agrad.Value, action, x)
     gc.collect()
     assert _core._live_nodes() == before, "a failed or finished call left nodes behind"
     pure = attempt(agrad.pure.Value, action, x)
     assert native == pure
+
+
+@pytest.mark.skipif(
+    DECIMAL_MODULUS_CRASHES_CPYTHON,
+    reason="CPython 3.13.0 itself segfaults on pow(a, 2, Decimal(...)) whatever a is "
+    "(decimal's three-argument __rpow__; fixed in later 3.13 releases), not agrad",
+)
+def test_pow_with_a_decimal_modulus_does_what_the_pure_engine_does():
+    x = decimal.Decimal("1.5")
+    assert is_pow_with_a_decimal_modulus("pow(v, 2, x)", x)
+    assert attempt(agrad.Value, "pow(v, 2, x)", x) == attempt(agrad.pure.Value, "pow(v, 2, x)", x)
 
 
 # A start is used by the chain as the left operand of its first `+`: only

@@ -10,6 +10,7 @@ The 10-million-node chain is marked ``slow``: ``pytest -m slow`` runs it.
 """
 
 import gc
+import os
 import random
 import sys
 import threading
@@ -18,7 +19,7 @@ import tracemalloc
 import weakref
 
 import pytest
-from conftest import exact
+from engines import exact
 
 import agrad
 import agrad.pure
@@ -26,6 +27,10 @@ from agrad import _core
 from agrad.linreg import LinReg, train
 
 # -- no recursion, any shape ------------------------------------------------------------
+
+
+# tools/sanitize.sh preloads AddressSanitizer's runtime
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
 def rss_bytes():
@@ -155,8 +160,14 @@ def test_memory_is_flat_over_30000_training_steps():
         tracemalloc.stop()
     assert _core._live_nodes() == nodes
     assert python_growth < 64 * 1024  # Python objects still held: a few transient ones at most
-    assert rss_bytes() - rss < 8 * 2**20  # the arena and the heap: no growth beyond noise
     assert model.weights[0].data == pytest.approx(1.5, abs=0.2)
+    if UNDER_ASAN:
+        pytest.skip(
+            "RSS under AddressSanitizer: freed memory waits in its quarantine (256 MB) and "
+            "every allocation has shadow memory, so RSS grows by design; the live nodes and "
+            "Python objects above were checked, and LeakSanitizer checks the rest"
+        )
+    assert rss_bytes() - rss < 8 * 2**20  # the arena and the heap: no growth beyond noise
 
 
 @pytest.mark.parametrize("backward", [False, True])

@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import pytest
 from chapter import BOOK_TRAIN_LINES, book_points
-from conftest import exact
+from engines import exact
 
 import agrad
 import agrad.pure
@@ -199,8 +199,30 @@ def test_too_large_a_learning_rate_raises_overflow_error(Value):
     # the book: "if we increase the learning rate too much, we may run into
     # errors like OverflowError: (34, 'Result too large')"
     xs, ys = book_points()
-    with pytest.raises(OverflowError, match="diverged at epoch"):
+    with pytest.raises(OverflowError, match="diverged at epoch") as raised:
         train(LinReg(value_class=Value), xs, ys, learning_rate=1.0, n_epochs=500, log_every=None)
+    # said in words, not as the errno tuple Python's float power raises
+    assert "34" not in str(raised.value) and "out of range" in str(raised.value)
+
+
+def test_train_steps_with_agrad_optim_sgd_to_the_bit(Value):
+    from agrad import optim
+
+    xs, ys = book_points()
+    trained = train(
+        LinReg(value_class=Value), xs, ys, learning_rate=0.01, n_epochs=50, log_every=None
+    )
+    book_points()  # the same draws again, so the same starting weights
+    model = LinReg(value_class=Value)
+    optimizer = optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(50):
+        loss = model.loss(xs, ys)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert [exact(p.data) for p in trained.parameters()] == [
+        exact(p.data) for p in model.parameters()
+    ]
 
 
 def test_train_works_on_any_model_with_parameters_and_loss():

@@ -14,7 +14,7 @@ each on eager native agrad (with ``agrad.sum`` and ``agrad.dot``), on
 ``agrad.pure`` (with the builtin chain) and through ``agrad.compile`` (called
 several times, so that the decoded forward replay and the kept backward
 schedule both run): data and gradients must be the same bits
-(``conftest.exact``), or the same exception.
+(``engines.exact``), or the same exception.
 """
 
 import builtins
@@ -22,7 +22,7 @@ import math
 import struct
 
 import pytest
-from conftest import exact, outcome
+from engines import exact, outcome
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

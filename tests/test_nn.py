@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import exact
+from engines import exact
 
 import agrad
 import agrad.pure
@@ -18,6 +18,19 @@ micrograd_nn = pytest.importorskip("micrograd.nn", reason="micrograd is in the t
 micrograd_engine = pytest.importorskip("micrograd.engine")
 
 ENGINES = [agrad.Value, agrad.pure.Value]
+
+
+@pytest.mark.parametrize("value_class", ENGINES, ids=["native", "pure"])
+def test_a_generator_of_its_own_gives_the_seeded_weights_and_leaves_random_alone(value_class):
+    random.seed(7)
+    seeded = [p.data for p in nn.MLP(3, [4, 5, 1], value_class=value_class).parameters()]
+    random.seed(99)
+    before = random.getstate()
+    own = nn.MLP(3, [4, 5, 1], value_class=value_class, rng=random.Random(7))
+    assert [exact(p.data) for p in own.parameters()] == [exact(x) for x in seeded]
+    assert random.getstate() == before
+    with pytest.raises(TypeError, match="rng must be"):
+        nn.Neuron(2, rng=np.random.RandomState(0))
 
 
 @pytest.mark.parametrize("value_class", ENGINES, ids=["native", "pure"])
@@ -127,7 +140,7 @@ def test_zero_grad():
         (
             lambda: nn.Neuron(2, fused=True, value_class=agrad.pure.Value),
             ValueError,
-            "fused=True needs agrad.Value",
+            "fused=True needs the compiled engine",
         ),
         (lambda: nn.Layer(2, 0), ValueError, "nout must be at least 1"),
         (lambda: nn.Layer(2, 1, colour="red"), TypeError, "colour"),

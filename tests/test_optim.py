@@ -12,7 +12,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import exact
+from engines import exact
 
 import agrad
 import agrad.pure

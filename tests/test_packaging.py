@@ -12,13 +12,16 @@ import os
 import tarfile
 import zipfile
 from importlib import metadata, resources
-from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import pytest
 
 import agrad
 import agrad._core
+
+if TYPE_CHECKING:  # importlib.resources.abc is new in 3.11; the package supports 3.10
+    from importlib.resources.abc import Traversable
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_PACKAGE = SOURCE_ROOT / "python" / "agrad"
@@ -58,6 +61,15 @@ def is_compiled_core(name: str) -> bool:
 
 def test_version_is_the_distributions() -> None:
     assert agrad.__version__ == metadata.version("agrad")
+
+
+def test_the_distribution_links_its_docs_source_tracker_and_changelog() -> None:
+    urls = dict(
+        entry.split(", ", 1) for entry in metadata.metadata("agrad").get_all("Project-URL") or []
+    )
+    assert set(urls) == {"Documentation", "Source", "Issues", "Changelog"}
+    assert all(url.startswith("https://") for url in urls.values())
+    assert urls["Issues"].startswith(urls["Source"]) and urls["Changelog"].endswith("CHANGELOG.md")
 
 
 def test_installed_package_holds_typing_files_and_data() -> None:
@@ -100,7 +112,7 @@ def test_stub_names_what_the_module_has() -> None:
 
 def test_module_has_nothing_the_stub_leaves_out() -> None:
     # mypy's stubtest (run by .ci/run) checks signatures too; this catches a
-    # new function or method in module.cpp whose stub was forgotten.
+    # new function or method in src/agrad_core/ whose stub was forgotten.
     module_names, value_names = stub_names()
     runtime_module = {
         name for name in vars(agrad._core) if not (name.startswith("__") and name.endswith("__"))
@@ -150,7 +162,14 @@ def test_sdist_holds_the_sources_and_no_build_output() -> None:
         names = {
             member.name.removeprefix(top) for member in archive.getmembers() if member.isfile()
         }
-    for needed in ("pyproject.toml", "CMakeLists.txt", "LICENSE", "README.md", "PKG-INFO"):
+    for needed in (
+        "pyproject.toml",
+        "CMakeLists.txt",
+        "LICENSE",
+        "README.md",
+        "CHANGELOG.md",
+        "PKG-INFO",
+    ):
         assert needed in names
     assert any(name.startswith("cpp/") for name in names)
     assert any(name.startswith("src/agrad_core/") for name in names)

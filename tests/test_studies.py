@@ -11,6 +11,14 @@ import agrad.pure
 from agrad import studies
 from agrad.linreg import least_squares
 
+# The four studies that train, each small enough for a test.
+TRAINING_STUDIES = [
+    (studies.univariate, {"epochs": 50}),
+    (studies.batch, {"epochs": 30, "samples": 100}),
+    (studies.multivariate, {"epochs": 30, "samples": 100}),
+    (studies.bodyfat, {"epochs": 30}),
+]
+
 
 def test_univariate_is_the_books_session(capsys):
     lines = []
@@ -25,15 +33,7 @@ def test_univariate_is_the_books_session(capsys):
     assert capsys.readouterr().out == ""  # a study prints nothing
 
 
-@pytest.mark.parametrize(
-    "study, kwargs",
-    [
-        (studies.univariate, {"epochs": 50}),
-        (studies.batch, {"epochs": 30, "samples": 100}),
-        (studies.multivariate, {"epochs": 30, "samples": 100}),
-        (studies.bodyfat, {"epochs": 30}),
-    ],
-)
+@pytest.mark.parametrize("study, kwargs", TRAINING_STUDIES)
 def test_same_seed_same_result_and_the_callers_random_state_is_kept(study, kwargs, capsys):
     random.seed(1234)
     before = random.getstate()
@@ -41,7 +41,7 @@ def test_same_seed_same_result_and_the_callers_random_state_is_kept(study, kwarg
     assert random.getstate() == before
     second = study(seed=7, **kwargs)
     other = study(seed=8, **kwargs)
-    runs = [r.run if hasattr(r, "run") else r.mini_batch for r in (first, second, other)]
+    runs = [r.run for r in (first, second, other)]  # every study returns a StudyResult
     assert runs[0].history == runs[1].history
     assert [p.data for p in runs[0].model.parameters()] == [
         p.data for p in runs[1].model.parameters()
@@ -134,3 +134,30 @@ def test_the_gap_to_an_exact_least_squares_fit_is_none():
     assert studies.gap_to_least_squares(1e-3, 0.0, [3.0, 4.0]) is None
     assert studies.gap_to_least_squares(1e-3, 1e-30, [3.0, 4.0]) is None
     assert studies.gap_to_least_squares(0.0, 0.0, [0.0, 0.0]) is None
+
+
+@pytest.mark.parametrize("study, kwargs", TRAINING_STUDIES)
+def test_every_training_study_returns_one_shape_that_prints_briefly(study, kwargs):
+    result = study(**kwargs)
+    assert isinstance(result, studies.StudyResult)
+    assert len(result.run.history) == kwargs["epochs"]
+    gap = studies.gap_to_least_squares(
+        result.run.fit.mse,
+        result.least_squares.mse,
+        result.ys if hasattr(result, "ys") else result.data.ys,
+    )
+    assert result.gap == gap
+    # in a REPL: the models and fits, not every epoch's loss or every data point
+    assert len(repr(result)) < 1500
+    assert repr(result.run.history[0]) not in repr(result)
+
+
+def test_a_study_setting_is_one_training_configuration():
+    rng = random.Random(42)
+    from agrad.datasets import univariate_data
+    from agrad.linreg import LinReg
+
+    xs, ys = univariate_data(rng=rng)
+    LinReg(rng=rng)  # the study's inspected model, drawn before the trained one
+    run = studies.Training(epochs=500, learning_rate=0.01).run(LinReg(rng=rng), xs, ys, rng)
+    assert run.history == studies.univariate().run.history

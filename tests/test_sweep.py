@@ -8,6 +8,8 @@ on 127.0.0.1 only; Ray is a local instance.
 """
 
 import contextlib
+import http.server
+import importlib.util
 import os
 import re
 import signal
@@ -105,6 +107,7 @@ def test_the_cli_row_is_the_single_run_command(tmp_path):
 
 def test_two_local_processes_give_the_same_bits(local_rows):
     assert_same_bits(sweep.sweep("bodyfat", jobs=2, **GRID), local_rows)
+    assert_same_bits(sweep.sweep("bodyfat", jobs=2, runs_per_task=3, **GRID), local_rows)
 
 
 def test_every_study_sweeps():
@@ -121,32 +124,20 @@ def test_every_study_sweeps():
     assert runs.loc[1, "w_x2"] == alone.run.fit.weights[2]
 
 
-def test_the_file_holds_the_exact_rows_and_a_resume_runs_nothing_twice(tmp_path, local_rows):
+def test_the_record_holds_the_exact_rows_and_a_resume_runs_nothing_twice(tmp_path, local_rows):
     first = sweep.sweep("bodyfat", jobs=1, output=tmp_path, **{**GRID, "seeds": range(2)})
-    written = (tmp_path / "runs.csv").read_bytes()
-    assert_same_bits(sweep.read_runs(tmp_path / "runs.csv"), first)
+    assert_same_bits(sweep.read_runs(tmp_path), first)
+    assert_same_bits(sweep.read_runs(tmp_path / "runs.csv"), first)  # the export, to the bit
 
     plan = sweep.Sweep("bodyfat", jobs=1, output=tmp_path, **GRID)
     assert sorted(spec.seed for spec in plan.todo) == [2, 2, 2, 2, 3, 3, 3, 3]
     resumed = plan.run()
     # the finished rows were read, not run again: their timings are the first sweep's
-    assert (tmp_path / "runs.csv").read_bytes().startswith(written)
     again = resumed[resumed.seed < 2].reset_index(drop=True)
     pd.testing.assert_series_equal(again["seconds"], first["seconds"])
     assert_same_bits(resumed, local_rows)
     assert len(sweep.read_runs(tmp_path / "runs.csv")) == 16
     assert sweep.Sweep("bodyfat", jobs=1, output=tmp_path, **GRID).todo == []
-
-
-def test_a_torn_last_line_is_run_again_and_nothing_else_changes(tmp_path, local_rows):
-    sweep.sweep("bodyfat", jobs=1, output=tmp_path, **GRID)
-    path = tmp_path / "runs.csv"
-    lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(b"".join(lines[:-1]) + lines[-1][:25])  # killed mid-write
-    plan = sweep.Sweep("bodyfat", jobs=1, output=tmp_path, **GRID)
-    assert len(plan.todo) == 1
-    assert_same_bits(plan.run(), local_rows)
-    assert path.read_bytes().startswith(b"".join(lines[:-1]))
 
 
 def test_a_directory_of_another_sweep_is_refused_untouched(tmp_path):
@@ -216,6 +207,12 @@ def test_the_python_api_raises_the_right_types(tmp_path):
         sweep.Sweep("bodyfat", learning_rates=[0.1, float("nan")])
     with pytest.raises(ValueError, match="give one of jobs, dask and ray"):
         sweep.Sweep("bodyfat", jobs=2, dask="127.0.0.1:1")
+    with pytest.raises(ValueError, match="runs per task must be between 1"):
+        sweep.Sweep("bodyfat", runs_per_task=0)
+    with pytest.raises(TypeError, match="dask is an address"):
+        sweep.Sweep("bodyfat", dask=8786)
+    with pytest.raises(FileNotFoundError, match="no sweep in"):
+        sweep.read_runs(tmp_path)
     with pytest.raises(ValueError, match="the range 5-2 goes down"):
         sweep.parse_seeds("5-2")
     assert sweep.parse_seeds("3-5") == [3, 4, 5]
@@ -224,14 +221,14 @@ def test_the_python_api_raises_the_right_types(tmp_path):
 def test_ctrl_c_keeps_every_finished_row_and_the_same_command_goes_on(tmp_path):
     command, process = start_sweep("0-11", epochs=600, jobs=1, output=tmp_path)
     try:
-        wait_for_rows(tmp_path / "runs.csv", 3, process)
+        wait_for_rows(tmp_path, 3, process)
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 130, err
     assert "finished runs are in" in err
-    kept = sweep.read_runs(tmp_path / "runs.csv")
+    kept = sweep.read_runs(tmp_path)
     assert 3 <= len(kept) < 12 and kept["error"].isna().all()
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -251,15 +248,16 @@ def start_sweep(seeds: str, epochs: int, jobs: int, output: Path):
     return command, process
 
 
-def wait_for_rows(path: Path, count: int, process=None, timeout: float = 240) -> None:
+def wait_for_rows(directory: Path, count: int, process=None, timeout: float = 240) -> None:
+    """Until the sweep filing into ``directory`` has ``count`` rows in its record."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and len(path.read_bytes().splitlines()) > count:
+        if (directory / "runs.sqlite").exists() and len(sweep.read_runs(directory)) >= count:
             return
         if process is not None and process.poll() is not None:
             raise AssertionError(f"the sweep ended first: {process.communicate()}")
         time.sleep(0.05)
-    raise AssertionError(f"no {count} rows in {path} within {timeout} s")
+    raise AssertionError(f"no {count} rows in {directory} within {timeout} s")
 
 
 def children(pid: int) -> list[int]:
@@ -273,7 +271,7 @@ def children(pid: int) -> list[int]:
 def test_a_killed_local_worker_costs_no_row(tmp_path):
     _command, process = start_sweep("0-15", epochs=1500, jobs=2, output=tmp_path)
     try:
-        wait_for_rows(tmp_path / "runs.csv", 2, process)
+        wait_for_rows(tmp_path, 2, process)
         workers = [
             pid
             for pid in children(process.pid)
@@ -290,6 +288,141 @@ def test_a_killed_local_worker_costs_no_row(tmp_path):
     assert_same_bits(
         rows.sort_values("seed"), sweep.sweep("bodyfat", seeds=range(16), epochs=1500, jobs=1)
     )
+
+
+def test_two_sweeps_on_one_output_never_file_a_run_twice(tmp_path):
+    command, first = start_sweep("0-63", epochs=3000, jobs=1, output=tmp_path)
+    try:
+        wait_for_rows(tmp_path, 1, first)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        _out, err = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    assert second.returncode == 1
+    assert "is in use by another sweep (pid" in second.stderr.splitlines()[-1]
+    assert "Traceback" not in second.stderr
+    rows = sweep.read_runs(tmp_path)
+    assert sorted(rows.seed) == list(range(64))
+    with open(tmp_path / "runs.csv", newline="") as stream:
+        assert len(stream.read().splitlines()) == 1 + 64
+
+
+def test_python_sweeps_on_one_output_take_turns(tmp_path):
+    first = sweep.Sweep("bodyfat", jobs=1, output=tmp_path, seeds=[0], epochs=5)
+    first.open()
+    with pytest.raises(RuntimeError, match="in use by another sweep"):
+        sweep.sweep("bodyfat", jobs=1, output=tmp_path, seeds=[0, 1], epochs=5)
+    first.run()
+    first.close()
+    assert len(sweep.sweep("bodyfat", jobs=1, output=tmp_path, seeds=[0, 1], epochs=5)) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the workers")
+def test_a_killed_sweep_takes_its_workers_and_its_lock_with_it(tmp_path):
+    command, process = start_sweep("0-31", epochs=3000, jobs=2, output=tmp_path)
+    try:
+        wait_for_rows(tmp_path, 1, process)
+        workers = children(process.pid)
+        assert workers
+        process.kill()
+        start = time.monotonic()
+        process.communicate(timeout=60)  # its output pipe closes: no worker holds it
+        assert time.monotonic() - start < 15
+        deadline = time.monotonic() + 15
+        while [w for w in workers if alive(w)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [w for w in workers if alive(w)] == []
+    finally:
+        process.kill()
+    kept = len(sweep.read_runs(tmp_path))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"{kept} already in" in done.stdout
+    assert sorted(sweep.read_runs(tmp_path).seed) == list(range(32))
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
+@contextlib.contextmanager
+def web_server():
+    """A port on 127.0.0.1 that answers, as a web server: not a scheduler."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def refused_in_time(*arguments: str) -> str:
+    """`python -m agrad sweep bodyfat ARGUMENTS`: refused within 30 s, one
+    line and no traceback; returns that line."""
+    start = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agrad",
+            "sweep",
+            "bodyfat",
+            "--seeds",
+            "0",
+            "--epochs",
+            "5",
+            "--output",
+            tempfile.mkdtemp(),
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.monotonic() - start < 30, done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    return done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("option", ["--dask", "--ray"])
+def test_a_port_that_answers_but_is_not_a_scheduler_is_refused_in_time(option):
+    pytest.importorskip("distributed" if option == "--dask" else "ray")
+    with web_server() as port:
+        line = refused_in_time(option, f"127.0.0.1:{port}")
+    kind = "a Dask scheduler" if option == "--dask" else "a Ray cluster"
+    assert f"127.0.0.1:{port}" in line and f"is not {kind}" in line
+
+
+@pytest.mark.parametrize(
+    "option, address, message",
+    [
+        (
+            "--dask",
+            "127.0.0.1",
+            "cannot reach a Dask scheduler at '127.0.0.1' (port 8786, the default)",
+        ),
+        ("--dask", "nosuchhost.invalid:8786", "cannot resolve 'nosuchhost.invalid'"),
+        ("--ray", "nosuchhost.invalid", "cannot resolve 'nosuchhost.invalid'"),
+        ("--dask", "tls://127.0.0.1:8786", "tcp://HOST:PORT"),
+        ("--ray", "ray://127.0.0.1:10001", "HOST:PORT of its head node"),
+        ("--dask", "127.0.0.1:99999", "not a port"),
+    ],
+)
+def test_a_wrong_address_is_refused_in_time(option, address, message):
+    pytest.importorskip("distributed" if option == "--dask" else "ray")
+    if address == "127.0.0.1":
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", 8786)) == 0:
+                pytest.skip("something listens on Dask's default port here")
+    assert message in refused_in_time(option, address)
 
 
 # ------------------------------------------------------------------ Dask
@@ -378,9 +511,12 @@ def test_dask_rows_are_the_local_rows_and_survive_a_killed_worker(tmp_path, loca
         )
         thread.start()
         try:
-            wait_for_rows(tmp_path / "runs.csv", 2)
-            workers[0].send_signal(signal.SIGKILL)
-            workers[0].wait(timeout=30)
+            wait_for_rows(tmp_path, 2)
+            # the worker that filed the first row (--no-nanny: the process is the worker)
+            pid = int(sweep.read_runs(tmp_path)["worker"][0].rsplit(":", 1)[1])
+            (killed,) = [worker for worker in workers if worker.pid == pid]
+            killed.send_signal(signal.SIGKILL)
+            killed.wait(timeout=30)
         finally:
             thread.join(timeout=600)
         assert not thread.is_alive()
@@ -389,6 +525,25 @@ def test_dask_rows_are_the_local_rows_and_survive_a_killed_worker(tmp_path, loca
     # the dead worker's rows end before it died; the other worker did the rest
     assert rows["worker"].nunique() == 2
     assert_same_bits(rows, sweep.sweep("bodyfat", jobs=1, **grid))
+
+
+def test_dask_and_ray_refuse_each_others_and_a_workers_address(local_rows):
+    with dask_cluster(workers=1) as (address, _workers):
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            (worker,) = client.scheduler_info()["workers"]
+        assert "is a Dask worker, not a scheduler" in refused_in_time("--dask", worker)
+        if importlib.util.find_spec("ray") is not None:
+            assert "is not a Ray cluster" in refused_in_time(
+                "--ray", address.removeprefix("tcp://")
+            )
+        # several runs a task, the data sent once: the same bits
+        for runs_per_task in (1, 3):
+            assert_same_bits(
+                sweep.sweep("bodyfat", dask=address, runs_per_task=runs_per_task, **GRID),
+                local_rows,
+            )
 
 
 def test_an_unreachable_dask_scheduler_is_a_connection_error():
@@ -400,9 +555,26 @@ def test_an_unreachable_dask_scheduler_is_a_connection_error():
 # ------------------------------------------------------------------- Ray
 
 
+@contextlib.contextmanager
+def ray_cluster():
+    """A local Ray instance of two CPUs, stopped at the end; yields the
+    address of its GCS on 127.0.0.1 (Ray's local instance listens on every
+    interface and names itself by the machine's address; the tests connect
+    through 127.0.0.1).  A sweep given ``ray="local"`` or that address joins
+    it: it is started here so that a test can outlive the sweep."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield "127.0.0.1:" + ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    finally:
+        ray.shutdown()
+
+
 def test_ray_rows_are_the_local_rows(local_rows):
-    pytest.importorskip("ray", reason="the ray extra is not installed")
-    assert_same_bits(sweep.sweep("bodyfat", ray="local", **GRID), local_rows)
+    with ray_cluster() as address:
+        assert_same_bits(sweep.sweep("bodyfat", ray="local", **GRID), local_rows)
+        # several runs a task, the data in the object store once; by its address
+        assert_same_bits(sweep.sweep("bodyfat", ray=address, runs_per_task=5, **GRID), local_rows)
 
 
 def test_the_body_fat_commands_closing_line_places_the_run_among_seeds(capsys):
@@ -423,10 +595,7 @@ def test_the_body_fat_commands_closing_line_places_the_run_among_seeds(capsys):
 
 
 def test_ray_retries_the_run_of_a_killed_worker(tmp_path):
-    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-    # started here so that the sweep joins it and the test can outlive the sweep
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with ray_cluster():
         grid = {"seeds": range(16), "epochs": 1500}
         finished: list = []
         thread = threading.Thread(
@@ -436,15 +605,13 @@ def test_ray_retries_the_run_of_a_killed_worker(tmp_path):
         )
         thread.start()
         try:
-            wait_for_rows(tmp_path / "runs.csv", 2)
+            wait_for_rows(tmp_path, 2)
             # a worker that has finished a run is busy with the next one
-            pid = int(sweep.read_runs(tmp_path / "runs.csv")["worker"][0].rsplit(":", 1)[1])
+            pid = int(sweep.read_runs(tmp_path)["worker"][0].rsplit(":", 1)[1])
             os.kill(pid, signal.SIGKILL)
         finally:
             thread.join(timeout=600)
         assert not thread.is_alive()
-    finally:
-        ray.shutdown()
     (rows,) = finished
     assert rows["error"].isna().all()
     with pytest.raises(ProcessLookupError):

@@ -5,6 +5,7 @@ import random
 import re
 import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -287,3 +288,81 @@ def test_a_figure_that_fails_to_save_leaves_the_old_file(tmp_path, monkeypatch):
         plot_loss_curves({"run": [3.0, 2.0]}, path)
     assert path.read_bytes() == b"the user's own figure"
     assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
+
+
+def _drawn(monkeypatch, draw):
+    """The matplotlib figure that ``draw()`` saves, kept for a look inside."""
+    from agrad import viz
+
+    figures = []
+    monkeypatch.setattr(viz, "_save", lambda figure, path: figures.append(figure) or str(path))
+    draw()
+    (figure,) = figures
+    return figure
+
+
+def test_heat_map_labels_stand_out_and_a_wide_spread_is_on_a_log_scale(tmp_path, monkeypatch):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import LogNorm
+
+    from agrad.viz import plot_heatmap
+
+    wide = pd.DataFrame([[1.0, 2.0], [3.0, 900.0]], index=[0.01, 0.1], columns=[10, 20])
+    narrow = pd.DataFrame([[1.0, 2.0], [3.0, 4.0]], index=[0.01, 0.1], columns=[10, 20])
+    figure = _drawn(
+        monkeypatch,
+        lambda: plot_heatmap(
+            {"wide": wide, "narrow": narrow},
+            tmp_path / "heat.png",
+            row_label="learning rate",
+            column_label="batch size",
+            value_label="gap (%)",
+        ),
+    )
+    wide_axes, narrow_axes = figure.axes[0], figure.axes[2]  # each panel has its colour bar
+    assert isinstance(wide_axes.images[0].norm, LogNorm)
+    assert not isinstance(narrow_axes.images[0].norm, LogNorm)
+    # viridis_r: the smallest value is the lightest cell, the largest the darkest
+    colours = {text.get_text(): text.get_color() for text in narrow_axes.texts}
+    assert colours["1"] == "black" and colours["4"] == "white"
+    assert [wide_axes.get_xlabel(), wide_axes.get_ylabel()] == ["batch size", "learning rate"]
+
+
+def test_a_heat_map_of_one_cell_is_refused(tmp_path):
+    pd = pytest.importorskip("pandas")
+    from agrad.viz import plot_heatmap
+
+    one = pd.DataFrame([[1.0]], index=[0.01], columns=[5])
+    with pytest.raises(ValueError, match="one cell"):
+        plot_heatmap(
+            {"500 epochs": one},
+            tmp_path / "heat.png",
+            row_label="r",
+            column_label="c",
+            value_label="v",
+        )
+    assert not (tmp_path / "heat.png").exists()
+
+
+def test_a_sweep_of_one_setting_draws_no_heat_map(tmp_path):
+    pytest.importorskip("matplotlib")
+    from agrad import sweep
+
+    runs = sweep.sweep("univariate", seeds=range(3), epochs=10, jobs=1)
+    assert [Path(p).name for p in sweep.plot(runs, tmp_path)] == ["sweep-univariate-spread.png"]
+
+
+def test_the_moons_figure_labels_its_axes(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from agrad import nn
+    from agrad.viz import plot_decision_boundary
+
+    model = nn.MLP(2, [4, 1], rng=random.Random(0))
+    figure = _drawn(
+        monkeypatch,
+        lambda: plot_decision_boundary(
+            model, [[0.0, 0.0], [1.0, 1.0]], [-1, 1], tmp_path / "b.png"
+        ),
+    )
+    assert figure.axes[0].get_xlabel() and figure.axes[0].get_ylabel()

@@ -30,25 +30,11 @@
 #include <vector>
 
 #include "agrad/number.hpp"
+#include "agrad/ops.hpp"
 
 namespace agrad {
 
 using NodeId = uint32_t;
-
-enum class Op : uint8_t {
-    Leaf,  // a parameter, an input or a constant
-    Add,   // a + b
-    Mul,   // a * b
-    Pow,   // a ** k, k a number kept in the node
-    Exp,
-    Log,
-    Tanh,
-    Relu,
-    Sigmoid,
-    Sum,     // start + t0 + t1 + ... (start a number kept in the node)
-    Dot,     // w0*x0 + w1*x1 + ..., children w0, x0, w1, x1, ...
-    Custom,  // built by hand with Value(data, children, op): no local gradient
-};
 
 // One side of an operation: a node, or a plain number that becomes a
 // constant leaf only once the operation has succeeded.
@@ -80,13 +66,37 @@ enum NodeKind : uint8_t {
     kMulNN,
     kMulNK,
     kPow,
-    kExp,
-    kLog,
-    kTanh,
-    kRelu,
-    kSigmoid,
+#define AGRAD_KIND_ENTRY(name, ...) k##name,
+    AGRAD_UNARY_OPS(AGRAD_KIND_ENTRY)  // kExp, kLog, ...: the table's entries (ops.hpp)
+#undef AGRAD_KIND_ENTRY
     kNodeKinds,  // not an operation of one or two operands
 };
+
+// The table's entry (ops.hpp) of a unary kind, as with_unary gives it for an op.
+template <class F>
+Status with_unary_kind(uint8_t kind, F&& f) {
+    switch (kind) {
+#define AGRAD_KIND_CALL(name, ...) \
+    case k##name:                  \
+        return f(ops::name{});
+        AGRAD_UNARY_OPS(AGRAD_KIND_CALL)
+#undef AGRAD_KIND_CALL
+        default:
+            return Status::MathDomain;
+    }
+}
+
+inline NodeKind unary_kind(Op op) {
+    switch (op) {
+#define AGRAD_KIND_OF(name, ...) \
+    case Op::name:               \
+        return k##name;
+        AGRAD_UNARY_OPS(AGRAD_KIND_OF)
+#undef AGRAD_KIND_OF
+        default:
+            return kNodeKinds;
+    }
+}
 
 class Graph {
     friend class Replay;  // replay.hpp: a recorded program's forward pass

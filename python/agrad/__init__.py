@@ -12,7 +12,8 @@ from agrad._core import Value, dot
 from agrad._core import sum as sum  # noqa: A004
 from agrad.compiled import RecordingError
 from agrad.compiled import compile as compile  # noqa: A004
+from agrad.higher import grad, hessian, hvp
 from agrad.viz import draw_dot
 
 __version__ = "0.1.0"
-__all__ = ["RecordingError", "Value", "dot", "draw_dot", "pure"]
+__all__ = ["RecordingError", "Value", "dot", "draw_dot", "grad", "hessian", "hvp", "pure"]

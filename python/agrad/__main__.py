@@ -8,9 +8,11 @@ says what it does and which knobs it has.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from agrad import linreg, studies, sweep, viz
 
@@ -41,12 +43,7 @@ def _number_argument(convert, kind: str, accept, requirement: str):
 positive_int = _number_argument(int, "a whole number", lambda v: v >= 1, "at least 1")
 non_negative_int = _number_argument(int, "a whole number", lambda v: v >= 0, "0 or more")
 
-# Limits that keep a run within a machine's memory and a person's patience:
-# every epoch builds a graph of all the points it sees (about 400 bytes a
-# point on the compiled engine, 3 KB on the pure one), and the loss of every
-# epoch is kept for the plots.
-MAX_SAMPLES = 100_000
-MAX_EPOCHS = 1_000_000
+MAX_SAMPLES, MAX_EPOCHS = studies.MAX_SAMPLES, studies.MAX_EPOCHS
 # A graph of more points is unreadable, and dot's layout time grows steeply
 # with it (40 points take a second, 80 more than a minute).
 MAX_GRAPH_SAMPLES = 40
@@ -68,6 +65,14 @@ def seed_range(text: str) -> list[int]:
     """An argparse type: a seed or an inclusive range of them (0-31)."""
     try:
         return sweep.parse_seeds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def learning_rates(text: str) -> list[float]:
+    """An argparse type: a learning rate or a log-spaced range of them (0.001:0.1:5)."""
+    try:
+        return sweep.parse_learning_rates(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -127,274 +132,74 @@ def graph_output(text: str) -> str:
     return text
 
 
-def add_common(
-    parser: argparse.ArgumentParser,
-    *,
-    epochs: int,
-    learning_rate: float,
-    log_every: int,
-    batch_size: int | None = None,
-    samples: int | None = None,
-    plot: bool = True,
-) -> None:
-    parser.add_argument(
-        "--engine",
-        choices=sorted(linreg.ENGINES),
-        default="native",
-        help="native: the compiled engine (default); pure: the pure-Python one",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=42,
-        help="seed of Python's random (default: %(default)s, the book's)",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=epochs_count,
-        default=epochs,
-        help="training epochs (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=positive_float,
-        default=learning_rate,
-        help="gradient descent step size (default: %(default)s)",
-    )
-    if batch_size is not None:
-        parser.add_argument(
-            "--batch-size",
-            type=positive_int,
-            default=batch_size,
-            help="examples per mini-batch (default: %(default)s)",
-        )
-    parser.add_argument(
-        "--log-every",
-        type=non_negative_int,
-        default=log_every,
-        metavar="N",
-        help="print the book's loss line every N epochs, 0 for never (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--progress", action="store_true", help="show a progress bar while training"
-    )
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="record the loss's graph once and replay it in C++ (agrad.compile; same numbers)",
-    )
-    if samples is not None:
-        parser.add_argument(
-            "--samples",
-            type=samples_count,
-            default=samples,
-            help="number of points (default: %(default)s)",
-        )
-    if plot:
-        parser.add_argument(
-            "--plot",
-            metavar="DIR",
-            type=plot_directory,
-            help="also write the run's figures as PNG files into DIR",
-        )
+# The options several commands share, each declared once: its flags' name
+# (--learning-rate for learning_rate), argparse's settings and its help.  A
+# command's default is its study function's, so the two cannot drift apart.
+SHARED_OPTIONS: dict[str, dict] = {
+    "engine": {
+        "choices": sorted(linreg.ENGINES),
+        "help": "native: the compiled engine; pure: the pure-Python one (default: %(default)s)",
+    },
+    "seed": {
+        "type": int,
+        "help": "the seed of the run's random numbers (default: %(default)s)",
+    },
+    "epochs": {"type": epochs_count, "metavar": "N", "help": "training epochs"},
+    "learning_rate": {
+        "type": positive_float,
+        "metavar": "LR",
+        "help": "gradient descent's step size",
+    },
+    "batch_size": {"type": positive_int, "metavar": "N", "help": "examples per mini-batch"},
+    "log_every": {
+        "type": non_negative_int,
+        "metavar": "N",
+        "help": "print the book's loss line every N epochs, 0 for never (default: %(default)s)",
+    },
+    "progress": {"action": "store_true", "help": "show a progress bar while training"},
+    "compile": {
+        "action": "store_true",
+        "help": "record the loss's graph once and replay it in C++ (agrad.compile; same numbers)",
+    },
+    "samples": {"type": samples_count, "metavar": "N", "help": "number of points"},
+    "data": {
+        "metavar": "CSV",
+        "type": existing_file,
+        "help": "a CSV file with a header row (default: the bundled body-fat data)",
+    },
+    "target": {"help": "the column of --data to predict (default: its first column)"},
+    "plot": {
+        "metavar": "DIR",
+        "type": plot_directory,
+        "help": "also write the figures as PNG files into DIR (made if missing)",
+    },
+}
+# Of those, the ones a sweep takes several values of, one run per combination.
+GRID_OPTIONS = ["learning_rate", "batch_size", "epochs"]
+TRAINING_OPTIONS = ["epochs", "learning_rate", "log_every", "progress", "compile"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m agrad",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_options(parser: argparse.ArgumentParser, study, names, **changes: dict) -> None:
+    """Add the shared options ``names`` to ``parser``, with ``study``'s
+    defaults; ``changes`` replaces settings of some (``seed={"help": ...}``).
+    A sweep's grid options take several values and default to the study's."""
+    defaults = inspect.signature(study).parameters
+    for name in names:
+        settings = {**SHARED_OPTIONS[name], **changes.get(name, {})}
+        if "default" not in settings and name in defaults and "action" not in settings:
+            settings["default"] = defaults[name].default
+            if "(default" not in settings["help"]:
+                settings["help"] += " (default: %(default)s)"
+        parser.add_argument("--" + name.replace("_", "-"), **settings)
 
-    p = commands.add_parser(
-        "univariate",
-        help="the book's first fit: 5 points, y = 2x - 1 + noise",
-        description="Fit LinReg() to the chapter's 5 points (x uniform in [-5, 5], y = 2x - 1 + "
-        "gauss(0, 4)) by full-batch gradient descent. With the defaults it prints the "
-        "book's lines digit for digit.",
-    )
-    add_common(p, epochs=500, learning_rate=0.01, log_every=50)
-    p.set_defaults(run=run_univariate, parser=p)
 
-    p = commands.add_parser(
-        "batch",
-        help="1000 points: mini-batch against full-batch gradient descent",
-        description="Fit LinReg() to 1000 points (x uniform in [-10, 10], y = 2x + 1 + gauss(0, 5)) "
-        "with mini-batches, then with the full batch, and compare time and result. "
-        "--plot draws both loss curves: the mini-batch one is noisy.",
-    )
-    add_common(p, epochs=500, learning_rate=0.01, log_every=50, batch_size=10, samples=1000)
-    p.set_defaults(run=run_batch, parser=p)
-
-    p = commands.add_parser(
-        "multivariate",
-        help="3 features: y = 2x0 + 3x1 - x2 + 1 + noise",
-        description="Fit LinReg(n_inputs=3) to 1000 points by mini-batch gradient descent, then "
-        "compare the weights with the closed-form least-squares solution.",
-    )
-    add_common(p, epochs=10000, learning_rate=0.01, log_every=500, batch_size=50, samples=1000)
-    p.set_defaults(run=run_multivariate, parser=p)
-
-    p = commands.add_parser(
-        "bodyfat",
-        help="the body-fat study: which measurements predict body fat (the default)",
-        description="Predict body fat (Brozek formula, %) from 14 body measurements of 252 men: "
-        "normalise the features to z-scores, train as the book does, print the weights "
-        "largest first and compare them with the closed-form least-squares fit. "
-        "--data and --target run the same study on a CSV file of your own.",
-    )
-    add_common(p, epochs=1000, learning_rate=0.05, log_every=0, batch_size=20)
-    p.add_argument(
-        "--data",
-        metavar="CSV",
-        type=existing_file,
-        help="a CSV file with a header row (default: the bundled body-fat data)",
-    )
-    p.add_argument("--target", help="the column to predict (default: the first column)")
-    p.add_argument(
-        "--raw",
-        action="store_true",
-        help="the book's exercise: also train on the data without normalising it",
-    )
-    p.add_argument(
-        "--raw-learning-rate",
-        type=positive_float,
-        default=1e-5,
-        help="learning rate for the unnormalised run (default: %(default)s; the "
-        "normalised run's rate is tried first and diverges)",
-    )
-    p.add_argument(
-        "--seed-spread",
-        type=non_negative_int,
-        default=12,
-        metavar="N",
-        help="also train with seeds 0 to N-1 (same settings) and say where this run falls "
-        "among them, 0 for not (default: %(default)s, a few seconds)",
-    )
-    p.set_defaults(run=run_bodyfat, parser=p)
-
-    p = commands.add_parser(
-        "graph",
-        help="draw the computational graph of the book's 5-point loss",
-        description="Build the loss of an untrained LinReg() on the chapter's points, backpropagate, "
-        "and render its computational graph with Graphviz (needs the `dot` program).",
-    )
-    p.add_argument(
-        "--engine",
-        choices=sorted(linreg.ENGINES),
-        default="native",
-        help="native: the compiled engine (default); pure: the pure-Python one",
-    )
-    p.add_argument(
-        "--seed", type=int, default=42, help="seed of Python's random (default: %(default)s)"
-    )
-    p.add_argument(
-        "--samples", type=graph_samples, default=5, help="number of points (default: %(default)s)"
-    )
-    p.add_argument(
-        "--output",
-        type=graph_output,
-        default="loss-graph.svg",
-        help="file to write; its extension picks the format (default: %(default)s)",
-    )
-    p.add_argument(
-        "--rankdir", choices=["LR", "TB", "RL", "BT"], default="LR", help="layout direction"
-    )
-    p.add_argument("--show-grads", action="store_true", help="show each value's gradient")
-    p.set_defaults(run=run_graph, parser=p)
-
-    p = commands.add_parser(
-        "moons",
-        help="micrograd's demo: a 2-16-16-1 MLP (agrad.nn) classifies two moons",
-        description="Draw two interleaved half circles (as scikit-learn's make_moons, in NumPy), "
-        "build MLP(2, [16, 16, 1]) and train it for --steps steps of full-batch SGD on "
-        "micrograd's max-margin loss with L2 regularisation, as micrograd's demo does; "
-        "print the loss and accuracy. --plot draws the decision boundary.",
-    )
-    p.add_argument(
-        "--engine",
-        choices=sorted(linreg.ENGINES),
-        default="native",
-        help="native: the compiled engine (default); pure: the pure-Python one (minutes)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=1337,
-        help="seed of Python's random and NumPy's (default: %(default)s, the demo's)",
-    )
-    p.add_argument(
-        "--steps", type=epochs_count, default=100, help="training steps (default: %(default)s)"
-    )
-    p.add_argument(
-        "--samples", type=samples_count, default=100, help="number of points (default: %(default)s)"
-    )
-    p.add_argument(
-        "--noise",
-        type=_number_argument(float, "a number", lambda v: 0 <= v < 10, "between 0 and 10"),
-        default=0.1,
-        help="standard deviation of the noise added to the points (default: %(default)s)",
-    )
-    p.add_argument(
-        "--log-every",
-        type=non_negative_int,
-        default=10,
-        metavar="N",
-        help="print the loss every N steps, 0 for never (default: %(default)s)",
-    )
-    p.add_argument(
-        "--plot",
-        metavar="DIR",
-        type=plot_directory,
-        help="also write the decision boundary as a PNG file into DIR",
-    )
-    p.set_defaults(run=run_moons, parser=p)
-
-    p = commands.add_parser(
-        "sweep",
-        help="one study over a grid of seeds, learning rates, batch sizes, epochs",
-        description="Run STUDY for every combination of the given seeds, learning rates, batch "
-        "sizes and epoch counts (the defaults are the study's own), on all local cores, a Dask "
-        "scheduler or a Ray cluster. Each finished run is a row of DIR/runs.csv; running the "
-        "same command again does only the runs it lacks. At the end: the spread over seeds of "
-        "each configuration (median, quartiles, worst of the gap to least squares, in %).",
-    )
-    p.add_argument("study", choices=list(sweep.STUDIES), help="the study to run")
-    p.add_argument(
-        "--seeds",
-        nargs="+",
-        type=seed_range,
-        default=[range(10)],
-        metavar="SEEDS",
-        help="seeds and inclusive ranges, e.g. 0-31 40 41 (default: 0-9)",
-    )
-    p.add_argument("--learning-rate", nargs="+", type=positive_float, metavar="LR")
-    p.add_argument("--batch-size", nargs="+", type=positive_int, metavar="N")
-    p.add_argument("--epochs", nargs="+", type=epochs_count, metavar="N")
-    p.add_argument("--samples", type=samples_count, help="number of points (not for bodyfat)")
-    p.add_argument("--data", metavar="CSV", type=existing_file, help="bodyfat: a CSV of your own")
-    p.add_argument("--target", help="bodyfat: the column to predict")
-    p.add_argument("--engine", choices=sorted(linreg.ENGINES), default="native")
-    p.add_argument(
-        "--output",
-        metavar="DIR",
-        type=plot_directory,
-        required=True,
-        help="where runs.csv (and the figures) go; made if missing",
-    )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--jobs", type=positive_int, help="local worker processes (default: one per core)"
-    )
-    where.add_argument("--dask", metavar="ADDRESS", help="a running Dask scheduler (agrad[dask])")
-    where.add_argument(
-        "--ray", metavar="ADDRESS", help="a running Ray cluster, or local (agrad[ray])"
-    )
-    p.add_argument("--plot", action="store_true", help="also draw the figures into DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=run_sweep, parser=p)
-    return parser
+def add_grid_options(parser: argparse.ArgumentParser, **changes: dict) -> None:
+    """A sweep's grid: several values of each, the study's own by default;
+    ``changes`` replaces settings of some, as for ``add_options``."""
+    for name in GRID_OPTIONS:
+        settings = {**SHARED_OPTIONS[name], "nargs": "+", **changes.get(name, {})}
+        settings["help"] += ": one or more values, a run for each (default: the study's)"
+        parser.add_argument("--" + name.replace("_", "-"), **settings)
 
 
 def _log(args):
@@ -460,7 +265,7 @@ def run_batch(args) -> None:
     result = studies.batch(
         batch_size=args.batch_size, samples=args.samples, log=_log(args), **_study_options(args)
     )
-    runs = {f"mini-batch of {args.batch_size}": result.mini_batch, "full batch": result.full_batch}
+    runs = {f"mini-batch of {args.batch_size}": result.run, "full batch": result.full_batch}
     print()
     fit = result.least_squares
     print(f"least squares: w={fit.weights[0]:.3f}, b={fit.bias:.3f}, MSE {fit.mse:.3f}")
@@ -618,11 +423,14 @@ def _seed_spread(args, data: studies.RegressionData, gap: float) -> str:
 
 def run_sweep(args) -> None:
     seeds = list(dict.fromkeys(seed for group in args.seeds for seed in group))
+    rates = (
+        None if args.learning_rate is None else [r for group in args.learning_rate for r in group]
+    )
     try:
         plan = sweep.Sweep(
             args.study,
             seeds=seeds,
-            learning_rates=args.learning_rate,
+            learning_rates=rates,
             batch_sizes=args.batch_size,
             epochs=args.epochs,
             engine=args.engine,
@@ -633,12 +441,20 @@ def run_sweep(args) -> None:
             jobs=args.jobs,
             dask=args.dask,
             ray=args.ray,
+            runs_per_task=args.runs_per_task,
         )
-        todo = plan.todo
-        if todo:
-            plan.connect()  # an address nobody answers at is an error before any run
-    except (ValueError, TypeError, ConnectionError, ImportError) as error:
+    except (ValueError, TypeError, ImportError) as error:
         args.parser.error(str(error))
+    try:
+        if plan.todo:
+            plan.connect()  # an address that is not a scheduler is an error before any run
+        plan.open()  # RuntimeError while another sweep writes to the directory
+    except BaseException as error:
+        plan.close()
+        if isinstance(error, (ValueError, TypeError, ConnectionError, ImportError)):
+            args.parser.error(str(error))
+        raise
+    todo = plan.todo
     path = os.path.join(args.output, "runs.csv")
     on = (
         f"the Dask scheduler at {args.dask}"
@@ -656,8 +472,8 @@ def run_sweep(args) -> None:
         runs = plan.run(progress=False if args.no_progress else None)
     except KeyboardInterrupt:
         print(
-            f"{len(plan.store.rows)} finished runs are in {path}; the same command goes on "
-            f"from there.",
+            f"{len(plan.store.rows)} finished runs are in {args.output} (runs.sqlite, and "
+            f"{path}); the same command goes on from there.",
             file=sys.stderr,
         )
         raise
@@ -674,7 +490,7 @@ def run_sweep(args) -> None:
     if len(failed):
         print(f"\n{len(failed)} runs failed; the first: {failed['error'].iloc[0]}")
     if args.plot:
-        for written in sweep.plot(runs, args.output):
+        for written in sweep.plot(runs, args.plot):
             print("wrote", written)
     lost = sum(error.startswith(sweep.LOST) for error in failed["error"])
     if lost:
@@ -721,6 +537,258 @@ def run_moons(args) -> None:
         )
 
 
+def _bodyfat_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="the book's exercise: also train on the data without normalising it",
+    )
+    p.add_argument(
+        "--raw-learning-rate",
+        type=positive_float,
+        default=inspect.signature(studies.bodyfat).parameters["raw_learning_rate"].default,
+        metavar="LR",
+        help="learning rate for the unnormalised run (default: %(default)s; the normalised "
+        "run's rate is tried first and diverges)",
+    )
+    p.add_argument(
+        "--seed-spread",
+        type=non_negative_int,
+        default=12,
+        metavar="N",
+        help="also train with seeds 0 to N-1 (same settings) and say where this run falls "
+        "among them, 0 for not (default: %(default)s, a few seconds)",
+    )
+
+
+def _graph_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output",
+        type=graph_output,
+        default="loss-graph.svg",
+        help="file to write; its extension picks the format (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rankdir",
+        choices=["LR", "TB", "RL", "BT"],
+        default="LR",
+        help="layout direction: left to right, top to bottom, ... (default: %(default)s)",
+    )
+    p.add_argument("--show-grads", action="store_true", help="show each value's gradient")
+
+
+def _moons_options(p: argparse.ArgumentParser) -> None:
+    defaults = inspect.signature(studies.moons).parameters
+    p.add_argument(
+        "--steps",
+        type=epochs_count,
+        default=defaults["steps"].default,
+        metavar="N",
+        help="training steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--noise",
+        type=_number_argument(float, "a number", lambda v: 0 <= v < 10, "between 0 and 10"),
+        default=defaults["noise"].default,
+        help="standard deviation of the noise added to the points (default: %(default)s)",
+    )
+
+
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "study",
+        choices=list(sweep.STUDIES),
+        metavar="STUDY",
+        help=f"the study to run: {', '.join(sweep.STUDIES)}",
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=seed_range,
+        default=[range(10)],
+        metavar="SEEDS",
+        help="seeds and inclusive ranges, e.g. 0-31 40 41 (default: 0-9)",
+    )
+    add_grid_options(
+        p,
+        learning_rate={
+            "type": learning_rates,
+            "help": "gradient descent's step size, and log-spaced ranges LOW:HIGH:N (N rates "
+            "from LOW to HIGH, e.g. 0.001:0.1:5)",
+        },
+    )
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        type=plot_directory,
+        required=True,
+        help="where the sweep's record runs.sqlite and its export runs.csv go; made if missing",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--jobs",
+        type=positive_int,
+        metavar="N",
+        help="local worker processes (default: one per core)",
+    )
+    where.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="a running Dask scheduler, tcp://HOST:PORT (port 8786 if none; agrad[dask])",
+    )
+    where.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="a running Ray cluster, HOST:PORT of its head node (port 6379 if none), "
+        "or local (agrad[ray])",
+    )
+    p.add_argument(
+        "--runs-per-task",
+        type=positive_int,
+        metavar="N",
+        help="runs each task does (default: about four tasks a worker, at most "
+        f"{sweep.MAX_RUNS_PER_TASK} runs each)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: what runs it, the study whose defaults its options take,
+    the shared options it has (and changes to them), and its own."""
+
+    run: Callable[[argparse.Namespace], None]
+    study: Callable
+    help: str
+    description: str
+    shared: list[str]
+    changes: dict = field(default_factory=dict)
+    own_options: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+COMMANDS = {
+    "univariate": Command(
+        run_univariate,
+        studies.univariate,
+        "the book's first fit: 5 points, y = 2x - 1 + noise",
+        "Fit LinReg() to the chapter's 5 points (x uniform in [-5, 5], y = 2x - 1 + gauss(0, 4)) "
+        "by full-batch gradient descent. With the defaults it prints the book's lines digit "
+        "for digit.",
+        ["engine", "seed", *TRAINING_OPTIONS, "plot"],
+    ),
+    "batch": Command(
+        run_batch,
+        studies.batch,
+        "1000 points: mini-batch against full-batch gradient descent",
+        "Fit LinReg() to 1000 points (x uniform in [-10, 10], y = 2x + 1 + gauss(0, 5)) with "
+        "mini-batches, then with the full batch, and compare time and result. --plot draws "
+        "both loss curves: the mini-batch one is noisy.",
+        ["engine", "seed", *TRAINING_OPTIONS, "batch_size", "samples", "plot"],
+    ),
+    "multivariate": Command(
+        run_multivariate,
+        studies.multivariate,
+        "3 features: y = 2x0 + 3x1 - x2 + 1 + noise",
+        "Fit LinReg(n_inputs=3) to 1000 points by mini-batch gradient descent, then compare "
+        "the weights with the closed-form least-squares solution.",
+        ["engine", "seed", *TRAINING_OPTIONS, "batch_size", "samples", "plot"],
+    ),
+    "bodyfat": Command(
+        run_bodyfat,
+        studies.bodyfat,
+        "the body-fat study: which measurements predict body fat (the default)",
+        "Predict body fat (Brozek formula, %) from 14 body measurements of 252 men: normalise "
+        "the features to z-scores, train as the book does, print the weights largest first "
+        "and compare them with the closed-form least-squares fit. --data and --target run the "
+        "same study on a CSV file of your own.",
+        ["engine", "seed", *TRAINING_OPTIONS, "batch_size", "data", "target", "plot"],
+        own_options=_bodyfat_options,
+    ),
+    "graph": Command(
+        run_graph,
+        studies.graph,
+        "draw the computational graph of the book's 5-point loss",
+        "Build the loss of an untrained LinReg() on the chapter's points, backpropagate, and "
+        "render its computational graph with Graphviz (needs the `dot` program).",
+        ["engine", "seed", "samples"],
+        {"samples": {"type": graph_samples}},
+        _graph_options,
+    ),
+    "moons": Command(
+        run_moons,
+        studies.moons,
+        "micrograd's demo: a 2-16-16-1 MLP (agrad.nn) classifies two moons",
+        "Draw two interleaved half circles (as scikit-learn's make_moons, in NumPy), build "
+        "MLP(2, [16, 16, 1]) and train it for --steps steps of full-batch SGD on micrograd's "
+        "max-margin loss with L2 regularisation, as micrograd's demo does; print the loss and "
+        "accuracy. --plot draws the decision boundary.",
+        ["engine", "seed", "samples", "log_every", "plot"],
+        {
+            "engine": {
+                "help": "native: the compiled engine; pure: the pure-Python one, which takes "
+                "minutes (default: %(default)s)"
+            },
+            "seed": {
+                "help": "the seed of the data and starting weights (default: %(default)s, "
+                "the demo's)"
+            },
+            "log_every": {
+                "help": "print the loss every N steps, 0 for never (default: %(default)s)"
+            },
+        },
+        _moons_options,
+    ),
+    "sweep": Command(
+        run_sweep,
+        studies.batch,  # the defaults of engine and samples are every study's
+        "one study over a grid of seeds, learning rates, batch sizes, epochs",
+        "Run STUDY for every combination of the given seeds, learning rates, batch sizes and "
+        "epoch counts (the defaults are the study's own), on all local cores, a Dask scheduler "
+        "or a Ray cluster. Each finished run is a row of the sweep's record, DIR/runs.sqlite, "
+        "written out as DIR/runs.csv when the sweep ends or is interrupted; running the same "
+        "command again does only the runs it lacks. One sweep at a time writes to a DIR. At the "
+        "end: the spread over seeds of each configuration (median, quartiles, worst of the gap "
+        "to least squares, in %).",
+        ["engine", "samples", "data", "target", "plot"],
+        {
+            "samples": {
+                "help": "number of points, for the studies of synthetic data (default: the "
+                "study's)",
+                "default": None,
+            },
+            "data": {
+                "help": "bodyfat: a CSV file of your own (default: the bundled body-fat data)"
+            },
+        },
+        _sweep_options,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m agrad",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = subparsers.add_parser(name, help=command.help, description=command.description)
+        p.set_defaults(run=command.run, parser=p)
+        add_options(p, command.study, command.shared, **command.changes)
+        if command.own_options is not None:
+            command.own_options(p)
+    return parser
+
+
+def _in_words(error: Exception) -> str:
+    # an OSError's str leads with its errno ("[Errno 13] Permission denied: 'f'"):
+    # a reader wants the words and the file
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror if error.filename is None else f"{error.filename}: {error.strerror}"
+    return str(error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "python -m agrad"
@@ -738,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     # the errors a user's input or machine can cause; anything else is a bug and keeps its traceback
     except (ValueError, OverflowError, OSError, RuntimeError, ImportError) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {_in_words(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

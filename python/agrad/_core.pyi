@@ -1,7 +1,7 @@
 """Types of agrad's compiled engine (src/agrad_core/module.cpp), for mypy and editors."""
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import TypeAlias, overload
+from typing import Literal, TypeAlias, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -86,6 +86,7 @@ def dot(  # type: ignore[overload-overlap]
 @overload
 def dot(weights: Iterable[_Operand], inputs: Iterable[_Operand]) -> Value: ...
 def _restore_leaf(data: _Number, grad: float, label: str) -> Value: ...
+def _is_custom(value: Value) -> bool: ...
 def _live_nodes() -> int: ...
 def _node_bytes() -> int: ...
 
@@ -98,9 +99,17 @@ def _set_library_dirs(dirs: list[str]) -> None: ...
 class RecordingError(RuntimeError):
     """A compiled function did, while being recorded, what a replay could not repeat."""
 
+@overload
 def _flatten(
-    args: tuple[object, ...], kwargs: dict[str, object], ndarray: type
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    ndarray: type,
+    rebuild: Literal[False] = False,
 ) -> tuple[Hashable, _Numbers]: ...
+@overload
+def _flatten(
+    args: tuple[object, ...], kwargs: dict[str, object], ndarray: type, rebuild: Literal[True]
+) -> tuple[Hashable, _Numbers, tuple[object, ...], dict[str, object], list[Value]]: ...
 
 class _Numbers:
     """A compiled call's numbers, converted."""

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import builtins
 import dis
-import enum
 import functools
 import numbers
 import os
@@ -62,42 +61,10 @@ from agrad._core import RecordingError, Value
 
 __all__ = ["CompiledFunction", "RecordingError", "compile"]
 
-_PLAIN_NUMBERS = frozenset((float, int))
 # A refusal names the user's line: the first frame outside agrad and the standard library.
 _core._set_library_dirs(
     [os.path.dirname(os.path.abspath(__file__)) + os.sep, sysconfig.get_paths()["stdlib"] + os.sep]
 )
-
-
-def _is_number_argument(obj: Any) -> bool:
-    """Whether an argument is a number input (a leaf), as _core._flatten decides:
-    real numbers but for bools and enums, which select the program instead."""
-    return isinstance(obj, numbers.Real) and not isinstance(obj, (bool, enum.Enum, Value))
-
-
-def _substitute(obj: Any, leaves: list[Value], index: list[int]) -> Any:
-    """The argument with its numbers replaced by the input leaves, in order."""
-    t = type(obj)
-    if t is list or t is tuple:
-        start = index[0]
-        if all(map(_PLAIN_NUMBERS.__contains__, map(type, obj))):
-            # a row of plain floats and ints (the common case): one slice
-            index[0] = start + len(obj)
-            items = leaves[start : index[0]]
-        else:
-            items = [_substitute(o, leaves, index) for o in obj]
-        return items if t is list else tuple(items)
-    if t is np.ndarray:
-        flat = np.empty(obj.size, dtype=object)
-        for i in range(obj.size):
-            flat[i] = leaves[index[0]]
-            index[0] += 1
-        return flat.reshape(obj.shape)
-    if t is float or t is int or _is_number_argument(obj):
-        leaf = leaves[index[0]]
-        index[0] += 1
-        return leaf
-    return obj
 
 
 def _outputs(result: Any) -> list[Value]:
@@ -272,7 +239,7 @@ class CompiledFunction:
                 key = (key, free)
         recorded = self._programs.get(key)
         if recorded is None:
-            return self._record(key, args, kwargs, numbers_in)
+            return self._record(key, args, kwargs)
         latest = recorded[-1]
         if latest.program.run(numbers_in):
             if len(self._programs) > 1:
@@ -293,9 +260,9 @@ class CompiledFunction:
                 recorded.append(recorded.pop(i))
                 result = r.result
                 return list(result) if type(result) is list else result
-        return self._record(key, args, kwargs, numbers_in)
+        return self._record(key, args, kwargs)
 
-    def _call_fn(self, args: list, kwargs: dict) -> Any:
+    def _call_fn(self, args: tuple, kwargs: dict) -> Any:
         if self._instance is None:
             return self.fn(*args, **kwargs)
         instance = self._instance()
@@ -303,13 +270,11 @@ class CompiledFunction:
             raise ReferenceError("the instance of this compiled method is gone")
         return self.fn(instance, *args, **kwargs)
 
-    def _record(self, key: Any, args: tuple, kwargs: dict, numbers_in: _core._Numbers) -> Any:
+    def _record(self, key: Any, args: tuple, kwargs: dict) -> Any:
         _core._begin_recording()
         try:
-            leaves = [Value(x) for x in numbers_in.values()]
-            index = [0]
-            sub_args = [_substitute(a, leaves, index) for a in args]
-            sub_kwargs = {k: _substitute(v, leaves, index) for k, v in kwargs.items()}
+            # the same walk as the key's, now making an input leaf of each number
+            _, _, sub_args, sub_kwargs, leaves = _core._flatten(args, kwargs, np.ndarray, True)
             result = self._call_fn(sub_args, sub_kwargs)
             outputs = _outputs(result)
         except BaseException:

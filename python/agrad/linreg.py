@@ -31,6 +31,8 @@ import numpy as np
 
 import agrad
 import agrad.pure
+from agrad import nn, optim
+from agrad._checks import checked_rng, fused_sums
 
 __all__ = [
     "ENGINES",
@@ -40,7 +42,6 @@ __all__ = [
     "format_comparison",
     "gaussian_log_likelihood",
     "least_squares",
-    "mean_squared_error",
     "model_fit",
     "print_weights",
     "sample_batch",
@@ -50,23 +51,6 @@ __all__ = [
 
 #: The engines by the names the command line uses.
 ENGINES = {"native": agrad.Value, "pure": agrad.pure.Value}
-
-
-def mean_squared_error(yhats, ys, sum=sum):  # noqa: A002 - the builtin unless told
-    """The book's J(w, b): the mean of the squared errors.
-
-    ``sum`` is the builtin, or ``agrad.sum``, which gives the same data and
-    gradients bit for bit as one node instead of a chain of additions.
-
-    >>> import agrad
-    >>> from agrad.linreg import mean_squared_error
-    >>> yhats = [agrad.Value(1.0), agrad.Value(2.0)]
-    >>> mean_squared_error(yhats, [0.0, 4.0])
-    Value(: 2.5)
-    >>> mean_squared_error(yhats, [0.0, 4.0], sum=agrad.sum)
-    Value(: 2.5)
-    """
-    return sum([(y - yhat) ** 2 for y, yhat in zip(ys, yhats, strict=True)]) / len(ys)
 
 
 def _chain_dot(weights, x):
@@ -159,14 +143,11 @@ class LinReg:
             raise TypeError(f"number must be callable, not {type(number).__name__!r}")
         if number is not None and value_class is not None:
             raise ValueError("give value_class or number, not both")
-        if rng is not random and not isinstance(rng, random.Random):
-            raise TypeError(
-                f"rng must be the random module or a random.Random, not {type(rng).__name__!r}"
-            )
-        if fused is not None and not isinstance(fused, bool):
-            raise TypeError(f"fused must be True, False or None, not {type(fused).__name__!r}")
-        if fused and (number is not None or value_class not in (None, agrad.Value)):
-            raise ValueError("fused=True needs the compiled engine's agrad.Value")
+        rng = checked_rng(rng)
+        engine = None if number is not None else agrad.Value if value_class is None else value_class
+        # On the compiled engine the sums are fused nodes (agrad.sum, agrad.dot):
+        # the same bits as the book's chain of additions, with a fraction of the nodes.
+        self._fused = fused_sums(fused, engine)
         n_weights = 1 if n_inputs is None else n_inputs
         if feature_names is not None:
             feature_names = [str(name) for name in feature_names]
@@ -178,22 +159,18 @@ class LinReg:
             ["w"] if n_inputs is None else [f"w{i}" for i in range(n_inputs)]
         )
         starts = [*(rng.uniform(-1, 1) for _ in weight_labels), 0.0]
-        if number is None:
-            engine = agrad.Value if value_class is None else value_class
+        self.value_class: type | None = engine
+        if number is not None:
+            parameters = [number(x) for x in starts]
+        else:
+            assert engine is not None
             labels = [*weight_labels, "b"]
             parameters = [engine(x, label=label) for x, label in zip(starts, labels, strict=True)]
-            self.value_class: type | None = engine
-        else:
-            parameters = [number(x) for x in starts]
-            self.value_class = None
         *weights, self.b = parameters
         if n_inputs is None:
             self.w = weights[0]
         else:
             self.weights = weights
-        # On the compiled engine the sums are fused nodes (agrad.sum, agrad.dot):
-        # the same bits as the book's chain of additions, with a fraction of the nodes.
-        self._fused = self.value_class is agrad.Value if fused is None else fused
 
     @property
     def univariate(self) -> bool:
@@ -220,7 +197,7 @@ class LinReg:
             raise ValueError(f"xs and ys differ in length: {len(xs)} inputs, {len(ys)} targets")
         if len(xs) == 0:
             raise ValueError("the loss needs at least one example")
-        return mean_squared_error([self(x) for x in xs], ys, agrad.sum if self._fused else sum)
+        return nn.mse([self(x) for x in xs], ys, fused=self._fused)
 
     def batch_loss(self, xs: Sequence, ys: Sequence, m: int = 10):
         """The loss on ``m`` examples drawn at random, as in the book."""
@@ -255,7 +232,9 @@ def train(
 
     Each epoch computes the loss (on the whole data when ``batch_size`` is
     None, else on ``batch_size`` examples drawn with ``random.sample``), zeroes
-    the parameters' gradients, backpropagates and steps against the gradient.
+    the parameters' gradients, backpropagates and steps against the gradient
+    with ``agrad.optim.SGD``: the book's ``p.data -= learning_rate * p.grad``,
+    to the bit.
 
     Every ``log_every`` epochs (None or 0: never) it logs the book's line
     ``f"{k:3} Loss: {loss.data:5.3f} {model}"`` through ``log`` (default:
@@ -265,8 +244,9 @@ def train(
     the book does) or a ``random.Random`` of your own.
 
     A learning rate too large for the data makes the parameters blow up: that
-    raises OverflowError (from the arithmetic itself, or here when the loss
-    stops being finite) naming the epoch, rather than training on ``inf``.
+    raises OverflowError (from the arithmetic itself, from a step that would
+    make a parameter infinite, or here when the loss stops being finite)
+    naming the epoch, rather than training on ``inf``.
 
     ``compile=True`` (compiled engine only) computes the loss with
     ``agrad.compile(model.loss)``: its graph is recorded once per batch shape
@@ -290,9 +270,9 @@ def train(
     if (
         isinstance(learning_rate, bool)
         or not isinstance(learning_rate, (int, float))
-        or not math.isfinite(learning_rate)
+        or not 0 <= learning_rate < math.inf
     ):
-        raise ValueError(f"learning_rate must be a finite number, not {learning_rate!r}")
+        raise ValueError(f"learning_rate must be a finite number, 0 or more, not {learning_rate!r}")
     if log_every is not None and (
         isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0
     ):
@@ -300,6 +280,7 @@ def train(
     if batch_size is not None:
         _check_batch(xs, ys, batch_size)  # before any training, and drawing nothing
     parameters = list(model.parameters())
+    optimizer = optim.SGD(parameters, lr=learning_rate)
     loss_of = model.loss
     if compile:
         if not all(isinstance(p, agrad.Value) for p in parameters):
@@ -325,15 +306,13 @@ def train(
                 if batch_size is None
                 else loss_of(*sample_batch(xs, ys, batch_size, rng))
             )
-            for p in parameters:
-                p.grad = 0
+            optimizer.zero_grad()
             loss.backward()
-            for p in parameters:
-                p.data -= learning_rate * p.grad
+            optimizer.step()
         except OverflowError as error:
             raise OverflowError(
                 f"training diverged at epoch {k} (learning rate {learning_rate} "
-                f"too large for this data?): {error}"
+                f"too large for this data?): {_in_words(error)}"
             ) from error
         if not math.isfinite(loss.data):
             raise OverflowError(
@@ -345,6 +324,14 @@ def train(
         if log_every and k % log_every == 0:
             log(f"{k:3} Loss: {loss.data:5.3f} {model}")
     return model
+
+
+def _in_words(error: OverflowError) -> str:
+    # Python's float arithmetic raises OverflowError(errno, text), whose str is
+    # the tuple "(34, 'Numerical result out of range')": keep the words
+    if len(error.args) == 2 and isinstance(error.args[0], int) and isinstance(error.args[1], str):
+        return f"a number grew beyond the float range ({error.args[1].lower()})"
+    return str(error)
 
 
 def standardize(
@@ -527,13 +514,13 @@ def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str
     >>> from agrad.linreg import format_comparison, least_squares
     >>> X, ys = [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0]], [2.0, 3.0, 8.0, 8.0]
     >>> print(format_comparison(["a", "b"], {"least squares": least_squares(X, ys)}))
-                   least squares
-    a                      2.000
-    b                      1.500
-    bias                   0.750
-    MSE                    0.062
-    sigma                  0.250
-    log-likelihood        -0.131
+                     least squares
+    a                        2.000
+    b                        1.500
+    bias                     0.750
+    MSE                      0.062
+    sigma                    0.250
+    log-likelihood          -0.131
     """
     if not fits:
         raise ValueError("format_comparison needs at least one fit")
@@ -544,11 +531,14 @@ def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str
         raise ValueError("every fit needs one weight per feature name")
     name_width = max(len(n) for n in [*names, "log-likelihood"])
     col = max(12, *(len(t) for t in titles))
-    lines = [" " * name_width + "".join(f" {t:>{col}}" for t in titles)]
+    # columns three spaces apart: a title with spaces of its own ("raw GD, lr 1e-05")
+    # must not read as part of its neighbour's
+    gap = "   "
+    lines = [" " * name_width + "".join(f"{gap}{t:>{col}}" for t in titles)]
     for i in sorted(range(len(names)), key=lambda i: abs(first.weights[i]), reverse=True):
         lines.append(
             f"{names[i]:<{name_width}}"
-            + "".join(f" {f.weights[i]:>{col}.3f}" for f in fits.values())
+            + "".join(f"{gap}{f.weights[i]:>{col}.3f}" for f in fits.values())
         )
     for label, attr in [
         ("bias", "bias"),
@@ -558,6 +548,6 @@ def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str
     ]:
         lines.append(
             f"{label:<{name_width}}"
-            + "".join(f" {getattr(f, attr):>{col}.3f}" for f in fits.values())
+            + "".join(f"{gap}{getattr(f, attr):>{col}.3f}" for f in fits.values())
         )
     return "\n".join(lines)

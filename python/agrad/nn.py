@@ -4,11 +4,13 @@
 ``MLP(nin, nouts)`` take micrograd's arguments, are called as micrograd's
 are (a neuron and a one-neuron layer return a Value, a wider layer a list),
 print as micrograd's do (``MLP of [Layer of [ReLUNeuron(2), ...], ...]``) and
-draw their starting weights from the module-level :mod:`random` in
-micrograd's order: each neuron's weights ``random.uniform(-1, 1)`` one after
-the other, its bias the int 0, neurons and layers in order.  So a script that
-seeds ``random`` and builds ``MLP(2, [16, 16, 1])`` starts from the weights
-micrograd would give it.
+draw their starting weights in micrograd's order: each neuron's weights
+``uniform(-1, 1)`` one after the other, its bias the int 0, neurons and
+layers in order.  They draw from the module-level :mod:`random`, as
+micrograd does, so a script that seeds ``random`` and builds
+``MLP(2, [16, 16, 1])`` starts from the weights micrograd would give it; or
+from the ``rng`` given, a ``random.Random(seed)`` giving the same weights
+without touching the global state.
 
 What micrograd lacks, as keyword-only arguments:
 
@@ -20,6 +22,8 @@ What micrograd lacks, as keyword-only arguments:
 * ``fused``: a neuron's sum as one ``agrad.dot`` node (the default on
   ``agrad.Value``) or as a chain of ``+`` (the default elsewhere).  Both give
   the same data and gradients, bit for bit.
+* ``rng``: where the starting weights are drawn from (the ``random`` module,
+  the default, or a ``random.Random``).
 
 The losses the demo and the chapter use are here too: ``mse``,
 ``hinge_loss`` (micrograd's max-margin loss with L2 regularisation),
@@ -32,9 +36,11 @@ import builtins
 import itertools
 import random
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import agrad
+from agrad._checks import checked_rng, fused_sums
 
 # bound once: the forward pass calls it for every neuron
 _dot = agrad.dot
@@ -110,7 +116,8 @@ def _check_value_class(value_class: object) -> type:
 
 class Neuron(Module):
     """``activation(b + w0*x0 + w1*x1 + ...)``: ``nin`` weights drawn from
-    ``random.uniform(-1, 1)`` and a bias starting at 0.
+    ``rng.uniform(-1, 1)`` (``rng``: the ``random`` module unless given) and
+    a bias starting at 0.
 
     ``nonlin`` is micrograd's switch (ReLU or linear); ``activation`` names
     any of :data:`ACTIVATIONS` instead and must agree with it.
@@ -121,6 +128,8 @@ class Neuron(Module):
     >>> neuron = nn.Neuron(2, activation="sigmoid")
     >>> neuron, neuron([1.0, 2.0])
     (SigmoidNeuron(2), Value(: 0.8482139982568058))
+    >>> nn.Neuron(2, activation="sigmoid", rng=random.Random(0))([1.0, 2.0])
+    Value(: 0.8482139982568058)
     """
 
     def __init__(
@@ -131,6 +140,7 @@ class Neuron(Module):
         activation: str | None = None,
         value_class: type | None = None,
         fused: bool | None = None,
+        rng: random.Random | ModuleType = random,
     ):
         _check_count("nin", nin)
         if not isinstance(nonlin, bool):
@@ -142,19 +152,12 @@ class Neuron(Module):
                 f"nonlin=False is a linear neuron; it cannot have activation {activation!r}"
             )
         value_class = _check_value_class(agrad.Value if value_class is None else value_class)
-        if fused is None:
-            fused = value_class is agrad.Value
-        elif not isinstance(fused, bool):
-            raise TypeError(f"fused must be True, False or None, not {fused!r}")
-        elif fused and value_class is not agrad.Value:
-            raise ValueError(
-                "fused=True needs agrad.Value: agrad.dot makes nodes of the compiled engine"
-            )
+        self.fused = fused_sums(fused, value_class)
+        rng = checked_rng(rng)
         # micrograd's draws, in its order: the weights one by one, then the bias (no draw)
-        self.w = [value_class(random.uniform(-1, 1)) for _ in range(nin)]
+        self.w = [value_class(rng.uniform(-1, 1)) for _ in range(nin)]
         self.b = value_class(0)
         self.activation = activation
-        self.fused = fused
 
     @property
     def nonlin(self) -> bool:
@@ -246,6 +249,8 @@ class MLP(Module):
     MLP of [Layer of [ReLUNeuron(2), ReLUNeuron(2), ReLUNeuron(2), ReLUNeuron(2)], Layer of [LinearNeuron(4)]]
     >>> model([1.0, -1.0]), len(model.parameters())
     (Value(: 0.14252210854529238), 17)
+    >>> nn.MLP(2, [4, 1], rng=random.Random(1337))([1.0, -1.0])
+    Value(: 0.14252210854529238)
     """
 
     def __init__(
@@ -256,6 +261,7 @@ class MLP(Module):
         activation: str | Sequence[str] = "relu",
         value_class: type | None = None,
         fused: bool | None = None,
+        rng: random.Random | ModuleType = random,
     ):
         _check_count("nin", nin)
         if isinstance(nouts, (str, bytes)) or not isinstance(nouts, Sequence):
@@ -285,6 +291,7 @@ class MLP(Module):
                 activation=activations[i],
                 value_class=value_class,
                 fused=fused,
+                rng=rng,
             )
             for i in range(len(nouts))
         ]
@@ -301,13 +308,15 @@ class MLP(Module):
         return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
 
 
-def _sum(values: list) -> Any:
-    # agrad.sum is the builtin's chain as one node, with the same bits.  The
-    # check is a loop in C: a generator of isinstance calls cost more than
-    # the fused sum of the demo's 337 squared parameters itself.
-    if values and all(map(isinstance, values, itertools.repeat(agrad.Value))):
-        return agrad.sum(values)
-    return builtins.sum(values)
+def _sum(values: list, fused: bool | None = None) -> Any:
+    # agrad.sum is the builtin's chain as one node, with the same bits: the
+    # rule of fused_sums, for terms that are all agrad.Values.  The check is a
+    # loop in C: a generator of isinstance calls cost more than the fused sum
+    # of the demo's 337 squared parameters itself.
+    if fused is None:
+        every_term_native = all(map(isinstance, values, itertools.repeat(agrad.Value)))
+        fused = fused_sums(None, agrad.Value if values and every_term_native else None)
+    return agrad.sum(values) if fused else builtins.sum(values)
 
 
 def _is_value(x: object) -> bool:
@@ -325,17 +334,23 @@ def _pairs(predictions: Sequence[Any], targets: Sequence[Any]) -> list[tuple[Any
     return list(zip(predictions, targets, strict=True))
 
 
-def mse(predictions: Sequence[Any], targets: Sequence[Any]) -> Any:
-    """The mean squared error, written as the chapter writes it:
-    ``sum((y - yhat)**2) / n``.
+def mse(predictions: Sequence[Any], targets: Sequence[Any], *, fused: bool | None = None) -> Any:
+    """The mean squared error, the book's J(w, b), written as the chapter
+    writes it: ``sum((y - yhat)**2) / n``.
+
+    The sum is one ``agrad.sum`` node when every term is an ``agrad.Value``
+    (the same data and gradients as the chain of ``+``, bit for bit), unless
+    ``fused=False`` asks for the chain.
 
     >>> import agrad
     >>> from agrad import nn
     >>> nn.mse([agrad.Value(1.0), agrad.Value(3.0)], [0.0, 3.0])
     Value(: 0.5)
+    >>> nn.mse([agrad.Value(1.0), agrad.Value(3.0)], [0.0, 3.0], fused=False)
+    Value(: 0.5)
     """
     pairs = _pairs(predictions, targets)
-    return _sum([(y - yhat) ** 2 for yhat, y in pairs]) / len(pairs)
+    return _sum([(y - yhat) ** 2 for yhat, y in pairs], fused) / len(pairs)
 
 
 def hinge_loss(

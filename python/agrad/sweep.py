@@ -3,9 +3,9 @@ learning rates, batch sizes and epoch counts, on local cores or a cluster.
 
 Design
 ------
-- **A run is one task, and it seeds itself.**  A task is a ``RunSpec`` handed
-  to ``run_one``, which calls the study function of ``agrad.studies`` with the
-  spec's seed.  The studies seed Python's ``random`` themselves and the engine
+- **A run seeds itself.**  A run is a ``RunSpec`` handed to ``run_one``,
+  which calls the study function of ``agrad.studies`` with the spec's seed.
+  The studies seed Python's ``random`` themselves and the engine
   is deterministic, so a row is the same bits on any backend, in any order, on
   any number of workers, and equals the single run with the same options.
   The studies draw from a ``random.Random(seed)`` of their own, never the
@@ -13,20 +13,35 @@ Design
   timers' jitter) while tasks run, and would change a run's mini-batches.
 - **Backends are other people's schedulers.**  joblib's loky processes on one
   machine (the default, all cores), a running ``dask.distributed`` scheduler,
-  or Ray.  Each yields rows as runs finish; this module only files them.  A
-  worker that dies takes its run with it: Dask and Ray run it again on another
-  worker (their own retry machinery); joblib ends the whole pool, so the runs
-  that had not finished go to a fresh pool.  A run that keeps killing its
-  workers (``RETRIES`` times; on Dask, its scheduler's ``allowed-failures``)
-  becomes a row whose error starts with ``lost:``, and a resume runs it again.
-- **The file is the state.**  ``DIR/runs.csv`` gets one line per finished run,
-  written by the main process alone, as one write, flushed at once; nothing
-  ever rewrites it, so an interrupted or failed sweep keeps every finished row.
-  Re-running with the same ``DIR`` reads it and does only the runs it lacks.
-  ``DIR/sweep.json`` holds what every row shares (study, engine, data), so a
-  resume with other settings is refused instead of mixing two experiments.
-  Floats are written with ``repr`` and read back with round-trip precision:
-  the file holds the exact bits.
+  or Ray.  A task is several runs (``runs_per_task``; by default about four
+  tasks a worker), and the data they share go to each worker once (Dask's
+  ``scatter``, Ray's object store): a study's run is tens of milliseconds, so
+  what a task costs the scheduler would otherwise be a good part of it.  A
+  worker that dies takes its task with it: Dask and Ray run it again on
+  another worker (their own retry machinery); joblib ends the whole pool, so
+  the runs that had not finished go to a fresh pool.  A run that keeps killing
+  its workers (``RETRIES`` times; on Dask, its scheduler's
+  ``allowed-failures``) becomes a row whose error starts with ``lost:``, and
+  a resume runs it again.  A local worker ends when the sweep that started it
+  does, even when that sweep is killed.
+- **A cluster is checked before it is used.**  A Dask address is asked what
+  it is (Dask's ``identity`` message), and Ray connects to a Ray address in a
+  child process first, each with a deadline: a web server, a Dask worker or
+  a Ray port given for Dask is an error within seconds, never a wait.
+- **The record is an SQLite database.**  ``DIR/runs.sqlite`` (the standard
+  library's ``sqlite3``) holds one row per run and what every row shares
+  (study, engine, the data's content hash): a task's rows go in as one
+  transaction, so a crash leaves every finished row and no torn one, and a
+  run done again replaces its ``lost:`` row.  ``DIR/runs.csv`` is written
+  from it, whole, when the sweep ends or is interrupted: the export people
+  open in a spreadsheet, never read back while the database is there.  One
+  sweep at a time writes to a directory: it holds a lock on
+  ``DIR/sweep.lock`` that the system drops when its process ends, however it
+  ends.  A directory of an earlier agrad (``runs.csv`` and ``sweep.json``,
+  no database) is imported; its CSV is read as a spreadsheet may have saved
+  it (other line endings, a byte-order mark) and a cell that is not what a
+  sweep writes is refused with its file, line and column.  Floats are kept
+  with ``repr``: the record holds the exact bits.
 - **A run that raises is a result.**  A diverging learning rate's
   ``OverflowError`` (or any ``ArithmeticError``/``ValueError`` of the study)
   is a row with the error, not the end of the sweep.
@@ -34,19 +49,27 @@ Design
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import importlib
 import inspect
+import io
 import json
 import math
 import os
 import re
 import socket
+import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from agrad import studies, viz
+from agrad import linreg, studies, viz
 
 __all__ = [
     "LOST",
@@ -55,10 +78,12 @@ __all__ = [
     "STUDIES",
     "RunSpec",
     "Sweep",
+    "parse_learning_rates",
     "parse_seeds",
     "plot",
     "read_runs",
     "run_one",
+    "run_task",
     "summarize",
     "sweep",
 ]
@@ -86,6 +111,10 @@ LOST = "lost: "
 def _default(study: str, option: str) -> Any:
     # the single-run command's defaults are the study function's: one source
     return inspect.signature(STUDIES[study]).parameters[option].default
+
+
+def _takes(study: str, option: str) -> bool:
+    return option in inspect.signature(STUDIES[study]).parameters
 
 
 @dataclass(frozen=True)
@@ -146,41 +175,33 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         **dict(zip(_KEY, spec.key, strict=True)),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
-    # what every study takes; on the compiled engine each run's loss is
-    # replayed (agrad.compile): the same bits as eager training, faster
-    common: dict[str, Any] = {
+    # on the compiled engine each run's loss is replayed (agrad.compile): the
+    # same bits as eager training, faster
+    options: dict[str, Any] = {
         "seed": spec.seed,
         "engine": spec.engine,
         "epochs": spec.epochs,
         "learning_rate": spec.learning_rate,
         "compile": spec.engine == "native",
     }
+    if _takes(spec.study, "batch_size"):  # univariate's batch is all its points
+        options["batch_size"] = spec.batch_size
+    if spec.samples is not None:
+        options["samples"] = spec.samples
+    if spec.data is not None:
+        options["data"] = spec.data
     start = time.perf_counter()
     try:
-        if spec.study == "bodyfat":
-            result = studies.bodyfat(data=spec.data, batch_size=spec.batch_size, **common)
-            fit, best, gap = result.run.fit, result.least_squares, result.gap
-        elif spec.study == "batch":
-            assert spec.samples is not None
-            batch = studies.batch(batch_size=spec.batch_size, samples=spec.samples, **common)
-            fit, best = batch.mini_batch.fit, batch.least_squares
-            gap = studies.gap_to_least_squares(fit.mse, best.mse, batch.ys)
-        elif spec.study == "multivariate":
-            assert spec.samples is not None
-            multi = studies.multivariate(batch_size=spec.batch_size, samples=spec.samples, **common)
-            fit, best, gap = multi.run.fit, multi.least_squares, multi.gap
-        else:
-            assert spec.samples is not None
-            uni = studies.univariate(samples=spec.samples, **common)
-            fit, best, gap = uni.run.fit, uni.least_squares, uni.gap
+        result: studies.StudyResult = STUDIES[spec.study](**options)
     except (ArithmeticError, ValueError) as error:
         row["seconds"] = time.perf_counter() - start
         row["error"] = f"{type(error).__name__}: {error}"
         return row
     row["seconds"] = time.perf_counter() - start
+    fit = result.run.fit
     row["mse"] = float(fit.mse)
-    row["least_squares_mse"] = float(best.mse)
-    row["gap_to_least_squares"] = None if gap is None else 100 * gap
+    row["least_squares_mse"] = float(result.least_squares.mse)
+    row["gap_to_least_squares"] = None if result.gap is None else 100 * result.gap
     row["bias"] = float(fit.bias)
     for name, weight in zip(names, fit.weights, strict=True):
         row[f"w_{name}"] = float(weight)
@@ -207,6 +228,45 @@ def parse_seeds(text: str) -> list[int]:
     if last - first >= MAX_RUNS:
         raise ValueError(f"the range {text.strip()} has more than {MAX_RUNS} seeds")
     return list(range(first, last + 1))
+
+
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+
+
+def parse_learning_rates(text: str) -> list[float]:
+    """``"0.05"``, or ``"LOW:HIGH:N"``: N learning rates from LOW to HIGH,
+    evenly spaced on a log scale (each the one before times the same factor).
+
+    >>> from agrad.sweep import parse_learning_rates
+    >>> parse_learning_rates("0.05"), parse_learning_rates("0.001:0.1:3")
+    ([0.05], [0.001, 0.01, 0.1])
+    """
+    parts = text.strip().split(":")
+    if len(parts) == 1:
+        (first,) = parts
+        if not re.fullmatch(_NUMBER, first):
+            raise ValueError(
+                f"{text!r} is not a learning rate (a positive number) or a range LOW:HIGH:N"
+            )
+        if not 0 < float(first) < math.inf:
+            raise ValueError(f"a learning rate must be a positive number, not {first}")
+        return [float(first)]
+    if len(parts) != 3 or not all(re.fullmatch(_NUMBER, part) for part in parts[:2]):
+        raise ValueError(f"{text!r} is not a range of learning rates LOW:HIGH:N, like 0.001:0.1:5")
+    if not re.fullmatch(r"\d+", parts[2]):
+        raise ValueError(f"the range {text}: N must be a whole number, not {parts[2]!r}")
+    low, high, count = float(parts[0]), float(parts[1]), int(parts[2])
+    if not (0 < low < math.inf and 0 < high < math.inf):
+        raise ValueError(f"the range {text}: learning rates must be positive and finite")
+    if high <= low:
+        raise ValueError(
+            f"the range {text} goes down or stays: write it as {parts[1]}:{parts[0]}:N"
+        )
+    if not 2 <= count <= MAX_RUNS:
+        raise ValueError(f"the range {text}: N must be at least 2 and at most {MAX_RUNS}")
+    # the ends exactly as written; between them low * (high/low)**(i/(N-1))
+    inner = [low * (high / low) ** (i / (count - 1)) for i in range(1, count - 1)]
+    return [low, *inner, high]
 
 
 def _ints(values: Iterable[int], what: str, low: int, high: int) -> list[int]:
@@ -243,139 +303,433 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, Iterable) else [value]
 
 
-# ------------------------------------------------------------------ the file
+# ---------------------------------------------------------------- the record
+
+_DATABASE = "runs.sqlite"
+_EXPORT = "runs.csv"
+_LOCK = "sweep.lock"
+# what an earlier agrad wrote instead of the database
+_EARLIER_SETTINGS = "sweep.json"
+
+
+def _data_hash(data: studies.RegressionData) -> str:
+    """The data's content, whatever file they came from: a fixed file under
+    the same name is other data, the same numbers under another name are not."""
+    content = [data.target, list(data.feature_names), [list(row) for row in data.X], list(data.ys)]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def _differences(before: dict, now: dict) -> str:
+    return ", ".join(
+        f"{k} {before.get(k)!r} there, {now.get(k)!r} now"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    )
+
+
+class _Lock:
+    """This process's claim on a sweep directory: an exclusive lock on a file
+    in it, which the system drops when the process ends, however it ends."""
+
+    def __init__(self, directory: str) -> None:
+        path = os.path.join(directory, _LOCK)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if sys.platform == "win32":  # the test mypy knows: msvcrt exists only there
+                import msvcrt
+
+                msvcrt.locking(self.fd, msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.read(self.fd, 200).decode(errors="replace").strip()
+            except OSError:  # Windows: the holder's byte is locked for reading too
+                holder = ""
+            os.close(self.fd)
+            raise RuntimeError(
+                f"{directory} is in use by another sweep ({holder or 'its process is running'}): "
+                f"wait for it to end, or give another output directory"
+            ) from None
+        # who holds it, for the message of the sweep that finds it taken
+        os.ftruncate(self.fd, 0)
+        os.write(
+            self.fd,
+            f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}".encode(),
+        )
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing the file drops the lock
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # check_same_thread=False: a notebook may make a Sweep in one thread and
+    # run it in another; the Sweep never uses its connection from two at once
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    # WAL: readers (read_runs while a sweep runs) never wait for the writer, and
+    # a commit is an append; synchronous=NORMAL does not wait for the disk at
+    # each commit, and still loses nothing when the process dies (only the last
+    # commits on a power cut, leaving the database consistent)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+def _read_database(path: str) -> tuple[dict, list[str], list[dict[str, Any]]]:
+    """The settings, columns and rows of a sweep's database."""
+    db = _connect(path)
+    try:
+        meta = dict(db.execute("SELECT name, value FROM sweep").fetchall())
+        rows = [json.loads(row) for (row,) in db.execute("SELECT row FROM runs")]
+        return json.loads(meta["settings"]), json.loads(meta["columns"]), rows
+    except (sqlite3.DatabaseError, KeyError) as error:
+        raise ValueError(f"{path} is not a sweep's record: {error}") from None
+    finally:
+        db.close()
 
 
 class _Store:
-    """``DIR/runs.csv`` and ``DIR/sweep.json``, or rows in memory when there is no DIR."""
+    """The sweep's record (``DIR/runs.sqlite``, exported to ``DIR/runs.csv``),
+    or rows in memory when there is no DIR.
+
+    Made, it has read what the directory holds and checked that it is this
+    sweep's, writing nothing; ``open`` claims the directory for this process
+    and creates the record; ``add`` files rows; ``close`` writes the export and
+    lets the directory go."""
 
     def __init__(
         self, directory: str | os.PathLike | None, settings: dict, columns: list[str]
     ) -> None:
         self.columns = columns
-        self.rows: dict[tuple, dict[str, Any]] = {}
-        self.path: str | None = None
-        self._stream: Any = None
-        self._writer: Any = None
-        if directory is None:
-            return
-        directory = os.fspath(directory)
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise ValueError(f"{directory!r} is a file, not a directory for the sweep's results")
-        self.directory = directory
-        self.path = os.path.join(directory, "runs.csv")
         self.settings = settings
-        self.settings_path = os.path.join(directory, "sweep.json")
-        if os.path.exists(self.settings_path):
-            with open(self.settings_path, encoding="utf-8") as stream:
-                before = json.load(stream)
-            if before != settings:
-                differ = ", ".join(
-                    f"{k} {before.get(k)!r} there, {settings.get(k)!r} now"
-                    for k in sorted(set(before) | set(settings))
-                    if before.get(k) != settings.get(k)
-                )
-                raise ValueError(
-                    f"{directory} holds a sweep with other settings ({differ}); "
-                    f"give another output directory"
-                )
-        if os.path.exists(self.path):
-            self._read()
-
-    def _read(self) -> None:
-        assert self.path is not None
-        with open(self.path, "rb+") as stream:
-            data = stream.read()
-            # A process killed in the middle of writing a row leaves a line
-            # without its newline: that run never finished, so the partial
-            # line goes and the run is done again.
-            if data and not data.endswith(b"\n"):
-                stream.truncate(data.rfind(b"\n") + 1)
-        with open(self.path, newline="", encoding="utf-8") as stream:
-            header = next(csv.reader(stream), None)
-        if header is None:
+        self.rows: dict[tuple, dict[str, Any]] = {}
+        self.directory = None if directory is None else os.fspath(directory)
+        self._db: sqlite3.Connection | None = None
+        self._lock: _Lock | None = None
+        if self.directory is None:
             return
-        if header != self.columns:
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise ValueError(
-                f"{self.path} has the columns {', '.join(header)}, not those of this sweep "
-                f"({', '.join(self.columns)}); give another output directory"
+                f"{self.directory!r} is a file, not a directory for the sweep's results"
             )
-        for row in _read_rows(self.path):
-            self.rows[_key(row)] = row  # a later row for the same run replaces an earlier one
+        self._load()
 
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows[_key(row)] = row
-        if self.path is None:
+    @property
+    def path(self) -> str | None:
+        """The record's file."""
+        return None if self.directory is None else os.path.join(self.directory, _DATABASE)
+
+    def _load(self) -> None:
+        assert self.directory is not None and self.path is not None
+        self.rows = {}
+        if os.path.exists(self.path):
+            settings, columns, rows = _read_database(self.path)
+            self._check(settings, columns)
+        elif os.path.exists(os.path.join(self.directory, _EXPORT)):
+            rows = self._read_earlier()
+        else:
             return
-        if self._stream is None:
-            self._open()
-        assert self._stream is not None and self._writer is not None
-        # one write of a whole line, flushed at once: a crash leaves at most a
-        # torn last line, which the next sweep cuts off (_read)
-        self._writer.writerow({k: "" if row.get(k) is None else row[k] for k in self.columns})
-        self._stream.flush()
+        for row in rows:
+            _keep_current(self.rows, row)
 
-    def _open(self) -> None:
-        assert self.path is not None
-        if not os.path.exists(self.settings_path):
-            # only once a run has finished: a sweep refused at the start leaves nothing
-            os.makedirs(self.directory, exist_ok=True)
-            viz._write_atomically(
-                self.settings_path,
-                lambda s: s.write(json.dumps(self.settings, indent=1).encode() + b"\n"),
+    def _check(self, settings: dict, columns: list[str]) -> None:
+        # the data's path is where they were, not what they are: only the
+        # content (data_sha256) has to match
+        before = {k: v for k, v in settings.items() if k != "data"}
+        now = {k: v for k, v in self.settings.items() if k != "data"}
+        if before != now:
+            what = (
+                f"other data (they were {settings.get('data')}; their content differs now)"
+                if {k for k in set(before) | set(now) if before.get(k) != now.get(k)}
+                == {"data_sha256"}
+                else f"other settings ({_differences(before, now)})"
             )
-        # kept open for the whole sweep: opening the file for each row would
-        # cost more than the row (~0.1 ms), and limit a large cluster
-        self._stream = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-        self._writer = csv.DictWriter(self._stream, self.columns, lineterminator="\n")
-        if self._stream.tell() == 0:
-            self._writer.writeheader()
+            raise ValueError(
+                f"{self.directory} holds a sweep of {what}; give another output directory"
+            )
+        if columns != self.columns:
+            raise ValueError(
+                f"{self.path} holds other columns ({_header_difference(columns, self.columns)}); "
+                f"give another output directory"
+            )
+
+    def _read_earlier(self) -> list[dict[str, Any]]:
+        """The rows of a directory an earlier agrad wrote (runs.csv, sweep.json)."""
+        assert self.directory is not None
+        settings_path = os.path.join(self.directory, _EARLIER_SETTINGS)
+        if not os.path.exists(settings_path):
+            raise ValueError(
+                f"{self.directory} has a {_EXPORT} but no record of the sweep that wrote it "
+                f"({_DATABASE}, or an earlier agrad's {_EARLIER_SETTINGS}); "
+                f"give another output directory"
+            )
+        try:
+            with open(settings_path, encoding="utf-8") as stream:
+                before = json.load(stream)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{settings_path} is not a sweep's settings: {error}") from None
+        now = {k: v for k, v in self.settings.items() if k != "data_sha256"}
+        differ = _differences(
+            {k: v for k, v in before.items() if k != "data"},
+            {k: v for k, v in now.items() if k != "data"},
+        )
+        if differ:
+            raise ValueError(
+                f"{self.directory} holds a sweep with other settings ({differ}); "
+                f"give another output directory"
+            )
+        # only the bundled data are known to be what they were: a file may have
+        # been changed under its name since
+        bundled = studies.load_regression_data().source
+        if now.get("data") is not None and not before.get("data") == now["data"] == bundled:
+            raise ValueError(
+                f"{self.directory} holds a sweep of an earlier agrad, which kept where its "
+                f"data were ({before.get('data')}) but not their content, so it cannot tell "
+                f"whether they changed since; give another output directory"
+            )
+        return _read_csv(os.path.join(self.directory, _EXPORT), self.columns)[1]
+
+    def open(self) -> None:
+        """Claim the directory (RuntimeError when another sweep holds it), read
+        what it holds now, and make the record if there is none."""
+        if self.directory is None or self._db is not None:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        self._lock = _Lock(self.directory)
+        try:
+            self._load()  # another sweep may have filed rows since this one was made
+            assert self.path is not None
+            if not os.path.exists(self.path):
+                self._create()
+            self._db = _connect(self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _create(self) -> None:
+        # made whole beside its place and moved there: a reader (read_runs while
+        # the sweep runs) finds no record or a complete one, never its tables
+        # half made, and an earlier agrad's rows are all in it or none
+        assert self.path is not None
+        part = self.path + ".part"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)  # left by a sweep killed while making it
+        db = _connect(part)
+        try:
+            db.executescript(
+                """
+                BEGIN;
+                CREATE TABLE sweep (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE runs (
+                    seed INTEGER NOT NULL, learning_rate REAL NOT NULL,
+                    batch_size INTEGER NOT NULL, epochs INTEGER NOT NULL,
+                    lost INTEGER NOT NULL, row TEXT NOT NULL,
+                    PRIMARY KEY (seed, learning_rate, batch_size, epochs));
+                """
+            )
+            db.executemany(
+                "INSERT INTO sweep VALUES (?, ?)",
+                [("settings", json.dumps(self.settings)), ("columns", json.dumps(self.columns))],
+            )
+            self._insert(db, list(self.rows.values()))  # an earlier agrad's, if any
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        os.replace(part, self.path)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        assert self._db is not None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+        # a row for a run already there replaces it only if that one was lost
+        db.executemany(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (seed, learning_rate, batch_size, epochs) "
+            "DO UPDATE SET lost = excluded.lost, row = excluded.row WHERE runs.lost",
+            [(*_key(row), not _finished(row), json.dumps(row)) for row in rows],
+        )
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """File a task's rows, as one transaction."""
+        for row in rows:
+            _keep_current(self.rows, row)
+        if self.directory is None:
+            return
+        self.open()
+        with self._transaction() as db:
+            self._insert(db, rows)
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = self._writer = None
+        """Write the export from the record, and let the directory go."""
+        try:
+            if self._db is not None:
+                assert self.directory is not None
+                rows = [
+                    json.loads(row)
+                    for (row,) in self._db.execute(
+                        "SELECT row FROM runs ORDER BY learning_rate, batch_size, epochs, seed"
+                    )
+                ]
+                self._db.close()
+                self._db = None
+                viz.write_atomically(
+                    os.path.join(self.directory, _EXPORT),
+                    lambda s: _write_csv(s, self.columns, rows),
+                )
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+
+def _write_csv(stream: Any, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    writer = csv.DictWriter(text, columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+    text.flush()
+    text.detach()
+
+
+def _keep_current(rows: dict[tuple, dict[str, Any]], row: dict[str, Any]) -> None:
+    """File ``row`` in ``rows`` by its run: a later row replaces an earlier
+    one, except that a lost run never replaces a finished one."""
+    key = _key(row)
+    if key not in rows or not _finished(rows[key]) or _finished(row):
+        rows[key] = row
+
+
+def _header_difference(found: list[str], expected: list[str]) -> str:
+    for i, (there, here) in enumerate(zip(found, expected, strict=False), start=1):
+        if there != here:
+            return f"column {i} is {there!r} there, {here!r} in this sweep"
+    return f"{len(found)} columns there, {len(expected)} in this sweep"
 
 
 _TEXT = {"study", "worker", "error"}
 _INTS = {"seed", "batch_size", "epochs"}
+_BOM = b"\xef\xbb\xbf"
 
 
-def _read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    # Python's float() reads back the exact bits repr wrote, whatever pandas'
-    # parser of the day does; an empty cell is a failed run's number, or no error
+def _read_csv(
+    path: str | os.PathLike, columns: list[str] | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """A runs.csv's header and rows, as a sweep wrote it or as a spreadsheet
+    saved it back; a cell a sweep would not have written is a ValueError
+    naming the file, line and column, and so is a header other than
+    ``columns`` (when given)."""
+    with open(path, "rb") as stream:
+        data = stream.read()
+    # A sweep of an earlier agrad, killed in the middle of writing a row, left
+    # a last line without its newline: that run never finished, and is done
+    # again.  Only a file in the sweep's own form ("\n", no byte-order mark)
+    # can be torn so; a spreadsheet writes its files whole, with or without a
+    # last line ending.
+    if data and not data.endswith(b"\n") and b"\r" not in data and not data.startswith(_BOM):
+        data = data[: data.rfind(b"\n") + 1]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text: {error}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    if header and columns is not None and header != columns:
+        raise ValueError(
+            f"{path} has the columns of another sweep ({_header_difference(header, columns)}); "
+            f"give another output directory"
+        )
+    missing = [name for name in (*_HEAD, *_TAIL) if name not in header]
+    if header and missing:
+        raise ValueError(f"{path} is not a sweep's runs: it has no column {missing[0]!r}")
+    if len(set(header)) != len(header):
+        raise ValueError(f"{path}: a column name comes twice in its header")
     rows = []
-    with open(path, newline="", encoding="utf-8") as stream:
-        for record in csv.DictReader(stream):
-            rows.append(
-                {
-                    name: None
-                    if text == ""
-                    else text
-                    if name in _TEXT
-                    else int(text)
-                    if name in _INTS
-                    else float(text)
-                    for name, text in record.items()
-                }
+    for cells in reader:
+        if not cells:
+            continue  # a blank line
+        if len(cells) != len(header):
+            raise ValueError(
+                f"{path}, line {reader.line_num}: {len(cells)} cells, the header has {len(header)}"
             )
-    return rows
+        rows.append(
+            {
+                name: _cell(text, name, f"{path}, line {reader.line_num}, column {name!r}")
+                for name, text in zip(header, cells, strict=True)
+            }
+        )
+    return header, rows
+
+
+_INT = re.compile(r"-?\d+")
+# what repr writes, and a spreadsheet's capital E
+_FLOAT = re.compile(rf"{_NUMBER}|[+-]?inf|nan", re.IGNORECASE)
+
+
+def _cell(text: str, name: str, where: str) -> Any:
+    # Python's float() reads back the exact bits repr wrote; the patterns keep
+    # out what float() and int() would also take but a sweep never writes
+    # ("1_000", " 1"); an empty cell is a failed run's number, or no error
+    if text == "":
+        if name in _KEY:
+            raise ValueError(f"{where}: no {name}, and a run is known by {', '.join(_KEY)}")
+        return None
+    if name in _TEXT:
+        return text
+    if name in _INTS:
+        if not _INT.fullmatch(text):
+            raise ValueError(f"{where}: {text!r} is not a whole number")
+        return int(text)
+    if not _FLOAT.fullmatch(text):
+        raise ValueError(f"{where}: {text!r} is not a number")
+    value = float(text)
+    if name == "learning_rate" and not 0 < value < math.inf:
+        raise ValueError(f"{where}: {text!r} is not a learning rate (positive and finite)")
+    return value
 
 
 def read_runs(path: str | os.PathLike) -> Any:
-    """A sweep's ``runs.csv`` as a pandas DataFrame, floats to the bit.
+    """A sweep's runs as a pandas DataFrame, one row per run (a run done again
+    after it was lost is its new row), floats to the bit: ``path`` is the
+    sweep's directory (its record, also while the sweep runs) or a
+    ``runs.csv`` (as written, or saved back by a spreadsheet).
 
     >>> import os, tempfile
     >>> from agrad.sweep import read_runs, sweep
     >>> output = tempfile.mkdtemp()
     >>> runs = sweep("univariate", seeds=[0, 1], jobs=1, output=output)
-    >>> filed = read_runs(os.path.join(output, "runs.csv"))
+    >>> filed = read_runs(output)
     >>> bool((filed.sort_values("seed")["mse"].to_numpy() == runs.sort_values("seed")["mse"].to_numpy()).all())
     True
+    >>> len(read_runs(os.path.join(output, "runs.csv")))
+    2
     """
-    with open(path, newline="", encoding="utf-8") as stream:
-        header = next(csv.reader(stream), [])
-    return _frame(_read_rows(path), header)
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        database = os.path.join(path, _DATABASE)
+        if os.path.exists(database):
+            _settings, header, rows = _read_database(database)
+        elif os.path.exists(os.path.join(path, _EXPORT)):
+            header, rows = _read_csv(os.path.join(path, _EXPORT))
+        else:
+            raise FileNotFoundError(f"no sweep in {path}: it has no {_DATABASE} or {_EXPORT}")
+    else:
+        header, rows = _read_csv(path)
+    current: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        _keep_current(current, row)
+    return _frame(list(current.values()), header)
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
@@ -406,13 +760,72 @@ def _finished(row: dict[str, Any]) -> bool:
 
 # -------------------------------------------------------------- the backends
 
+#: A task's runs when ``runs_per_task`` is not given: about this many tasks a
+#: worker, so a slow task or a lost worker delays the end by a fraction of a
+#: worker's share, and at most ``MAX_RUNS_PER_TASK`` runs.
+TASKS_PER_WORKER = 4
+MAX_RUNS_PER_TASK = 100
+#: Seconds a scheduler has to say what it is, and a cluster to show a worker.
+CONNECT_TIMEOUT = 10
+#: Seconds Ray has to connect to a cluster (a child process that imports Ray
+#: and connects: about 2 s to a cluster that is there).
+RAY_CONNECT_TIMEOUT = 15
+_RAY_PROBE = (
+    "import sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, "
+    "log_to_driver=False, logging_level='ERROR'); ray.shutdown()"
+)
 
-def _lost_row(spec: RunSpec, why: str) -> dict[str, Any]:
-    return {
-        "study": spec.study,
-        **dict(zip(_KEY, spec.key, strict=True)),
-        "error": f"{LOST}{why}",
-    }
+
+def _tasks(specs: list[RunSpec], workers: int, runs_per_task: int | None) -> list[list[RunSpec]]:
+    """The runs in tasks of ``runs_per_task`` (default: see TASKS_PER_WORKER),
+    in grid order, each without the data (sent to the workers apart)."""
+    size = runs_per_task or max(
+        1, min(MAX_RUNS_PER_TASK, math.ceil(len(specs) / (TASKS_PER_WORKER * workers)))
+    )
+    bare = [replace(spec, data=None) for spec in specs]
+    return [bare[i : i + size] for i in range(0, len(bare), size)]
+
+
+def run_task(specs: list[RunSpec], data: studies.RegressionData | None) -> list[dict[str, Any]]:
+    """Run a task, several runs that share ``data`` (given once for them all),
+    where this is called; return their rows.
+
+    >>> from agrad.sweep import RunSpec, run_task
+    >>> specs = [RunSpec("univariate", seed, 0.01, 5, 100, "native", 5, None) for seed in (0, 1)]
+    >>> [row["seed"] for row in run_task(specs, None)]
+    [0, 1]
+    """
+    return [run_one(replace(spec, data=data)) for spec in specs]
+
+
+_watching_parent = False
+
+
+def _run_local_task(
+    sweep_pid: int, specs: list[RunSpec], data: studies.RegressionData | None
+) -> list[dict[str, Any]]:
+    # A loky worker outlives a sweep that is killed (SIGKILL: nothing of the
+    # sweep runs to stop it) by minutes, running and holding the sweep's output
+    # pipe.  Its parent is the sweep; when that changes, the sweep is gone.
+    global _watching_parent
+    if os.getpid() != sweep_pid and not _watching_parent:
+        _watching_parent = True
+        parent = os.getppid()
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.2)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="agrad-sweep-parent", daemon=True).start()
+    return run_task(specs, data)
+
+
+def _lost_rows(specs: list[RunSpec], why: str) -> list[dict[str, Any]]:
+    return [
+        {"study": spec.study, **dict(zip(_KEY, spec.key, strict=True)), "error": f"{LOST}{why}"}
+        for spec in specs
+    ]
 
 
 class _Local:
@@ -423,43 +836,91 @@ class _Local:
     def __init__(self, jobs: int) -> None:
         self.jobs = jobs
 
-    def run(self, specs: list[RunSpec]) -> Iterator[dict[str, Any]]:
+    def run(
+        self, specs: list[RunSpec], data: Any, runs_per_task: int | None
+    ) -> Iterator[list[dict[str, Any]]]:
         from joblib import Parallel, delayed
         from joblib.externals.loky.process_executor import TerminatedWorkerError
 
         pending = {spec.key: spec for spec in specs}
         deaths = dict.fromkeys(pending, 0)
         while pending:
+            tasks = _tasks(list(pending.values()), self.jobs, runs_per_task)
             try:
                 # n_jobs=1 runs in this process, no pool: the quick sweeps of the CLI
                 with Parallel(
                     n_jobs=self.jobs, backend="loky", return_as="generator_unordered"
                 ) as parallel:
-                    for row in parallel(delayed(run_one)(spec) for spec in list(pending.values())):
-                        del pending[_key(row)]
-                        yield row
+                    for rows in parallel(
+                        delayed(_run_local_task)(os.getpid(), task, data) for task in tasks
+                    ):
+                        for row in rows:
+                            del pending[_key(row)]
+                        yield rows
             except TerminatedWorkerError as error:
-                # loky cannot say which run a dead worker held: every unfinished
-                # one counts a death, and goes to the fresh pool of the next round
+                # loky cannot say which task a dead worker held: every unfinished
+                # run counts a death, and goes to the fresh pool of the next round
+                lost = []
                 for key in list(pending):
                     deaths[key] += 1
                     if deaths[key] > RETRIES:
-                        why = f"a worker died {deaths[key]} times running it ({error})"
-                        yield _lost_row(pending.pop(key), why.splitlines()[0])
+                        lost.append(pending.pop(key))
+                if lost:
+                    why = f"a worker died {RETRIES + 1} times running it ({error})"
+                    yield _lost_rows(lost, why.splitlines()[0])
 
     def close(self) -> None:
         pass
 
 
-def _check_reachable(address: str, what: str) -> None:
-    """Fail at once on a host:port nobody answers at (Ray would wait a minute)."""
-    match = re.fullmatch(r"(?:[a-z]+://)?\[?([^\]/]+?)\]?:(\d+)", address)
-    if match is None:
-        return  # "local", "auto": the engine knows what they mean
+def _extra(module: str, option: str, extra: str) -> Any:
+    """Import ``module`` of an optional backend, or say how to install it."""
     try:
-        socket.create_connection((match[1], int(match[2])), timeout=10).close()
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f'{option} needs the {module} package: pip install "agrad[{extra}]" '
+            f'(in a checkout of agrad: pip install ".[{extra}]")'
+        ) from error
+
+
+def _reachable(
+    address: str, what: str, schemes: tuple[str, ...], default_port: int, form: str
+) -> tuple[str, int]:
+    """``address`` as host and port (the backend's default if none is given),
+    once something there has accepted a connection."""
+    match = re.fullmatch(
+        r"(?:([a-z][a-z0-9+.-]*)://)?(\[[^\]]+\]|[^:/\[\]]+)(?::(\d+))?/?", address.strip()
+    )
+    if match is None or (match[1] is not None and match[1] not in schemes):
+        raise ValueError(f"{address!r} is not the address of {what}: give {form}")
+    host = match[2].strip("[]")
+    port = default_port if match[3] is None else int(match[3])
+    if not 0 < port < 65536:
+        raise ValueError(f"{address!r}: {port} is not a port (1 to 65535)")
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
-        raise ConnectionError(f"cannot reach {what} at {address!r}: {error}") from None
+        raise ConnectionError(f"cannot resolve {host!r} for {what}: {error}") from None
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as error:
+        default = "" if match[3] else f" (port {port}, the default)"
+        raise ConnectionError(f"cannot reach {what} at {address!r}{default}: {error}") from None
+    return host, port
+
+
+def _within(seconds: float, coroutine: Any) -> Any:
+    """Run ``coroutine`` to its end or for ``seconds``, in a thread of its own
+    (so it works where an event loop is already running, as in Jupyter)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coroutine, seconds)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, bounded()).result()
 
 
 class _Dask:
@@ -468,29 +929,78 @@ class _Dask:
     name = "dask"
 
     def __init__(self, address: str) -> None:
-        distributed = viz._require("distributed", "--dask", "distributed", "dask")
-        _check_reachable(address, "a Dask scheduler")
+        distributed = _extra("distributed", "--dask", "dask")
+        form = "tcp://HOST:PORT or HOST:PORT (the scheduler's; port 8786 if none)"
+        host, port = _reachable(address, "a Dask scheduler", ("tcp",), 8786, form)
+        self.address = address = f"tcp://{f'[{host}]' if ':' in host else host}:{port}"
+        kind = self._identify(distributed, address)
+        if kind != "Scheduler":
+            raise ConnectionError(f"{address} is a Dask {kind.lower()}, not a scheduler")
         self.distributed = distributed
         try:
-            self.client = distributed.Client(address, timeout="10s", set_as_default=False)
+            self.client = distributed.Client(
+                address, timeout=f"{CONNECT_TIMEOUT}s", set_as_default=False
+            )
         except (OSError, ValueError) as error:
             raise ConnectionError(
                 f"cannot reach a Dask scheduler at {address!r}: {error}"
             ) from None
+        try:
+            self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+        except (TimeoutError, OSError):
+            self.client.close()
+            raise ConnectionError(
+                f"the Dask scheduler at {address} has no workers (none came within "
+                f"{CONNECT_TIMEOUT} s)"
+            ) from None
+        self.workers = sum(self.client.nthreads().values())
 
-    def run(self, specs: list[RunSpec]) -> Iterator[dict[str, Any]]:
-        # pure=False: two equal specs are still two tasks (Dask would merge them)
-        futures = self.client.map(run_one, specs, pure=False)
-        spec_of = dict(zip((f.key for f in futures), specs, strict=True))
+    @staticmethod
+    def _identify(distributed: Any, address: str) -> str:
+        """What answers at ``address``, as Dask's servers name themselves."""
+
+        async def ask() -> Any:
+            comm = await distributed.comm.connect(address, timeout=CONNECT_TIMEOUT)
+            try:
+                await comm.write({"op": "identity", "reply": True})
+                return await comm.read()
+            finally:
+                comm.abort()
+
+        # something listens there (_reachable): whatever fails now is that it
+        # does not speak as a Dask server (a web server closes the connection,
+        # or waits for a request and times out)
+        try:
+            reply = _within(CONNECT_TIMEOUT, ask())
+        except (TimeoutError, OSError, ValueError, TypeError):
+            reply = None
+        if not isinstance(reply, dict) or not isinstance(reply.get("type"), str):
+            raise ConnectionError(
+                f"{address} answers, but is not a Dask scheduler (no reply as one within "
+                f"{CONNECT_TIMEOUT} s): is it the dashboard's port, or another service?"
+            )
+        return reply["type"]
+
+    def run(
+        self, specs: list[RunSpec], data: Any, runs_per_task: int | None
+    ) -> Iterator[list[dict[str, Any]]]:
+        tasks = _tasks(specs, self.workers, runs_per_task)
+        # the data go to every worker once, and each task refers to them
+        shared = None if data is None else self.client.scatter(data, broadcast=True, hash=False)
+        # pure=False: two equal tasks are still two (Dask would merge them)
+        futures = self.client.map(run_task, tasks, data=shared, pure=False)
+        task_of = dict(zip((f.key for f in futures), tasks, strict=True))
         try:
             for future in self.distributed.as_completed(futures, loop=self.client.loop):
                 try:
                     yield future.result()
                 except self.distributed.KilledWorker as error:
                     # the scheduler already retried it on other workers
-                    yield _lost_row(spec_of[future.key], f"{type(error).__name__}: {error}")
+                    yield _lost_rows(task_of[future.key], f"{type(error).__name__}: {error}")
         finally:
             self.client.cancel(futures)
+            if shared is not None:
+                self.client.cancel(shared)
 
     def close(self) -> None:
         self.client.close()
@@ -502,8 +1012,12 @@ class _Ray:
     name = "ray"
 
     def __init__(self, address: str) -> None:
-        ray = viz._require("ray", "--ray", "ray", "ray")
-        _check_reachable(address, "a Ray cluster")
+        ray = _extra("ray", "--ray", "ray")
+        if address != "local":
+            form = "local, or HOST:PORT of its head node (the GCS; port 6379 if none)"
+            host, port = _reachable(address, "a Ray cluster", (), 6379, form)
+            address = f"{host}:{port}"
+            self._check_gcs(address)
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
@@ -521,26 +1035,60 @@ class _Ray:
                 raise ConnectionError(
                     f"cannot reach a Ray cluster at {address!r}: {error}"
                 ) from None
+        self.workers = int(ray.cluster_resources().get("CPU", 0))
+        if self.workers < 1:
+            self.close()
+            raise ConnectionError(f"the Ray cluster at {address} has no CPUs for the runs")
         # Ray runs a task again on another worker when its worker dies (max_retries)
-        self.remote = ray.remote(num_cpus=1, max_retries=RETRIES)(run_one)
+        self.remote = ray.remote(num_cpus=1, max_retries=RETRIES)(run_task)
 
-    def run(self, specs: list[RunSpec]) -> Iterator[dict[str, Any]]:
+    @staticmethod
+    def _check_gcs(address: str) -> None:
+        """Connect to ``address`` as Ray itself does, in a child process that
+        is killed if it is still waiting after RAY_CONNECT_TIMEOUT seconds:
+        ``ray.init`` waits for ever on a port that answers but is not a Ray
+        cluster's, and its checks (the cluster's id, its token) are its own."""
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _RAY_PROBE, address],
+                capture_output=True,
+                text=True,
+                timeout=RAY_CONNECT_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            raise ConnectionError(
+                f"{address} answers, but is not a Ray cluster: Ray did not connect to it within "
+                f"{RAY_CONNECT_TIMEOUT} s (give its head node's GCS port, 6379 unless set "
+                f"otherwise)"
+            ) from None
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            raise ConnectionError(f"cannot connect to a Ray cluster at {address!r}: {lines[-1]}")
+
+    def run(
+        self, specs: list[RunSpec], data: Any, runs_per_task: int | None
+    ) -> Iterator[list[dict[str, Any]]]:
         ray = self.ray
-        pending = {self.remote.remote(spec): spec for spec in specs}
+        # the data go to the object store once, and each worker's node fetches them once
+        shared = None if data is None else ray.put(data)
+        pending = {
+            self.remote.remote(task, shared): task
+            for task in _tasks(specs, self.workers, runs_per_task)
+        }
         try:
             while pending:
                 # everything finished within a short wait, so each round is one
                 # pass over the pending list rather than one per result
                 done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.2)
                 for ref in done:
-                    spec = pending.pop(ref)
+                    task = pending.pop(ref)
                     try:
                         yield ray.get(ref)
                     except (
                         ray.exceptions.WorkerCrashedError,
                         ray.exceptions.NodeDiedError,
                     ) as error:
-                        yield _lost_row(spec, f"{type(error).__name__}: {error}".splitlines()[0])
+                        yield _lost_rows(task, f"{type(error).__name__}: {error}".splitlines()[0])
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
@@ -590,12 +1138,14 @@ class Sweep:
         jobs: int | None = None,
         dask: str | None = None,
         ray: str | None = None,
+        runs_per_task: int | None = None,
     ) -> None:
         if study not in STUDIES:
             raise ValueError(f"unknown study {study!r}; the studies are {', '.join(STUDIES)}")
-        if engine not in ("native", "pure"):
-            raise ValueError(f"unknown engine {engine!r}; the engines are native, pure")
-        from agrad.__main__ import MAX_EPOCHS, MAX_SAMPLES
+        if engine not in linreg.ENGINES:
+            raise ValueError(
+                f"unknown engine {engine!r}; the engines are {', '.join(sorted(linreg.ENGINES))}"
+            )
 
         seeds = _ints(_as_list(seeds), "seeds", 0, 2**63 - 1)
         rates = _floats(
@@ -608,7 +1158,7 @@ class Sweep:
             _as_list(_default(study, "epochs") if epochs is None else epochs),
             "epochs",
             0,
-            MAX_EPOCHS,
+            studies.MAX_EPOCHS,
         )
         if study == "bodyfat":
             if samples is not None:
@@ -621,7 +1171,7 @@ class Sweep:
                 raise ValueError(f"only bodyfat takes data and target, not {study}")
             if samples is None:
                 samples = _default(study, "samples")
-            (samples,) = _ints([samples], "samples", 1, MAX_SAMPLES)
+            (samples,) = _ints([samples], "samples", 1, studies.MAX_SAMPLES)
             rows, what = samples, f"the {samples} points"
         if study == "univariate":
             if batch_sizes is not None:
@@ -648,16 +1198,23 @@ class Sweep:
             for count in epoch_counts
             for seed in seeds
         ]
-        settings = {"study": study, "engine": engine, "samples": samples}
-        if self.data is not None:
-            settings["data"] = self.data.source
-            settings["target"] = self.data.target
-        self.store = _Store(output, settings, _columns(study, self.data))
         if sum(x is not None for x in (jobs, dask, ray)) > 1:
             raise ValueError("give one of jobs, dask and ray")
         if jobs is not None:
             (jobs,) = _ints([jobs], "jobs", 1, 10_000)
+        if runs_per_task is not None:
+            (runs_per_task,) = _ints([runs_per_task], "runs per task", 1, MAX_RUNS)
+        for address, option in ((dask, "dask"), (ray, "ray")):
+            if address is not None and not isinstance(address, str):
+                raise TypeError(f"{option} is an address (a str), not {address!r}")
         self._backend_args = (jobs, dask, ray)
+        self.runs_per_task = runs_per_task
+        settings = {"study": study, "engine": engine, "samples": samples}
+        if self.data is not None:
+            settings["data"] = self.data.source
+            settings["target"] = self.data.target
+            settings["data_sha256"] = _data_hash(self.data)
+        self.store = _Store(output, settings, _columns(study, self.data))
         self.backend: _Local | _Dask | _Ray | None = None
 
     @property
@@ -682,41 +1239,51 @@ class Sweep:
         else:
             self.backend = _Local(jobs or os.cpu_count() or 1)
 
+    def open(self) -> None:
+        """Claim ``output`` for this sweep until ``close`` (``RuntimeError``
+        while another sweep holds it) and read what it holds now."""
+        self.store.open()
+
     def close(self) -> None:
-        """Stop what ``connect`` started and close the results file."""
-        self.store.close()
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
+        """Stop what ``connect`` started, write ``runs.csv`` from the record
+        and let ``output`` go."""
+        try:
+            self.store.close()
+        finally:
+            if self.backend is not None:
+                self.backend.close()
+                self.backend = None
 
     def run(self, progress: bool | None = False) -> Any:
-        """Do the runs the results lack, filing each row as it comes; return
-        the grid's rows as a pandas DataFrame, in grid order.  ``progress``:
-        a progress bar on stderr (None: when stderr is a terminal)."""
+        """Do the runs the results lack, filing each task's rows as it ends;
+        return the grid's rows as a pandas DataFrame, in grid order.
+        ``progress``: a progress bar on stderr (None: when stderr is a terminal)."""
+        self.open()
+        try:
+            todo = self.todo
+            if todo:
+                self.connect()
+                assert self.backend is not None
+                from tqdm import tqdm
 
-        todo = self.todo
-        if todo:
-            self.connect()
-            assert self.backend is not None
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=len(todo),
-                unit="run",
-                disable=None if progress is None else not progress,
-                desc=self.study,
-            )
-            failed = 0
-            try:
-                for row in self.backend.run(todo):
-                    self.store.add(row)
-                    failed += row.get("error") is not None
-                    bar.update()
-                    if failed:
-                        bar.set_postfix(failed=failed)
-            finally:
-                bar.close()
-                self.store.close()
+                bar = tqdm(
+                    total=len(todo),
+                    unit="run",
+                    disable=None if progress is None else not progress,
+                    desc=self.study,
+                )
+                failed = 0
+                try:
+                    for rows in self.backend.run(todo, self.data, self.runs_per_task):
+                        self.store.add(rows)
+                        failed += sum(row.get("error") is not None for row in rows)
+                        bar.update(len(rows))
+                        if failed:
+                            bar.set_postfix(failed=failed)
+                finally:
+                    bar.close()
+        finally:
+            self.store.close()
         return _frame([self.store.rows[spec.key] for spec in self.specs], self.store.columns)
 
 
@@ -780,8 +1347,9 @@ def summarize(runs: Any) -> Any:
 
 def plot(runs: Any, directory: str | os.PathLike) -> list[str]:
     """The sweep's figures as PNG files in ``directory``: the median gap over
-    learning rate x batch size (one panel per epoch count), and the spread
-    over seeds of each configuration.  Returns their paths.
+    learning rate x batch size (one panel per epoch count; left out when the
+    grid has one learning rate and one batch size, a map of one cell), and
+    the spread over seeds of each configuration.  Returns their paths.
 
     >>> import os, tempfile
     >>> from agrad.sweep import plot, sweep
@@ -789,52 +1357,40 @@ def plot(runs: Any, directory: str | os.PathLike) -> list[str]:
     >>> [os.path.basename(path) for path in plot(runs, tempfile.mkdtemp())]
     ['sweep-univariate-heatmap.png', 'sweep-univariate-spread.png']
     """
-    import numpy as np
-
     ok = runs[runs["error"].isna()]
     if ok.empty:
         raise ValueError("no run finished without an error: nothing to plot")
     measure = _measure(ok)
     label = "gap to least squares (%)" if measure == "gap_to_least_squares" else "MSE"
     study = str(runs["study"].iloc[0])
-    epochs = sorted(ok["epochs"].unique())
-
-    figure = viz._figure(4.5 * len(epochs) + 1, 4)
-    for i, count in enumerate(epochs, start=1):
-        axes = figure.add_subplot(1, len(epochs), i)
-        table = ok[ok["epochs"] == count].pivot_table(
-            index="learning_rate", columns="batch_size", values=measure, aggfunc="median"
+    written = []
+    if ok["learning_rate"].nunique() * ok["batch_size"].nunique() > 1:
+        panels = {
+            f"{count} epochs": ok[ok["epochs"] == count].pivot_table(
+                index="learning_rate", columns="batch_size", values=measure, aggfunc="median"
+            )
+            for count in sorted(ok["epochs"].unique())
+        }
+        written.append(
+            viz.plot_heatmap(
+                panels,
+                os.path.join(directory, f"sweep-{study}-heatmap.png"),
+                row_label="learning rate",
+                column_label="batch size",
+                value_label=f"median {label}",
+                title=f"{study}: median over seeds",
+            )
         )
-        image = axes.imshow(table.to_numpy(), cmap="viridis_r", aspect="auto")
-        axes.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
-        axes.set_yticks(range(len(table.index)), [f"{r:g}" for r in table.index])
-        axes.set_xlabel("batch size")
-        axes.set_ylabel("learning rate")
-        axes.set_title(f"{count} epochs")
-        for (y, x), value in np.ndenumerate(table.to_numpy()):
-            if not np.isnan(value):
-                axes.text(x, y, f"{value:.3g}", ha="center", va="center", color="w", fontsize=8)
-        figure.colorbar(image, ax=axes, label=f"median {label}")
-    figure.suptitle(f"{study}: median over seeds")
-    heat = viz._save(figure, os.path.join(directory, f"sweep-{study}-heatmap.png"))
-
-    groups = list(ok.groupby(_CONFIG, sort=True))
-    figure = viz._figure(8, 1 + 0.35 * len(groups))
-    axes = figure.add_subplot()
-    # matplotlib 3.10 renamed vert=False; the labels are set apart for the same reason
-    sideways = (
-        {"orientation": "horizontal"}
-        if "orientation" in inspect.signature(axes.boxplot).parameters
-        else {"vert": False}
+    groups = {
+        f"lr {lr:g}, batch {b}, {e} ep": group[measure].to_numpy()
+        for (lr, b, e), group in ok.groupby(_CONFIG, sort=True)
+    }
+    written.append(
+        viz.plot_spread(
+            groups,
+            os.path.join(directory, f"sweep-{study}-spread.png"),
+            value_label=label,
+            title=f"{study}: spread over seeds per configuration",
+        )
     )
-    axes.boxplot([group[measure].to_numpy() for _, group in groups], **sideways)
-    axes.set_yticks(
-        range(1, len(groups) + 1), [f"lr {lr:g}, batch {b}, {e} ep" for (lr, b, e), _ in groups]
-    )
-    if (ok[measure] > 0).all():
-        axes.set_xscale("log")  # gaps span decades between good and bad settings
-    axes.set_xlabel(label)
-    axes.set_title(f"{study}: spread over seeds per configuration")
-    axes.grid(True, axis="x", alpha=0.3)
-    spread = viz._save(figure, os.path.join(directory, f"sweep-{study}-spread.png"))
-    return [heat, spread]
+    return written

@@ -1,5 +1,6 @@
 """Pictures: the computational graph (``draw_dot``) and matplotlib figures of
-training (loss curves) and of a model's weights.
+training (loss curves), of a model's weights and decision boundary, and of
+many runs (a heat map over two settings, the spread of each configuration).
 
 ``draw_dot`` returns a ``graphviz.Digraph``: it shows inline in Jupyter, and
 ``.render()`` writes a file, which needs Graphviz's ``dot`` program
@@ -13,23 +14,28 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import inspect
 import os
 import secrets
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
 __all__ = [
+    "LOG_SCALE_RATIO",
     "MAX_DRAWN_NODES",
     "draw_dot",
     "graphviz_formats",
     "plot_decision_boundary",
+    "plot_heatmap",
     "plot_loss_curves",
+    "plot_spread",
     "plot_weights",
     "walk_graph",
+    "write_atomically",
     "write_graph",
 ]
 
@@ -103,12 +109,21 @@ def write_graph(dot, path: str | os.PathLike) -> str:
     except graphviz.CalledProcessError as error:
         message = error.stderr.decode(errors="replace").strip() if error.stderr else ""
         raise RuntimeError(f"Graphviz's dot failed: {message or error}") from None
-    return _write_atomically(path, lambda stream: stream.write(rendered))
+    return write_atomically(path, lambda stream: stream.write(rendered))
 
 
-def _write_atomically(path: str | os.PathLike, write) -> str:
-    """Call ``write`` on a temporary file beside ``path``, and put it in
-    place only once it is complete."""
+def write_atomically(path: str | os.PathLike, write) -> str:
+    """Call ``write`` on a binary file opened beside ``path``, and put it in
+    place only once it is complete: a failure leaves whatever was at ``path``
+    as it was (the figures, the graphs, a sweep's exported table).  Returns
+    the path.
+
+    >>> import os, tempfile
+    >>> from agrad.viz import write_atomically
+    >>> path = os.path.join(tempfile.mkdtemp(), "note.txt")
+    >>> write_atomically(path, lambda stream: stream.write(b"all or nothing")) == path
+    True
+    """
     path = os.fspath(path)
     directory, name = os.path.split(path)
     # opened as a new file ("x"), so it gets the permissions any new file would
@@ -265,7 +280,7 @@ def _save(figure, path: str | os.PathLike) -> str:
     directory = os.path.dirname(os.fspath(path))
     if directory:
         os.makedirs(directory, exist_ok=True)
-    return _write_atomically(
+    return write_atomically(
         path, lambda stream: figure.savefig(stream, format="png", dpi=120, bbox_inches="tight")
     )
 
@@ -438,6 +453,131 @@ def plot_decision_boundary(
             )
     axes.set_xlim(low[0], high[0])
     axes.set_ylim(low[1], high[1])
+    axes.set_xlabel("first input, x[0]")
+    axes.set_ylabel("second input, x[1]")
     axes.set_title(title)
     axes.legend(loc="upper right")
+    return _save(figure, path)
+
+
+#: A colour scale spanning more than this ratio of largest to smallest value
+#: is logarithmic, so that one large cell does not wash out the differences
+#: among the rest.
+LOG_SCALE_RATIO = 10.0
+
+
+def plot_heatmap(
+    panels: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    row_label: str,
+    column_label: str,
+    value_label: str,
+    title: str = "",
+) -> str:
+    """One heat map per panel, side by side: each a table (a pandas
+    DataFrame: its index the rows' settings, its columns the columns') of
+    numbers, every cell coloured and labelled with its value (nan: blank).
+
+    The colour scale is logarithmic when the values are positive and span
+    more than ``LOG_SCALE_RATIO``; each label is black or white, whichever
+    stands out on its cell.  A panel of one cell shows no more than its
+    number: give at least two cells in some panel (ValueError).  Writes a PNG
+    to ``path`` and returns the path.
+
+    >>> import os, tempfile
+    >>> import pandas as pd
+    >>> from agrad.viz import plot_heatmap
+    >>> table = pd.DataFrame([[1.0, 2.0], [30.0, 400.0]], index=[0.01, 0.1], columns=[10, 20])
+    >>> path = os.path.join(tempfile.mkdtemp(), "heat.png")
+    >>> plot_heatmap({"500 epochs": table}, path, row_label="learning rate",
+    ...              column_label="batch size", value_label="gap (%)") == path
+    True
+    """
+    import numpy as np
+
+    if not panels:
+        raise ValueError("plot_heatmap needs at least one panel")
+    grids = {name: np.asarray(table.to_numpy(), dtype=float) for name, table in panels.items()}
+    if all(grid.size <= 1 for grid in grids.values()):
+        raise ValueError("every panel has one cell: a heat map of one cell shows only its number")
+    colors = _require("matplotlib.colors", "plotting", "matplotlib", "plot")
+    figure = _figure(4.5 * len(panels) + 1, 4)
+    for i, (name, table) in enumerate(panels.items(), start=1):
+        grid = grids[name]
+        axes = figure.add_subplot(1, len(panels), i)
+        known = grid[~np.isnan(grid)]
+        low, high = (known.min(), known.max()) if known.size else (0.0, 1.0)
+        norm = (
+            colors.LogNorm(low, high)
+            if low > 0 and high / low > LOG_SCALE_RATIO
+            else colors.Normalize(low, high)
+        )
+        image = axes.imshow(grid, cmap="viridis_r", norm=norm, aspect="auto")
+        axes.set_xticks(range(len(table.columns)), [f"{c:g}" for c in table.columns])
+        axes.set_yticks(range(len(table.index)), [f"{r:g}" for r in table.index])
+        axes.set_xlabel(column_label)
+        axes.set_ylabel(row_label)
+        axes.set_title(name)
+        for (y, x), value in np.ndenumerate(grid):
+            if np.isnan(value):
+                continue
+            red, green, blue, _ = image.cmap(image.norm(value))
+            # relative luminance (sRGB weights): dark text on light cells, light on dark
+            light = 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.5
+            axes.text(
+                x,
+                y,
+                f"{value:.3g}",
+                ha="center",
+                va="center",
+                color="black" if light else "white",
+                fontsize=9,
+            )
+        figure.colorbar(image, ax=axes, label=value_label)
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_spread(
+    groups: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    *,
+    value_label: str,
+    title: str = "",
+) -> str:
+    """A box plot per group, one row each in the order given: the spread of
+    a measure over repeated runs (seeds) of each configuration.  The axis is
+    logarithmic when every value is positive.  Writes a PNG to ``path`` and
+    returns the path.
+
+    >>> import os, tempfile
+    >>> from agrad.viz import plot_spread
+    >>> path = os.path.join(tempfile.mkdtemp(), "spread.png")
+    >>> plot_spread({"lr 0.01": [1.0, 2.0, 3.0], "lr 0.1": [20.0, 30.0]}, path,
+    ...             value_label="gap (%)") == path
+    True
+    """
+    import numpy as np
+
+    if not groups or any(len(values) == 0 for values in groups.values()):
+        raise ValueError("plot_spread needs at least one group, and a value in each")
+    samples = [np.asarray(values, dtype=float) for values in groups.values()]
+    figure = _figure(8, 1 + 0.35 * len(groups))
+    axes = figure.add_subplot()
+    # matplotlib 3.10 renamed vert=False; the labels are set apart for the same reason
+    sideways = (
+        {"orientation": "horizontal"}
+        if "orientation" in inspect.signature(axes.boxplot).parameters
+        else {"vert": False}
+    )
+    axes.boxplot(samples, **sideways)
+    axes.set_yticks(range(1, len(groups) + 1), list(groups))
+    if all((values > 0).all() for values in samples):
+        axes.set_xscale("log")  # gaps span decades between good and bad settings
+    axes.set_xlabel(value_label)
+    if title:
+        axes.set_title(title)
+    axes.grid(True, axis="x", alpha=0.3)
     return _save(figure, path)

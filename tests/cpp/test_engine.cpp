@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "agrad/graph.hpp"
@@ -737,6 +738,78 @@ void test_replay_matches_recompute() {
     g.release(w);
 }
 
+// The table of operations (ops.hpp), entry by entry: each entry's value on a
+// float is the libm function it names (with Python's errors), its value on a
+// number gives a float (relu: keeps an int), its derivative agrees with a
+// central difference, and the graph's eager operation, recompute and both
+// backward passes (general and kept schedule) give the entry's numbers.
+template <class Entry>
+void check_entry(Op op, double (*reference)(double), double x) {
+    double y = 0.0;
+    CHECK(Entry::value(x, &y) == Status::Ok);
+    CHECK(same_bits(y, reference(x)));
+    double d = 0.0;
+    CHECK(Entry::derivative(x, y, &d) == Status::Ok);
+    const double h = 1e-6;
+    double up = 0.0, down = 0.0;
+    Entry::value(x + h, &up);
+    Entry::value(x - h, &down);
+    const double slope = (up - down) / (2 * h);
+    CHECK(std::fabs(d - slope) <= 1e-6 * (1.0 + std::fabs(slope)));
+    // through the graph: eager, recompute, backward and a kept schedule
+    Graph g;
+    NodeId in = g.leaf(F(x));
+    NodeId out;
+    CHECK(g.unary(op, in, &out) == Status::Ok);
+    CHECK(same_bits(g.value(out).as_double(), y));
+    CHECK(g.recompute(out) == Status::Ok && same_bits(g.value(out).as_double(), y));
+    for (int pass = 0; pass < 3; ++pass) {  // the first search, then the kept schedule
+        if (pass == 1) g.keep_schedule(out);
+        CHECK(g.backward(out) == Status::Ok);
+        CHECK(same_bits(g.grad(in), agrad::mul(d, 1.0)));
+    }
+}
+
+double relu_reference(double x) { return x < 0.0 ? 0.0 : x; }
+double sigmoid_reference(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+void test_table_of_operations() {
+    for (double x : {0.3, 1.7, 2.5}) {
+        check_entry<agrad::ops::Exp>(Op::Exp, [](double v) { return std::exp(v); }, x);
+        check_entry<agrad::ops::Log>(Op::Log, [](double v) { return std::log(v); }, x);
+        check_entry<agrad::ops::Tanh>(Op::Tanh, [](double v) { return std::tanh(v); }, x);
+        check_entry<agrad::ops::Relu>(Op::Relu, relu_reference, x);
+        check_entry<agrad::ops::Sigmoid>(Op::Sigmoid, sigmoid_reference, x);
+    }
+    check_entry<agrad::ops::Relu>(Op::Relu, relu_reference, -1.5);
+    check_entry<agrad::ops::Sigmoid>(Op::Sigmoid, sigmoid_reference, 0.75);
+    // Python's errors, and the int rules of a value on a number
+    double y;
+    Number r;
+    CHECK(agrad::ops::Exp::value(1000.0, &y) == Status::MathRange);
+    CHECK(agrad::ops::Log::value(0.0, &y) == Status::MathDomain);
+    CHECK(agrad::ops::Log::derivative(0.0, 0.0, &y) == Status::FloatDivisionByZero);
+    CHECK(agrad::ops::Relu::of_number(I(-3), &r) == Status::Ok && is_int(r, 0));
+    CHECK(agrad::ops::Relu::of_number(I(4), &r) == Status::Ok && is_int(r, 4));
+    CHECK(agrad::ops::Tanh::of_number(I(0), &r) == Status::Ok && is_float(r, 0.0));
+    CHECK(agrad::ops::Exp::of_number(I(0), &r) == Status::Ok && is_float(r, 1.0));
+    // every entry has its op text, its kind, and is reached by with_unary
+    int entries = 0;
+#define AGRAD_TEST_ENTRY(name, method, text, ...)                                        \
+    ++entries;                                                                           \
+    CHECK(agrad::is_unary(Op::name));                                                    \
+    CHECK(std::strcmp(agrad::unary_op_text(Op::name), text) == 0);                       \
+    CHECK(agrad::unary_kind(Op::name) == agrad::k##name);                                \
+    CHECK(agrad::with_unary(Op::name, [](auto e) {                                       \
+              return std::is_same_v<decltype(e), agrad::ops::name> ? Status::Ok          \
+                                                                   : Status::MathDomain; \
+          }) == Status::Ok);
+    AGRAD_UNARY_OPS(AGRAD_TEST_ENTRY)
+#undef AGRAD_TEST_ENTRY
+    CHECK(entries == 5);
+    CHECK(!agrad::is_unary(Op::Add) && !agrad::is_unary(Op::Pow) && !agrad::is_unary(Op::Sum));
+}
+
 int main() {
     test_int_rules();
     test_float_rules();
@@ -753,6 +826,7 @@ int main() {
     test_recording_takes_ascending_ids();
     test_replay_matches_recompute();
     test_nan_rule();
+    test_table_of_operations();
     std::printf("engine: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
