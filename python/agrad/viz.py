@@ -346,6 +346,16 @@ def plot_loss_curves(
     return _save(figure, path)
 
 
+def _label_weight_axes(axes, positions, names: list[str], title: str) -> None:
+    # one feature a row, a line at 0 (a weight's sign), the legend out of the way
+    axes.set_yticks(positions, names)
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_xlabel("weight")
+    axes.set_title(title)
+    axes.grid(True, axis="x", alpha=0.3)
+    axes.legend(loc="lower right")
+
+
 def plot_weights(
     feature_names: Sequence[str],
     weights: Mapping[str, ArrayLike],
@@ -381,12 +391,7 @@ def plot_weights(
     for i, (label, w) in enumerate(vectors.items()):
         offset = (len(vectors) - 1 - i) * height - 0.4 + height / 2
         axes.barh(positions + offset, w[order], height=height, label=label)
-    axes.set_yticks(positions, [names[i] for i in order])
-    axes.axvline(0.0, color="black", linewidth=0.8)
-    axes.set_xlabel("weight")
-    axes.set_title(title)
-    axes.grid(True, axis="x", alpha=0.3)
-    axes.legend(loc="lower right")
+    _label_weight_axes(axes, positions, [names[i] for i in order], title)
     return _save(figure, path)
 
 
@@ -450,12 +455,7 @@ def plot_intervals(
             capsize=3,
             label=label,
         )
-    axes.set_yticks(positions, [names[i] for i in order])
-    axes.axvline(0.0, color="black", linewidth=0.8)
-    axes.set_xlabel("weight")
-    axes.set_title(title)
-    axes.grid(True, axis="x", alpha=0.3)
-    axes.legend(loc="lower right")
+    _label_weight_axes(axes, positions, [names[i] for i in order], title)
     return _save(figure, path)
 
 
