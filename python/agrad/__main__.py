@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from agrad import linreg, studies, sweep, viz
 
 DESCRIPTION = """\
@@ -227,6 +229,16 @@ def _plot_path(args, name: str) -> str:
     return os.path.join(args.plot, name)
 
 
+def _stability(limit: float | None, learning_rate: float) -> str:
+    """The stability limit beside the learning rate used, and which side it is on."""
+    assert limit is not None  # a command's study runs with second_order
+    side = "below" if learning_rate < limit else "above"
+    return (
+        f"Largest stable learning rate, 2/lambda_max of the full-batch loss's Hessian: "
+        f"{limit:.4g} (this run's {learning_rate:g} is {side} it)."
+    )
+
+
 def run_univariate(args) -> None:
     # the book shows the untrained model and its loss before the training
     # lines, and both come from the study's result: collect the lines first
@@ -243,6 +255,7 @@ def run_univariate(args) -> None:
         if run.history
         else f"untrained: {run.model}"
     )
+    print(_stability(result.stability_limit, args.learning_rate))
     if args.plot and run.history:
         print(
             "wrote",
@@ -274,6 +287,7 @@ def run_batch(args) -> None:
             f"{name}: {run.model}, MSE on all {args.samples} points {run.fit.mse:.3f}, "
             f"{run.seconds:.2f} s"
         )
+    print(_stability(result.stability_limit, args.learning_rate))
     if args.plot and args.epochs:
         print(
             "wrote",
@@ -310,25 +324,40 @@ def run_multivariate(args) -> None:
         )
 
 
+def _bodyfat_settings(args) -> None:
+    # the method's own settings where none were given (studies.BODYFAT_SETTINGS)
+    for name, value in studies.BODYFAT_SETTINGS[args.method].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def run_bodyfat(args) -> None:
+    _bodyfat_settings(args)
     data = studies.load_regression_data(args.data, args.target)
-    _check_batch_size(args, len(data.ys), f"the {len(data.ys)} rows of {data.source}")
+    if args.batch_size is not None:
+        _check_batch_size(args, len(data.ys), f"the {len(data.ys)} rows of {data.source}")
     names = list(data.feature_names)
     print(
         f"Predicting {data.target!r} from {len(names)} features of {data.source}, "
         f"features as z-scores."
     )
-    print(
-        f"Training on the {args.engine} engine: {args.epochs} epochs, mini-batches of {args.batch_size}, "
-        f"learning rate {args.learning_rate}, seed {args.seed}."
+    batches = "the full batch" if args.batch_size is None else f"mini-batches of {args.batch_size}"
+    how = (
+        f"Newton's method, {args.epochs} steps of {args.learning_rate:g} on {batches}"
+        if args.method == "newton"
+        else f"{args.epochs} epochs, {batches}, learning rate {args.learning_rate}"
     )
+    print(f"Training on the {args.engine} engine: {how}, seed {args.seed}.")
     result = studies.bodyfat(
         data=data,
+        method=args.method,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         raw=args.raw,
         raw_learning_rate=args.raw_learning_rate,
         log=_log(args),
-        **_study_options(args),
+        **{k: v for k, v in _study_options(args).items() if k not in ("epochs", "learning_rate")},
     )
     trained, best = result.run.fit, result.least_squares
     print(f"Trained in {result.run.seconds:.2f} s.\n")
@@ -337,53 +366,103 @@ def run_bodyfat(args) -> None:
     print(
         "\nBeside the closed-form least-squares fit (weights per standard deviation of a feature):"
     )
-    print(linreg.format_comparison(names, {"gradient descent": trained, "least squares": best}))
+    method = "Newton's method" if args.method == "newton" else "gradient descent"
+    print(linreg.format_comparison(names, {method: trained, "least squares": best}))
     if result.gap is None:
         comparison = (
             f"is {trained.mse:.3g}, and the least-squares fit is exact (its error is 0 to "
             f"rounding: the data lie on a plane), so there is no percentage to give"
         )
+    elif abs(result.gap) < 1e-9:  # Newton's landing: the gap is rounding, of either sign
+        comparison = f"equals the least-squares minimum to rounding ({result.gap:+.1e})"
     else:
         comparison = f"is {100 * result.gap:.1f}% above the least-squares minimum"
     print(
-        f"\nGradient descent's mean squared error {comparison}; sigma is the estimated noise, "
-        f"the log-likelihood the chapter's Gaussian one."
+        f"\n{method[0].upper() + method[1:]}'s mean squared error {comparison}; sigma is the "
+        f"estimated noise, the log-likelihood the chapter's Gaussian one."
     )
-    if result.gap is not None and args.seed_spread:
+    if args.method == "gd":
+        print(_stability(result.stability_limit, args.learning_rate))
+    if result.gap is not None and args.seed_spread and args.method == "gd":
         print(_seed_spread(args, data, 100 * result.gap))
+    u = result.uncertainty
+    if u is not None:
+        print(
+            f"\nHow well the data determine each least-squares weight, on the z-scores (a "
+            f"weight is the change in {data.target!r} per standard deviation of its feature): "
+            f"standard errors from the Hessian of the Gaussian negative log-likelihood, "
+            f"sigma^2 = RSS/(n - p - 1) = {u.sigma:.3f}^2, t with {u.dof} degrees of freedom. "
+            f"An interval that holds 0 leaves the weight's sign undecided."
+        )
+        print(linreg.format_uncertainty(u))
+    else:
+        print(
+            "\nNo standard errors: the fit is exact or there are no more rows than "
+            "parameters, so the noise cannot be estimated."
+        )
     if args.raw:
-        print("\nThe same training on the unnormalised data (the book's exercise):")
-        side_by_side = {"z-score GD": trained, "z-score LS": best}
-        for raw in result.raw_runs:
-            if raw.fit is None:
-                print(f"  learning rate {raw.learning_rate}: {raw.error}")
-                continue
-            print(
-                f"  learning rate {raw.learning_rate}: trained, mean squared error {raw.fit.mse:.3f}"
-            )
-            side_by_side[f"raw GD, lr {raw.learning_rate:g}"] = raw.fit
-        side_by_side["raw LS"] = result.raw_least_squares
-        print(linreg.format_comparison(names, side_by_side))
+        _print_raw(result, names, trained, best)
     if args.plot:
         print(
             "wrote",
             viz.plot_weights(
                 names,
-                {"gradient descent": trained.weights, "least squares": best.weights},
+                {method: trained.weights, "least squares": best.weights},
                 _plot_path(args, "bodyfat-weights.png"),
                 title=f"Weights for {data.target!r} (features as z-scores)",
             ),
         )
+        if u is not None:
+            print(
+                "wrote",
+                viz.plot_intervals(
+                    names,
+                    u.estimates[:-1],
+                    {f"{100 * u.confidence:g}% interval (Hessian)": u.intervals[:-1]},
+                    _plot_path(args, "bodyfat-intervals.png"),
+                    title=f"Least-squares weights for {data.target!r} (features as z-scores)",
+                ),
+            )
         if result.run.history:
             print(
                 "wrote",
                 viz.plot_loss_curves(
-                    {f"mini-batch of {args.batch_size}": result.run.history},
+                    {batches: result.run.history},
                     _plot_path(args, "bodyfat-loss.png"),
-                    title="Body-fat model: loss per mini-batch",
+                    title=f"Body-fat model: loss per epoch ({method})",
                     references={"least-squares MSE": best.mse},
                 ),
             )
+
+
+def _print_raw(result: studies.BodyFatResult, names: list[str], trained, best) -> None:
+    """The book's exercise: the same training on the unnormalised data, and why it diverges."""
+    print("\nThe same training on the unnormalised data (the book's exercise):")
+    side_by_side = {"z-score GD": trained, "z-score LS": best}
+    for raw in result.raw_runs:
+        if raw.fit is None:
+            print(f"  learning rate {raw.learning_rate}: {raw.error}")
+            continue
+        print(f"  learning rate {raw.learning_rate}: trained, mean squared error {raw.fit.mse:.3f}")
+        side_by_side[f"raw GD, lr {raw.learning_rate:g}"] = raw.fit
+    side_by_side["raw LS"] = result.raw_least_squares
+    print(linreg.format_comparison(names, side_by_side))
+    raw_limit = result.raw_runs[0].stability_limit if result.raw_runs else None
+    if raw_limit is not None and result.stability_limit is not None:
+        spread = np.asarray(result.data.X).std(axis=0)
+        widest = result.data.feature_names[int(spread.argmax())]
+        print(
+            f"Why: gradient descent converges only below 2/lambda_max, lambda_max the largest "
+            f"eigenvalue of the loss's Hessian (2/n X^T X with a column of ones). On z-scores "
+            f"every feature has spread 1 and the limit is {result.stability_limit:.4g}; "
+            f"unnormalised, {widest!r} spreads {spread.max():.3g} and the squared scales make "
+            f"lambda_max {result.stability_limit / raw_limit:.3g} times larger: the limit falls "
+            f"to {raw_limit:.3g}, below the book's rate and just above "
+            f"{result.raw_runs[-1].learning_rate:g}."
+            if result.raw_runs[-1].learning_rate < raw_limit
+            else f"Why: gradient descent converges only below 2/lambda_max; on z-scores that "
+            f"is {result.stability_limit:.4g}, unnormalised {raw_limit:.3g}."
+        )
 
 
 def _seed_spread(args, data: studies.RegressionData, gap: float) -> str:
@@ -538,6 +617,13 @@ def run_moons(args) -> None:
 
 
 def _bodyfat_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--method",
+        choices=list(studies.BODYFAT_SETTINGS),
+        default="gd",
+        help="gd: gradient descent, the book's; newton: Newton's method, whose first step "
+        "lands on least squares (default: %(default)s)",
+    )
     p.add_argument(
         "--raw",
         action="store_true",
@@ -702,6 +788,23 @@ COMMANDS = {
         "and compare them with the closed-form least-squares fit. --data and --target run the "
         "same study on a CSV file of your own.",
         ["engine", "seed", *TRAINING_OPTIONS, "batch_size", "data", "target", "plot"],
+        {
+            # None: the method's own (studies.BODYFAT_SETTINGS)
+            "epochs": {
+                "help": "training epochs (default: {gd[epochs]}; Newton: {newton[epochs]})".format(
+                    **studies.BODYFAT_SETTINGS
+                )
+            },
+            "learning_rate": {
+                "help": "the step size (default: {gd[learning_rate]}; Newton: {newton[learning_rate]:g}, "
+                "the full step)".format(**studies.BODYFAT_SETTINGS)
+            },
+            "batch_size": {
+                "help": "examples per mini-batch (default: {gd[batch_size]}; Newton: all)".format(
+                    **studies.BODYFAT_SETTINGS
+                )
+            },
+        },
         own_options=_bodyfat_options,
     ),
     "graph": Command(

@@ -23,7 +23,7 @@ import math
 import random
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -35,22 +35,34 @@ from agrad import nn, optim
 from agrad._checks import checked_rng, fused_sums
 
 __all__ = [
+    "DEFAULT_LEARNING_RATES",
     "ENGINES",
+    "METHODS",
     "Fit",
     "LinReg",
+    "Uncertainty",
     "compare_fits",
     "format_comparison",
+    "format_uncertainty",
     "gaussian_log_likelihood",
     "least_squares",
     "model_fit",
     "print_weights",
     "sample_batch",
+    "stability_limit",
     "standardize",
+    "student_t_quantile",
     "train",
+    "uncertainty",
 ]
 
 #: The engines by the names the command line uses.
 ENGINES = {"native": agrad.Value, "pure": agrad.pure.Value}
+#: How ``train`` steps: ``"gd"`` gradient descent (the book's), ``"newton"``
+#: Newton's method (solves H d = g, the Hessian from ``agrad.hessian``).
+METHODS = ("gd", "newton")
+#: ``train``'s learning rate when none is given, per method: the full Newton step is 1.
+DEFAULT_LEARNING_RATES = {"gd": 0.001, "newton": 1.0}
 
 
 def _chain_dot(weights, x):
@@ -217,7 +229,7 @@ def train(
     model,
     xs: Sequence,
     ys: Sequence,
-    learning_rate: float = 0.001,
+    learning_rate: float | None = None,
     n_epochs: int = 1000,
     batch_size: int | None = None,
     *,
@@ -227,8 +239,9 @@ def train(
     progress: bool = False,
     compile: bool = False,  # noqa: A002 - the name agrad.compile has
     rng: random.Random | ModuleType = random,
+    method: str = "gd",
 ):
-    """Gradient descent as in the book; returns ``model``.
+    """Gradient descent as in the book, or Newton's method; returns ``model``.
 
     Each epoch computes the loss (on the whole data when ``batch_size`` is
     None, else on ``batch_size`` examples drawn with ``random.sample``), zeroes
@@ -253,6 +266,20 @@ def train(
     and replayed in C++, with the same numbers bit for bit; batches are still
     drawn here, in Python.
 
+    ``method="newton"`` steps by Newton's method instead: each epoch solves
+    ``H d = g`` for the loss's gradient ``g`` and Hessian ``H``
+    (``agrad.hessian``; through ``agrad.compile`` with ``compile=True``, the
+    same bits) and moves the parameters by ``learning_rate * d``.  Its
+    learning rate defaults to 1, the full step, which lands on the minimum of
+    a quadratic loss (least squares) in one epoch; gradient descent's to
+    0.001.  A singular Hessian (fewer examples than parameters, a feature
+    that is another's multiple) is a ValueError.
+
+    Gradient descent on a quadratic loss converges only below
+    ``stability_limit(model, xs, ys)`` (2 / the Hessian's largest
+    eigenvalue): a diverging run's OverflowError says that limit, computed at
+    the starting weights.
+
     >>> import random
     >>> from agrad.datasets import univariate_data
     >>> from agrad.linreg import LinReg, train
@@ -267,6 +294,12 @@ def train(
         raise TypeError(f"n_epochs must be an int, not {type(n_epochs).__name__!r}")
     if n_epochs < 0:
         raise ValueError(f"n_epochs must not be negative, not {n_epochs}")
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, not {type(method).__name__!r}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; the methods are {', '.join(METHODS)}")
+    if learning_rate is None:
+        learning_rate = DEFAULT_LEARNING_RATES[method]
     if (
         isinstance(learning_rate, bool)
         or not isinstance(learning_rate, (int, float))
@@ -281,13 +314,19 @@ def train(
         _check_batch(xs, ys, batch_size)  # before any training, and drawing nothing
     parameters = list(model.parameters())
     optimizer = optim.SGD(parameters, lr=learning_rate)
+    # the starting weights: a diverging run's stability limit is computed there
+    start = [p.data for p in parameters]
+    newton = method == "newton"
     loss_of = model.loss
+    loss_and_hessian = _loss_and_hessian(model, parameters) if newton else None
     if compile:
         if not all(isinstance(p, agrad.Value) for p in parameters):
             raise ValueError(
                 "train(compile=True) needs a model on the compiled engine (agrad.Value)"
             )
         loss_of = agrad.compile(model.loss)
+        if newton:
+            loss_and_hessian = _compiled_loss_and_hessian(model, parameters)
 
     epochs = range(n_epochs)
     if progress:
@@ -299,31 +338,127 @@ def train(
     if log is None:
         log = print
 
+    def diverged(k: int, what: str) -> OverflowError:
+        if newton:
+            why = f"Newton's method with step {learning_rate} does not converge on this loss"
+        else:
+            why = _too_large(model, parameters, start, xs, ys, learning_rate)
+        return OverflowError(f"training diverged at epoch {k}{what} ({why})")
+
     for k in epochs:
         try:
-            loss = (
-                loss_of(xs, ys)
-                if batch_size is None
-                else loss_of(*sample_batch(xs, ys, batch_size, rng))
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            batch = (xs, ys) if batch_size is None else sample_batch(xs, ys, batch_size, rng)
+            if newton:
+                assert loss_and_hessian is not None
+                loss, hessian = loss_and_hessian(*batch)
+                optimizer.zero_grad()
+                loss.backward()
+                _newton_step(parameters, hessian, learning_rate)
+            else:
+                loss = loss_of(*batch)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
         except OverflowError as error:
-            raise OverflowError(
-                f"training diverged at epoch {k} (learning rate {learning_rate} "
-                f"too large for this data?): {_in_words(error)}"
-            ) from error
+            raise diverged(k, f": {_in_words(error)}") from error
         if not math.isfinite(loss.data):
-            raise OverflowError(
-                f"training diverged at epoch {k}: the loss is {loss.data} "
-                f"(learning rate {learning_rate} too large for this data?)"
-            )
+            raise diverged(k, f": the loss is {loss.data}")
         if history is not None:
             history.append(float(loss.data))
         if log_every and k % log_every == 0:
             log(f"{k:3} Loss: {loss.data:5.3f} {model}")
     return model
+
+
+def _loss_and_hessian(model, parameters: list) -> Callable:
+    def loss_and_hessian(xs: Sequence, ys: Sequence) -> tuple[Any, np.ndarray]:
+        loss = model.loss(xs, ys)
+        return loss, agrad.hessian(loss, parameters)
+
+    return loss_and_hessian
+
+
+def _compiled_loss_and_hessian(model, parameters: list) -> Callable:
+    # agrad.compile records a function returning Values, never numbers: the
+    # loss and the Hessian's entries, read back into an array after each replay
+    @agrad.compile
+    def values(xs: Sequence, ys: Sequence) -> list:
+        loss = model.loss(xs, ys)
+        return [loss, *agrad.hessian(loss, parameters, create_graph=True).flat]
+
+    n = len(parameters)
+
+    def loss_and_hessian(xs: Sequence, ys: Sequence) -> tuple[Any, np.ndarray]:
+        loss, *entries = values(xs, ys)
+        return loss, np.array([h.data for h in entries], dtype=np.float64).reshape(n, n)
+
+    return loss_and_hessian
+
+
+def _newton_step(parameters: list, hessian: np.ndarray, learning_rate: float) -> None:
+    """Solve H d = g and move each parameter by ``learning_rate * d``."""
+    gradient = np.array([p.grad for p in parameters], dtype=np.float64)
+    if not np.isfinite(hessian).all():
+        raise OverflowError("the Hessian is not finite")
+    try:
+        step = np.linalg.solve(hessian, gradient)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "Newton's method needs an invertible Hessian, and this loss's is singular "
+            "(fewer examples than parameters, or a feature that is a multiple of another?)"
+        ) from None
+    for p, d in zip(parameters, step.tolist(), strict=True):
+        moved = p.data - learning_rate * d
+        if not math.isfinite(moved):
+            raise OverflowError(f"a Newton step would make {p.label or 'a parameter'} {moved}")
+        p.data = moved
+
+
+def stability_limit(model, xs: Sequence, ys: Sequence) -> float:
+    """The largest learning rate at which full-batch gradient descent on
+    ``model.loss(xs, ys)`` converges: 2 / the largest eigenvalue of the
+    loss's Hessian at the model's parameters (``agrad.hessian``).  On the
+    chapter's linear models the loss is quadratic, its Hessian the same
+    everywhere, and the limit exact: a step of ``lr`` multiplies the error
+    along the top eigenvector by ``1 - lr * lambda_max``, whose size passes 1
+    at ``lr = 2 / lambda_max``.  ``inf`` when no eigenvalue is positive.
+
+    >>> from agrad.linreg import LinReg, stability_limit
+    >>> model = LinReg(n_inputs=1)
+    >>> stability_limit(model, [[1.0], [-1.0]], [0.0, 0.0])  # Hessian [[2, 0], [0, 2]]
+    1.0
+    """
+    parameters = list(model.parameters())
+    h = agrad.hessian(model.loss(xs, ys), parameters)
+    largest = float(np.linalg.eigvalsh((h + h.T) / 2)[-1])
+    return 2.0 / largest if largest > 0 else math.inf
+
+
+def _too_large(model, parameters: list, start: list, xs, ys, learning_rate: float) -> str:
+    """Why a gradient-descent run diverged: its learning rate beside the
+    stability limit of the full-batch loss at the starting weights."""
+    now = [p.data for p in parameters]
+    try:
+        for p, x in zip(parameters, start, strict=True):
+            p.data = x
+        limit = stability_limit(model, xs, ys)
+    except (ArithmeticError, ValueError, TypeError):
+        # a model the Hessian cannot be taken of (plain floats, tensors), or a
+        # loss that overflows already at the start
+        return f"learning rate {learning_rate} too large for this data?"
+    finally:
+        for p, x in zip(parameters, now, strict=True):
+            p.data = x
+    if learning_rate > limit:
+        return (
+            f"learning rate {learning_rate} is above {limit:.4g}, the largest stable one: "
+            f"2 / the largest eigenvalue of the full-batch loss's Hessian"
+        )
+    return (
+        f"learning rate {learning_rate}; the full-batch loss's largest stable one is "
+        f"{limit:.4g} (2 / the largest eigenvalue of its Hessian), and a mini-batch's "
+        f"Hessian can have a larger eigenvalue"
+    )
 
 
 def _in_words(error: OverflowError) -> str:
@@ -549,5 +684,227 @@ def format_comparison(feature_names: Sequence[str], fits: dict[str, Fit]) -> str
         lines.append(
             f"{label:<{name_width}}"
             + "".join(f"{gap}{getattr(f, attr):>{col}.3f}" for f in fits.values())
+        )
+    return "\n".join(lines)
+
+
+def _log_beta(a: float, b: float) -> float:
+    """log B(a, b); for b = 1/2 and a large, where lgamma's large values would
+    cancel, by the asymptotic series of log Gamma(a + 1/2) - log Gamma(a)."""
+    if b == 0.5 and a >= 20:
+        ratio = (
+            0.5 * math.log(a)
+            - 1 / (8 * a)
+            + 1 / (192 * a**3)
+            + 1 / (640 * a**5)
+            - 17 / (14336 * a**7)
+        )
+        return math.lgamma(0.5) - ratio
+    if a == 0.5 and b >= 20:
+        return _log_beta(b, a)
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def _regularized_incomplete_beta(x: float, y: float, a: float, b: float) -> float:
+    """I_x(a, b), ``y`` = 1 - x given apart (it may be far more exact than
+    1 - x computed), by its continued fraction (modified Lentz) in the half
+    where it converges fast; the other by the symmetry I_x(a, b) = 1 - I_y(b, a)."""
+    if x <= 0.0:
+        return 0.0
+    if y <= 0.0:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _regularized_incomplete_beta(y, x, b, a)
+    front = math.exp(a * math.log(x) + b * math.log(y) - _log_beta(a, b))
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 10_000):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-16:
+            break
+    return front * fraction / a
+
+
+def student_t_quantile(probability: float, dof: int) -> float:
+    """The ``probability`` quantile of Student's t with ``dof`` degrees of
+    freedom (``scipy.stats.t.ppf``, without SciPy): the distribution
+    function from the regularized incomplete beta function, inverted by
+    bisection: to 1e-12 relative up to 10,000 degrees of freedom, 1e-10 at a million.
+
+    >>> from agrad.linreg import student_t_quantile
+    >>> round(student_t_quantile(0.975, 10), 6), round(student_t_quantile(0.975, 10**9), 6)
+    (2.228139, 1.959964)
+    """
+    if isinstance(dof, bool) or not isinstance(dof, int):
+        raise TypeError(f"dof must be an int, not {type(dof).__name__!r}")
+    if dof < 1:
+        raise ValueError(f"dof must be at least 1, not {dof}")
+    if isinstance(probability, bool) or not isinstance(probability, (int, float)):
+        raise TypeError(f"probability must be a number, not {type(probability).__name__!r}")
+    if not 0 < probability < 1:
+        raise ValueError(f"probability must be between 0 and 1, not {probability!r}")
+    if probability < 0.5:
+        return -student_t_quantile(1.0 - probability, dof)
+    tail = 1.0 - probability  # P(T > t) = I_{dof / (dof + t^2)}(dof / 2, 1 / 2) / 2
+
+    def upper_tail(t: float) -> float:
+        x, y = dof / (dof + t * t), t * t / (dof + t * t)
+        return 0.5 * _regularized_incomplete_beta(x, y, dof / 2, 0.5)
+
+    low, high = 0.0, 1.0
+    while upper_tail(high) > tail:
+        low, high = high, 2 * high
+    while True:
+        middle = (low + high) / 2
+        if middle in (low, high):
+            return middle
+        if upper_tail(middle) > tail:
+            low = middle
+        else:
+            high = middle
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """How well the data determine each weight of a least-squares fit.
+
+    ``names`` are the features' and then ``"bias"``; ``estimates`` the
+    least-squares weights and bias; ``standard_errors`` the square roots of
+    the diagonal of the inverse ``hessian`` (the Hessian of the Gaussian
+    negative log-likelihood at the fit, with ``sigma`` the noise estimated as
+    sqrt(RSS / (n - p - 1))); ``t_values`` the estimates over their standard
+    errors; ``intervals`` a row ``(low, high)`` each, at ``confidence``, from
+    Student's t with ``dof`` = n - p - 1 degrees of freedom.  These are
+    statsmodels' OLS ``params``, ``bse``, ``tvalues`` and ``conf_int()``.
+
+    >>> from agrad.linreg import uncertainty
+    >>> u = uncertainty([[0.0], [1.0], [2.0], [3.0]], [1.0, 3.2, 4.8, 7.1])
+    >>> u.dof, round(u.sigma, 4), u.intervals.round(3).tolist()
+    (2, 0.2086, [[1.589, 2.391], [0.289, 1.791]])
+    """
+
+    names: tuple[str, ...]
+    estimates: np.ndarray
+    standard_errors: np.ndarray
+    t_values: np.ndarray
+    intervals: np.ndarray
+    confidence: float
+    sigma: float
+    dof: int
+    hessian: np.ndarray = field(repr=False)
+
+
+def uncertainty(
+    X,
+    ys,
+    feature_names: Sequence[str] | None = None,
+    *,
+    confidence: float = 0.95,
+    value_class: type | None = None,
+) -> Uncertainty:
+    """Standard errors, t-values and intervals of the least-squares weights
+    and bias, from the Hessian of the Gaussian negative log-likelihood.
+
+    The negative log-likelihood of the targets under the linear model with
+    noise N(0, sigma^2) is ``n/2 log(2 pi sigma^2) + SSE / (2 sigma^2)``.
+    Its Hessian in the weights and bias, taken by ``agrad.hessian`` at the
+    least-squares fit with sigma^2 = RSS / (n - p - 1), is the Fisher
+    information; its inverse is the weights' covariance, whose diagonal's
+    square roots are the standard errors.  ``value_class`` is the engine
+    that takes the Hessian (default ``agrad.Value``; both give the same bits).
+
+    ValueError when the data do not determine it: no more rows than
+    parameters, a fit that is exact (sigma is 0), or a singular Hessian.
+
+    >>> from agrad.linreg import uncertainty
+    >>> u = uncertainty([[0.0], [1.0], [2.0], [3.0]], [1.0, 3.2, 4.8, 7.1], ["x"])
+    >>> u.names, u.estimates.round(3).tolist(), u.standard_errors.round(3).tolist()
+    (('x', 'bias'), [1.99, 1.04], [0.093, 0.174])
+    """
+    X_arr, y = _as_table(X, ys)
+    n, p = X_arr.shape
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+        raise TypeError(f"confidence must be a number, not {type(confidence).__name__!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence!r}")
+    names = (
+        [f"w{i}" for i in range(p)] if feature_names is None else [str(f) for f in feature_names]
+    )
+    if len(names) != p:
+        raise ValueError(f"{len(names)} feature names for {p} weights")
+    dof = n - p - 1
+    if dof < 1:
+        raise ValueError(
+            f"standard errors need more rows than parameters: {n} rows, {p + 1} parameters"
+        )
+    fit = least_squares(X_arr, y)
+    residuals = y - (X_arr @ fit.weights + fit.bias)
+    variance = float(residuals @ residuals) / dof
+    # lstsq leaves residuals of rounding size where the exact ones are 0 (the
+    # threshold studies.gap_to_least_squares uses): no noise to estimate
+    if float(residuals @ residuals) / n <= 1e-20 * float(np.mean(y**2)):
+        raise ValueError("the fit is exact (every residual is 0): sigma is 0 and so is every error")
+    # the model at the least-squares fit; its own generator, so the caller's
+    # random state is left as it was (the starting weights are overwritten)
+    model = LinReg(n_inputs=p, value_class=value_class, rng=random.Random(0))
+    parameters = model.parameters()
+    for parameter, estimate in zip(parameters, [*fit.weights.tolist(), fit.bias], strict=True):
+        parameter.data = estimate
+    # SSE / (2 sigma^2) is the mean squared error times n / (2 sigma^2)
+    nll = model.loss(X_arr.tolist(), y.tolist()) * (n / (2 * variance)) + n / 2 * math.log(
+        2 * math.pi * variance
+    )
+    hessian = agrad.hessian(nll, parameters)
+    try:
+        covariance = np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "the likelihood's Hessian is singular: a feature is a combination of others"
+        ) from None
+    standard_errors = np.sqrt(np.diag(covariance))
+    estimates = np.array([*fit.weights, fit.bias])
+    half_width = student_t_quantile((1 + confidence) / 2, dof) * standard_errors
+    return Uncertainty(
+        names=(*names, "bias"),
+        estimates=estimates,
+        standard_errors=standard_errors,
+        t_values=estimates / standard_errors,
+        intervals=np.column_stack([estimates - half_width, estimates + half_width]),
+        confidence=float(confidence),
+        sigma=math.sqrt(variance),
+        dof=dof,
+        hessian=hessian,
+    )
+
+
+def format_uncertainty(u: Uncertainty) -> str:
+    """A table of ``u``: each weight (largest absolute t-value first, the bias
+    last) with its standard error, t-value and interval.
+
+    >>> from agrad.linreg import format_uncertainty, uncertainty
+    >>> print(format_uncertainty(uncertainty([[0.0], [1.0], [2.0], [3.0]], [1.0, 3.2, 4.8, 7.1])))
+            weight   std. error   t-value   95% interval
+    w0       1.990        0.093     21.34   [ 1.589,  2.391]
+    bias     1.040        0.174      5.96   [ 0.289,  1.791]
+    """
+    width = max(len(name) for name in u.names)
+    level = f"{100 * u.confidence:g}% interval"
+    lines = [f"{'':<{width}}   {'weight':>7}   {'std. error':>10}   {'t-value':>7}   {level}"]
+    *weights, bias = range(len(u.names))
+    for i in [*sorted(weights, key=lambda i: abs(u.t_values[i]), reverse=True), bias]:
+        low, high = u.intervals[i]
+        lines.append(
+            f"{u.names[i]:<{width}}   {u.estimates[i]:7.3f}   {u.standard_errors[i]:10.3f}   "
+            f"{u.t_values[i]:7.2f}   [{low:6.3f}, {high:6.3f}]"
         )
     return "\n".join(lines)

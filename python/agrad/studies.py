@@ -48,9 +48,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agrad import datasets, linreg, nn, optim
-from agrad.linreg import Fit, LinReg
+from agrad.linreg import Fit, LinReg, Uncertainty
 
 __all__ = [
+    "BODYFAT_SETTINGS",
     "MAX_EPOCHS",
     "MAX_SAMPLES",
     "BatchResult",
@@ -84,6 +85,13 @@ Log = Callable[[str], object]
 MAX_SAMPLES = 100_000
 #: The most epochs a study may train for.
 MAX_EPOCHS = 1_000_000
+#: ``bodyfat``'s training settings where its arguments are None, per method:
+#: gradient descent's are the book's; Newton's method takes full steps on the
+#: full batch (``batch_size`` None), and its first lands on least squares.
+BODYFAT_SETTINGS: dict[str, dict] = {
+    "gd": {"epochs": 1000, "learning_rate": 0.05, "batch_size": 20},
+    "newton": {"epochs": 2, "learning_rate": 1.0, "batch_size": None},
+}
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,9 @@ class Run:
 class Training:
     """How a study trains a model: ``linreg.train``'s settings, mini-batches
     of ``batch_size`` (None: the full batch), the book's lines to ``log``
-    every ``log_every`` epochs (no ``log``: none), a progress bar, and
-    ``compile`` (the loss through ``agrad.compile``: the same bits, faster).
+    every ``log_every`` epochs (no ``log``: none), a progress bar,
+    ``compile`` (the loss through ``agrad.compile``: the same bits, faster)
+    and the ``method`` (``"gd"`` gradient descent, ``"newton"`` Newton's).
 
     >>> import random
     >>> from agrad.datasets import univariate_data
@@ -128,6 +137,7 @@ class Training:
     log_every: int | None = None
     progress: bool = False
     compile: bool = False
+    method: str = "gd"
 
     def run(self, model: LinReg, xs: Sequence, ys: Sequence, rng: random.Random) -> Run:
         """Train ``model`` on ``xs``, ``ys`` (mini-batches drawn from ``rng``)
@@ -147,6 +157,7 @@ class Training:
             progress=self.progress,
             rng=rng,
             compile=self.compile,
+            method=self.method,
         )
         seconds = time.perf_counter() - start
         return Run(model, tuple(history), linreg.model_fit(model, xs, ys), seconds)
@@ -156,9 +167,12 @@ class Training:
 class StudyResult:
     """What every training study returns (``univariate``, ``batch``,
     ``multivariate``, ``bodyfat``): its trained ``run``, the closed-form
-    ``least_squares`` fit of the same data, and the ``gap`` of the run's mean
-    squared error above it (``gap_to_least_squares``).  Each study's result
-    adds its own extras.
+    ``least_squares`` fit of the same data, the ``gap`` of the run's mean
+    squared error above it (``gap_to_least_squares``), and the
+    ``stability_limit``: the largest learning rate at which full-batch
+    gradient descent converges on the data, 2 / the largest eigenvalue of the
+    loss's Hessian (``linreg.stability_limit``; None when the study was told
+    ``second_order=False``).  Each study's result adds its own extras.
 
     >>> from agrad import studies
     >>> results = [studies.univariate(epochs=20), studies.bodyfat(epochs=20)]
@@ -169,16 +183,24 @@ class StudyResult:
     run: Run
     least_squares: Fit
     gap: float | None
+    stability_limit: float | None
 
 
-def _compared(run: Run, X: Sequence, ys: Sequence) -> dict:
-    # the fields every StudyResult shares: the run beside the least-squares fit
+def _compared(run: Run, X: Sequence, ys: Sequence, second_order: bool) -> dict:
+    # the fields every StudyResult shares: the run beside the least-squares
+    # fit, and the learning rate where gradient descent on all of X stops converging
     best = linreg.least_squares(X, ys)
     return {
         "run": run,
         "least_squares": best,
         "gap": gap_to_least_squares(run.fit.mse, best.mse, ys),
+        "stability_limit": linreg.stability_limit(run.model, X, ys) if second_order else None,
     }
+
+
+def _check_second_order(second_order: bool) -> None:
+    if not isinstance(second_order, bool):
+        raise TypeError(f"second_order must be a bool, not {type(second_order).__name__!r}")
 
 
 @dataclass(frozen=True)
@@ -253,15 +275,21 @@ class RegressionData:
 class RawRun:
     """One learning rate tried on the unnormalised data: its fit, or why it failed.
 
+    ``stability_limit`` is the largest stable learning rate on the
+    unnormalised data (None with ``second_order=False``).
+
     >>> from agrad import studies
     >>> result = studies.bodyfat(epochs=20, raw=True)
     >>> [(run.learning_rate, run.error) for run in result.raw_runs]
     [(0.05, None), (1e-05, None)]
+    >>> f"{result.raw_runs[0].stability_limit:.3g}"
+    '1.28e-05'
     """
 
     learning_rate: float
     fit: Fit | None
     error: str | None
+    stability_limit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -270,10 +298,19 @@ class BodyFatResult(StudyResult):
     fit of the same, and the least-squares fit of the unnormalised data; with
     ``raw=True`` also the book's exercise of training on those.
 
+    ``uncertainty`` says how well the data determine each least-squares
+    weight on the z-scores (``linreg.uncertainty``: standard errors, t-values,
+    95% intervals from the Hessian of the Gaussian negative log-likelihood);
+    ``standard_errors`` and ``intervals`` are its, the features' weights in
+    order and the bias last.  None with ``second_order=False``, or when the
+    data cannot give them (an exact fit, no more rows than parameters).
+
     >>> from agrad import studies
     >>> result = studies.bodyfat(epochs=50)
     >>> result.data.target, round(result.least_squares.mse, 3), result.gap > 0
     ('body fat brozek', 15.017, True)
+    >>> result.standard_errors[:2].round(3).tolist(), result.intervals[0].round(3).tolist()
+    ([0.378, 1.463], [-0.029, 1.459])
     """
 
     data: RegressionData = field(repr=False)
@@ -281,6 +318,17 @@ class BodyFatResult(StudyResult):
     std: np.ndarray = field(repr=False)
     raw_runs: tuple[RawRun, ...]
     raw_least_squares: Fit
+    uncertainty: Uncertainty | None = field(repr=False)
+
+    @property
+    def standard_errors(self) -> np.ndarray | None:
+        """Each weight's standard error (features in order, the bias last)."""
+        return None if self.uncertainty is None else self.uncertainty.standard_errors
+
+    @property
+    def intervals(self) -> np.ndarray | None:
+        """Each weight's 95% interval, a row ``(low, high)`` each (the bias last)."""
+        return None if self.uncertainty is None else self.uncertainty.intervals
 
 
 @dataclass(frozen=True)
@@ -356,11 +404,14 @@ def univariate(
     log_every: int | None = 50,
     progress: bool = False,
     compile: bool = False,  # noqa: A002 - train's option of that name
+    second_order: bool = True,
 ) -> UnivariateResult:
     """The book's first fit: ``univariate_data(samples)``, then the
     ``LinReg()`` the book inspects (w = 0.011 with the defaults) and its loss,
     then a second ``LinReg()`` trained by full-batch gradient descent.  With
     the defaults, ``log=print`` prints the book's lines digit for digit.
+    ``second_order=False`` leaves out the stability limit (a Hessian), as a
+    sweep's runs do.
 
     >>> from agrad import studies
     >>> result = studies.univariate(epochs=101, log=print, log_every=100)
@@ -368,6 +419,7 @@ def univariate(
     100 Loss: 16.778 LinReg(w=2.566, b=-0.827)
     """
     value_class = _value_class(engine)
+    _check_second_order(second_order)
     training = Training(epochs, learning_rate, None, log, log_every, progress, compile)
     rng = _seeded(seed)
     xs, ys = datasets.univariate_data(samples, rng=rng)
@@ -375,7 +427,7 @@ def univariate(
     initial_loss = initial_model.loss(xs, ys)
     run = training.run(LinReg(value_class=value_class, rng=rng), xs, ys, rng)
     return UnivariateResult(
-        **_compared(run, xs, ys),
+        **_compared(run, xs, ys, second_order),
         xs=tuple(xs),
         ys=tuple(ys),
         initial_model=initial_model,
@@ -395,6 +447,7 @@ def batch(
     log_every: int | None = 50,
     progress: bool = False,
     compile: bool = False,  # noqa: A002 - train's option of that name
+    second_order: bool = True,
 ) -> BatchResult:
     """``batch_data(samples)`` fitted twice from the same start: with
     mini-batches of ``batch_size`` (the result's ``run``), then with the full
@@ -407,6 +460,7 @@ def batch(
     (24.52, 24.51)
     """
     value_class = _value_class(engine)
+    _check_second_order(second_order)
     mini_batch = Training(epochs, learning_rate, batch_size, log, log_every, progress, compile)
     rng = _seeded(seed)
     xs, ys = datasets.batch_data(samples, rng=rng)
@@ -419,7 +473,12 @@ def batch(
         if log is not None:
             log(f"{name}:")
         runs.append(training.run(LinReg(value_class=value_class, rng=rng), xs, ys, rng))
-    return BatchResult(**_compared(runs[0], xs, ys), xs=tuple(xs), ys=tuple(ys), full_batch=runs[1])
+    return BatchResult(
+        **_compared(runs[0], xs, ys, second_order),
+        xs=tuple(xs),
+        ys=tuple(ys),
+        full_batch=runs[1],
+    )
 
 
 def multivariate(
@@ -434,6 +493,7 @@ def multivariate(
     log_every: int | None = 500,
     progress: bool = False,
     compile: bool = False,  # noqa: A002 - train's option of that name
+    second_order: bool = True,
 ) -> MultivariateResult:
     """``multivariate_data(samples)`` (true weights 2, 3, -1, bias 1) fitted
     by mini-batch gradient descent.
@@ -444,12 +504,15 @@ def multivariate(
     LinReg(w0=2.068, w1=2.880, w2=-1.006, b=0.709)
     """
     value_class = _value_class(engine)
+    _check_second_order(second_order)
     training = Training(epochs, learning_rate, batch_size, log, log_every, progress, compile)
     rng = _seeded(seed)
     X, ys = datasets.multivariate_data(samples, rng=rng)
     _check_batch_size(batch_size, len(ys), "points")
     run = training.run(LinReg(n_inputs=3, value_class=value_class, rng=rng), X, ys, rng)
-    return MultivariateResult(**_compared(run, X, ys), X=tuple(map(tuple, X)), ys=tuple(ys))
+    return MultivariateResult(
+        **_compared(run, X, ys, second_order), X=tuple(map(tuple, X)), ys=tuple(ys)
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -536,38 +599,64 @@ def bodyfat(
     target: str | None = None,
     seed: int = 42,
     engine: str | type = "native",
-    epochs: int = 1000,
-    learning_rate: float = 0.05,
-    batch_size: int = 20,
+    method: str = "gd",
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
     raw: bool = False,
     raw_learning_rate: float = 1e-5,
     log: Log | None = None,
     log_every: int | None = 0,
     progress: bool = False,
     compile: bool = False,  # noqa: A002 - train's option of that name
+    second_order: bool = True,
 ) -> BodyFatResult:
     """The body-fat study: features as z-scores (population std), trained
-    with mini-batches as the book does, beside the least-squares fit.
+    with mini-batches as the book does, beside the least-squares fit, with
+    each least-squares weight's standard error and interval.
 
     ``data`` is a ``RegressionData`` (``load_regression_data``: read a file
     once for many runs), a CSV path, or None for the bundled body-fat data;
     ``target`` picks the column to predict when the study reads the data.
+    ``method`` is ``"gd"`` (gradient descent, the book's) or ``"newton"``;
+    ``epochs``, ``learning_rate`` and ``batch_size`` left None are the
+    method's (``BODYFAT_SETTINGS``: the book's 1000 epochs at 0.05 on
+    mini-batches of 20; for Newton 2 full steps on the full batch).
     With ``raw=True`` it also trains on the unnormalised data with the same
     seed, first at ``learning_rate`` (which diverges on the body-fat data, as
-    the book says) and then at ``raw_learning_rate``.
+    the book says: it is far above the stability limit there) and then at
+    ``raw_learning_rate``.  ``second_order=False`` leaves out what takes the
+    loss's Hessian (the stability limits, the standard errors), as a sweep's
+    runs do.
 
     >>> from agrad import studies
     >>> result = studies.bodyfat(epochs=100)
     >>> result.run.model.feature_names[:2], f"{100 * result.gap:.1f}% above least squares"
     (['age', 'weight'], '13.8% above least squares')
+    >>> newton = studies.bodyfat(method="newton")
+    >>> [round(loss, 9) for loss in newton.run.history], round(newton.least_squares.mse, 9)
+    ([455.178256086, 15.017327734], 15.017327734)
     """
     value_class = _value_class(engine)
-    training = Training(epochs, learning_rate, batch_size, log, log_every, progress, compile)
+    _check_second_order(second_order)
+    if not isinstance(method, str) or method not in BODYFAT_SETTINGS:
+        raise ValueError(
+            f"unknown method {method!r}; the methods are {', '.join(BODYFAT_SETTINGS)}"
+        )
+    settings = BODYFAT_SETTINGS[method]
+    epochs = settings["epochs"] if epochs is None else epochs
+    learning_rate = settings["learning_rate"] if learning_rate is None else learning_rate
+    if batch_size is None:
+        batch_size = settings["batch_size"]
+    training = Training(
+        epochs, learning_rate, batch_size, log, log_every, progress, compile, method
+    )
     if not isinstance(data, RegressionData):
         data = load_regression_data(data, target)
     elif target is not None and target != data.target:
         raise ValueError(f"target {target!r} differs from the data's target {data.target!r}")
-    _check_batch_size(batch_size, len(data.ys), f"rows of {data.source}")
+    if batch_size is not None:
+        _check_batch_size(batch_size, len(data.ys), f"rows of {data.source}")
     X_norm, mean, std = linreg.standardize(data.X, data.feature_names)
     names = list(data.feature_names)
 
@@ -578,22 +667,31 @@ def bodyfat(
     run = training.run(model(rng), X_norm, data.ys, rng)
     raw_runs: list[RawRun] = []
     if raw:
+        raw_limit = (
+            linreg.stability_limit(model(_seeded(seed)), data.X, data.ys) if second_order else None
+        )
         for rate in dict.fromkeys([learning_rate, raw_learning_rate]):
             rng = _seeded(seed)
             raw_training = dataclasses.replace(training, learning_rate=rate, log=None)
             try:
                 raw_run = raw_training.run(model(rng), data.X, data.ys, rng)
             except OverflowError as error:
-                raw_runs.append(RawRun(rate, None, str(error)))
+                raw_runs.append(RawRun(rate, None, str(error), raw_limit))
                 continue
-            raw_runs.append(RawRun(rate, raw_run.fit, None))
+            raw_runs.append(RawRun(rate, raw_run.fit, None, raw_limit))
+    compared = _compared(run, X_norm, data.ys, second_order)
+    interpretation = None
+    if second_order and compared["gap"] is not None and len(data.ys) > len(names) + 1:
+        # an exact fit (no gap to speak of) has no noise to estimate, so no errors
+        interpretation = linreg.uncertainty(X_norm, data.ys, names, value_class=value_class)
     return BodyFatResult(
-        **_compared(run, X_norm, data.ys),
+        **compared,
         data=data,
         mean=mean,
         std=std,
         raw_runs=tuple(raw_runs),
         raw_least_squares=linreg.least_squares(data.X, data.ys),
+        uncertainty=interpretation,
     )
 
 

@@ -109,8 +109,12 @@ LOST = "lost: "
 
 
 def _default(study: str, option: str) -> Any:
-    # the single-run command's defaults are the study function's: one source
-    return inspect.signature(STUDIES[study]).parameters[option].default
+    # the single-run command's defaults are the study function's: one source;
+    # where bodyfat's is None (the method's own), gradient descent's, which sweeps use
+    default = inspect.signature(STUDIES[study]).parameters[option].default
+    if default is None and study == "bodyfat" and option in studies.BODYFAT_SETTINGS["gd"]:
+        return studies.BODYFAT_SETTINGS["gd"][option]
+    return default
 
 
 def _takes(study: str, option: str) -> bool:
@@ -183,6 +187,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "epochs": spec.epochs,
         "learning_rate": spec.learning_rate,
         "compile": spec.engine == "native",
+        # a run's row needs no Hessian: the stability limit and standard errors
+        # are the data's, the same for every run, and would cost more than the run
+        "second_order": False,
     }
     if _takes(spec.study, "batch_size"):  # univariate's batch is all its points
         options["batch_size"] = spec.batch_size

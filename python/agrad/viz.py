@@ -31,6 +31,7 @@ __all__ = [
     "graphviz_formats",
     "plot_decision_boundary",
     "plot_heatmap",
+    "plot_intervals",
     "plot_loss_curves",
     "plot_spread",
     "plot_weights",
@@ -345,6 +346,16 @@ def plot_loss_curves(
     return _save(figure, path)
 
 
+def _label_weight_axes(axes, positions, names: list[str], title: str) -> None:
+    # one feature a row, a line at 0 (a weight's sign), the legend out of the way
+    axes.set_yticks(positions, names)
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_xlabel("weight")
+    axes.set_title(title)
+    axes.grid(True, axis="x", alpha=0.3)
+    axes.legend(loc="lower right")
+
+
 def plot_weights(
     feature_names: Sequence[str],
     weights: Mapping[str, ArrayLike],
@@ -380,12 +391,71 @@ def plot_weights(
     for i, (label, w) in enumerate(vectors.items()):
         offset = (len(vectors) - 1 - i) * height - 0.4 + height / 2
         axes.barh(positions + offset, w[order], height=height, label=label)
-    axes.set_yticks(positions, [names[i] for i in order])
-    axes.axvline(0.0, color="black", linewidth=0.8)
-    axes.set_xlabel("weight")
-    axes.set_title(title)
-    axes.grid(True, axis="x", alpha=0.3)
-    axes.legend(loc="lower right")
+    _label_weight_axes(axes, positions, [names[i] for i in order], title)
+    return _save(figure, path)
+
+
+def plot_intervals(
+    feature_names: Sequence[str],
+    estimates: ArrayLike,
+    intervals: Mapping[str, ArrayLike],
+    path: str | os.PathLike,
+    title: str = "Weights and their intervals",
+) -> str:
+    """A coefficient plot: each feature's weight as a dot with one or more
+    intervals as error bars beside it (for example the Hessian's 95% interval
+    and the bootstrap's), features sorted by the absolute weight over its
+    first interval's half-width (the clearest on top), with a line at 0: an
+    interval that crosses it leaves the weight's sign undecided.
+    ``intervals`` maps a label to a ``(len(feature_names), 2)`` array of
+    ``(low, high)`` rows.  Writes a PNG to ``path`` and returns the path.
+
+    >>> import os, tempfile
+    >>> from agrad.viz import plot_intervals
+    >>> path = os.path.join(tempfile.mkdtemp(), "intervals.png")
+    >>> plot_intervals(["age", "abdomen"], [0.1, 5.0],
+    ...                {"95%": [[-0.5, 0.7], [4.0, 6.0]]}, path) == path
+    True
+    """
+    import numpy as np
+
+    names = list(feature_names)
+    if not names or not intervals:
+        raise ValueError("plot_intervals needs feature names and at least one set of intervals")
+    centre = np.asarray(estimates, dtype=float)
+    if centre.shape != (len(names),):
+        raise ValueError(f"{centre.size} estimates for {len(names)} features")
+    bounds = {label: np.asarray(rows, dtype=float) for label, rows in intervals.items()}
+    for label, rows in bounds.items():
+        if rows.shape != (len(names), 2):
+            raise ValueError(
+                f"{label!r} needs a (low, high) row for each of the {len(names)} features, "
+                f"not an array of shape {rows.shape}"
+            )
+        if (rows[:, 0] > rows[:, 1]).any():
+            raise ValueError(f"{label!r} has an interval whose low end is above its high end")
+    first = next(iter(bounds.values()))
+    half_width = (first[:, 1] - first[:, 0]) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        clarity = np.where(half_width > 0, np.abs(centre) / half_width, np.inf)
+    order = np.argsort(clarity)  # errorbar draws the first row at the bottom
+    figure = _figure(8, 0.45 * len(names) + 1.5)
+    axes = figure.add_subplot()
+    positions = np.arange(len(names))
+    step = 0.6 / len(bounds)
+    for i, (label, rows) in enumerate(bounds.items()):
+        offset = (len(bounds) - 1 - i) * step - 0.3 + step / 2
+        below = centre[order] - rows[order, 0]
+        above = rows[order, 1] - centre[order]
+        axes.errorbar(
+            centre[order],
+            positions + offset,
+            xerr=np.clip([below, above], 0, None),
+            fmt="o",
+            capsize=3,
+            label=label,
+        )
+    _label_weight_axes(axes, positions, [names[i] for i in order], title)
     return _save(figure, path)
 
 
