@@ -395,37 +395,21 @@ Status Graph::propagate(NodeId id) {
             grads_[a] = F::add(grads_[a], F::mul(F::mul(k.as_double(), p), g));
             return Status::Ok;
         }
-        case Op::Exp:
-            grads_[n.child[0]] = F::add_mul(grads_[n.child[0]], value(id).as_double(), g);
-            return Status::Ok;
-        case Op::Log: {
-            NodeId a = n.child[0];
-            double inverse;
-            Status s = divide(1.0, value(a).as_double(), &inverse);
-            if (s != Status::Ok) return s;
-            grads_[a] = F::add_mul(grads_[a], inverse, g);
-            return Status::Ok;
-        }
-        case Op::Tanh: {
-            double t = value(id).as_double();
-            grads_[n.child[0]] = F::add_mul(grads_[n.child[0]], 1.0 - F::mul(t, t), g);
-            return Status::Ok;
-        }
-        case Op::Relu: {
-            double slope = value(id).as_double() > 0.0 ? 1.0 : 0.0;
-            grads_[n.child[0]] = F::add_mul(grads_[n.child[0]], slope, g);
-            return Status::Ok;
-        }
-        case Op::Sigmoid: {
-            double s = value(id).as_double();
-            grads_[n.child[0]] = F::add_mul(grads_[n.child[0]], F::mul(s, 1.0 - s), g);
-            return Status::Ok;
-        }
         case Op::Sum:
         case Op::Dot:
             return Status::Ok;  // their terms have steps of their own
+        default: {              // the table's entries (ops.hpp): d, then grad += d * g
+            const NodeId a = n.child[0];
+            double d = 0.0;
+            Status s = with_unary(n.op, [&](auto entry) {
+                return decltype(entry)::template derivative<F>(value(a).as_double(),
+                                                               value(id).as_double(), &d);
+            });
+            if (s != Status::Ok) return s;
+            grads_[a] = F::add_mul(grads_[a], d, g);
+            return Status::Ok;
+        }
     }
-    return Status::Ok;
 }
 
 // One term of a fused node: what the chain's addition of that term (and, for
@@ -680,31 +664,16 @@ AGRAD_ALWAYS_INLINE Status Graph::run_decoded(const Decoded& step, const NodeId*
             grads[step.a] = F::add(grads[step.a], F::mul(F::mul(k.as_double(), p), g));
             return Status::Ok;
         }
-        case kExp:
-            grads[step.a] = F::add_mul(grads[step.a], number(step.node), g);
-            return Status::Ok;
-        case kLog: {
-            double inverse;
-            Status s = divide(1.0, number(step.a), &inverse);
-            if (s != Status::Ok) return s;
-            grads[step.a] = F::add_mul(grads[step.a], inverse, g);
-            return Status::Ok;
-        }
-        case kTanh: {
-            double t = number(step.node);
-            grads[step.a] = F::add_mul(grads[step.a], 1.0 - F::mul(t, t), g);
-            return Status::Ok;
-        }
-        case kRelu: {
-            double slope = number(step.node) > 0.0 ? 1.0 : 0.0;
-            grads[step.a] = F::add_mul(grads[step.a], slope, g);
-            return Status::Ok;
-        }
-        case kSigmoid: {
-            double s = number(step.node);
-            grads[step.a] = F::add_mul(grads[step.a], F::mul(s, 1.0 - s), g);
-            return Status::Ok;
-        }
+#define AGRAD_BACKWARD_UNARY(name, ...)                                             \
+    case k##name: { /* the table's entry (ops.hpp): d, then grad += d * g */        \
+        double d = 0.0;                                                             \
+        Status s = ops::name::derivative<F>(number(step.a), number(step.node), &d); \
+        if (s != Status::Ok) return s;                                              \
+        grads[step.a] = F::add_mul(grads[step.a], d, g);                            \
+        return Status::Ok;                                                          \
+    }
+            AGRAD_UNARY_OPS(AGRAD_BACKWARD_UNARY)
+#undef AGRAD_BACKWARD_UNARY
         case kSumTermN:
             grads[step.a] = F::add(grads[step.a], F::add(0.0, g));
             return Status::Ok;

@@ -61,15 +61,18 @@ Status float_of_number(Number x, Number* out) {
     return s;
 }
 
-// In derivative(x, y, &d): x is the operand's value, y the node's own (both
-// as floats), and d the local derivative, which a backward pass multiplies
-// by the node's gradient and adds into the operand's: add_mul(grad, d, g).
+// In derivative<F>(x, y, &d): x is the operand's value, y the node's own
+// (both as floats), and d the local derivative, which a backward pass
+// multiplies by the node's gradient and adds into the operand's:
+// F::add_mul(grad, d, g).  F is the pass's arithmetic (number.hpp's Arith:
+// the hardware's, or with the NaN rule when a pass runs again with it).
 
 struct Exp {
     static Status value(double x, double* y) {
         return math_exp(x, y);
     }  // OverflowError past ~709.78
     static Status of_number(Number x, Number* y) { return float_of_number<Exp>(x, y); }
+    template <class F>
     static Status derivative(double, double y, double* d) {  // e^x is its own derivative
         *d = y;
         return Status::Ok;
@@ -79,7 +82,10 @@ struct Exp {
 struct Log {
     static Status value(double x, double* y) { return math_log(x, y); }  // ValueError at x <= 0
     static Status of_number(Number x, Number* y) { return float_of_number<Log>(x, y); }
-    static Status derivative(double x, double, double* d) { return divide(1.0, x, d); }  // 1 / x
+    template <class F>
+    static Status derivative(double x, double, double* d) {  // 1 / x
+        return divide(1.0, x, d);
+    }
 };
 
 struct Tanh {
@@ -88,8 +94,9 @@ struct Tanh {
         return Status::Ok;
     }
     static Status of_number(Number x, Number* y) { return float_of_number<Tanh>(x, y); }
+    template <class F>
     static Status derivative(double, double y, double* d) {  // 1 - tanh(x)**2, from the output
-        *d = 1.0 - mul(y, y);
+        *d = 1.0 - F::mul(y, y);
         return Status::Ok;
     }
 };
@@ -103,6 +110,7 @@ struct Relu {
         *y = relu(x);
         return Status::Ok;
     }
+    template <class F>
     static Status derivative(double, double y, double* d) {  // 1 where the output is positive
         *d = y > 0.0 ? 1.0 : 0.0;
         return Status::Ok;
@@ -115,8 +123,9 @@ struct Sigmoid {
         return Status::Ok;
     }
     static Status of_number(Number x, Number* y) { return float_of_number<Sigmoid>(x, y); }
+    template <class F>
     static Status derivative(double, double y, double* d) {  // s * (1 - s), from the output
-        *d = mul(y, 1.0 - y);
+        *d = F::mul(y, 1.0 - y);
         return Status::Ok;
     }
 };
