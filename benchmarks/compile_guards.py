@@ -21,9 +21,6 @@ It exits 3 when the overhead is over its goal (3% of a step), as run.py does.
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import random
 import sys
 from collections import OrderedDict
@@ -150,23 +147,19 @@ def branching_costs(rounds: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python benchmarks/compile_guards.py",
-        description="Time what agrad.compile's soundness costs (key, guards, re-recording) "
+    args = output.rounds_arguments(
+        "compile_guards.py",
+        "Time what agrad.compile's soundness costs (key, guards, re-recording) "
         "against the bare replay, in one process, minimum of interleaved repetitions.",
+        ["GUARDS.md"],
+        30,
+        argv,
     )
-    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds (default 30)")
-    output.add_options(parser, ["GUARDS.md"])
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
 
     lines = [
         "# What agrad.compile's soundness costs",
         "",
-        f"`python benchmarks/compile_guards.py`, {platform.machine()}, "
-        f"Python {platform.python_version()}, {os.cpu_count()} cores shared with other jobs; "
-        f"minimum of {args.rounds} interleaved rounds.",
+        output.conditions("compile_guards.py", args.rounds),
         "",
         "A training step as a user writes it (compiled call, `backward()`, `SGD.step()`), "
         "through `agrad.compile` with its key, program choice and guard check, against the "

@@ -17,9 +17,6 @@ built (or replayed) and ``agrad.hvp`` (or, compiled, a function returning
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import random
 import sys
 
@@ -113,23 +110,19 @@ def hessian_cases(params, loss, xs, ys):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python benchmarks/higher.py",
-        description="Time a Hessian-vector product against a gradient, and the body-fat "
+    args = output.rounds_arguments(
+        "higher.py",
+        "Time a Hessian-vector product against a gradient, and the body-fat "
         "Hessian, eager and compiled, minimum of interleaved repetitions.",
+        ["HIGHER.md"],
+        15,
+        argv,
     )
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
-    output.add_options(parser, ["HIGHER.md"])
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
 
     lines = [
         "# What second derivatives cost",
         "",
-        f"`python benchmarks/higher.py`, {platform.machine()}, "
-        f"Python {platform.python_version()}, {os.cpu_count()} cores shared with other jobs; "
-        f"minimum of {args.rounds} interleaved rounds.",
+        output.conditions("higher.py", args.rounds),
         "",
         "A Hessian-vector product against one gradient (each with its forward pass; "
         "target: at most 4x):",

@@ -6,6 +6,8 @@ tracked results in this ``benchmarks/`` folder only when asked with
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,3 +39,28 @@ def folder(args: argparse.Namespace) -> Path:
         raise NotADirectoryError(f"--output {path}: not a directory")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def rounds_arguments(
+    script: str, description: str, files: Sequence[str], rounds: int, argv: list[str] | None
+) -> argparse.Namespace:
+    """The command line of a script that times interleaved rounds and writes
+    `files`: --rounds, --output DIR or --update."""
+    parser = argparse.ArgumentParser(prog=f"python benchmarks/{script}", description=description)
+    parser.add_argument(
+        "--rounds", type=int, default=rounds, help=f"interleaved rounds (default {rounds})"
+    )
+    add_options(parser, files)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def conditions(script: str, rounds: int) -> str:
+    """The line a results file opens with: what ran, where, how measured."""
+    return (
+        f"`python benchmarks/{script}`, {platform.machine()}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} cores shared with other jobs; "
+        f"minimum of {rounds} interleaved rounds."
+    )
