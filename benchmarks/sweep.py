@@ -215,7 +215,7 @@ def main() -> None:
         serial = best[(SERIAL, size)][0]
         lines += [
             "",
-            f"### {size} runs",
+            f"## {size} runs",
             "",
             "| backend | tasks | wall time | speed-up over one process | mean run "
             "| overhead per run | overhead / run |",
