@@ -170,8 +170,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     >>> from agrad.sweep import RunSpec, run_one
     >>> diverging = RunSpec("univariate", seed=0, learning_rate=10.0, batch_size=5, epochs=100,
     ...                     engine="native", samples=5, data=None)
-    >>> run_one(diverging)["error"].split(" (")[0]
-    'OverflowError: training diverged at epoch 77'
+    >>> run_one(diverging)["error"].split(":")[:2]
+    ['OverflowError', ' training diverged at epoch 77']
     """
     names = _weight_names(spec.study, spec.data)
     row: dict[str, Any] = {
