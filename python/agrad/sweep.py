@@ -975,11 +975,14 @@ class _Dask:
                 comm.abort()
 
         # something listens there (_reachable): whatever fails now is that it
-        # does not speak as a Dask server (a web server closes the connection,
-        # or waits for a request and times out)
+        # does not speak as a Dask server.  A web server closes the connection
+        # or waits for a request and times out; its bytes read as a frame
+        # length make some releases of distributed try to allocate exabytes
+        # (MemoryError); others fail decoding them.  Any error of the probe
+        # is the same answer.
         try:
             reply = _within(CONNECT_TIMEOUT, ask())
-        except (TimeoutError, OSError, ValueError, TypeError):
+        except Exception:  # (see above: every failure of the probe means "not Dask")
             reply = None
         if not isinstance(reply, dict) or not isinstance(reply.get("type"), str):
             raise ConnectionError(
