@@ -383,8 +383,6 @@ def run_bodyfat(args) -> None:
     )
     if args.method == "gd":
         print(_stability(result.stability_limit, args.learning_rate))
-    if result.gap is not None and args.seed_spread and args.method == "gd":
-        print(_seed_spread(args, data, 100 * result.gap))
     u = result.uncertainty
     if u is not None:
         print(
@@ -402,6 +400,9 @@ def run_bodyfat(args) -> None:
         )
     if args.raw:
         _print_raw(result, names, trained, best)
+    # last, as the closing line: where this run falls among other seeds
+    if result.gap is not None and args.seed_spread and args.method == "gd":
+        print(_seed_spread(args, data, 100 * result.gap))
     if args.plot:
         print(
             "wrote",
