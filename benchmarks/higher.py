@@ -1,7 +1,7 @@
 """What second derivatives cost: a Hessian-vector product against one gradient,
 and the body-fat Hessian, eager and through agrad.compile.
 
-Issue 19's targets: a Hessian-vector product at most 4x a gradient (eager and
+The goals: a Hessian-vector product at most 4x a gradient (eager and
 compiled), the body-fat Hessian (15 x 15) compiled in under 1 ms a call.
 Each case is timed in one process, the cases interleaved, minimum of the
 repetitions (the machine is shared).  A "gradient" is what a user pays for

@@ -1,4 +1,4 @@
-"""Issue 19, items 2-4: what second derivatives tell the chapter's reader.
+"""What second derivatives tell the chapter's reader.
 The standard errors of the body-fat weights (the Hessian of the Gaussian
 negative log-likelihood) against statsmodels' OLS, Newton's method landing on
 least squares in one step, and the stability limit 2/lambda_max against the
