@@ -260,28 +260,15 @@ def test_the_body_fat_runs_diverge_just_above_the_limit(body_fat, raw):
     X = [list(row) for row in data.X] if raw else X
     limit = stability_limit(LinReg(n_inputs=14, rng=random.Random(0)), X, ys)
     below, above = [], []
-    train(
-        LinReg(n_inputs=14, rng=random.Random(1)),
-        X,
-        ys,
-        0.97 * limit,
-        400,
-        history=below,
-        log_every=None,
-        compile=True,
-    )
+
+    def run(rate, epochs, history):  # the same model and start for both rates
+        model = LinReg(n_inputs=14, rng=random.Random(1))
+        train(model, X, ys, rate, epochs, history=history, log_every=None, compile=True)
+
+    run(0.97 * limit, 400, below)
     assert below[-1] < below[0]
     with pytest.raises(OverflowError, match=f"above {limit:.4g}"):
-        train(
-            LinReg(n_inputs=14, rng=random.Random(1)),
-            X,
-            ys,
-            1.1 * limit,
-            20_000,
-            history=above,
-            log_every=None,
-            compile=True,
-        )
+        run(1.1 * limit, 20_000, above)
     # the loss grew from the start: not a late accident
     assert above[200] > above[0]
 
