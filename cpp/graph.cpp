@@ -298,13 +298,14 @@ void Graph::free_unreferenced(NodeId id) {
 
 // Post-order of a depth-first search from root over children in order, as
 // agrad.pure.topological_order lists it; written to order_.  Each node's
-// gradient is zeroed as the search first reaches it, saving a second pass.
+// gradient is zeroed as the search first reaches it, saving a second pass
+// (unless `zero` is false: agrad.grad's sweeps leave gradients alone).
 //
 // A fused node stands for a chain: sum's `0 + t0 + t1 + ...`, dot's
 // `0 + w0*x0 + w1*x1 + ...`.  In the chain's post-order the addition that
 // takes term i comes right after term i's subtree, so a step for term i goes
 // there too: backward then hands each term its gradient at the chain's moment.
-void Graph::topological_order(NodeId root) {
+void Graph::topological_order(NodeId root, bool zero) {
     if (++epoch_ == 0) {  // the stamp wrapped: no stale stamp may look current
         for (Node& n : nodes_) n.stamp = 0;
         epoch_ = 1;
@@ -312,11 +313,13 @@ void Graph::topological_order(NodeId root) {
     order_.clear();
     stack_.clear();
     sinks_.clear();
-    auto reach = [this](NodeId id) {
+    auto reach = [this, zero](NodeId id) {
         Node& n = nodes_[id];
         n.stamp = epoch_;
-        grads_[id] = 0.0;
-        n.constant_grad = 0.0;
+        if (zero) {
+            grads_[id] = 0.0;
+            n.constant_grad = 0.0;
+        }
         const uint32_t count = static_cast<uint32_t>(child_count(id));
         if (count == 0 || has_list(n.op)) sinks_.push_back(id);  // (backward_scheduled)
         stack_.push_back({id, 0u, count, false});
@@ -846,6 +849,10 @@ Status Graph::propagate_all(NodeId root) {
     }
     return Status::Ok;
 }
+
+// agrad.grad's float sweep (higher.cpp) takes the rule's steps one by one.
+template Status Graph::propagate<true>(NodeId id);
+template void Graph::propagate_term<true>(NodeId id, uint32_t term);
 
 // (on the hardware first, as backward_scheduled explains)
 Status Graph::backward(NodeId root) {

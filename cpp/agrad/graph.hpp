@@ -158,6 +158,27 @@ public:
     void forget_schedule(NodeId root);
     bool keeps_schedule(NodeId root) const { return (nodes_[root].flags & kKeepsSchedule) != 0; }
 
+    // -- second derivatives (cpp/higher.cpp), for agrad.grad on this engine.
+    // Both sweeps take backward()'s steps in its order (topological_order,
+    // a fused node's terms included), over the nodes that lead to an input
+    // only, and leave every node's gradient as it was.
+    //
+    // gradients: backward()'s own formulas (propagate), always with the NaN
+    // rule, into out[i] for inputs[i] (0.0 where the root does not reach it).
+    Status gradients(NodeId root, const NodeId* inputs, size_t n, double* out);
+    // gradient_graph: the same sweep written as the operations a Value's
+    // number slots make (binary, power, sum and each table entry's
+    // gradient()), so out[i] is a node whose graph can be differentiated
+    // again and which a recording logs as eager code would.  out[i] comes
+    // with a reference for the caller.  `guard` (when not null) is told each
+    // comparison the sweep makes (relu's `y > 0`), as a recording keeps it.
+    // A reached node made by hand (Custom) has no local gradient to write:
+    // the sweep stops there, sets *refused to it, and leaves out alone.
+    using GuardHook = void (*)(Comparison, NodeId left, Operand right, bool outcome);
+    static constexpr NodeId kNoNode = Operand::kNumber;
+    Status gradient_graph(NodeId root, const NodeId* inputs, size_t n, GuardHook guard, NodeId* out,
+                          NodeId* refused);
+
     // Children in the order the depth-first search visits them; an entry of
     // an n-ary node may be a constant (is_constant) until materialize_constants.
     size_t child_count(NodeId id) const;
@@ -337,7 +358,9 @@ private:
     uint32_t new_list();
     void sort_free_list();
     void free_unreferenced(NodeId id);
-    void topological_order(NodeId root);
+    void topological_order(NodeId root, bool zero = true);            // zero: the reached gradients
+    void find_relevant(NodeId root, const NodeId* inputs, size_t n);  // (higher.cpp)
+    bool reached(NodeId id) const { return nodes_[id].stamp == epoch_; }
     template <bool kRule>
     Status propagate(NodeId id);
     template <bool kRule>
@@ -385,6 +408,17 @@ private:
     // (backward_scheduled): those without children, custom and fused nodes.
     std::vector<NodeId> sinks_;
     std::vector<NodeId> dying_;
+    // the second-derivative sweeps' scratch (higher.cpp): each reached node's
+    // index among order_'s nodes (valid while its stamp is epoch_), and per
+    // index whether it is an input or leads to one through a child
+    std::vector<uint32_t> local_;
+    std::vector<uint8_t> leads_;
+    struct Aside {  // a reached node's gradients, set aside while a sweep uses them
+        double grad;
+        double constant_grad;
+    };
+    std::vector<Aside> aside_;
+    std::vector<double> aside_constants_;
     std::vector<uint64_t> free_bits_;  // sort_free_list's scratch
     // A kept schedule: the nodes the search reaches (their gradients are
     // zeroed first) and, in the order backward() takes them, the steps that

@@ -8,13 +8,19 @@
 // entry.  agrad.pure writes the same formulas in Python: the readable
 // specification, which the exactness tests hold this table to, bit for bit.
 //
+// An entry's gradient() writes its local derivative a second time, as the
+// Value operations that agrad.grad(..., create_graph=True) builds (so the
+// gradient can be differentiated again): the very operations
+// agrad.pure's Python would make, in its order, for the same bits.
+//
 // To add an operation `foo` of one operand:
-//   1. a struct `Foo` below, with value() and derivative() (and of_number()
-//      if ints keep a rule of their own, as relu's do);
+//   1. a struct `Foo` below, with value(), derivative() and gradient() (and
+//      of_number() if ints keep a rule of their own, as relu's do);
 //   2. a line X(Foo, "foo", "foo", "...") in AGRAD_UNARY_OPS, which gives it
 //      its Op, its decoded kind, its case in every pass and its Value method;
-//   3. `def foo(self)` in python/agrad/pure.py with the same formulas, and the
-//      method in python/agrad/_core.pyi;
+//   3. `def foo(self)` in python/agrad/pure.py with the same formulas, its
+//      case in python/agrad/higher.py's _float_sweep and _graph_sweep, and
+//      the method in python/agrad/_core.pyi;
 //   4. tests: its entry in tests/cpp/test_engine.cpp's table test, and in the
 //      operations the exactness fuzzers draw (tests/test_exactness.py).
 // + and * (Python's number rules, in number.hpp), ** k and the fused sum and
@@ -67,6 +73,13 @@ Status float_of_number(Number x, Number* out) {
 // F::add_mul(grad, d, g).  F is the pass's arithmetic (number.hpp's Arith:
 // the hardware's, or with the NaN rule when a pass runs again with it).
 
+// In gradient(b, x, y, g, &c): x is the operand's node, y the node's own, g
+// its gradient (all nodes of the graph), and c the contribution to the
+// operand's gradient, a node built with b (cpp/higher.cpp's Builder): its
+// Value operations mul (a * b), mul_number (a * k), power (a ** k),
+// one_minus (1.0 - a, written as Python computes it) and positive (a > 0,
+// recorded as a guard under agrad.compile).
+
 struct Exp {
     static Status value(double x, double* y) {
         return math_exp(x, y);
@@ -77,6 +90,11 @@ struct Exp {
         *d = y;
         return Status::Ok;
     }
+    template <class B>
+    static Status gradient(B& b, typename B::Id, typename B::Id y, typename B::Id g,
+                           typename B::Id* c) {  // y * g
+        return b.mul(y, g, c);
+    }
 };
 
 struct Log {
@@ -85,6 +103,15 @@ struct Log {
     template <class F>
     static Status derivative(double x, double, double* d) {  // 1 / x
         return divide(1.0, x, d);
+    }
+    template <class B>
+    static Status gradient(B& b, typename B::Id x, typename B::Id, typename B::Id g,
+                           typename B::Id* c) {
+        // x ** -1 * g: Value has no division (a / b is a * b ** -1), so this
+        // pow is within an ulp of derivative()'s 1.0 / x, not its bits
+        typename B::Id inverse;
+        Status s = b.power(x, Number::of_int(-1), &inverse);
+        return s == Status::Ok ? b.mul(inverse, g, c) : s;
     }
 };
 
@@ -98,6 +125,14 @@ struct Tanh {
     static Status derivative(double, double y, double* d) {  // 1 - tanh(x)**2, from the output
         *d = 1.0 - F::mul(y, y);
         return Status::Ok;
+    }
+    template <class B>
+    static Status gradient(B& b, typename B::Id, typename B::Id y, typename B::Id g,
+                           typename B::Id* c) {  // (1.0 - y * y) * g
+        typename B::Id square, local;
+        Status s = b.mul(y, y, &square);
+        if (s == Status::Ok) s = b.one_minus(square, &local);
+        return s == Status::Ok ? b.mul(local, g, c) : s;
     }
 };
 
@@ -115,6 +150,13 @@ struct Relu {
         *d = y > 0.0 ? 1.0 : 0.0;
         return Status::Ok;
     }
+    template <class B>
+    static Status gradient(B& b, typename B::Id, typename B::Id y, typename B::Id g,
+                           typename B::Id* c) {
+        // g * 1.0 or g * 0.0: the slope is a constant of the gradient graph (its
+        // own derivative is 0, as in PyTorch), the test behind it a guard
+        return b.mul_number(g, Number::of_float(b.positive(y) ? 1.0 : 0.0), c);
+    }
 };
 
 struct Sigmoid {
@@ -127,6 +169,14 @@ struct Sigmoid {
     static Status derivative(double, double y, double* d) {  // s * (1 - s), from the output
         *d = F::mul(y, 1.0 - y);
         return Status::Ok;
+    }
+    template <class B>
+    static Status gradient(B& b, typename B::Id, typename B::Id y, typename B::Id g,
+                           typename B::Id* c) {  // y * (1.0 - y) * g
+        typename B::Id rest, local;
+        Status s = b.one_minus(y, &rest);
+        if (s == Status::Ok) s = b.mul(y, rest, &local);
+        return s == Status::Ok ? b.mul(local, g, c) : s;
     }
 };
 

@@ -5,8 +5,11 @@ side: it returns the gradients instead of storing them, so no Value's
 ``grad`` changes (``Value.grad`` stays a float that belongs to
 ``backward()``).  With ``create_graph=True`` the sweep is written with Value
 operations, so each gradient is a Value whose own graph can be
-differentiated again; the same code runs on ``agrad.Value`` and
-``agrad.pure.Value``, and gives the same bits on both.
+differentiated again.  The sweeps below are the specification, and run for
+``agrad.pure.Value``; for ``agrad.Value`` the engine runs the same sweeps in
+C++ (``_core._grad_sweep``, ``cpp/higher.cpp``), making the very Value
+operations written here, in the same order: the same bits on both engines,
+and a Hessian-vector product costs a few gradients, not a Python loop.
 
 Why the results are exact:
 
@@ -60,19 +63,9 @@ from agrad._core import RecordingError
 
 __all__ = ["grad", "hessian", "hvp"]
 
-# The kinds of node the sweep knows.
+# The kinds of node the sweep knows (_SUM and _DOT: the fused nodes of the
+# compiled engine, whose sweeps are cpp/higher.cpp's; agrad.pure has none).
 _LEAF, _ADD, _MUL, _POW, _EXP, _LOG, _TANH, _RELU, _SIGMOID, _SUM, _DOT, _CUSTOM, _OWN = range(13)
-_NATIVE_KINDS = {
-    "+": _ADD,
-    "*": _MUL,
-    "exp": _EXP,
-    "log": _LOG,
-    "tanh": _TANH,
-    "ReLU": _RELU,
-    "sigmoid": _SIGMOID,
-    "sum": _SUM,
-    "dot": _DOT,
-}
 
 
 def _closure_codes() -> dict[types.CodeType, int]:
@@ -100,28 +93,8 @@ def _closure_codes() -> dict[types.CodeType, int]:
 _PURE_KINDS = _closure_codes()
 
 
-def _exponent(op: str) -> int | float:
-    """k of an ``'**k'`` op: the text is ``str(k)``, which reads back exactly."""
-    text = op[2:]
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
-def _describe_native(v: Any) -> tuple[int, tuple, Any]:
-    children = v._children
-    if not children:
-        return _LEAF, children, None
-    if _core._is_custom(v):
-        return _CUSTOM, children, None
-    op = v._op
-    if op.startswith("**"):
-        return _POW, children, _exponent(op)
-    return _NATIVE_KINDS[op], children, None
-
-
-def _describe_pure(v: Any) -> tuple[int, tuple, Any]:
+def _describe(v: Any) -> tuple[int, tuple, Any]:
+    """A pure node's kind, children and (for ``**``) exponent."""
     children = v._children
     fn = v._backward
     if fn is pure._no_local_gradient:
@@ -134,47 +107,37 @@ def _describe_pure(v: Any) -> tuple[int, tuple, Any]:
     return kind, children, None
 
 
-def _walk(root: Any, describe: Any) -> list[tuple]:
-    """The steps of ``backward()``, in its post-order: (node, kind, children,
-    k, term), term -1 for the node's own step, else a fused node's term whose
-    step the compiled engine places right after that term's subtree."""
+def _walk(root: Any) -> list[tuple]:
+    """The nodes in ``backward()``'s post-order: (node, kind, children, k).
+    (The compiled engine's fused nodes add a step per term, placed right
+    after that term's subtree: ``Graph::topological_order``.)"""
     order: list[tuple] = []
     seen = {id(root)}
-    kind, children, k = describe(root)
-    # node, kind, children, k, next child, term pending
-    stack: list[list] = [[root, kind, children, k, 0, False]]
+    stack: list[list] = [[root, *_describe(root), 0]]  # node, kind, children, k, next child
     while stack:
         top = stack[-1]
-        node, kind, children, k, j, pending = top
-        if pending:
-            order.append((node, kind, children, k, j - 1))
-            top[5] = False
+        node, kind, children, k, j = top
         descended = False
         while j < len(children):
             c = children[j]
-            ends_term = kind == _SUM or (kind == _DOT and j & 1)
             j += 1
             if id(c) not in seen:
                 seen.add(id(c))
                 top[4] = j
-                top[5] = ends_term
-                ckind, cchildren, ck = describe(c)
-                stack.append([c, ckind, cchildren, ck, 0, False])
+                stack.append([c, *_describe(c), 0])
                 descended = True
                 break
-            if ends_term:
-                order.append((node, kind, children, k, j - 1))
         if not descended:
-            order.append((node, kind, children, k, -1))
+            order.append((node, kind, children, k))
             stack.pop()
     return order
 
 
-def _engine(output: Any) -> tuple[type, Any]:
+def _engine(output: Any) -> type:
     if isinstance(output, _core.Value):
-        return _core.Value, _describe_native
+        return _core.Value
     if isinstance(output, pure.Value):
-        return pure.Value, _describe_pure
+        return pure.Value
     raise TypeError(f"output must be an agrad Value, not {type(output).__name__!r}")
 
 
@@ -195,8 +158,8 @@ def _check_inputs(inputs: Any, value_class: type, what: str = "inputs") -> list:
 def _relevant(order: list[tuple], wanted: set[int]) -> set[int]:
     """The nodes that lead to an input (children come first in the order)."""
     relevant: set[int] = set()
-    for node, _kind, children, _k, term in order:
-        if term == -1 and (id(node) in wanted or any(id(c) in relevant for c in children)):
+    for node, _kind, children, _k in order:
+        if id(node) in wanted or any(id(c) in relevant for c in children):
             relevant.add(id(node))
     return relevant
 
@@ -215,36 +178,20 @@ def _refuse(kind: int, node: Any, create_graph: bool) -> None:
         )
 
 
-def _float_sweep(output: Any, inputs: list, describe: Any) -> list[float]:
+def _float_sweep(output: Any, inputs: list) -> list[float]:
     """backward()'s sweep in floats, into a dict instead of the nodes' grads:
     pure.py's formulas, through its _fadd and _fmul (their NaN rule)."""
-    order = _walk(output, describe)
-    wanted = {id(v) for v in inputs}
-    relevant = _relevant(order, wanted)
+    order = _walk(output)
+    relevant = _relevant(order, {id(v) for v in inputs})
     grads: dict[int, float] = {id(output): 1.0}
     get = grads.get
     power, add, mul = pure.power, pure._fadd, pure._fmul
-    for node, kind, children, k, term in reversed(order):
-        if id(node) not in relevant or kind == _LEAF:
-            continue
-        # (0.0 if only hand-made nodes lead here: backward() passes that 0.0 on too)
-        g = get(id(node), 0.0)
-        if term != -1:  # a fused node's term: the chain's link holds 0.0 + g
-            g = add(0.0, g)
-            if kind == _SUM:
-                c = children[term]
-                if id(c) in relevant:
-                    grads[id(c)] = add(get(id(c), 0.0), g)
-            else:
-                w, x = children[term - 1], children[term]
-                if id(w) in relevant:
-                    grads[id(w)] = add(get(id(w), 0.0), mul(x.data, g))
-                if id(x) in relevant:
-                    grads[id(x)] = add(get(id(x), 0.0), mul(w.data, g))
-            continue
-        if kind in (_SUM, _DOT, _CUSTOM):  # terms have steps of their own; custom: none
+    for node, kind, children, k in reversed(order):
+        if id(node) not in relevant or kind in (_LEAF, _CUSTOM):  # custom: no local gradient
             continue
         _refuse(kind, node, False)
+        # (0.0 if only hand-made nodes lead here: backward() passes that 0.0 on too)
+        g = get(id(node), 0.0)
         a = children[0]
         if kind == _ADD:
             b = children[1]
@@ -280,13 +227,11 @@ def _float_sweep(output: Any, inputs: list, describe: Any) -> list[float]:
     return [get(id(v), 0.0) for v in inputs]
 
 
-def _graph_sweep(output: Any, inputs: list, value_class: type, describe: Any) -> list:
+def _graph_sweep(output: Any, inputs: list) -> list:
     """The same sweep with Value operations: each gradient a differentiable Value."""
-    order = _walk(output, describe)
-    wanted = {id(v) for v in inputs}
-    relevant = _relevant(order, wanted)
-    native = value_class is _core.Value
-    seed = value_class(1.0)
+    order = _walk(output)
+    relevant = _relevant(order, {id(v) for v in inputs})
+    seed = pure.Value(1.0)
     # per node: its contributions so far, and whether the first is a gradient
     # passed on unchanged (never -0.0, so 0.0 + it is itself)
     arrived: dict[int, list] = {}
@@ -310,32 +255,18 @@ def _graph_sweep(output: Any, inputs: list, value_class: type, describe: Any) ->
         parts = arrived.pop(key)
         if len(parts) == 1 and first_safe[key]:
             g = parts[0]
-        elif native:
-            g = _core.sum(parts)  # 0 + c1 + c2 + ..., one node
-        else:
+        else:  # 0 + c1 + c2 + ... (the compiled engine: agrad.sum(parts), one node)
             g = parts[0] if first_safe[key] else parts[0] + 0.0
             for part in parts[1:]:
                 g = g + part
         gradient[key] = g
         return g
 
-    for node, kind, children, k, term in reversed(order):
+    for node, kind, children, k in reversed(order):
         if id(node) not in relevant:
             continue
-        if term != -1:
-            # 0.0 + g is g: a node's gradient is never -0.0
-            g = gradient[id(node)]
-            if kind == _SUM:
-                give(children[term], g, True)
-            else:
-                w, x = children[term - 1], children[term]
-                if id(w) in relevant:
-                    give(w, x * g, False)
-                if id(x) in relevant:
-                    give(x, w * g, False)
-            continue
         g = settle(node)
-        if kind in (_LEAF, _SUM, _DOT):
+        if kind == _LEAF:
             continue
         _refuse(kind, node, True)
         a = children[0]
@@ -361,7 +292,7 @@ def _graph_sweep(output: Any, inputs: list, value_class: type, describe: Any) ->
             # keeps the replay on its floats-only path (the same product).  Only
             # a NaN k needs to be the left operand (two NaNs give the left one's)
             p = a ** float(k - 1)
-            local = value_class(float(k)) * p if k != k else p * float(k)
+            local = pure.Value(float(k)) * p if k != k else p * float(k)
         elif kind == _EXP:
             local = node
         elif kind == _LOG:
@@ -383,9 +314,20 @@ def _graph_sweep(output: Any, inputs: list, value_class: type, describe: Any) ->
             out.append(gradient[key])
         else:  # not in the output's graph
             if zero is None:
-                zero = value_class(0.0)
+                zero = pure.Value(0.0)
             out.append(zero)
     return out
+
+
+def _sweep(output: Any, inputs: list, create_graph: bool) -> list:
+    """The gradients, each engine's way: the compiled engine's sweeps are
+    ``_core._grad_sweep``, the same steps and operations as the Python ones."""
+    if isinstance(output, _core.Value):
+        result = _core._grad_sweep(output, inputs, create_graph)
+        if isinstance(result, _core.Value):  # a node made by hand on the way
+            _refuse(_CUSTOM, result, True)
+        return result
+    return _graph_sweep(output, inputs) if create_graph else _float_sweep(output, inputs)
 
 
 def _refuse_while_recording(output: Any, name: str) -> None:
@@ -424,14 +366,12 @@ def grad(output: Any, inputs: Sequence[Any], create_graph: bool = False) -> list
     >>> x.grad                          # untouched
     0.0
     """
-    value_class, describe = _engine(output)
-    inputs = _check_inputs(inputs, value_class)
+    inputs = _check_inputs(inputs, _engine(output))
     if type(create_graph) is not bool:
         raise TypeError(f"create_graph must be a bool, not {type(create_graph).__name__!r}")
-    if create_graph:
-        return _graph_sweep(output, inputs, value_class, describe)
-    _refuse_while_recording(output, "grad(create_graph=False)")
-    return _float_sweep(output, inputs, describe)
+    if not create_graph:
+        _refuse_while_recording(output, "grad(create_graph=False)")
+    return _sweep(output, inputs, create_graph)
 
 
 def hessian(output: Any, inputs: Sequence[Any], create_graph: bool = False) -> np.ndarray:
@@ -451,22 +391,21 @@ def hessian(output: Any, inputs: Sequence[Any], create_graph: bool = False) -> n
     >>> h.tolist()
     [[4.0, 6.0], [6.0, 7.38905609893065]]
     """
-    value_class, describe = _engine(output)
-    inputs = _check_inputs(inputs, value_class)
+    inputs = _check_inputs(inputs, _engine(output))
     if type(create_graph) is not bool:
         raise TypeError(f"create_graph must be a bool, not {type(create_graph).__name__!r}")
     if not create_graph:
         _refuse_while_recording(output, "hessian")
-    first = _graph_sweep(output, inputs, value_class, describe)
+    first = _sweep(output, inputs, True)
     n = len(inputs)
     if create_graph:
         entries = np.empty((n, n), dtype=object)
         for i, g in enumerate(first):
-            entries[i, :] = _graph_sweep(g, inputs, value_class, describe)
+            entries[i, :] = _sweep(g, inputs, True)
         return entries
     h = np.zeros((n, n), dtype=np.float64)
     for i, g in enumerate(first):
-        h[i, :] = _float_sweep(g, inputs, describe)
+        h[i, :] = _sweep(g, inputs, False)
     return h
 
 
@@ -499,15 +438,15 @@ def hvp(output: Any, inputs: Sequence[Any], vector: Sequence[float]) -> list[flo
     >>> agrad.hvp(x * x * y, [x, y], [1.0, 0.0])    # the Hessian's first column
     [4.0, 6.0]
     """
-    value_class, describe = _engine(output)
+    value_class = _engine(output)
     inputs = _check_inputs(inputs, value_class)
     v = _check_vector(vector, len(inputs))
     _refuse_while_recording(output, "hvp")
-    g = _graph_sweep(output, inputs, value_class, describe)
+    g = _sweep(output, inputs, True)
     if value_class is _core.Value:
         directional = _core.dot(g, v)
     else:  # the chain agrad.dot stands for: 0 + g0*v0 + g1*v1 + ...
         directional = builtins.sum(gi * vi for gi, vi in zip(g, v, strict=True))
     if not isinstance(directional, value_class):  # no inputs: a plain 0
         return []
-    return _float_sweep(directional, inputs, describe)
+    return _sweep(directional, inputs, False)

@@ -6,6 +6,7 @@
 //   fused.cpp       agrad.sum and agrad.dot, one node each
 //   compile.cpp     agrad.compile: recording, guards, refusals, arguments, Program
 //   parameters.cpp  an optimizer's parameters moved in one call each way
+//   higher.cpp      agrad.grad's sweeps (second derivatives)
 // The rules every file keeps, and why Value is not a py::class_, are at the
 // top of module.cpp.
 #pragma once
@@ -160,5 +161,6 @@ void register_value(py::module_& m);
 void register_fused(py::module_& m);
 void register_compile(py::module_& m);
 void register_parameters(py::module_& m);
+void register_higher(py::module_& m);
 
 }  // namespace agrad::binding

@@ -64,6 +64,7 @@ void define_module(py::module_& m) {
     register_fused(m);
     register_compile(m);
     register_parameters(m);
+    register_higher(m);
     m.def(
         "_live_nodes", [] { return graph->live_nodes(); },
         "How many nodes the engine holds now (for tests and benchmarks).");

@@ -601,15 +601,6 @@ void register_value(py::module_& m) {
     m.def("_restore_leaf", &make_leaf, py::arg("data"), py::arg("grad"), py::arg("label"),
           "A leaf with this data, grad and label: how a pickled Value comes back.");
     if (!restore_leaf) restore_leaf = py::object(m.attr("_restore_leaf")).release().ptr();
-    // agrad.higher builds a node's local gradient from its _op, and a node made
-    // by hand may carry any _op ("+" included) while having no local gradient.
-    m.def(
-        "_is_custom",
-        [](py::handle v) {
-            return graph->op(node_of_value(v, "expected a Value, not")) == Op::Custom;
-        },
-        py::arg("value"),
-        "Whether a Value was made by hand (Value(data, _children, _op)): no local gradient.");
 }
 
 }  // namespace agrad::binding
