@@ -424,3 +424,126 @@ def test_nan_gradients_have_backwards_bits():
         assert list(map(exact, got)) == [exact(x.grad), exact(y.grad)]
         results.append((list(map(exact, got)), list(map(exact, created))))
     assert results[0] == results[1]
+
+
+# -- the compiled engine's sweeps (C++) against agrad.pure's (the Python specification)
+
+# Numbers of every kind the sweeps meet: ints, floats, signed zeros, NaNs of
+# both signs, infinities.
+special = st.sampled_from([math.nan, -math.nan, math.inf, -math.inf, 0.0, -0.0, 0, 1, -2])
+number = st.floats(-3.0, 3.0, allow_subnormal=False) | st.integers(-3, 3) | special
+constant = st.sampled_from([2, 3, -1, 0, 0.5, -0.5, 1.5, 2.0, -2.0, 0.0, math.nan, math.inf])
+# Each operation on registers a and b and a constant c; ops: sum and dot.
+OPERATIONS = {
+    "+": lambda ops, a, b, c: a + b,
+    "-": lambda ops, a, b, c: a - b,
+    "*": lambda ops, a, b, c: a * b,
+    "/": lambda ops, a, b, c: a / b,
+    "k": lambda ops, a, b, c: c * a,
+    "k-": lambda ops, a, b, c: c - a,
+    "k/": lambda ops, a, b, c: c / a,
+    "neg": lambda ops, a, b, c: -a,
+    "**": lambda ops, a, b, c: a**c,
+    "exp": lambda ops, a, b, c: a.exp(),
+    "log": lambda ops, a, b, c: a.log(),
+    "tanh": lambda ops, a, b, c: a.tanh(),
+    "relu": lambda ops, a, b, c: a.relu(),
+    "sigmoid": lambda ops, a, b, c: a.sigmoid(),
+    "sum": lambda ops, a, b, c: ops.sum([a, b, a * b]),
+    "sum-k": lambda ops, a, b, c: ops.sum([c, a, 1.5, b]),  # constants ahead of the first Value
+    "dot": lambda ops, a, b, c: ops.dot([a, b, a], [b, a, a]),
+    "dot-k": lambda ops, a, b, c: ops.dot([a, c, b], [2.0, b, a]),  # constants on either side
+}
+every_operation = st.tuples(
+    st.sampled_from(sorted(OPERATIONS)), st.integers(0, 30), st.integers(0, 30), constant
+)
+
+
+def build_registers(program, V, xs):
+    """Every node a program makes, in order: operations on the leaves xs and on
+    earlier results (so operands are shared), constants on either side, and
+    fused sums and dots (the builtin chain on the pure engine)."""
+    ops = Ops(V)
+    regs = list(xs)
+    for kind, i, j, c in program:
+        regs.append(OPERATIONS[kind](ops, regs[i % len(regs)], regs[j % len(regs)], c))
+    return regs
+
+
+def bits(x):
+    """Nested results as exact bits: a Value by its data."""
+    if isinstance(x, (list, tuple)):
+        return [bits(y) for y in x]
+    if isinstance(x, (agrad.Value, agrad.pure.Value)):
+        return exact(x.data)
+    return exact(x)
+
+
+def everything_grad_gives(out, inputs):
+    """Each of agrad.grad's results, first and second order, as bits, or the
+    type of what it raised."""
+    steps = (
+        lambda: agrad.grad(out, inputs),
+        lambda: agrad.grad(out, inputs, create_graph=True),
+        lambda: [agrad.grad(g, inputs) for g in agrad.grad(out, inputs, create_graph=True)],
+        lambda: [
+            agrad.grad(g, inputs, create_graph=True)
+            for g in agrad.grad(out, inputs, create_graph=True)
+        ],
+    )
+    results = []
+    for step in steps:
+        try:
+            results.append(bits(step()))
+        except (ArithmeticError, ValueError) as error:
+            results.append(("raised", type(error)))
+    return results
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(every_operation, min_size=1, max_size=14),
+    st.lists(number, min_size=1, max_size=3),
+    st.lists(st.integers(0, 40), max_size=3),
+)
+def test_the_compiled_engines_sweeps_are_the_pure_specifications_bits(program, numbers, interior):
+    results = []
+    for V in ENGINES:
+        xs = [V(n) for n in numbers]
+        try:
+            regs = build_registers(program, V, xs)
+        except (ArithmeticError, ValueError) as error:
+            results.append(("build raised", type(error)))
+            continue
+        # leaves and interior nodes, one of them maybe twice
+        inputs = xs + [regs[k % len(regs)] for k in interior]
+        results.append(everything_grad_gives(regs[-1], inputs))
+    assert results[0] == results[1]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(every_operation, min_size=1, max_size=10),
+    st.lists(st.tuples(number, number), min_size=1, max_size=3),
+    st.lists(st.integers(0, 40), max_size=2),
+)
+def test_compiled_second_derivatives_replay_eagers_bits(program, pairs, interior):
+    def gradients(xs):
+        regs = build_registers(program, agrad.Value, xs)
+        inputs = list(xs) + [regs[k % len(regs)] for k in interior]
+        first = agrad.grad(regs[-1], inputs, create_graph=True)
+        return first + [h for g in first for h in agrad.grad(g, inputs, create_graph=True)]
+
+    def eager(numbers):
+        return gradients([agrad.Value(float(n)) for n in numbers])
+
+    compiled = agrad.compile(gradients)
+    calls = [[float(a) for a, _ in pairs], [float(b) for _, b in pairs]]
+    for numbers in calls + calls[:1]:
+        got = []
+        for f in (eager, compiled):
+            try:
+                got.append(bits(f(numbers)))
+            except (ArithmeticError, ValueError) as error:
+                got.append(("raised", type(error)))
+        assert got[0] == got[1]
