@@ -811,6 +811,68 @@ void test_table_of_operations() {
     CHECK(!agrad::is_unary(Op::Add) && !agrad::is_unary(Op::Pow) && !agrad::is_unary(Op::Sum));
 }
 
+// agrad.grad's sweeps (higher.cpp): backward()'s gradients without touching
+// any node's, and a gradient graph that can be differentiated again.
+int guards_seen = 0;
+bool last_guard = false;
+void note_guard(agrad::Comparison c, NodeId, Operand right, bool outcome) {
+    CHECK(c == agrad::Comparison::Greater && !right.is_node() && right.number.is_int);
+    ++guards_seen;
+    last_guard = outcome;
+}
+
+void test_second_derivatives() {
+    Graph g;
+    NodeId x = kept(g, g.leaf(F(3.0)));
+    NodeId y = kept(g, g.leaf(F(2.0)));
+    NodeId xx = kept(g, binary(g, Op::Mul, x, x));
+    NodeId f = kept(g, binary(g, Op::Mul, xx, y));  // x*x*y
+    NodeId r = 0;
+    built(g.unary(Op::Relu, y, &r));
+    r = kept(g, r);
+    NodeId terms[] = {f, r, with_number(g, Op::Mul, x, F(2.5))};
+    Operand ops[] = {Operand::of_node(terms[0]), Operand::of_node(terms[1]),
+                     Operand::of_node(terms[2])};
+    NodeId out = 0;
+    built(g.sum(ops, 3, I(0), &out));
+    out = kept(g, out);
+    NodeId outside = kept(g, g.leaf(F(1.0)));
+    const size_t live = g.live_nodes();
+
+    // the float sweep: backward()'s bits, every gradient left as it was
+    CHECK(g.backward(out) == Status::Ok);
+    const double bx = g.grad(x), by = g.grad(y);
+    g.set_grad(x, 100.0);
+    NodeId inputs[] = {x, y, xx, outside};
+    double got[4];
+    CHECK(g.gradients(out, inputs, 4, got) == Status::Ok);
+    CHECK(same_bits(got[0], bx) && same_bits(got[1], by));
+    CHECK(same_bits(got[2], 2.0) && same_bits(got[3], 0.0));  // an interior node; unreached
+    CHECK(same_bits(g.grad(x), 100.0) && same_bits(g.grad(xx), 2.0));
+
+    // the gradient graph: the same values, as nodes; relu's slope asks a guard
+    NodeId grads[4], refused = 0;
+    CHECK(g.gradient_graph(out, inputs, 4, note_guard, grads, &refused) == Status::Ok);
+    CHECK(refused == Graph::kNoNode);
+    CHECK(guards_seen == 1 && last_guard);
+    for (int i = 0; i < 4; ++i) CHECK(same_bits(g.value(grads[i]).as_double(), got[i]));
+    // differentiated again: d/dx and d/dy of 2xy + 2.5
+    double second[2];
+    CHECK(g.gradients(grads[0], inputs, 2, second) == Status::Ok);
+    CHECK(same_bits(second[0], 4.0) && same_bits(second[1], 6.0));
+    CHECK(same_bits(g.grad(x), 100.0));
+    for (NodeId id : grads) g.release(id);
+    CHECK(g.live_nodes() == live);  // the gradient graph went with its last reference
+
+    // a node made by hand on the way is refused with create_graph, passed over without
+    NodeId hand = kept(g, g.custom(F(1.0), &x, 1, "hand"));
+    NodeId via = kept(g, binary(g, Op::Mul, hand, y));
+    CHECK(g.gradients(via, inputs, 2, got) == Status::Ok);
+    CHECK(same_bits(got[0], 0.0) && same_bits(got[1], 1.0));
+    CHECK(g.gradient_graph(via, inputs, 2, nullptr, grads, &refused) == Status::Ok);
+    CHECK(refused == hand);
+}
+
 int main() {
     test_int_rules();
     test_float_rules();
@@ -828,6 +890,7 @@ int main() {
     test_replay_matches_recompute();
     test_nan_rule();
     test_table_of_operations();
+    test_second_derivatives();
     std::printf("engine: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
