@@ -54,7 +54,7 @@ import math
 import numbers
 import types
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -325,8 +325,8 @@ def _sweep(output: Any, inputs: list, create_graph: bool) -> list:
     if isinstance(output, _core.Value):
         result = _core._grad_sweep(output, inputs, create_graph)
         if isinstance(result, _core.Value):  # a node made by hand on the way
-            _refuse(_CUSTOM, result, True)
-        return result
+            _refuse(_CUSTOM, result, True)  # (raises)
+        return cast(list, result)
     return _graph_sweep(output, inputs) if create_graph else _float_sweep(output, inputs)
 
 
