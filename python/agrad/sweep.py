@@ -67,7 +67,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from agrad import linreg, studies, viz
 
@@ -102,6 +102,8 @@ RETRIES = 3
 
 # The columns every row has, before the study's weights and after them.
 _KEY = ["seed", "learning_rate", "batch_size", "epochs"]
+# a bootstrap's rows are known by the seed of their generator and their index
+_RESAMPLE_KEY = ["seed", "resample"]
 _HEAD = ["study", *_KEY, "mse", "least_squares_mse", "gap_to_least_squares", "seconds", "bias"]
 _TAIL = ["worker", "error"]
 #: How the error of a run given up as lost starts (a resume runs it again).
@@ -143,9 +145,15 @@ class RunSpec:
     samples: int | None  # None for bodyfat, whose rows are its data's
     data: studies.RegressionData | None  # bodyfat only
 
+    #: the columns that name a run in the record
+    KEY: ClassVar[list[str]] = _KEY
+
     @property
     def key(self) -> tuple[int, float, int, int]:
         return (self.seed, self.learning_rate, self.batch_size, self.epochs)
+
+    def run(self) -> dict[str, Any]:
+        return run_one(self)
 
 
 def _weight_names(study: str, data: studies.RegressionData | None) -> list[str]:
@@ -326,6 +334,10 @@ def _data_hash(data: studies.RegressionData) -> str:
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 
+def _kind(settings: dict) -> str:
+    return "a bootstrap" if settings.get("kind") == "bootstrap" else "a sweep"
+
+
 def _differences(before: dict, now: dict) -> str:
     return ", ".join(
         f"{k} {before.get(k)!r} there, {now.get(k)!r} now"
@@ -411,6 +423,7 @@ class _Store:
     ) -> None:
         self.columns = columns
         self.settings = settings
+        self.key = _key_columns(columns)
         self.rows: dict[tuple, dict[str, Any]] = {}
         self.directory = None if directory is None else os.fspath(directory)
         self._db: sqlite3.Connection | None = None
@@ -446,6 +459,11 @@ class _Store:
         # content (data_sha256) has to match
         before = {k: v for k, v in settings.items() if k != "data"}
         now = {k: v for k, v in self.settings.items() if k != "data"}
+        if before.get("kind") != now.get("kind"):
+            raise ValueError(
+                f"{self.directory} holds the runs of {_kind(before)}, not of {_kind(now)}; "
+                f"give another output directory"
+            )
         if before != now:
             what = (
                 f"other data (they were {settings.get('data')}; their content differs now)"
@@ -524,16 +542,19 @@ class _Store:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)  # left by a sweep killed while making it
         db = _connect(part)
+        # a column for each part of a run's name (a sweep's seed, learning_rate,
+        # batch_size, epochs; a bootstrap's seed, resample), which is the key
+        key = ", ".join(self.key)
+        named = ", ".join(
+            f"{name} {'INTEGER' if name in _INTS else 'REAL'} NOT NULL" for name in self.key
+        )
         try:
             db.executescript(
-                """
+                f"""
                 BEGIN;
                 CREATE TABLE sweep (name TEXT PRIMARY KEY, value TEXT NOT NULL);
                 CREATE TABLE runs (
-                    seed INTEGER NOT NULL, learning_rate REAL NOT NULL,
-                    batch_size INTEGER NOT NULL, epochs INTEGER NOT NULL,
-                    lost INTEGER NOT NULL, row TEXT NOT NULL,
-                    PRIMARY KEY (seed, learning_rate, batch_size, epochs));
+                    {named}, lost INTEGER NOT NULL, row TEXT NOT NULL, PRIMARY KEY ({key}));
                 """
             )
             db.executemany(
@@ -557,12 +578,11 @@ class _Store:
             raise
         self._db.execute("COMMIT")
 
-    @staticmethod
-    def _insert(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+    def _insert(self, db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
         # a row for a run already there replaces it only if that one was lost
         db.executemany(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (seed, learning_rate, batch_size, epochs) "
+            f"INSERT INTO runs VALUES ({', '.join('?' * (len(self.key) + 2))}) "
+            f"ON CONFLICT ({', '.join(self.key)}) "
             "DO UPDATE SET lost = excluded.lost, row = excluded.row WHERE runs.lost",
             [(*_key(row), not _finished(row), json.dumps(row)) for row in rows],
         )
@@ -582,11 +602,11 @@ class _Store:
         try:
             if self._db is not None:
                 assert self.directory is not None
+                # a sweep's by configuration, then seed
+                order = ", ".join(self.key if self.key is _RESAMPLE_KEY else [*_KEY[1:], "seed"])
                 rows = [
                     json.loads(row)
-                    for (row,) in self._db.execute(
-                        "SELECT row FROM runs ORDER BY learning_rate, batch_size, epochs, seed"
-                    )
+                    for (row,) in self._db.execute(f"SELECT row FROM runs ORDER BY {order}")
                 ]
                 self._db.close()
                 self._db = None
@@ -626,7 +646,7 @@ def _header_difference(found: list[str], expected: list[str]) -> str:
 
 
 _TEXT = {"study", "worker", "error"}
-_INTS = {"seed", "batch_size", "epochs"}
+_INTS = {"seed", "batch_size", "epochs", "resample"}
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -657,7 +677,8 @@ def _read_csv(
             f"{path} has the columns of another sweep ({_header_difference(header, columns)}); "
             f"give another output directory"
         )
-    missing = [name for name in (*_HEAD, *_TAIL) if name not in header]
+    head = ["study", *_RESAMPLE_KEY] if "resample" in header else _HEAD
+    missing = [name for name in (*head, *_TAIL) if name not in header]
     if header and missing:
         raise ValueError(f"{path} is not a sweep's runs: it has no column {missing[0]!r}")
     if len(set(header)) != len(header):
@@ -689,8 +710,8 @@ def _cell(text: str, name: str, where: str) -> Any:
     # out what float() and int() would also take but a sweep never writes
     # ("1_000", " 1"); an empty cell is a failed run's number, or no error
     if text == "":
-        if name in _KEY:
-            raise ValueError(f"{where}: no {name}, and a run is known by {', '.join(_KEY)}")
+        if name in _KEY or name in _RESAMPLE_KEY:
+            raise ValueError(f"{where}: no {name}, and a run is known by it")
         return None
     if name in _TEXT:
         return text
@@ -752,12 +773,14 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
     return frame
 
 
+def _key_columns(columns: Iterable[str]) -> list[str]:
+    """The columns that name a run: a bootstrap's (it has a resample) or a sweep's."""
+    return _RESAMPLE_KEY if "resample" in columns else _KEY
+
+
 def _key(row: dict[str, Any]) -> tuple:
-    return (
-        int(row["seed"]),
-        float(row["learning_rate"]),
-        int(row["batch_size"]),
-        int(row["epochs"]),
+    return tuple(
+        int(row[name]) if name in _INTS else float(row[name]) for name in _key_columns(row)
     )
 
 
@@ -802,7 +825,7 @@ def run_task(specs: list[RunSpec], data: studies.RegressionData | None) -> list[
     >>> [row["seed"] for row in run_task(specs, None)]
     [0, 1]
     """
-    return [run_one(replace(spec, data=data)) for spec in specs]
+    return [replace(spec, data=data).run() for spec in specs]
 
 
 _watching_parent = False
@@ -828,9 +851,9 @@ def _run_local_task(
     return run_task(specs, data)
 
 
-def _lost_rows(specs: list[RunSpec], why: str) -> list[dict[str, Any]]:
+def _lost_rows(specs: list[Any], why: str) -> list[dict[str, Any]]:
     return [
-        {"study": spec.study, **dict(zip(_KEY, spec.key, strict=True)), "error": f"{LOST}{why}"}
+        {"study": spec.study, **dict(zip(spec.KEY, spec.key, strict=True)), "error": f"{LOST}{why}"}
         for spec in specs
     ]
 
@@ -1111,7 +1134,104 @@ class _Ray:
 # ----------------------------------------------------------------- the sweep
 
 
-class Sweep:
+class _Plan:
+    """What a sweep and a bootstrap share: runs (``specs``, each with a
+    ``key`` and a ``run()``), their record (``store``) and a backend.
+    A subclass's ``__init__`` sets ``specs``, ``data``, ``store`` and
+    ``study``, and calls ``_where`` with the backend's arguments."""
+
+    specs: list[Any]
+    data: studies.RegressionData | None
+    store: _Store
+    study: str
+
+    def _where(
+        self, jobs: int | None, dask: str | None, ray: str | None, runs_per_task: int | None
+    ) -> None:
+        if sum(x is not None for x in (jobs, dask, ray)) > 1:
+            raise ValueError("give one of jobs, dask and ray")
+        if jobs is not None:
+            (jobs,) = _ints([jobs], "jobs", 1, 10_000)
+        if runs_per_task is not None:
+            (runs_per_task,) = _ints([runs_per_task], "runs per task", 1, MAX_RUNS)
+        for address, option in ((dask, "dask"), (ray, "ray")):
+            if address is not None and not isinstance(address, str):
+                raise TypeError(f"{option} is an address (a str), not {address!r}")
+        self._backend_args = (jobs, dask, ray)
+        self.runs_per_task = runs_per_task
+        self.backend: _Local | _Dask | _Ray | None = None
+
+    @property
+    def todo(self) -> list[Any]:
+        """The runs without a finished row."""
+        return [
+            spec
+            for spec in self.specs
+            if spec.key not in self.store.rows or not _finished(self.store.rows[spec.key])
+        ]
+
+    def connect(self) -> None:
+        """Start or reach the backend (before any run: an address that does
+        not answer is an error here)."""
+        if self.backend is not None:
+            return
+        jobs, dask, ray = self._backend_args
+        if dask is not None:
+            self.backend = _Dask(dask)
+        elif ray is not None:
+            self.backend = _Ray(ray)
+        else:
+            self.backend = _Local(jobs or os.cpu_count() or 1)
+
+    def open(self) -> None:
+        """Claim ``output`` until ``close`` (``RuntimeError`` while another
+        sweep or bootstrap holds it) and read what it holds now."""
+        self.store.open()
+
+    def close(self) -> None:
+        """Stop what ``connect`` started, write ``runs.csv`` from the record
+        and let ``output`` go."""
+        try:
+            self.store.close()
+        finally:
+            if self.backend is not None:
+                self.backend.close()
+                self.backend = None
+
+    def run(self, progress: bool | None = False) -> Any:
+        """Do the runs the results lack, filing each task's rows as it ends;
+        return the rows as a pandas DataFrame, in the order of ``specs``.
+        ``progress``: a progress bar on stderr (None: when stderr is a terminal)."""
+        self.open()
+        try:
+            todo = self.todo
+            if todo:
+                self.connect()
+                assert self.backend is not None
+                from tqdm import tqdm
+
+                bar = tqdm(
+                    total=len(todo),
+                    unit="run",
+                    disable=None if progress is None else not progress,
+                    desc=self.study,
+                )
+                failed = 0
+                try:
+                    for rows in self.backend.run(todo, self.data, self.runs_per_task):
+                        self.store.add(rows)
+                        failed += sum(row.get("error") is not None for row in rows)
+                        bar.update(len(rows))
+                        if failed:
+                            bar.set_postfix(failed=failed)
+                finally:
+                    bar.close()
+        finally:
+            self.store.close()
+        return _frame([self.store.rows[spec.key] for spec in self.specs], self.store.columns)
+
+
+class Sweep(_Plan):
     """A sweep checked and ready: the grid, the results so far, a backend.
 
     Everything that can be wrong with the arguments is raised here, before
@@ -1208,93 +1328,13 @@ class Sweep:
             for count in epoch_counts
             for seed in seeds
         ]
-        if sum(x is not None for x in (jobs, dask, ray)) > 1:
-            raise ValueError("give one of jobs, dask and ray")
-        if jobs is not None:
-            (jobs,) = _ints([jobs], "jobs", 1, 10_000)
-        if runs_per_task is not None:
-            (runs_per_task,) = _ints([runs_per_task], "runs per task", 1, MAX_RUNS)
-        for address, option in ((dask, "dask"), (ray, "ray")):
-            if address is not None and not isinstance(address, str):
-                raise TypeError(f"{option} is an address (a str), not {address!r}")
-        self._backend_args = (jobs, dask, ray)
-        self.runs_per_task = runs_per_task
+        self._where(jobs, dask, ray, runs_per_task)
         settings = {"study": study, "engine": engine, "samples": samples}
         if self.data is not None:
             settings["data"] = self.data.source
             settings["target"] = self.data.target
             settings["data_sha256"] = _data_hash(self.data)
         self.store = _Store(output, settings, _columns(study, self.data))
-        self.backend: _Local | _Dask | _Ray | None = None
-
-    @property
-    def todo(self) -> list[RunSpec]:
-        """The runs of the grid without a finished row."""
-        return [
-            spec
-            for spec in self.specs
-            if spec.key not in self.store.rows or not _finished(self.store.rows[spec.key])
-        ]
-
-    def connect(self) -> None:
-        """Start or reach the backend (before any run: an address that does
-        not answer is an error here)."""
-        if self.backend is not None:
-            return
-        jobs, dask, ray = self._backend_args
-        if dask is not None:
-            self.backend = _Dask(dask)
-        elif ray is not None:
-            self.backend = _Ray(ray)
-        else:
-            self.backend = _Local(jobs or os.cpu_count() or 1)
-
-    def open(self) -> None:
-        """Claim ``output`` for this sweep until ``close`` (``RuntimeError``
-        while another sweep holds it) and read what it holds now."""
-        self.store.open()
-
-    def close(self) -> None:
-        """Stop what ``connect`` started, write ``runs.csv`` from the record
-        and let ``output`` go."""
-        try:
-            self.store.close()
-        finally:
-            if self.backend is not None:
-                self.backend.close()
-                self.backend = None
-
-    def run(self, progress: bool | None = False) -> Any:
-        """Do the runs the results lack, filing each task's rows as it ends;
-        return the grid's rows as a pandas DataFrame, in grid order.
-        ``progress``: a progress bar on stderr (None: when stderr is a terminal)."""
-        self.open()
-        try:
-            todo = self.todo
-            if todo:
-                self.connect()
-                assert self.backend is not None
-                from tqdm import tqdm
-
-                bar = tqdm(
-                    total=len(todo),
-                    unit="run",
-                    disable=None if progress is None else not progress,
-                    desc=self.study,
-                )
-                failed = 0
-                try:
-                    for rows in self.backend.run(todo, self.data, self.runs_per_task):
-                        self.store.add(rows)
-                        failed += sum(row.get("error") is not None for row in rows)
-                        bar.update(len(rows))
-                        if failed:
-                            bar.set_postfix(failed=failed)
-                finally:
-                    bar.close()
-        finally:
-            self.store.close()
-        return _frame([self.store.rows[spec.key] for spec in self.specs], self.store.columns)
 
 
 def sweep(study: str, *, progress: bool = False, **options: Any) -> Any:
