@@ -58,6 +58,7 @@ import io
 import json
 import math
 import os
+import random
 import re
 import socket
 import sqlite3
@@ -66,25 +67,35 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from agrad import linreg, studies, viz
 
 __all__ = [
+    "BOOTSTRAP_FIT",
+    "BOOTSTRAP_STUDIES",
     "LOST",
     "MAX_RUNS",
     "RETRIES",
     "STUDIES",
+    "Bootstrap",
+    "BootstrapResult",
+    "Resample",
     "RunSpec",
     "Sweep",
+    "bootstrap",
     "parse_learning_rates",
     "parse_seeds",
     "plot",
+    "plot_bootstrap",
     "read_runs",
+    "resample_rows",
     "run_one",
+    "run_resample",
     "run_task",
     "summarize",
+    "summarize_bootstrap",
     "sweep",
 ]
 
@@ -1444,3 +1455,307 @@ def plot(runs: Any, directory: str | os.PathLike) -> list[str]:
         )
     )
     return written
+
+
+# ------------------------------------------------------------- the bootstrap
+
+#: The studies a bootstrap resamples: body fat (the bundled data or a CSV).
+BOOTSTRAP_STUDIES = ("bodyfat",)
+#: How a resample is fitted: one full step of Newton's method on all its
+#: rows, which lands on their least-squares weights (to about 1e-10).
+BOOTSTRAP_FIT = {"method": "newton", "epochs": 1, "learning_rate": 1.0}
+
+
+@dataclass(frozen=True)
+class Resample:
+    """One resample of a bootstrap, picklable like a ``RunSpec``: the data's
+    rows drawn with replacement by ``resample_rows(seed, resample, n)``, and
+    the least-squares weights of the study's model on them, fitted by agrad.
+
+    >>> from agrad import studies
+    >>> from agrad.sweep import Resample
+    >>> spec = Resample("bodyfat", 42, 0, "native", studies.load_regression_data())
+    >>> spec.key, round(spec.run()["w_abdomen"], 3)
+    ((42, 0), 11.173)
+    """
+
+    study: str
+    seed: int
+    resample: int
+    engine: str
+    data: studies.RegressionData | None  # sent to a worker once for all its resamples
+
+    KEY: ClassVar[list[str]] = _RESAMPLE_KEY
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.seed, self.resample)
+
+    def run(self) -> dict[str, Any]:
+        return run_resample(self)
+
+
+def resample_rows(seed: int, resample: int, n: int) -> Any:
+    """The rows of resample ``resample``: ``n`` indices of ``range(n)`` drawn
+    with replacement from ``numpy.random.default_rng([seed, resample])``, so
+    they depend on the seed and the resample's index alone.
+
+    >>> from agrad.sweep import resample_rows
+    >>> resample_rows(42, 0, 5).tolist()
+    [0, 3, 3, 2, 2]
+    """
+    import numpy as np
+
+    return np.random.default_rng([seed, resample]).integers(0, n, size=n)
+
+
+def run_resample(spec: Resample) -> dict[str, Any]:
+    """Fit one resample where this is called (any worker) and return its row:
+    the weights on the features as z-scores of all the data (the study's
+    scale, so they compare with its weights and standard errors), by
+    ``linreg.train(..., method="newton")``.  A fit that fails (a singular
+    Hessian: a resample of too few distinct rows) is a row with its error.
+
+    >>> from agrad import studies
+    >>> from agrad.sweep import Resample, run_resample
+    >>> row = run_resample(Resample("bodyfat", 42, 1, "pure", studies.load_regression_data()))
+    >>> row["resample"], round(row["w_abdomen"], 3), "error" in row
+    (1, 8.177, False)
+    """
+    data = spec.data
+    assert data is not None
+    names = list(data.feature_names)
+    row: dict[str, Any] = {
+        "study": spec.study,
+        "seed": spec.seed,
+        "resample": spec.resample,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+    start = time.perf_counter()
+    X_norm, _mean, _std = linreg.standardize(data.X, names)
+    rows = resample_rows(spec.seed, spec.resample, len(data.ys)).tolist()
+    xs, ys = [X_norm[i] for i in rows], [data.ys[i] for i in rows]
+    # the starting weights (which Newton's step leaves) from the seed alone
+    model = linreg.LinReg(
+        n_inputs=len(names),
+        feature_names=names,
+        value_class=linreg.ENGINES[spec.engine],
+        rng=random.Random(spec.seed),
+    )
+    try:
+        linreg.train(
+            model,
+            xs,
+            ys,
+            BOOTSTRAP_FIT["learning_rate"],
+            BOOTSTRAP_FIT["epochs"],
+            method=BOOTSTRAP_FIT["method"],
+            log_every=None,
+        )
+    except (ArithmeticError, ValueError) as error:
+        row["seconds"] = time.perf_counter() - start
+        row["error"] = f"{type(error).__name__}: {error}"
+        return row
+    fit = linreg.model_fit(model, xs, ys)
+    row["seconds"] = time.perf_counter() - start
+    row["mse"] = float(fit.mse)
+    row["bias"] = float(fit.bias)
+    for name, weight in zip(names, fit.weights, strict=True):
+        row[f"w_{name}"] = float(weight)
+    return row
+
+
+def _bootstrap_columns(data: studies.RegressionData) -> list[str]:
+    weights = [f"w_{name}" for name in data.feature_names]
+    return ["study", *_RESAMPLE_KEY, "mse", "seconds", "bias", *weights, *_TAIL]
+
+
+class Bootstrap(_Plan):
+    """A bootstrap checked and ready: ``resamples`` resamples of the study's
+    data, each a run on a backend as a sweep's are (``jobs``, ``dask``,
+    ``ray``, ``runs_per_task``), filed in ``output`` and resumed from it.
+
+    Also holds the Hessian's answer on all the data (``uncertainty``, from
+    ``linreg.uncertainty``: statsmodels' standard errors and intervals at
+    ``confidence``), computed here, before any run.  Bad arguments raise
+    here: ``TypeError``, ``ValueError``, ``ConnectionError`` (at ``connect``),
+    ``ImportError`` for a missing extra.
+
+    >>> from agrad.sweep import Bootstrap
+    >>> plan = Bootstrap(resamples=3, jobs=1)
+    >>> [spec.key for spec in plan.todo]
+    [(42, 0), (42, 1), (42, 2)]
+    >>> rows = plan.run()
+    >>> plan.close()
+    >>> rows[["seed", "resample"]].values.tolist()
+    [[42, 0], [42, 1], [42, 2]]
+    """
+
+    def __init__(
+        self,
+        study: str = "bodyfat",
+        *,
+        resamples: int = 1000,
+        seed: int = 42,
+        engine: str = "native",
+        data: studies.RegressionData | str | os.PathLike | None = None,
+        target: str | None = None,
+        confidence: float = 0.95,
+        output: str | os.PathLike | None = None,
+        jobs: int | None = None,
+        dask: str | None = None,
+        ray: str | None = None,
+        runs_per_task: int | None = None,
+    ) -> None:
+        if study not in BOOTSTRAP_STUDIES:
+            raise ValueError(
+                f"the bootstrap resamples {', '.join(BOOTSTRAP_STUDIES)}, not {study!r}"
+            )
+        for value, what in ((resamples, "resamples"), (seed, "seed")):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{what} must be a whole number (an int), not {value!r}")
+        if not 1 <= resamples <= MAX_RUNS:
+            raise ValueError(f"resamples must be between 1 and {MAX_RUNS}, not {resamples}")
+        if not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be a whole number 0 or more, not {seed}")
+        if engine not in linreg.ENGINES:
+            raise ValueError(
+                f"unknown engine {engine!r}; the engines are {', '.join(sorted(linreg.ENGINES))}"
+            )
+        if not isinstance(data, studies.RegressionData):
+            data = studies.load_regression_data(data, target)
+        elif target is not None and target != data.target:
+            raise ValueError(f"target {target!r} differs from the data's target {data.target!r}")
+        X_norm, _mean, _std = linreg.standardize(data.X, data.feature_names)
+        #: the Hessian's standard errors and intervals on all the data
+        self.uncertainty = linreg.uncertainty(
+            X_norm,
+            data.ys,
+            data.feature_names,
+            confidence=confidence,
+            value_class=linreg.ENGINES[engine],
+        )
+        self.study = study
+        self.data = data
+        self.seed = seed
+        self.specs = [Resample(study, seed, i, engine, data) for i in range(resamples)]
+        self._where(jobs, dask, ray, runs_per_task)
+        settings = {
+            "kind": "bootstrap",
+            "study": study,
+            "engine": engine,
+            "fit": BOOTSTRAP_FIT,
+            "data": data.source,
+            "target": data.target,
+            "data_sha256": _data_hash(data),
+        }
+        self.store = _Store(output, settings, _bootstrap_columns(data))
+
+
+def summarize_bootstrap(rows: Any, u: linreg.Uncertainty) -> Any:
+    """Per weight (the features', then the bias): the least-squares
+    ``estimate`` on all the data; over the finished resamples the bootstrap
+    standard error (their standard deviation) and percentile interval at
+    ``u.confidence``; beside them the Hessian's standard error and interval
+    (``u``).  A pandas DataFrame indexed by the weights' names; its
+    ``attrs`` say how many resamples were used and how many failed.
+
+    >>> from agrad.sweep import Bootstrap, summarize_bootstrap
+    >>> plan = Bootstrap(resamples=4, jobs=1)
+    >>> table = summarize_bootstrap(plan.run(), plan.uncertainty)
+    >>> list(table.columns)[:4], table.attrs["resamples"]
+    (['estimate', 'bootstrap_se', 'bootstrap_low', 'bootstrap_high'], 4)
+    """
+    import numpy as np
+    import pandas as pd
+
+    columns = [f"w_{name}" for name in u.names[:-1]] + ["bias"]
+    finished = rows[rows["error"].isna()]
+    if finished.empty:
+        raise ValueError("no resample was fitted: there is no bootstrap to summarize")
+    weights = finished[columns].to_numpy(dtype=float)
+    tail = (1 - u.confidence) / 2
+    low, high = np.quantile(weights, [tail, 1 - tail], axis=0)
+    table = pd.DataFrame(
+        {
+            "estimate": u.estimates,
+            "bootstrap_se": weights.std(axis=0, ddof=1) if len(weights) > 1 else np.nan,
+            "bootstrap_low": low,
+            "bootstrap_high": high,
+            "hessian_se": u.standard_errors,
+            "hessian_low": u.intervals[:, 0],
+            "hessian_high": u.intervals[:, 1],
+        },
+        index=pd.Index(u.names, name="weight"),
+    )
+    table.attrs.update(
+        resamples=len(finished), failed=len(rows) - len(finished), confidence=u.confidence
+    )
+    return table
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """A bootstrap's resamples (``rows``, one per resample: the weights and
+    bias fitted on it), the Hessian's ``uncertainty`` on all the data, and
+    the two side by side per weight (``summary``, see ``summarize_bootstrap``).
+
+    >>> from agrad.sweep import bootstrap
+    >>> result = bootstrap(resamples=3, jobs=1)
+    >>> len(result.rows), result.uncertainty.names[-1], result.summary.attrs["failed"]
+    (3, 'bias', 0)
+    """
+
+    rows: Any = field(repr=False)
+    uncertainty: linreg.Uncertainty = field(repr=False)
+    summary: Any
+
+
+def bootstrap(study: str = "bodyfat", *, progress: bool = False, **options: Any) -> BootstrapResult:
+    """Resample the study's data ``resamples`` times with replacement, fit
+    each resample's least-squares weights by agrad (a run each, on the
+    backend given as for ``sweep``), and compare the spread of the weights
+    with the Hessian's standard errors and intervals.  See ``Bootstrap`` for
+    the options; ``output=DIR`` files the resamples and resumes from them.
+
+    >>> from agrad.sweep import bootstrap
+    >>> result = bootstrap(resamples=4, jobs=1)
+    >>> len(result.rows), round(float(result.summary.loc["abdomen", "estimate"]), 3)
+    (4, 9.459)
+    """
+    plan = Bootstrap(study, **options)
+    try:
+        rows = plan.run(progress=progress)
+    finally:
+        plan.close()
+    return BootstrapResult(rows, plan.uncertainty, summarize_bootstrap(rows, plan.uncertainty))
+
+
+def plot_bootstrap(result: BootstrapResult, directory: str | os.PathLike) -> str:
+    """Each weight's bootstrap interval and Hessian interval side by side
+    (horizontal error bars around the least-squares weight), as
+    ``DIR/bootstrap-bodyfat-intervals.png``; returns its path.
+
+    >>> import os, tempfile
+    >>> from agrad.sweep import bootstrap, plot_bootstrap
+    >>> result = bootstrap(resamples=4, jobs=1)
+    >>> os.path.basename(plot_bootstrap(result, tempfile.mkdtemp()))
+    'bootstrap-bodyfat-intervals.png'
+    """
+    table = result.summary.drop(index="bias")  # on another scale: the mean of the target
+    level = f"{100 * table.attrs['confidence']:g}%"
+    study = str(result.rows["study"].iloc[0])
+    return viz.plot_intervals(
+        list(table.index),
+        table["estimate"].to_numpy(),
+        {
+            f"{level} bootstrap percentile interval ({table.attrs['resamples']} resamples)": table[
+                ["bootstrap_low", "bootstrap_high"]
+            ].to_numpy(),
+            f"{level} interval from the Hessian (t)": table[
+                ["hessian_low", "hessian_high"]
+            ].to_numpy(),
+        },
+        os.path.join(directory, f"bootstrap-{study}-intervals.png"),
+        title="Least-squares weights (features as z-scores): bootstrap against Hessian",
+    )
