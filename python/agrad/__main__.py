@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -525,6 +526,33 @@ def run_sweep(args) -> None:
         )
     except (ValueError, TypeError, ImportError) as error:
         args.parser.error(str(error))
+    runs = _run_plan(args, plan, f"{args.study}: {len(plan.specs)} runs")
+    table = sweep.summarize(runs)
+    measure = table.attrs["measure"]
+    print(
+        "\nOver seeds, per configuration: "
+        + ("the gap to least squares (% above)" if measure != "mse" else "the MSE")
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    failed = runs[runs["error"].notna()]
+    if len(failed):
+        print(f"\n{len(failed)} runs failed; the first: {failed['error'].iloc[0]}")
+    if args.plot:
+        for written in sweep.plot(runs, args.plot):
+            print("wrote", written)
+    lost = sum(error.startswith(sweep.LOST) for error in failed["error"])
+    if lost:
+        raise RuntimeError(
+            f"{lost} runs kept killing their workers and were given up; "
+            f"the same command tries them again"
+        )
+
+
+def _run_plan(args, plan, what: str) -> Any:
+    """Run a sweep's or a bootstrap's ``plan`` as the command line does: the
+    backend reached and the output claimed before any run (a bad address, a
+    directory in use: an error), a line saying what is to run, a progress
+    bar, and on Ctrl-C where the finished runs are."""
     try:
         if plan.todo:
             plan.connect()  # an address that is not a scheduler is an error before any run
@@ -545,11 +573,11 @@ def run_sweep(args) -> None:
     )
     done = len(plan.specs) - len(todo)
     print(
-        f"{args.study}: {len(plan.specs)} runs, {done} already in {path}; "
+        f"{what}, {done} already in {path}; "
         + (f"running {len(todo)} on {on}." if todo else "nothing to run.")
     )
     try:
-        runs = plan.run(progress=False if args.no_progress else None)
+        return plan.run(progress=False if args.no_progress else None)
     except KeyboardInterrupt:
         print(
             f"{len(plan.store.rows)} finished runs are in {args.output} (runs.sqlite, and "
@@ -559,25 +587,79 @@ def run_sweep(args) -> None:
         raise
     finally:
         plan.close()
-    table = sweep.summarize(runs)
-    measure = table.attrs["measure"]
-    print(
-        "\nOver seeds, per configuration: "
-        + ("the gap to least squares (% above)" if measure != "mse" else "the MSE")
+
+
+def run_bootstrap(args) -> None:
+    try:
+        plan = sweep.Bootstrap(
+            args.study,
+            resamples=args.resamples,
+            seed=args.seed,
+            engine=args.engine,
+            data=args.data,
+            target=args.target,
+            output=args.output,
+            jobs=args.jobs,
+            dask=args.dask,
+            ray=args.ray,
+            runs_per_task=args.runs_per_task,
+        )
+    except (ValueError, TypeError, ImportError) as error:
+        args.parser.error(str(error))
+    data = plan.data
+    assert data is not None
+    rows = _run_plan(
+        args,
+        plan,
+        f"{args.study}: {len(plan.specs)} resamples of the {len(data.ys)} rows of "
+        f"{data.source}, seed {args.seed}",
     )
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    failed = runs[runs["error"].notna()]
+    u = plan.uncertainty
+    result = sweep.BootstrapResult(rows, u, sweep.summarize_bootstrap(rows, u))
+    print(_format_bootstrap(result, data.target))
+    failed = rows[rows["error"].notna()]
     if len(failed):
-        print(f"\n{len(failed)} runs failed; the first: {failed['error'].iloc[0]}")
+        print(f"\n{len(failed)} resamples failed; the first: {failed['error'].iloc[0]}")
     if args.plot:
-        for written in sweep.plot(runs, args.plot):
-            print("wrote", written)
+        print("wrote", sweep.plot_bootstrap(result, args.plot))
     lost = sum(error.startswith(sweep.LOST) for error in failed["error"])
     if lost:
         raise RuntimeError(
-            f"{lost} runs kept killing their workers and were given up; "
+            f"{lost} resamples kept killing their workers and were given up; "
             f"the same command tries them again"
         )
+
+
+def _format_bootstrap(result: sweep.BootstrapResult, target: str) -> str:
+    """The bootstrap's intervals and standard errors beside the Hessian's, per
+    weight in the order of ``linreg.format_uncertainty`` (clearest first)."""
+    table, u = result.summary, result.uncertainty
+    level = f"{100 * u.confidence:g}%"
+    names = list(table.index)
+    width = max(len(name) for name in names)
+    lines = [
+        f"\nEach least-squares weight on the z-scores (the change in {target!r} per standard "
+        f"deviation of its feature): over {table.attrs['resamples']} resamples, the "
+        f"bootstrap's standard error and percentile {level} interval, beside the Hessian's "
+        f"(t with {u.dof} degrees of freedom, as statsmodels gives them).",
+        f"{'':<{width}}   {'weight':>7}   {'bootstrap SE':>12}   {'Hessian SE':>10}   "
+        f"{'bootstrap ' + level:<20}   Hessian {level}",
+    ]
+    *weights, bias = range(len(names))
+    for i in [*sorted(weights, key=lambda i: abs(u.t_values[i]), reverse=True), bias]:
+        row = table.iloc[i]
+        lines.append(
+            f"{names[i]:<{width}}   {row.estimate:7.3f}   {row.bootstrap_se:12.3f}   "
+            f"{row.hessian_se:10.3f}   [{row.bootstrap_low:7.3f}, {row.bootstrap_high:7.3f}]"
+            f"   [{row.hessian_low:7.3f}, {row.hessian_high:7.3f}]"
+        )
+    ratio = (table["bootstrap_se"] / table["hessian_se"]).to_numpy()
+    lines.append(
+        f"The bootstrap's standard errors are {ratio.min():.2f} to {ratio.max():.2f} times the "
+        f"Hessian's: the Hessian assumes noise of one size for every man, the bootstrap "
+        f"assumes nothing of it."
+    )
+    return "\n".join(lines)
 
 
 def run_graph(args) -> None:
@@ -704,12 +786,17 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
             "from LOW to HIGH, e.g. 0.001:0.1:5)",
         },
     )
+    _backend_options(p, "sweep")
+
+
+def _backend_options(p: argparse.ArgumentParser, kind: str) -> None:
+    """The options of where a sweep's or a bootstrap's runs go and run."""
     p.add_argument(
         "--output",
         metavar="DIR",
         type=plot_directory,
         required=True,
-        help="where the sweep's record runs.sqlite and its export runs.csv go; made if missing",
+        help=f"where the {kind}'s record runs.sqlite and its export runs.csv go; made if missing",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -737,6 +824,28 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
         f"{sweep.MAX_RUNS_PER_TASK} runs each)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _bootstrap_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "study",
+        choices=list(sweep.BOOTSTRAP_STUDIES),
+        metavar="STUDY",
+        help=f"the study whose data are resampled: {', '.join(sweep.BOOTSTRAP_STUDIES)}",
+    )
+    p.add_argument(
+        "--resamples",
+        type=_number_argument(
+            int,
+            "a whole number",
+            lambda v: 1 <= v <= sweep.MAX_RUNS,
+            f"between 1 and {sweep.MAX_RUNS}",
+        ),
+        default=inspect.signature(sweep.Bootstrap).parameters["resamples"].default,
+        metavar="N",
+        help="how many resamples of the data's rows, each refitted (default: %(default)s)",
+    )
+    _backend_options(p, "bootstrap")
 
 
 @dataclass(frozen=True)
@@ -867,6 +976,23 @@ COMMANDS = {
         _sweep_options,
     ),
 }
+
+
+COMMANDS["bootstrap"] = Command(
+    run_bootstrap,
+    sweep.Bootstrap,
+    "bootstrap intervals of the body-fat weights, beside the Hessian's",
+    "Resample the study's rows with replacement N times (--resamples), refit the "
+    "least-squares weights of each resample with agrad (one step of Newton's method, on the "
+    "features as z-scores of all the data), and print each weight's bootstrap standard error "
+    "and percentile 95% interval beside the Hessian's. Each resample is a run, on all local "
+    "cores, a Dask scheduler or a Ray cluster, filed in DIR/runs.sqlite (exported to "
+    "DIR/runs.csv) as sweeps' are: the same command again, or with more resamples, does only "
+    "the ones it lacks; its rows depend only on --seed and the resample's index.",
+    ["engine", "seed", "data", "target", "plot"],
+    {"seed": {"help": "the seed of the resamples' rows (default: %(default)s)"}},
+    _bootstrap_options,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
