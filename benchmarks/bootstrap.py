@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "Two workers on two cores cannot reach 2x: the parent process files the rows and "
         "the workers start (joblib's loky) within the clock. A resample's time is almost all "
         "the eager Hessian of the loss (about 250 ms on this machine); the compiled Hessian "
-        "replays in under 1 ms (HIGHER.md), but `train(method=\"newton\", compile=True)` "
+        'replays in under 1 ms (HIGHER.md), but `train(method="newton", compile=True)` '
         "records a program per call, so each resample would pay the recording.",
     ]
     text = "\n".join(lines) + "\n"

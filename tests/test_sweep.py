@@ -48,6 +48,22 @@ def local_rows():
     return sweep.sweep("bodyfat", jobs=1, **GRID)
 
 
+# a bootstrap small enough for the backends' tests: its resamples take a
+# quarter of a second each (an eager Hessian of the 252-row loss)
+RESAMPLES = {"resamples": 4, "seed": 7}
+
+
+def assert_same_resamples(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    columns = [c for c in a.columns if c not in ("seconds", "worker")]
+    pd.testing.assert_frame_equal(a[columns], b[columns], check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def local_resamples():
+    """The bootstrap run in this process, one resample after another: the reference."""
+    return sweep.bootstrap(jobs=1, **RESAMPLES)
+
+
 def test_each_row_is_the_study_run_on_its_own(local_rows):
     assert len(local_rows) == 4 * 2 * 2
     for row in local_rows.itertuples():
@@ -527,7 +543,7 @@ def test_dask_rows_are_the_local_rows_and_survive_a_killed_worker(tmp_path, loca
     assert_same_bits(rows, sweep.sweep("bodyfat", jobs=1, **grid))
 
 
-def test_dask_and_ray_refuse_each_others_and_a_workers_address(local_rows):
+def test_dask_and_ray_refuse_each_others_and_a_workers_address(local_rows, local_resamples):
     with dask_cluster(workers=1) as (address, _workers):
         from distributed import Client
 
@@ -544,6 +560,11 @@ def test_dask_and_ray_refuse_each_others_and_a_workers_address(local_rows):
                 sweep.sweep("bodyfat", dask=address, runs_per_task=runs_per_task, **GRID),
                 local_rows,
             )
+        # and a bootstrap's resamples, one a task
+        assert_same_resamples(
+            sweep.bootstrap(dask=address, runs_per_task=1, **RESAMPLES).rows,
+            local_resamples.rows,
+        )
 
 
 def test_an_unreachable_dask_scheduler_is_a_connection_error():
@@ -570,11 +591,14 @@ def ray_cluster():
         ray.shutdown()
 
 
-def test_ray_rows_are_the_local_rows(local_rows):
+def test_ray_rows_are_the_local_rows(local_rows, local_resamples):
     with ray_cluster() as address:
         assert_same_bits(sweep.sweep("bodyfat", ray="local", **GRID), local_rows)
         # several runs a task, the data in the object store once; by its address
         assert_same_bits(sweep.sweep("bodyfat", ray=address, runs_per_task=5, **GRID), local_rows)
+        assert_same_resamples(
+            sweep.bootstrap(ray=address, runs_per_task=2, **RESAMPLES).rows, local_resamples.rows
+        )
 
 
 def test_the_body_fat_commands_closing_line_places_the_run_among_seeds(capsys):
