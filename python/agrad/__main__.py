@@ -656,8 +656,8 @@ def _format_bootstrap(result: sweep.BootstrapResult, target: str) -> str:
     ratio = (table["bootstrap_se"] / table["hessian_se"]).to_numpy()
     lines.append(
         f"The bootstrap's standard errors are {ratio.min():.2f} to {ratio.max():.2f} times the "
-        f"Hessian's: the Hessian assumes noise of one size for every man, the bootstrap "
-        f"assumes nothing of it."
+        f"Hessian's (the Hessian's rest on the model's assumptions, linear with noise of one "
+        f"size; the bootstrap's on the rows alone)."
     )
     return "\n".join(lines)
 
