@@ -338,6 +338,7 @@ def test_update_is_its_own_choice(args):
         "higher.py",
         "pow_vs_multiply.py",
         "sweep.py",
+        "bootstrap.py",
     ],
 )
 def test_every_script_has_help(script):

@@ -289,7 +289,15 @@ def test_every_option_of_every_command_has_help():
     }
     assert {name: metavar for name, metavar in plots.items() if metavar} == {
         name: ["DIR"]
-        for name in ("univariate", "batch", "multivariate", "bodyfat", "moons", "sweep")
+        for name in (
+            "univariate",
+            "batch",
+            "multivariate",
+            "bodyfat",
+            "moons",
+            "sweep",
+            "bootstrap",
+        )
     }
 
 
