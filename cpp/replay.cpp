@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <unordered_map>
 
 namespace agrad {
 
@@ -126,7 +128,54 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     std::sort(reads_.begin(), reads_.end());
     reads_.erase(std::unique(reads_.begin(), reads_.end()), reads_.end());
     fuse_chains();
+    share_identical();
     floats_only_ = true;
+}
+
+// A node's own operation (not a chain's link, not a running total) that
+// repeats an earlier instruction, the same code on the same operand nodes in
+// the same order, with the same constant bit for bit (a NaN's payload, -0.0
+// against 0.0), becomes a copy of that instruction's node.  Operands are
+// compared as node ids, not values: two nodes holding equal numbers now may
+// not at the next replay.  Each node is written once in a replay, before any
+// read of it, so the earlier node holds its value by the time it is copied;
+// and an operation that fails makes the replay decline at its first
+// occurrence, before any copy of it.  Only floats reach here, so the
+// constant's double is the whole operation: `x ** 2` and `x ** 2.0` compute
+// alike.  a + b and b + a are not the same: with two NaNs the left one wins.
+void Replay::share_identical() {
+    struct Key {
+        uint64_t b;  // the second operand's node id, or the constant's bits
+        NodeId a;
+        uint8_t code;
+        bool operator==(const Key& o) const { return b == o.b && a == o.a && code == o.code; }
+    };
+    struct Hash {
+        size_t operator()(const Key& k) const {
+            uint64_t h = (k.b * 0x9E3779B97F4A7C15ull) ^ (uint64_t{k.a} << 8) ^ k.code;
+            return static_cast<size_t>(h ^ (h >> 29));
+        }
+    };
+    std::unordered_map<Key, NodeId, Hash> first;
+    for (Instruction& in : code_) {
+        Key key{0, in.a, in.code};
+        switch (in.code) {
+            case kAddNN:
+            case kMulNN:
+                key.b = in.b;
+                break;
+            case kAddNK:
+            case kMulNK:
+            case kPow:
+                std::memcpy(&key.b, &constants_[in.b], sizeof key.b);
+                break;
+            default:
+                if (in.code >= kNodeKinds) continue;  // a sum's, a dot's or a chain's part
+                break;                                // exp, log, ...: one operand
+        }
+        auto [at, fresh] = first.try_emplace(key, in.out);
+        if (!fresh) in = {kCopy, in.out, at->second, 0};
+    }
 }
 
 // micrograd's neuron, sum((w * x for ...), b), is a chain: a product, then
@@ -255,6 +304,9 @@ bool Replay::run(Graph& graph) const {
             }
             case kEnd:
                 set(in.out, total);
+                break;
+            case kCopy:
+                set(in.out, v(in.a));
                 break;
             case kChain: {
                 double sum = v(in.out);

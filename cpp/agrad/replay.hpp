@@ -12,6 +12,12 @@
 // runs it with no Number and no lookup: the same operations in the same
 // order, so the same bits as recompute.
 //
+// An operation the program repeats on the same operands (a softmax's four
+// divisions, each `e * s**-1` of one sum s, make s**-1 four times) is
+// computed once, where eager code first computed it, and copied into the
+// later nodes: the same IEEE operation on the same bits gives the same bits,
+// and an error would have stopped the replay at the first one already.
+//
 // Replay declines, and the caller runs recompute instead, when it cannot
 // promise that: a number read is an int, the program has a sum or dot of
 // constants only (Python may keep those ints), or an operation fails (the
@@ -47,6 +53,7 @@ private:
         kDotRun,              // total += w * x for each pair (w, x) of operands_[a, a + 2b)
         kEnd,                 // node out = total
         kChain,  // from node out: b links (w, x, m, s) at operands_[a]: m = w * x, s = s' + m
+        kCopy,   // node out = node a, made earlier by the same operation on the same operands
     };
     // A link's s with this bit: its addition was written m + s'.
     static constexpr NodeId kProductFirst = 0x80000000u;
@@ -55,6 +62,7 @@ private:
         NodeId out, a, b;  // node ids, or indexes into constants_ (K)
     };
     void fuse_chains();
+    void share_identical();
     std::vector<Instruction> code_;
     std::vector<double> constants_;
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs
