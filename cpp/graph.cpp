@@ -2,6 +2,7 @@
 #include "agrad/graph.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 namespace agrad {
 
@@ -469,6 +470,8 @@ enum Kind : uint8_t {
     kSumRun,  // kSumTermN steps of one node, merged
     kDotRun,  // kDotTermNN steps of one node, merged
     kChain,   // links of a chain of s = s' + w * x, merged (fuse_chains)
+    kPowKeep,  // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
+    kPowKept,  // kPow, reading its pow(x, k - 1) from powers[b]
 };
 }  // namespace
 
@@ -548,6 +551,7 @@ void Graph::make_schedule(NodeId root, Schedule& schedule) {
     schedule.sinks = sinks_;
     merge_runs(schedule);
     fuse_chains(schedule);
+    share_powers(schedule);
     schedule.floats_since = Schedule::kNever;
     schedule.shape = shape_;
 }
@@ -626,12 +630,57 @@ void Graph::fuse_chains(Schedule& schedule) const {
     steps.swap(fused);
 }
 
+// A softmax written as e / s divides by s ** -1 four times: four nodes that
+// each pass their own gradient down to s (merged, the additions into s's
+// gradient would come in another order), but whose local derivatives
+// k * pow(s, k - 1) are one.  pow is most of such a step, so the first of
+// them in backward's order computes it and keeps it, the others read it.
+// Only x and k decide it (not the node's own value), and x is the same
+// node: the same bits at every step of a pass.  An error stops the pass at
+// the first of them, where it stopped before.  Steps of the same x and the
+// same k, an int's or a float's (k - 1 differs between them), bit for bit.
+void Graph::share_powers(Schedule& schedule) const {
+    struct Key {
+        uint64_t k;
+        NodeId x;
+        bool is_int;
+        bool operator==(const Key& o) const { return k == o.k && x == o.x && is_int == o.is_int; }
+    };
+    struct Hash {
+        size_t operator()(const Key& key) const {
+            const uint64_t h = (key.k * 0x9E3779B97F4A7C15ull) ^ (uint64_t{key.x} << 1) ^ key.is_int;
+            return static_cast<size_t>(h ^ (h >> 29));
+        }
+    };
+    std::unordered_map<Key, size_t, Hash> first;  // the step that keeps it
+    schedule.powers.clear();
+    std::vector<Decoded>& steps = schedule.steps;
+    for (size_t i = steps.size(); i-- > 0;) {  // backward's order
+        Decoded& step = steps[i];
+        if (step.kind != kPow) continue;
+        const Node& n = nodes_[step.node];
+        Key key{0, step.a, (n.flags & kParamIsInt) != 0};
+        std::memcpy(&key.k, &n.param, sizeof key.k);
+        auto [at, fresh] = first.try_emplace(key, i);
+        if (fresh) continue;
+        Decoded& keeper = steps[at->second];
+        if (keeper.kind == kPow) {
+            keeper.kind = kPowKeep;
+            keeper.b = static_cast<NodeId>(schedule.powers.size());
+            schedule.powers.push_back(0.0);
+        }
+        step.kind = kPowKept;
+        step.b = keeper.b;
+    }
+}
+
 // propagate() and propagate_term() on a decoded step: the same formulas,
 // operation for operation, on operands found when the schedule was made.
 // (inlined into run_schedule's loop: as the one caller of the old
 // single-pass code it was, and out of line a pass costs a call a step)
 template <bool kFloats, bool kRule>
-AGRAD_ALWAYS_INLINE Status Graph::run_decoded(const Decoded& step, const NodeId* operands) {
+AGRAD_ALWAYS_INLINE Status Graph::run_decoded(const Decoded& step, const NodeId* operands,
+                                               double* powers) {
     using F = Arith<kRule>;
     Node& n = nodes_[step.node];
     double* grads = grads_.data();
@@ -659,11 +708,18 @@ AGRAD_ALWAYS_INLINE Status Graph::run_decoded(const Decoded& step, const NodeId*
             grads[step.a] = F::add_mul(grads[step.a], param(step.node).as_double(), g);
             set_constant_grad<kRule>(n.constant_grad, F::add_mul(0.0, number(step.a), g));
             return Status::Ok;
-        case kPow: {
+        case kPow:
+        case kPowKeep:
+        case kPowKept: {
             Number k = param(step.node);
             double p;
-            Status s = float_pow(number(step.a), exponent_minus_one(k), &p);
-            if (s != Status::Ok) return s;
+            if (step.kind == kPowKept) {
+                p = powers[step.b];
+            } else {
+                Status s = float_pow(number(step.a), exponent_minus_one(k), &p);
+                if (s != Status::Ok) return s;
+                if (step.kind == kPowKeep) powers[step.b] = p;
+            }
             grads[step.a] = F::add(grads[step.a], F::mul(F::mul(k.as_double(), p), g));
             return Status::Ok;
         }
@@ -777,9 +833,10 @@ Status Graph::run_schedule(NodeId root, Schedule& schedule, bool floats) {
     grads_[root] = 1.0;
     const std::vector<Decoded>& steps = schedule.steps;
     const NodeId* operands = schedule.operands.data();
+    double* powers = schedule.powers.data();
     for (size_t i = steps.size(); i-- > 0;) {
-        Status s = floats ? run_decoded<true, kRule>(steps[i], operands)
-                          : run_decoded<false, kRule>(steps[i], operands);
+        Status s = floats ? run_decoded<true, kRule>(steps[i], operands, powers)
+                          : run_decoded<false, kRule>(steps[i], operands, powers);
         if (s != Status::Ok) {
             const std::vector<NodeId>& spans = schedule.spans;
             for (size_t j = 0; j < spans.size(); j += 2)

@@ -444,6 +444,9 @@ private:
         std::vector<NodeId> sinks;          // topological_order's sinks_, for the NaN check
         std::vector<Decoded> steps;
         std::vector<NodeId> operands;  // the runs' terms: ids, or (w, x) pairs
+        // pow(x, k - 1) of a `x ** k` repeated on the same x and k, computed by
+        // its first step in backward's order and read by the others (share_powers)
+        std::vector<double> powers;
         // int_writes_ when every reached node was last seen holding a float
         // (kNever: not since the schedule was made)
         static constexpr uint64_t kNever = ~uint64_t{0};
@@ -452,8 +455,9 @@ private:
     Decoded decode(const Step& step) const;
     void merge_runs(Schedule& schedule) const;
     void fuse_chains(Schedule& schedule) const;
+    void share_powers(Schedule& schedule) const;
     template <bool kFloats, bool kRule>  // kFloats: every value it reads is a float
-    Status run_decoded(const Decoded& step, const NodeId* operands);
+    Status run_decoded(const Decoded& step, const NodeId* operands, double* powers);
     template <bool kRule>
     Status run_schedule(NodeId root, Schedule& schedule, bool floats);
     void zero_scheduled(const Schedule& schedule);
