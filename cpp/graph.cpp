@@ -467,9 +467,9 @@ enum Kind : uint8_t {
     kDotTermNK,
     kDotTermKN,
     kDotTermKK,
-    kSumRun,  // kSumTermN steps of one node, merged
-    kDotRun,  // kDotTermNN steps of one node, merged
-    kChain,   // links of a chain of s = s' + w * x, merged (fuse_chains)
+    kSumRun,   // kSumTermN steps of one node, merged
+    kDotRun,   // kDotTermNN steps of one node, merged
+    kChain,    // links of a chain of s = s' + w * x, merged (fuse_chains)
     kPowKeep,  // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
     kPowKept,  // kPow, reading its pow(x, k - 1) from powers[b]
 };
@@ -648,7 +648,8 @@ void Graph::share_powers(Schedule& schedule) const {
     };
     struct Hash {
         size_t operator()(const Key& key) const {
-            const uint64_t h = (key.k * 0x9E3779B97F4A7C15ull) ^ (uint64_t{key.x} << 1) ^ key.is_int;
+            const uint64_t h = (key.k * 0x9E3779B97F4A7C15ull) ^ (uint64_t{key.x} << 1) ^
+                               key.is_int;
             return static_cast<size_t>(h ^ (h >> 29));
         }
     };
@@ -680,7 +681,7 @@ void Graph::share_powers(Schedule& schedule) const {
 // single-pass code it was, and out of line a pass costs a call a step)
 template <bool kFloats, bool kRule>
 AGRAD_ALWAYS_INLINE Status Graph::run_decoded(const Decoded& step, const NodeId* operands,
-                                               double* powers) {
+                                              double* powers) {
     using F = Arith<kRule>;
     Node& n = nodes_[step.node];
     double* grads = grads_.data();
