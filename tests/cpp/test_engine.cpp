@@ -738,6 +738,97 @@ void test_replay_matches_recompute() {
     g.release(w);
 }
 
+// An operation repeated on the same operands (a softmax's s ** -1, four
+// times) is computed once by the replay and copied, and pow's local
+// derivative once by a kept schedule; each node still passes its own
+// gradient down.  Against recompute and a plain graph's backward, bit for
+// bit, with the errors at the same node: s = 0 fails the shared s ** -1
+// forward, w = 0 the shared w ** 0.5 backward (0 ** -0.5).
+struct Repeats {
+    NodeId x = 0, y = 0, w = 0;  // leaves
+    NodeId root = 0;
+    std::vector<NodeId> steps;  // the nodes made by operations, in order
+};
+
+Repeats build_repeats(Graph& g) {
+    Repeats r;
+    r.x = kept(g, g.leaf(F(0.5)));
+    r.y = kept(g, g.leaf(F(1.25)));
+    r.w = kept(g, g.leaf(F(2.0)));
+    std::vector<NodeId> log;
+    g.begin_recording(&log);
+    auto power = [&](NodeId base, Number k) {
+        NodeId out = 0;
+        built(g.power(base, k, &out));
+        return out;
+    };
+    auto unary = [&](Op op, NodeId a) {
+        NodeId out = 0;
+        built(g.unary(op, a, &out));
+        return out;
+    };
+    NodeId s = binary(g, Op::Add, r.x, r.y);
+    // the same s ** -1 four times (an int -1 and a float -1.0 alike), s ** 2 twice
+    NodeId p[] = {power(s, I(-1)), power(s, I(-1)),  power(s, F(-1.0)),  power(s, I(-1)),
+                  power(s, I(2)),  power(s, F(2.0)), power(r.w, F(0.5)), power(r.w, F(0.5))};
+    NodeId e1 = unary(Op::Exp, r.x), e2 = unary(Op::Exp, r.x);
+    NodeId m1 = binary(g, Op::Mul, r.x, r.y), m2 = binary(g, Op::Mul, r.x, r.y);
+    NodeId m3 = binary(g, Op::Mul, r.y, r.x);  // the other order: not the same
+    NodeId k1 = with_number(g, Op::Add, r.x, F(0.0)), k2 = with_number(g, Op::Add, r.x, F(-0.0));
+    Operand terms[] = {Operand::of_node(p[0]), Operand::of_node(p[1]), Operand::of_node(p[2]),
+                       Operand::of_node(p[3]), Operand::of_node(p[4]), Operand::of_node(p[5]),
+                       Operand::of_node(p[6]), Operand::of_node(p[7]), Operand::of_node(e1),
+                       Operand::of_node(e2),   Operand::of_node(m1),   Operand::of_node(m2),
+                       Operand::of_node(m3),   Operand::of_node(k1),   Operand::of_node(k2)};
+    Operand weights[15];
+    for (int i = 0; i < 15; ++i) weights[i] = Operand::of_number(F(1.0 + 0.125 * i));
+    built(g.dot(weights, terms, 15, &r.root));
+    g.end_recording();
+    for (NodeId id : log)
+        if (g.op(id) != Op::Leaf) r.steps.push_back(id);
+    kept(g, r.root);
+    return r;
+}
+
+void test_repeated_operations_shared() {
+    Graph plain, g;
+    Repeats a = build_repeats(plain), b = build_repeats(g);
+    g.keep_schedule(b.root);
+    agrad::Replay replay;
+    replay.build(g, b.steps);
+    // sets the leaves; then the replay against recompute, then both backward passes
+    auto same = [&](double x, double y, double w, Status forward, Status backward) {
+        for (Graph* graph : {&plain, &g}) {
+            const Repeats& r = graph == &plain ? a : b;
+            graph->set_value(r.x, F(x));
+            graph->set_value(r.y, F(y));
+            graph->set_value(r.w, F(w));
+        }
+        const bool replayed = replay.run(g);
+        Status recomputed = Status::Ok;
+        for (NodeId id : a.steps)
+            if ((recomputed = plain.recompute(id)) != Status::Ok) break;
+        CHECK(recomputed == forward && replayed == (forward == Status::Ok));
+        if (!replayed) return;
+        bool equal = true;
+        for (size_t i = 0; i < a.steps.size(); ++i)
+            equal &= same_bits(plain.value(a.steps[i]).f, g.value(b.steps[i]).f);
+        CHECK(equal);
+        CHECK(plain.backward(a.root) == backward && g.backward(b.root) == backward);
+        equal &= same_bits(plain.grad(a.x), g.grad(b.x)) &&
+                 same_bits(plain.grad(a.y), g.grad(b.y)) && same_bits(plain.grad(a.w), g.grad(b.w));
+        for (size_t i = 0; i < a.steps.size(); ++i)
+            equal &= same_bits(plain.grad(a.steps[i]), g.grad(b.steps[i]));
+        CHECK(equal);
+    };
+    same(0.5, 1.25, 2.0, Status::Ok, Status::Ok);
+    same(-0.75, 2.5, 1e300, Status::Ok, Status::Ok);
+    same(std::nan(""), 1.0, 3.0, Status::Ok, Status::Ok);
+    same(1.0, -1.0, 2.0, Status::ZeroToNegative, Status::Ok);  // s ** -1 of s = 0
+    same(0.25, 0.5, 0.0, Status::Ok, Status::ZeroToNegative);  // backward's 0 ** -0.5
+    same(0.25, 0.5, 4.0, Status::Ok, Status::Ok);              // and after the failures
+}
+
 // The table of operations (ops.hpp), entry by entry: each entry's value on a
 // float is the libm function it names (with Python's errors), its value on a
 // number gives a float (relu: keeps an int), its derivative agrees with a
@@ -888,6 +979,7 @@ int main() {
     test_kept_schedule();
     test_recording_takes_ascending_ids();
     test_replay_matches_recompute();
+    test_repeated_operations_shared();
     test_nan_rule();
     test_table_of_operations();
     test_second_derivatives();
