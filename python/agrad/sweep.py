@@ -483,7 +483,7 @@ class _Store:
                 else f"other settings ({_differences(before, now)})"
             )
             raise ValueError(
-                f"{self.directory} holds a sweep of {what}; give another output directory"
+                f"{self.directory} holds {_kind(before)} of {what}; give another output directory"
             )
         if columns != self.columns:
             raise ValueError(
