@@ -150,7 +150,9 @@ def test_bad_input_is_refused_before_any_work(tmp_path, arguments, message):
 def test_other_settings_or_a_sweep_are_refused_and_the_record_kept(tmp_path):
     sweep.bootstrap(resamples=1, jobs=1, output=tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(ValueError, match=r"holds a bootstrap of other settings.*engine 'native' there, 'pure' now"):
+    with pytest.raises(
+        ValueError, match=r"holds a bootstrap of other settings.*engine 'native' there, 'pure' now"
+    ):
         sweep.Bootstrap(resamples=2, engine="pure", output=tmp_path)
     with pytest.raises(ValueError, match="holds the runs of a bootstrap, not of a sweep"):
         sweep.Sweep("bodyfat", seeds=[0], output=tmp_path)
