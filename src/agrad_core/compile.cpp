@@ -223,9 +223,11 @@ public:
     // as it was.  So the structure the key describes and the arguments the
     // function sees come from one walk, and cannot disagree.
     ArgumentFlattener(PyObject* ndarray, std::vector<Number>& out, bool rebuild)
-        : ndarray_(ndarray), out_(out), number_key_(py::str("n")), rebuild_(rebuild) {}
+        : ndarray_(ndarray), out_(out), number_key_(py::str("n")), rebuild_(rebuild) {
+        if (rebuild) leaves = py::list();  // (a replay's call makes no list)
+    }
 
-    py::list leaves;  // with rebuild: the input leaves, one per number
+    py::object leaves;  // with rebuild: a list of the input leaves, one per number
 
     py::object key_of(PyObject* o, py::object* rebuilt) {
         if (rebuild_) *rebuilt = py::reinterpret_borrow<py::object>(o);  // unless replaced below
@@ -308,7 +310,7 @@ private:
     // so the recording holds it), appended to `leaves`.
     py::object leaf(size_t index) {
         py::object v = steal_or_throw(wrap_new(graph->leaf(out_[index])));
-        leaves.append(v);
+        if (PyList_Append(leaves.ptr(), v.ptr()) < 0) throw py::error_already_set();
         return v;
     }
 
