@@ -1463,7 +1463,7 @@ def plot(runs: Any, directory: str | os.PathLike) -> list[str]:
 BOOTSTRAP_STUDIES = ("bodyfat",)
 #: How a resample is fitted: one full step of Newton's method on all its
 #: rows, which lands on their least-squares weights (to about 1e-10).
-BOOTSTRAP_FIT = {"method": "newton", "epochs": 1, "learning_rate": 1.0}
+BOOTSTRAP_FIT: dict[str, Any] = {"method": "newton", "epochs": 1, "learning_rate": 1.0}
 
 
 @dataclass(frozen=True)
