@@ -256,7 +256,12 @@ def _graph_sweep(output: Any, inputs: list) -> list:
         if len(parts) == 1 and first_safe[key]:
             g = parts[0]
         else:  # 0 + c1 + c2 + ... (the compiled engine: agrad.sum(parts), one node)
-            g = parts[0] if first_safe[key] else parts[0] + 0.0
+            # c1 + 0.0 is a node even when it equals c1: a sum's first term
+            # gets its share of the gradient right after its own subtree, as
+            # that node does, and before a later term's subtree (which may
+            # hold c1) gives it more; without it the second sweep would add
+            # c1's contributions in another order
+            g = parts[0] + 0.0
             for part in parts[1:]:
                 g = g + part
         gradient[key] = g
