@@ -16,7 +16,7 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     shape_ = graph.shape();
     floats_only_ = false;
 
-    std::vector<bool> made(graph.nodes_.size(), false);
+    std::vector<bool> made(graph.id_limit(), false);
     for (NodeId id : steps) made[id] = true;
     auto read = [&](NodeId id) {
         if (!made[id]) reads_.push_back(id);
@@ -39,48 +39,47 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
         ++code_.back().b;
     };
     for (NodeId id : steps) {
-        const Graph::Node& n = graph.nodes_[id];
         const NodeKind kind = graph.node_kind(id);
         switch (kind) {
             case kAddNN:
             case kMulNN:
-                emit(kind, id, read(n.child[0]), read(n.child[1]));
+                emit(kind, id, read(graph.child(id, 0)), read(graph.child(id, 1)));
                 continue;
             case kAddNK:
             case kMulNK:
             case kPow:
-                emit(kind, id, read(n.child[0]), constant(graph.param(id)));
+                emit(kind, id, read(graph.child(id, 0)), constant(graph.param(id)));
                 continue;
             case kNodeKinds:
                 break;  // a sum, a dot, or no operation: below
             default:    // exp, log, tanh, relu, sigmoid
-                emit(kind, id, read(n.child[0]), 0);
+                emit(kind, id, read(graph.child(id, 0)), 0);
                 continue;
         }
-        switch (n.op) {
+        const Op op = graph.op(id);
+        switch (op) {
             case Op::Sum:
             case Op::Dot: {
-                const Graph::ChildList& list = graph.lists_[n.child[0]];
-                const size_t stride = n.op == Op::Sum ? 1 : 2;
-                const size_t count = list.entries.size();
-                auto value = [&](NodeId entry) { return graph.entry_value(list, entry); };
+                const size_t stride = op == Op::Sum ? 1 : 2;
+                const size_t count = graph.child_count(id);
+                auto entry = [&](size_t i) { return graph.child(id, i); };
+                auto value = [&](size_t i) { return graph.child_value(id, i); };
                 // The terms of constants only that come first are added here, by
                 // the engine's own rules, while the total may still be an int;
                 // from the first term with a node on, the total is a float.
-                Number total = n.op == Op::Sum ? graph.param(id) : Number::of_int(0);
+                Number total = op == Op::Sum ? graph.param(id) : Number::of_int(0);
                 size_t i = 0;
                 // (before the first term with a Value, which adds as v + total:
                 // ChildList)
                 for (; i < count; i += stride) {
-                    NodeId e = list.entries[i];
-                    if (n.op == Op::Sum) {
-                        if (!Graph::is_constant(e)) break;
-                        if (add(total, value(e), &total) != Status::Ok) return;
+                    if (op == Op::Sum) {
+                        if (!Graph::is_constant(entry(i))) break;
+                        if (add(total, value(i), &total) != Status::Ok) return;
                     } else {
-                        NodeId x = list.entries[i + 1];
-                        if (!Graph::is_constant(e) || !Graph::is_constant(x)) break;
+                        if (!Graph::is_constant(entry(i)) || !Graph::is_constant(entry(i + 1)))
+                            break;
                         Number product;
-                        if (mul(value(e), value(x), &product) != Status::Ok ||
+                        if (mul(value(i), value(i + 1), &product) != Status::Ok ||
                             add(total, product, &total) != Status::Ok)
                             return;
                     }
@@ -90,29 +89,29 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
                 // as total + v, which only differ when both are NaN.  So with a
                 // NaN total (or a materialized constant before that term, which
                 // then reads as a node) the program goes through recompute.
-                if (i != list.first_node || std::isnan(total.as_double())) return;
+                if (i != graph.first_node_term(id) || std::isnan(total.as_double())) return;
                 emit(kStart, id, 0, constant(total));
                 for (; i < count; i += stride) {
-                    NodeId e = list.entries[i];
-                    if (n.op == Op::Sum) {
+                    const NodeId e = entry(i);
+                    if (op == Op::Sum) {
                         if (Graph::is_constant(e))
-                            emit(kAddConst, id, 0, constant(value(e)));
+                            emit(kAddConst, id, 0, constant(value(i)));
                         else
                             term(kSumRun, id, read(e), 0);
                         continue;
                     }
-                    NodeId x = list.entries[i + 1];
+                    const NodeId x = entry(i + 1);
                     const bool kw = Graph::is_constant(e), kx = Graph::is_constant(x);
                     if (kw && kx) {
                         // a float product now (the total is a float): fold it
                         Number product;
-                        if (mul(value(e), value(x), &product) != Status::Ok) return;
+                        if (mul(value(i), value(i + 1), &product) != Status::Ok) return;
                         emit(kAddConst, id, 0, constant(product));
                     } else if (kw) {  // x.__rmul__(w): x * w
-                        emit(kDotKN, id, constant(value(e)), read(x));
+                        emit(kDotKN, id, constant(value(i)), read(x));
                     } else if (kx) {
-                        emit(kDotNK, id, read(e), constant(value(x)));
-                    } else if (list.input_first[i / 2]) {  // w was a materialized constant
+                        emit(kDotNK, id, read(e), constant(value(i + 1)));
+                    } else if (graph.input_first(id, i / 2)) {  // w was a materialized constant
                         term(kDotRun, id, read(x), read(e));
                     } else {
                         term(kDotRun, id, read(e), read(x));
@@ -219,11 +218,10 @@ void Replay::fuse_chains() {
 
 bool Replay::run(Graph& graph) const {
     if (!floats_only_) return false;
-    // The arrays' addresses taken once: through set_value every write would
-    // reload them (the compiler cannot tell the stores do not move them),
-    // 16% slower on micrograd's chains.
-    Graph::Slot* values = graph.values_.data();
-    uint8_t* ints = graph.ints_.data();
+    // The arrays' addresses taken once (value_slots): through set_value
+    // every write would reload them, 16% slower on micrograd's chains.
+    Graph::Slot* values = graph.value_slots();
+    uint8_t* ints = graph.int_marks();
     for (NodeId id : reads_)
         if (ints[id]) return false;
     const double* k = constants_.data();

@@ -99,8 +99,6 @@ inline NodeKind unary_kind(Op op) {
 }
 
 class Graph {
-    friend class Replay;  // replay.hpp: a recorded program's forward pass
-
 public:
     // A node's value and gradient live beside it, in arrays of their own
     // (values_, grads_, ints_), not in Node: the passes that run most (a
@@ -183,6 +181,21 @@ public:
     // an n-ary node may be a constant (is_constant) until materialize_constants.
     size_t child_count(NodeId id) const;
     NodeId child(NodeId id, size_t i) const;
+    // An n-ary node's entry that is a constant kept in its list, not a node;
+    // child_value reads either kind.
+    static bool is_constant(NodeId entry) { return (entry & kConstantEntry) != 0; }
+    Number child_value(NodeId id, size_t i) const {
+        const Node& n = nodes_[id];
+        if (!has_list(n.op)) return value(n.child[i]);
+        const ChildList& list = lists_[n.child[0]];
+        return entry_value(list, list.entries[i]);
+    }
+    // How Python computed a fused node (ChildList): the entry that starts its
+    // first term with a Value, and for a dot's pair whether it was x * w.
+    size_t first_node_term(NodeId id) const { return lists_[nodes_[id].child[0]].first_node; }
+    bool input_first(NodeId id, size_t pair) const {
+        return lists_[nodes_[id].child[0]].input_first[pair] != 0;
+    }
 
     // The constant of `w * 2.5` (or `w + 1`, `-w`, `y - w`, or an input of
     // dot(weights, inputs)) lives inside its one parent, value and gradient,
@@ -214,6 +227,16 @@ public:
         const Node& n = nodes_[id];
         return (n.flags & kParamIsInt) ? Number::of_int(n.param.i) : Number::of_float(n.param.f);
     }
+    // The raw arrays beside the nodes, for a pass over many nodes (a replay)
+    // that keeps their addresses in registers: through set_value every write
+    // would reload them, since the compiler cannot tell the stores do not
+    // move the arrays.  Valid until the next node is made.  A float is
+    // written as set_value writes it (the value, then int mark 0); an int
+    // only through set_value, which counts it.
+    Slot* value_slots() { return values_.data(); }
+    uint8_t* int_marks() { return ints_.data(); }
+    // Every node id is below this.
+    size_t id_limit() const { return nodes_.size(); }
     void* owner(NodeId id) const { return nodes_[id].owner; }
     void set_owner(NodeId id, void* owner) { nodes_[id].owner = owner; }
 
@@ -288,7 +311,6 @@ private:
         uint32_t first_node = 0;           // the entry that starts the first term with a Value
         std::vector<uint8_t> input_first;  // dot, per pair: 1 when its product was x * w
     };
-    static bool is_constant(NodeId entry) { return (entry & kConstantEntry) != 0; }
     void append(ChildList& list, const Operand& o) {
         if (o.is_node()) {
             ++nodes_[o.node].refs;
