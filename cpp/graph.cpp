@@ -1,6 +1,8 @@
 // The cold half of the engine: n-ary nodes, freeing, and the backward pass.
 #include "agrad/graph.hpp"
 
+#include "agrad/program.hpp"  // Schedule: the kept schedules stored here
+
 #include <algorithm>
 #include <cstring>
 
@@ -9,6 +11,9 @@ namespace agrad {
 namespace {
 const std::string kEmpty;
 }
+
+Graph::Graph() = default;
+Graph::~Graph() = default;
 
 void Graph::grow() {
     const size_t size = nodes_.size();
@@ -322,7 +327,7 @@ void Graph::topological_order(NodeId root, bool zero) {
             n.constant_grad = 0.0;
         }
         const uint32_t count = static_cast<uint32_t>(child_count(id));
-        if (count == 0 || has_list(n.op)) sinks_.push_back(id);  // (backward_scheduled)
+        if (count == 0 || has_list(n.op)) sinks_.push_back(id);  // (sinks())
         stack_.push_back({id, 0u, count, false});
     };
     // Does child j end a term?  Every child of a sum; the input of each dot pair.
@@ -436,18 +441,20 @@ void Graph::propagate_term(NodeId id, uint32_t term) {
     add_to_grad<kRule>(list, x, F::mul(wv, g));
 }
 
+void Graph::zero_gradients(NodeId id) {
+    grads_[id] = 0.0;
+    nodes_[id].constant_grad = 0.0;
+    if (has_list(nodes_[id].op))
+        for (Constant& k : lists_[nodes_[id].child[0]].constants) k.grad = 0.0;
+}
+
 void Graph::zero_gradients() {
-    for (const Step& step : order_) {
-        NodeId id = step.node;
-        grads_[id] = 0.0;
-        nodes_[id].constant_grad = 0.0;
-        if (has_list(nodes_[id].op))
-            for (Constant& k : lists_[nodes_[id].child[0]].constants) k.grad = 0.0;
-    }
+    for (const Step& step : order_) zero_gradients(step.node);
 }
 
 void Graph::keep_schedule(NodeId root) {
-    schedules_[root];  // made at the first backward()
+    std::unique_ptr<Schedule>& schedule = schedules_[root];
+    if (!schedule) schedule = std::make_unique<Schedule>();  // made at the first backward()
     nodes_[root].flags |= kKeepsSchedule;
 }
 
@@ -456,24 +463,6 @@ void Graph::forget_schedule(NodeId root) {
     schedules_.erase(root);
     nodes_[root].flags &= static_cast<uint8_t>(~kKeepsSchedule);
 }
-
-// The kinds of a decoded step beyond a node's own operation (NodeKind): one
-// term of a sum or dot, with its operands' kinds, and the merged steps.
-namespace {
-enum Kind : uint8_t {
-    kSumTermN = kNodeKinds,
-    kSumTermK,
-    kDotTermNN,
-    kDotTermNK,
-    kDotTermKN,
-    kDotTermKK,
-    kSumRun,   // kSumTermN steps of one node, merged
-    kDotRun,   // kDotTermNN steps of one node, merged
-    kChain,    // links of a chain of s = s' + w * x, merged (fuse_chains)
-    kPowKeep,  // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
-    kPowKept,  // kPow, reading its pow(x, k - 1) from powers[b]
-};
-}  // namespace
 
 NodeKind Graph::node_kind(NodeId id) const {
     const Node& n = nodes_[id];
@@ -488,406 +477,6 @@ NodeKind Graph::node_kind(NodeId id) const {
         default:
             return unary_kind(n.op);  // the table's entries, kNodeKinds for any other
     }
-}
-
-Graph::Decoded Graph::decode(const Step& step) const {
-    const Node& n = nodes_[step.node];
-    Decoded d{0, step.node, 0, 0};
-    if (step.term != Step::kWholeNode) {
-        const ChildList& list = lists_[n.child[0]];
-        auto operand = [](NodeId entry) { return entry & ~kConstantEntry; };
-        if (n.op == Op::Sum) {
-            NodeId t = list.entries[step.term];
-            d.kind = is_constant(t) ? kSumTermK : kSumTermN;
-            d.a = operand(t);
-            return d;
-        }
-        NodeId w = list.entries[step.term - 1], x = list.entries[step.term];
-        d.kind = is_constant(w) ? (is_constant(x) ? kDotTermKK : kDotTermKN)
-                                : (is_constant(x) ? kDotTermNK : kDotTermNN);
-        d.a = operand(w);
-        d.b = operand(x);
-        return d;
-    }
-    d.a = n.child[0];
-    d.b = n.child[1];
-    d.kind = node_kind(step.node);  // make_schedule keeps no other whole-node step
-    return d;
-}
-
-// The search's order, as backward() would take it, kept, decoded.
-void Graph::make_schedule(NodeId root, Schedule& schedule) {
-    topological_order(root);
-    schedule.shape = 0;  // until it is complete: an allocation may fail below
-    std::vector<NodeId> reached;
-    schedule.with_constant.clear();
-    schedule.steps.clear();
-    for (const Step& step : order_) {
-        if (step.term != Step::kWholeNode) {
-            schedule.steps.push_back(decode(step));
-            continue;
-        }
-        reached.push_back(step.node);
-        if (nodes_[step.node].flags & kInlineConstant) schedule.with_constant.push_back(step.node);
-        switch (nodes_[step.node].op) {
-            case Op::Leaf:
-            case Op::Custom:
-            case Op::Sum:
-            case Op::Dot:
-                break;  // propagate() does nothing for these
-            default:
-                schedule.steps.push_back(decode(step));
-        }
-    }
-    // A recording takes its nodes in ascending ids: the reached ones are
-    // mostly spans of consecutive ids, each zeroed as one block.
-    std::sort(reached.begin(), reached.end());
-    schedule.spans.clear();
-    for (size_t i = 0; i < reached.size(); ++i) {
-        if (i == 0 || reached[i] != reached[i - 1] + 1)
-            schedule.spans.insert(schedule.spans.end(), {reached[i], reached[i]});
-        ++schedule.spans.back();
-    }
-    schedule.sinks = sinks_;
-    merge_runs(schedule);
-    fuse_chains(schedule);
-    share_powers(schedule);
-    schedule.floats_since = Schedule::kNever;
-    schedule.shape = shape_;
-}
-
-void Graph::merge_runs(Schedule& schedule) const {
-    std::vector<Decoded>& steps = schedule.steps;
-    schedule.operands.clear();
-    size_t out = 0;
-    for (size_t i = 0; i < steps.size();) {
-        const Decoded first = steps[i];
-        const bool mergeable = first.kind == kSumTermN || first.kind == kDotTermNN;
-        size_t j = i + 1;
-        while (mergeable && j < steps.size() && steps[j].kind == first.kind &&
-               steps[j].node == first.node)
-            ++j;
-        if (j - i == 1) {
-            steps[out++] = first;
-            i = j;
-            continue;
-        }
-        Decoded run{first.kind == kSumTermN ? kSumRun : kDotRun, first.node,
-                    static_cast<NodeId>(schedule.operands.size()), static_cast<NodeId>(j - i)};
-        for (size_t k = i; k < j; ++k) {
-            schedule.operands.push_back(steps[k].a);
-            if (first.kind == kDotTermNN) schedule.operands.push_back(steps[k].b);
-        }
-        steps[out++] = run;
-        i = j;
-    }
-    steps.resize(out);
-}
-
-// micrograd's neuron, sum((w * x for ...), b), is a chain of links s = s' + m,
-// m = w * x; backward takes each link's two steps (the addition's, then the
-// product's) and then the link below.  As one kChain step the gradient passed
-// down the chain stays in a register rather than being stored and loaded
-// back: the same additions in the same order.  A link whose product reads s'
-// or m is left alone (its steps would change that gradient again).
-void Graph::fuse_chains(Schedule& schedule) const {
-    std::vector<Decoded>& steps = schedule.steps;
-    // Do steps[i] (an addition) and steps[i - 1] (its product) make a link?
-    auto link = [&steps](size_t i, NodeId* below, NodeId* product) {
-        if (i < 1) return false;
-        const Decoded& add = steps[i];
-        const Decoded& mul = steps[i - 1];
-        if (add.kind != kAddNN || mul.kind != kMulNN || add.a == add.b) return false;
-        if (mul.node != add.a && mul.node != add.b) return false;
-        *product = mul.node;
-        *below = mul.node == add.a ? add.b : add.a;
-        return mul.a != *below && mul.b != *below && mul.a != *product && mul.b != *product;
-    };
-    std::vector<Decoded> fused;
-    fused.reserve(steps.size());
-    // from the end, the order backward() takes them; reversed again after
-    for (size_t i = steps.size(); i-- > 0;) {
-        NodeId below, product;
-        if (!link(i, &below, &product)) {
-            fused.push_back(steps[i]);
-            continue;
-        }
-        Decoded chain{kChain, steps[i].node, static_cast<NodeId>(schedule.operands.size()), 0};
-        for (;;) {
-            const Decoded& mul = steps[i - 1];
-            schedule.operands.insert(schedule.operands.end(), {below, product, mul.a, mul.b});
-            ++chain.b;
-            const NodeId top = below;
-            if (i < 2 || !link(i - 2, &below, &product) || steps[i - 2].node != top) {
-                i -= 1;  // the loop's i-- takes the product's step too
-                break;
-            }
-            i -= 2;
-        }
-        fused.push_back(chain);
-    }
-    std::reverse(fused.begin(), fused.end());
-    steps.swap(fused);
-}
-
-// A softmax written as e / s divides by s ** -1 four times: four nodes that
-// each pass their own gradient down to s (merged, the additions into s's
-// gradient would come in another order), but whose local derivatives
-// k * pow(s, k - 1) are one.  pow is most of such a step, so the first of
-// them in backward's order computes it and keeps it, the others read it.
-// Only x and k decide it (not the node's own value), and x is the same
-// node: the same bits at every step of a pass.  An error stops the pass at
-// the first of them, where it stopped before.  Steps of the same x and the
-// same k, an int's or a float's (k - 1 differs between them), bit for bit.
-void Graph::share_powers(Schedule& schedule) const {
-    struct Key {
-        uint64_t k;
-        NodeId x;
-        bool is_int;
-        bool operator==(const Key& o) const { return k == o.k && x == o.x && is_int == o.is_int; }
-    };
-    struct Hash {
-        size_t operator()(const Key& key) const {
-            const uint64_t h = (key.k * 0x9E3779B97F4A7C15ull) ^ (uint64_t{key.x} << 1) ^
-                               key.is_int;
-            return static_cast<size_t>(h ^ (h >> 29));
-        }
-    };
-    std::unordered_map<Key, size_t, Hash> first;  // the step that keeps it
-    schedule.powers.clear();
-    std::vector<Decoded>& steps = schedule.steps;
-    for (size_t i = steps.size(); i-- > 0;) {  // backward's order
-        Decoded& step = steps[i];
-        if (step.kind != kPow) continue;
-        const Node& n = nodes_[step.node];
-        Key key{0, step.a, (n.flags & kParamIsInt) != 0};
-        std::memcpy(&key.k, &n.param, sizeof key.k);
-        auto [at, fresh] = first.try_emplace(key, i);
-        if (fresh) continue;
-        Decoded& keeper = steps[at->second];
-        if (keeper.kind == kPow) {
-            keeper.kind = kPowKeep;
-            keeper.b = static_cast<NodeId>(schedule.powers.size());
-            schedule.powers.push_back(0.0);
-        }
-        step.kind = kPowKept;
-        step.b = keeper.b;
-    }
-}
-
-// propagate() and propagate_term() on a decoded step: the same formulas,
-// operation for operation, on operands found when the schedule was made.
-// (inlined into run_schedule's loop: as the one caller of the old
-// single-pass code it was, and out of line a pass costs a call a step)
-template <bool kFloats, bool kRule>
-AGRAD_ALWAYS_INLINE Status Graph::run_decoded(const Decoded& step, const NodeId* operands,
-                                              double* powers) {
-    using F = Arith<kRule>;
-    Node& n = nodes_[step.node];
-    double* grads = grads_.data();
-    const Slot* values = values_.data();
-    auto number = [this, values](NodeId m) {
-        if (kFloats) return values[m].f;
-        return value(m).as_double();
-    };
-    auto constant = [this, &n](NodeId k) -> Constant& { return lists_[n.child[0]].constants[k]; };
-    const double g = grads[step.node];
-    switch (step.kind) {
-        case kAddNN:
-            grads[step.a] = F::add(grads[step.a], g);
-            grads[step.b] = F::add(grads[step.b], g);
-            return Status::Ok;
-        case kAddNK:
-            grads[step.a] = F::add(grads[step.a], g);
-            set_constant_grad<kRule>(n.constant_grad, F::add(0.0, g));
-            return Status::Ok;
-        case kMulNN:
-            grads[step.a] = F::add_mul(grads[step.a], number(step.b), g);
-            grads[step.b] = F::add_mul(grads[step.b], number(step.a), g);
-            return Status::Ok;
-        case kMulNK:
-            grads[step.a] = F::add_mul(grads[step.a], param(step.node).as_double(), g);
-            set_constant_grad<kRule>(n.constant_grad, F::add_mul(0.0, number(step.a), g));
-            return Status::Ok;
-        case kPow:
-        case kPowKeep:
-        case kPowKept: {
-            Number k = param(step.node);
-            double p;
-            if (step.kind == kPowKept) {
-                p = powers[step.b];
-            } else {
-                Status s = float_pow(number(step.a), exponent_minus_one(k), &p);
-                if (s != Status::Ok) return s;
-                if (step.kind == kPowKeep) powers[step.b] = p;
-            }
-            grads[step.a] = F::add(grads[step.a], F::mul(F::mul(k.as_double(), p), g));
-            return Status::Ok;
-        }
-#define AGRAD_BACKWARD_UNARY(name, ...)                                             \
-    case k##name: { /* the table's entry (ops.hpp): d, then grad += d * g */        \
-        double d = 0.0;                                                             \
-        Status s = ops::name::derivative<F>(number(step.a), number(step.node), &d); \
-        if (s != Status::Ok) return s;                                              \
-        grads[step.a] = F::add_mul(grads[step.a], d, g);                            \
-        return Status::Ok;                                                          \
-    }
-            AGRAD_UNARY_OPS(AGRAD_BACKWARD_UNARY)
-#undef AGRAD_BACKWARD_UNARY
-        case kSumTermN:
-            grads[step.a] = F::add(grads[step.a], F::add(0.0, g));
-            return Status::Ok;
-        case kSumTermK:
-            set_constant_grad<kRule>(constant(step.a).grad, F::add(0.0, F::add(0.0, g)));
-            return Status::Ok;
-        case kDotTermNN: {
-            const double link = F::add(0.0, g);
-            const double wv = number(step.a), xv = number(step.b);
-            grads[step.a] = F::add_mul(grads[step.a], xv, link);
-            grads[step.b] = F::add_mul(grads[step.b], wv, link);
-            return Status::Ok;
-        }
-        case kDotTermNK: {
-            const double link = F::add(0.0, g);
-            Constant& x = constant(step.b);
-            const double wv = number(step.a);
-            grads[step.a] = F::add_mul(grads[step.a], x.value.as_double(), link);
-            set_constant_grad<kRule>(x.grad, F::add_mul(0.0, wv, link));
-            return Status::Ok;
-        }
-        case kDotTermKN: {
-            const double link = F::add(0.0, g);
-            Constant& w = constant(step.a);
-            const double xv = number(step.b);
-            set_constant_grad<kRule>(w.grad, F::add_mul(0.0, xv, link));
-            grads[step.b] = F::add_mul(grads[step.b], w.value.as_double(), link);
-            return Status::Ok;
-        }
-        case kSumRun: {  // backward takes a run's terms last first
-            const double link = F::add(0.0, g);
-            const NodeId* ids = operands + step.a;
-            for (size_t t = step.b; t-- > 0;) grads[ids[t]] = F::add(grads[ids[t]], link);
-            return Status::Ok;
-        }
-        case kChain: {
-            double down = g;  // the gradient the link's addition passes on
-            const NodeId* link = operands + step.a;
-            for (NodeId l = 0; l < step.b; ++l, link += 4) {
-                const NodeId below = link[0], product = link[1], w = link[2], x = link[3];
-                const double to_below = F::add(grads[below], down);
-                grads[below] = to_below;
-                const double to_product = F::add(grads[product], down);
-                grads[product] = to_product;
-                const double wv = number(w), xv = number(x);
-                grads[w] = F::add_mul(grads[w], xv, to_product);
-                grads[x] = F::add_mul(grads[x], wv, to_product);
-                down = to_below;
-            }
-            return Status::Ok;
-        }
-        case kDotRun: {
-            const double link = F::add(0.0, g);
-            const NodeId* pairs = operands + step.a;
-            for (size_t t = step.b; t-- > 0;) {
-                const NodeId w = pairs[2 * t], x = pairs[2 * t + 1];
-                const double wv = number(w), xv = number(x);
-                grads[w] = F::add_mul(grads[w], xv, link);
-                grads[x] = F::add_mul(grads[x], wv, link);
-            }
-            return Status::Ok;
-        }
-        default: {  // kDotTermKK
-            const double link = F::add(0.0, g);
-            Constant& w = constant(step.a);
-            Constant& x = constant(step.b);
-            const double wv = w.value.as_double(), xv = x.value.as_double();
-            set_constant_grad<kRule>(w.grad, F::add_mul(0.0, xv, link));
-            set_constant_grad<kRule>(x.grad, F::add_mul(0.0, wv, link));
-            return Status::Ok;
-        }
-    }
-}
-
-// Whether every node the schedule reaches holds a float: checked once, then
-// taken on trust for as long as no int is written anywhere.
-bool Graph::reads_floats_only(Schedule& schedule) const {
-    if (schedule.floats_since == int_writes_) return true;
-    const std::vector<NodeId>& spans = schedule.spans;
-    for (size_t i = 0; i < spans.size(); i += 2)
-        for (NodeId id = spans[i]; id < spans[i + 1]; ++id)
-            if (ints_[id]) return false;
-    schedule.floats_since = int_writes_;
-    return true;
-}
-
-// The gradients a kept schedule's pass starts from: every reached node's and
-// inline constant's 0 (no other node's constant_grad means anything).
-void Graph::zero_scheduled(const Schedule& schedule) {
-    const std::vector<NodeId>& spans = schedule.spans;
-    for (size_t i = 0; i < spans.size(); i += 2)
-        std::fill(grads_.begin() + spans[i], grads_.begin() + spans[i + 1], 0.0);
-    for (NodeId id : schedule.with_constant) nodes_[id].constant_grad = 0.0;
-}
-
-template <bool kRule>
-Status Graph::run_schedule(NodeId root, Schedule& schedule, bool floats) {
-    grads_[root] = 1.0;
-    const std::vector<Decoded>& steps = schedule.steps;
-    const NodeId* operands = schedule.operands.data();
-    double* powers = schedule.powers.data();
-    for (size_t i = steps.size(); i-- > 0;) {
-        Status s = floats ? run_decoded<true, kRule>(steps[i], operands, powers)
-                          : run_decoded<false, kRule>(steps[i], operands, powers);
-        if (s != Status::Ok) {
-            const std::vector<NodeId>& spans = schedule.spans;
-            for (size_t j = 0; j < spans.size(); j += 2)
-                for (NodeId id = spans[j]; id < spans[j + 1]; ++id) {
-                    grads_[id] = 0.0;
-                    nodes_[id].constant_grad = 0.0;
-                    if (has_list(nodes_[id].op))
-                        for (Constant& k : lists_[nodes_[id].child[0]].constants) k.grad = 0.0;
-                }
-            return s;
-        }
-    }
-    return Status::Ok;
-}
-
-// Why a backward pass runs on the hardware first and with the NaN rule only
-// if it must: the rule (number.hpp) costs a test at every + and * (+22% on
-// a replayed micrograd backward), and it only changes a result whose
-// operands are both NaN, which is then a NaN itself.  So it is enough to
-// know whether the pass made a NaN anywhere:
-// - every + and * result of a step reaches a gradient through + and * (and
-//   `1.0 - x`), which keep a NaN a NaN (0 * NaN too): a node's, which is
-//   only added to after it is zeroed, or a constant's, which is written once
-//   and noted then (set_constant_grad);
-// - a node's step runs after every addition into its gradient (reverse
-//   topological order) and adds that gradient, times a factor, into every
-//   child node's (a fused node through its terms' steps), so a NaN in a
-//   node's gradient ends up in a NaN in the gradient of a node without
-//   children or a custom node, or in a constant's (a fused node whose terms
-//   are all constants).  sinks_ holds those nodes, and every fused node.
-// So if those gradients hold no NaN at the end, no operation met a NaN and
-// the hardware's bits are the rule's; otherwise the pass runs again, from
-// the zeroed gradients, with the rule.  A pass is a function of the values
-// alone, and an error (pow, a division: values only) stops both passes at
-// the same step, so the second pass is exactly the rule's pass.
-Status Graph::backward_scheduled(NodeId root, Schedule& schedule) {
-    if (schedule.shape != shape_)
-        make_schedule(root, schedule);  // zeroes the gradients as it goes
-    else
-        zero_scheduled(schedule);
-    const bool floats = reads_floats_only(schedule);
-    nan_seen_ = false;
-    Status s = run_schedule<false>(root, schedule, floats);
-    if (s != Status::Ok) return s;
-    bool nan = nan_seen_;
-    const double* grads = grads_.data();
-    for (NodeId id : schedule.sinks) nan |= grads[id] != grads[id];
-    if (!nan) return Status::Ok;
-    zero_scheduled(schedule);
-    return run_schedule<true>(root, schedule, floats);
 }
 
 template <bool kRule>
@@ -912,9 +501,29 @@ Status Graph::propagate_all(NodeId root) {
 template Status Graph::propagate<true>(NodeId id);
 template void Graph::propagate_term<true>(NodeId id, uint32_t term);
 
-// (on the hardware first, as backward_scheduled explains)
+// Why a backward pass runs on the hardware first and with the NaN rule only
+// if it must: the rule (number.hpp) costs a test at every + and * (+22% on
+// a replayed micrograd backward), and it only changes a result whose
+// operands are both NaN, which is then a NaN itself.  So it is enough to
+// know whether the pass made a NaN anywhere:
+// - every + and * result of a step reaches a gradient through + and * (and
+//   `1.0 - x`), which keep a NaN a NaN (0 * NaN too): a node's, which is
+//   only added to after it is zeroed, or a constant's, which is written once
+//   and noted then (write_constant_grad);
+// - a node's step runs after every addition into its gradient (reverse
+//   topological order) and adds that gradient, times a factor, into every
+//   child node's (a fused node through its terms' steps), so a NaN in a
+//   node's gradient ends up in a NaN in the gradient of a node without
+//   children or a custom node, or in a constant's (a fused node whose terms
+//   are all constants).  sinks() holds those nodes, and every fused node.
+// So if those gradients hold no NaN at the end, no operation met a NaN and
+// the hardware's bits are the rule's; otherwise the pass runs again, from
+// the zeroed gradients, with the rule.  A pass is a function of the values
+// alone, and an error (pow, a division: values only) stops both passes at
+// the same step, so the second pass is exactly the rule's pass.
+// A kept schedule (program.cpp) runs the same two passes on its decoded steps.
 Status Graph::backward(NodeId root) {
-    if (nodes_[root].flags & kKeepsSchedule) return backward_scheduled(root, schedules_[root]);
+    if (nodes_[root].flags & kKeepsSchedule) return schedules_[root]->run(*this, root);
     topological_order(root);  // zeroes the reached gradients
     nan_seen_ = false;
     Status s = propagate_all<false>(root);

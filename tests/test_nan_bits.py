@@ -240,7 +240,7 @@ def test_every_engine_gives_the_same_nan_bits(drawn):
 
 
 # A backward pass runs on the hardware and again with the rule only if a NaN
-# turned up (graph.cpp, backward_scheduled).  Here the forward values are
+# turned up (graph.cpp, Graph::backward).  Here the forward values are
 # finite and the NaN appears mid-backward (0.0 * inf at d's gradient); with a
 # NaN parameter n, d's gradient then adds two different NaNs.  The calls go
 # from no NaN (the hardware's pass kept) to NaNs (the pass made again).

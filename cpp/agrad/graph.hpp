@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <new>
 #include <string>
 #include <unordered_map>
@@ -98,8 +99,24 @@ inline NodeKind unary_kind(Op op) {
     }
 }
 
+class Schedule;  // program.hpp: a root's backward pass, kept
+
+// A constant's gradient is written once in a backward pass, never added to,
+// so a pass on the hardware alone notes a NaN there as it writes it; a node's
+// gradient keeps any NaN added into it, and is looked at once, at the end.
+template <bool kRule>
+inline void write_constant_grad(double& slot, double g, bool* nan_seen) {
+    slot = g;
+    if (!kRule) *nan_seen |= g != g;
+}
+
 class Graph {
 public:
+    Graph();
+    ~Graph();  // (out of line: Schedule is complete only there)
+    Graph(const Graph&) = delete;
+    Graph& operator=(const Graph&) = delete;
+
     // A node's value and gradient live beside it, in arrays of their own
     // (values_, grads_, ints_), not in Node: the passes that run most (a
     // replay, a backward pass) read and write those alone, 17 bytes a node
@@ -147,11 +164,15 @@ public:
     Status backward(NodeId root);
 
     // A root whose graph is replayed (agrad.compile) keeps the schedule of its
-    // backward pass: the graph's shape is the same at every replay, so the
-    // depth-first search need not run again.  The kept schedule is the very
-    // one the search would make, and is made anew after anything that could
-    // change a graph's shape (materialize_constants); it goes when the root
-    // is freed or forget_schedule is called.
+    // backward pass (Schedule, program.hpp): the graph's shape is the same at
+    // every replay, so the depth-first search need not run again.  The kept
+    // schedule is the very one the search would make, and is made anew after
+    // anything that could change a graph's shape (materialize_constants); it
+    // goes when the root is freed or forget_schedule is called.  The arena
+    // stores it, and backward() takes it, because a root's backward() is
+    // eager code's call (Python's loss.backward()) and a schedule lives as
+    // long as its root: where nodes are freed is where that is known.  What
+    // the schedule is and how it runs is the program's (program.cpp).
     void keep_schedule(NodeId root);
     void forget_schedule(NodeId root);
     bool keeps_schedule(NodeId root) const { return (nodes_[root].flags & kKeepsSchedule) != 0; }
@@ -177,6 +198,25 @@ public:
     Status gradient_graph(NodeId root, const NodeId* inputs, size_t n, GuardHook guard, NodeId* out,
                           NodeId* refused);
 
+    // The depth-first search backward() makes: every reached node's gradient
+    // zeroed, then its steps in post-order (a step is a node's chain rule, or
+    // for a fused sum or dot one term's share of it: the term gets its
+    // gradient where the builtin sum's chain of additions would have given
+    // it, so a fused node is bit-identical to the chain in any graph).  The
+    // result, and sinks(), are valid until the next search.
+    struct Step {
+        static constexpr uint32_t kWholeNode = 0xFFFFFFFFu;
+        NodeId node;
+        uint32_t term;  // kWholeNode, or the child index that ends a term
+    };
+    const std::vector<Step>& search(NodeId root) {
+        topological_order(root);
+        return order_;
+    }
+    // The reached nodes where a NaN of a backward pass's gradients ends up
+    // (see backward()): those without children, custom and fused nodes.
+    const std::vector<NodeId>& sinks() const { return sinks_; }
+
     // Children in the order the depth-first search visits them; an entry of
     // an n-ary node may be a constant (is_constant) until materialize_constants.
     size_t child_count(NodeId id) const;
@@ -184,6 +224,7 @@ public:
     // An n-ary node's entry that is a constant kept in its list, not a node;
     // child_value reads either kind.
     static bool is_constant(NodeId entry) { return (entry & kConstantEntry) != 0; }
+    static uint32_t constant_index(NodeId entry) { return entry & ~kConstantEntry; }
     Number child_value(NodeId id, size_t i) const {
         const Node& n = nodes_[id];
         if (!has_list(n.op)) return value(n.child[i]);
@@ -221,6 +262,18 @@ public:
     }
     double grad(NodeId id) const { return grads_[id]; }
     void set_grad(NodeId id, double g) { grads_[id] = g; }
+    // The gradients of a node's constants: the inline one's (`w * 2.5`) and,
+    // for an n-ary node, each kept in its list (by constant_index).
+    struct Constant {
+        Number value;
+        double grad;
+    };
+    bool has_inline_constant(NodeId id) const { return (nodes_[id].flags & kInlineConstant) != 0; }
+    double& constant_grad(NodeId id) { return nodes_[id].constant_grad; }
+    Constant& list_constant(NodeId id, uint32_t k) {
+        return lists_[nodes_[id].child[0]].constants[k];
+    }
+    void zero_gradients(NodeId id);  // the node's and its constants'
     Op op(NodeId id) const { return nodes_[id].op; }
     NodeKind node_kind(NodeId id) const;
     Number param(NodeId id) const {
@@ -234,7 +287,13 @@ public:
     // written as set_value writes it (the value, then int mark 0); an int
     // only through set_value, which counts it.
     Slot* value_slots() { return values_.data(); }
+    const Slot* value_slots() const { return values_.data(); }
     uint8_t* int_marks() { return ints_.data(); }
+    const uint8_t* int_marks() const { return ints_.data(); }
+    double* grad_slots() { return grads_.data(); }
+    // Counts the ints written into any node's value: while it stands still,
+    // nodes seen holding floats still do.
+    uint64_t int_writes() const { return int_writes_; }
     // Every node id is below this.
     size_t id_limit() const { return nodes_.size(); }
     void* owner(NodeId id) const { return nodes_[id].owner; }
@@ -296,10 +355,6 @@ private:
     // An n-ary node's children.  An entry with kConstantEntry set is not a
     // node but the index of a constant kept in the list itself.
     static constexpr NodeId kConstantEntry = 0x80000000u;
-    struct Constant {
-        Number value;
-        double grad;
-    };
     // How Python computed a fused node, kept because materialize_constants
     // turns constants into nodes and the order of two NaN operands decides a
     // NaN's bits (number.hpp).  Python's sum() adds plain numbers until its
@@ -331,14 +386,9 @@ private:
         else
             grads_[entry] = Arith<kRule>::add(grads_[entry], contribution);
     }
-    // A constant's gradient is written once in a pass, never added to, so a
-    // pass on the hardware alone notes a NaN there as it writes it; a node's
-    // gradient keeps any NaN added into it, and is looked at once, at the end
-    // (backward).
     template <bool kRule>
     void set_constant_grad(double& slot, double g) {
-        slot = g;
-        if (!kRule) nan_seen_ |= g != g;
+        write_constant_grad<kRule>(slot, g, &nan_seen_);
     }
 
     NodeId allocate(Op op) {
@@ -390,9 +440,6 @@ private:
     template <bool kRule>
     Status propagate_all(NodeId root);  // the eager pass over order_
     void zero_gradients();              // of the nodes in order_
-    struct Schedule;
-    void make_schedule(NodeId root, Schedule& schedule);
-    Status backward_scheduled(NodeId root, Schedule& schedule);
 
     std::vector<Node> nodes_;
     std::vector<Slot> values_;
@@ -409,15 +456,6 @@ private:
     static inline thread_local std::vector<NodeId>* log_ = nullptr;
     size_t recorders_ = 0;
     // scratch, kept between calls so that backward() allocates nothing once warm
-    // The backward pass's schedule.  A step is a node's chain rule, or, for
-    // a fused sum or dot, one term's share of it: the term gets its gradient
-    // where the builtin sum's chain of additions would have given it, so a
-    // fused node is bit-identical to the chain in any graph.
-    struct Step {
-        static constexpr uint32_t kWholeNode = 0xFFFFFFFFu;
-        NodeId node;
-        uint32_t term;  // kWholeNode, or the child index that ends a term
-    };
     std::vector<Step> order_;
     struct Visit {  // a node on the depth-first search's stack
         NodeId node;
@@ -426,9 +464,7 @@ private:
         bool term_pending;  // a fused node's child has just been searched
     };
     std::vector<Visit> stack_;
-    // The reached nodes where a NaN of a backward pass's gradients ends up
-    // (backward_scheduled): those without children, custom and fused nodes.
-    std::vector<NodeId> sinks_;
+    std::vector<NodeId> sinks_;  // (sinks())
     std::vector<NodeId> dying_;
     // the second-derivative sweeps' scratch (higher.cpp): each reached node's
     // index among order_'s nodes (valid while its stamp is epoch_), and per
@@ -441,56 +477,12 @@ private:
     };
     std::vector<Aside> aside_;
     std::vector<double> aside_constants_;
-    std::vector<uint64_t> free_bits_;  // sort_free_list's scratch
-    // A kept schedule: the nodes the search reaches (their gradients are
-    // zeroed first) and, in the order backward() takes them, the steps that
-    // do something; a leaf's, a custom node's and a fused node's own step
-    // change nothing, and are left out.  Each step is decoded once, when the
-    // schedule is made: its kind (which operation, which operands are
-    // constants) and its operands, so a replayed backward pass runs one
-    // switch per step on ids, not propagate()'s lookups.  Made at shape_
-    // (0: not made yet).
-    // Consecutive steps of one fused node's terms whose operands are all
-    // nodes (a dot's whole row, once the inputs' subtrees are done) become one
-    // step that loops over them, in the same order, without a switch each.
-    struct Decoded {
-        uint8_t kind;  // a Kind of graph.cpp
-        NodeId node;
-        NodeId a, b;  // the operands: node ids, or indexes of constants in node's list;
-                      // for a run of terms, its first operand in `operands` and its length
-    };
-    struct Schedule {
-        uint64_t shape = 0;
-        std::vector<NodeId> spans;  // the reached nodes, as [begin, end) pairs of consecutive ids
-        std::vector<NodeId> with_constant;  // the reached nodes with an inline constant
-        std::vector<NodeId> sinks;          // topological_order's sinks_, for the NaN check
-        std::vector<Decoded> steps;
-        std::vector<NodeId> operands;  // the runs' terms: ids, or (w, x) pairs
-        // pow(x, k - 1) of a `x ** k` repeated on the same x and k, computed by
-        // its first step in backward's order and read by the others (share_powers)
-        std::vector<double> powers;
-        // int_writes_ when every reached node was last seen holding a float
-        // (kNever: not since the schedule was made)
-        static constexpr uint64_t kNever = ~uint64_t{0};
-        uint64_t floats_since = kNever;
-    };
-    Decoded decode(const Step& step) const;
-    void merge_runs(Schedule& schedule) const;
-    void fuse_chains(Schedule& schedule) const;
-    void share_powers(Schedule& schedule) const;
-    template <bool kFloats, bool kRule>  // kFloats: every value it reads is a float
-    Status run_decoded(const Decoded& step, const NodeId* operands, double* powers);
-    template <bool kRule>
-    Status run_schedule(NodeId root, Schedule& schedule, bool floats);
-    void zero_scheduled(const Schedule& schedule);
-    bool reads_floats_only(Schedule& schedule) const;
-    std::unordered_map<NodeId, Schedule> schedules_;
+    std::vector<uint64_t> free_bits_;                                  // sort_free_list's scratch
+    std::unordered_map<NodeId, std::unique_ptr<Schedule>> schedules_;  // (keep_schedule)
     // Counts the changes to any graph's shape; a schedule made before the
     // last one is made again.  Starts at 1, so a fresh schedule is stale.
     uint64_t shape_ = 1;
-    // Counts the ints written into any node's value: while it stands still,
-    // nodes seen holding floats still do (Schedule::floats_since).
-    uint64_t int_writes_ = 0;
+    uint64_t int_writes_ = 0;  // (int_writes())
     // A backward pass on the hardware alone wrote a NaN into a constant's
     // gradient (set_constant_grad).
     bool nan_seen_ = false;

@@ -1,7 +1,8 @@
 // agrad.compile's half in C++: the thread's recording (its log of nodes, its
 // guards, whether an operation failed, what was refused), the one check that
 // every read or write of a Value's numbers asks while recording, the walk of
-// a compiled call's arguments, and Program, which replays a recording.
+// a compiled call's arguments, and CompiledProgram, the Python face of a
+// recording's engine Program (program.hpp) with its inputs and guards.
 #include <pybind11/stl.h>
 
 #include <algorithm>
@@ -11,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "agrad/replay.hpp"
+#include "agrad/program.hpp"
 #include "binding.hpp"
 
 namespace agrad::binding {
@@ -210,7 +211,7 @@ void abort_recording() { release_recording(*end_recording()); }
 // (Value, id, the Value); any other hashable argument is (type, itself)), so
 // arguments of another structure never share a key and are recorded anew.
 // The numbers are converted as they are met, by the rules `Value(x)` uses,
-// into a Numbers object that Program.run reads without Python objects.
+// into a Numbers object that _Program.run reads without Python objects.
 struct Numbers {
     std::vector<Number> values;
 };
@@ -550,34 +551,21 @@ py::tuple flatten_arguments(const py::tuple& args, const py::dict& kwargs, py::h
                           flattener.leaves);
 }
 
-// A recorded graph: what the binding keeps of it between calls.
-class Program {
+// A recorded graph: what the binding keeps of it between calls.  The engine's
+// Program (program.hpp) replays it, forward and backward; this adds what
+// belongs to Python's side: the inputs the arguments' numbers go into, and
+// the guards that say whether the recorded graph is still eager code's.
+class CompiledProgram {
 public:
-    // `outputs` are the roots backward() will be called on: those the program
-    // made keep their backward schedule for as long as the program lives
-    // (a root made before the recording is not the program's to mark).
-    Program(Recording&& r, std::vector<NodeId> inputs, const std::vector<NodeId>& outputs)
-        : held_(std::move(r.log)),
+    // `outputs` are the roots backward() will be called on (agrad::Program).
+    CompiledProgram(Recording&& r, std::vector<NodeId> inputs, const std::vector<NodeId>& outputs)
+        : program_(*graph, std::move(r.log), outputs),
           inputs_(std::move(inputs)),
           guards_(std::move(r.guards)),
-          guarded_(std::move(r.guarded)) {
-        for (NodeId id : held_)
-            if (graph->op(id) != Op::Leaf) steps_.push_back(id);
-        std::vector<NodeId> made(held_);
-        std::sort(made.begin(), made.end());
-        for (NodeId id : outputs)
-            if (std::binary_search(made.begin(), made.end(), id) && !graph->keeps_schedule(id)) {
-                graph->keep_schedule(id);
-                scheduled_.push_back(id);
-            }
-    }
-    Program(const Program&) = delete;
-    Program& operator=(const Program&) = delete;
-    ~Program() {  // pybind11 destroys it with the GIL held
-        for (NodeId id : scheduled_) graph->forget_schedule(id);
-        release_all(held_);
-        release_all(guarded_);
-    }
+          guarded_(std::move(r.guarded)) {}
+    CompiledProgram(const CompiledProgram&) = delete;
+    CompiledProgram& operator=(const CompiledProgram&) = delete;
+    ~CompiledProgram() { release_all(guarded_); }  // pybind11 destroys it with the GIL held
 
     // The new numbers into the inputs (all converted before any is written),
     // then every operation again, in the recorded order.  False when a guard
@@ -598,19 +586,16 @@ public:
     }
     // The same with numbers _flatten converted already.
     bool run_converted(const Numbers& numbers) { return replay(numbers.values); }
-    size_t operations() const { return steps_.size(); }
-    size_t nodes() const { return held_.size(); }
+    size_t operations() const { return program_.operations(); }
+    size_t nodes() const { return program_.nodes(); }
     size_t inputs() const { return inputs_.size(); }
     size_t guards() const { return guards_.size(); }
 
 private:
-    std::vector<NodeId> held_;       // every node made while recording, one reference each
-    std::vector<NodeId> inputs_;     // the leaves the arguments' numbers go into
-    std::vector<Guard> guards_;      // the comparisons made while recording, in order
-    std::vector<NodeId> guarded_;    // their nodes, one reference each
-    std::vector<NodeId> steps_;      // the logged nodes made by operations, in creation order
-    std::vector<NodeId> scheduled_;  // the outputs whose backward schedule is kept
-    agrad::Replay replay_;           // steps_ decoded, made at the first run
+    agrad::Program program_;       // holds the recording's log, one reference a node
+    std::vector<NodeId> inputs_;   // the leaves the arguments' numbers go into
+    std::vector<Guard> guards_;    // the comparisons made while recording, in order
+    std::vector<NodeId> guarded_;  // their nodes, one reference each
 
     bool guards_hold() const {
         for (const Guard& g : guards_) {
@@ -632,19 +617,13 @@ private:
                                   std::to_string(inputs_.size()) + " inputs, given " +
                                   std::to_string(n) + " numbers");
         for (size_t i = 0; i < n; ++i) graph->set_value(inputs_[i], values[i]);
-        // Floats only, the common case: the decoded program (replay.hpp).
-        // Otherwise, or if an operation fails, every step again by the
-        // engine's general rules.  A guard's operands are made before it,
-        // so a guard checked after the whole pass reads what eager code
-        // would have compared.
-        if (!replay_.built_for(*graph)) replay_.build(*graph, steps_);
-        if (replay_.run(*graph)) return guards_hold();
-        // An operation that fails is no result either: eager code may catch
+        // A guard's operands are made before it, so a guard checked after
+        // the whole pass reads what eager code would have compared.  An
+        // operation that fails is no result either: eager code may catch
         // the error (`except ValueError:`) or never reach the operation (a
         // guard before it flipped).  The caller runs the function again,
         // which raises or not exactly as eager code does.
-        for (NodeId id : steps_)
-            if (graph->recompute(id) != Status::Ok) return false;
+        if (program_.forward() != Status::Ok) return false;
         return guards_hold();
     }
 };
@@ -655,7 +634,7 @@ private:
 // None when an operation raised while recording and the function went on
 // (an `except` branch): that call ran eagerly, and its graph is not kept,
 // since a replay would take the same branch whatever the numbers.
-std::unique_ptr<Program> finish_recording(const py::list& inputs, const py::list& outputs) {
+std::unique_ptr<CompiledProgram> finish_recording(const py::list& inputs, const py::list& outputs) {
     std::unique_ptr<Recording> r = end_recording();
     if (!r->refusal.empty()) {  // the function caught a refusal and went on: raise it again
         release_recording(*r);
@@ -681,7 +660,7 @@ std::unique_ptr<Program> finish_recording(const py::list& inputs, const py::list
             release_recording(*r);
             return nullptr;
         }
-        return std::make_unique<Program>(std::move(*r), std::move(input_ids), output_ids);
+        return std::make_unique<CompiledProgram>(std::move(*r), std::move(input_ids), output_ids);
     } catch (...) {
         release_recording(*r);
         throw;
@@ -724,16 +703,18 @@ void register_compile(py::module_& m) {
     // pybind11 registers a class once per process: a second import reuses it
     static PyObject* program_type = nullptr;
     if (!program_type) {
-        py::class_<Program>(m, "_Program", "A recorded graph that agrad.compile replays.")
-            .def("run", &Program::run_converted, py::arg("numbers"),
+        py::class_<CompiledProgram>(m, "_Program", "A recorded graph that agrad.compile replays.")
+            .def("run", &CompiledProgram::run_converted, py::arg("numbers"),
                  "Write the numbers into the inputs and recompute every recorded operation; "
                  "False if a guard (a comparison made while recording) came out otherwise.")
-            .def("run", &Program::run, py::arg("numbers"))
-            .def_property_readonly("operations", &Program::operations,
+            .def("run", &CompiledProgram::run, py::arg("numbers"))
+            .def_property_readonly("operations", &CompiledProgram::operations,
                                    "How many operations a replay recomputes.")
-            .def_property_readonly("nodes", &Program::nodes, "How many nodes the program holds.")
-            .def_property_readonly("inputs", &Program::inputs, "How many inputs the program has.")
-            .def_property_readonly("guards", &Program::guards,
+            .def_property_readonly("nodes", &CompiledProgram::nodes,
+                                   "How many nodes the program holds.")
+            .def_property_readonly("inputs", &CompiledProgram::inputs,
+                                   "How many inputs the program has.")
+            .def_property_readonly("guards", &CompiledProgram::guards,
                                    "How many comparisons a replay checks.");
         program_type = py::object(m.attr("_Program")).release().ptr();
     }

@@ -1,0 +1,111 @@
+// A recorded program: the nodes agrad.compile recorded, decoded once and run
+// in both directions.
+//
+// The arena (graph.hpp) holds nodes, values, gradients, reference counts and
+// labels, and runs eager code: each operation as Python makes it, backward()
+// by a depth-first search at every call.  A recording's graph has the same
+// shape at every replay, so what the arena would work out again at each call
+// is worked out once here: the forward pass as a flat list of IEEE
+// operations (Replay, replay.hpp), and each output's backward pass as the
+// steps the search made, decoded, merged and fused (Schedule).  Both read
+// and write the arena through its public interface only.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "agrad/graph.hpp"
+#include "agrad/replay.hpp"
+
+namespace agrad {
+
+// One root's backward pass, kept: the nodes the search reaches (their
+// gradients are zeroed first) and, in the order backward() takes them, the
+// steps that do something; a leaf's, a custom node's and a fused node's own
+// step change nothing, and are left out.  Each step is decoded once, when
+// the schedule is made: its kind (which operation, which operands are
+// constants) and its operands, so a pass runs one switch per step on ids,
+// not the arena's lookups.  Consecutive steps of one fused node's terms whose
+// operands are all nodes (a dot's whole row, once the inputs' subtrees are
+// done) become one step that loops over them, in the same order, without a
+// switch each; so do the links of a chain s = s' + w * x (fuse_chains).
+//
+// The schedule is made at the first pass and again whenever graph.shape()
+// has moved on: it is always the very order the search would make.
+class Schedule {
+public:
+    // backward(root) through the schedule: the same gradients, bit for bit,
+    // and the same error, as Graph's own pass.
+    Status run(Graph& graph, NodeId root);
+
+private:
+    struct Decoded {
+        uint8_t kind;  // a NodeKind, or a Kind of program.cpp
+        NodeId node;
+        NodeId a, b;  // the operands: node ids, or indexes of constants in node's list;
+                      // for a run of terms, its first operand in `operands` and its length
+    };
+    void make(Graph& graph, NodeId root);
+    static Decoded decode(const Graph& graph, const Graph::Step& step);
+    void merge_runs();
+    void fuse_chains();
+    void share_powers(const Graph& graph);
+    template <bool kFloats, bool kRule>  // kFloats: every value it reads is a float
+    Status run_decoded(Graph& graph, const Decoded& step);
+    template <bool kRule>
+    Status pass(Graph& graph, NodeId root, bool floats);
+    void zero(Graph& graph) const;
+    bool reads_floats_only(const Graph& graph);
+
+    uint64_t shape_ = 0;         // graph.shape() when made (0: not made yet)
+    std::vector<NodeId> spans_;  // the reached nodes, as [begin, end) pairs of consecutive ids
+    std::vector<NodeId> with_constant_;  // the reached nodes with an inline constant
+    std::vector<NodeId> sinks_;          // the search's sinks, for the NaN check
+    std::vector<Decoded> steps_;
+    std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs; chains' links
+    // pow(x, k - 1) of a `x ** k` repeated on the same x and k, computed by
+    // its first step in backward's order and read by the others (share_powers)
+    std::vector<double> powers_;
+    // graph.int_writes() when every reached node was last seen holding a
+    // float (kNever: not since the schedule was made)
+    static constexpr uint64_t kNever = ~uint64_t{0};
+    uint64_t floats_since_ = kNever;
+    // a pass on the hardware alone wrote a NaN into a constant's gradient
+    bool nan_seen_ = false;
+};
+
+// What agrad.compile keeps of one recording, for the engine's part: the
+// nodes made by operations, in the order they were made, replayed forward
+// (decoded, or by Graph::recompute), and the outputs' kept backward passes.
+// The program holds the recording's references to its nodes (the log's) and
+// gives them back when it goes.
+class Program {
+public:
+    // `log`: every node made while recording, one reference each, in the
+    // order made.  `outputs`: the roots backward() will be called on; those
+    // the program made keep their backward schedule for as long as the
+    // program lives (a root made before the recording is not the program's
+    // to mark).
+    Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId>& outputs);
+    Program(const Program&) = delete;
+    Program& operator=(const Program&) = delete;
+    ~Program();
+
+    // Every operation again, in the recorded order, from the inputs' current
+    // values: decoded when every number read is a float, else (or when an
+    // operation fails there) by the arena's general rules.  Ok, or the first
+    // operation's error.
+    Status forward();
+
+    size_t operations() const { return steps_.size(); }
+    size_t nodes() const { return log_.size(); }
+
+private:
+    Graph& graph_;
+    std::vector<NodeId> log_;        // every node made while recording, one reference each
+    std::vector<NodeId> steps_;      // the logged nodes made by operations, in creation order
+    std::vector<NodeId> scheduled_;  // the outputs whose backward schedule is kept
+    Replay replay_;                  // steps_ decoded, made at the first run
+};
+
+}  // namespace agrad

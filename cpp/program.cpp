@@ -1,0 +1,438 @@
+// A recorded program, run in both directions (program.hpp): the kept
+// backward schedule of a root, and the program agrad.compile keeps.
+#include "agrad/program.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+namespace agrad {
+
+// The kinds of a decoded step beyond a node's own operation (NodeKind): one
+// term of a sum or dot, with its operands' kinds, and the merged steps.
+namespace {
+enum Kind : uint8_t {
+    kSumTermN = kNodeKinds,
+    kSumTermK,
+    kDotTermNN,
+    kDotTermNK,
+    kDotTermKN,
+    kDotTermKK,
+    kSumRun,   // kSumTermN steps of one node, merged
+    kDotRun,   // kDotTermNN steps of one node, merged
+    kChain,    // links of a chain of s = s' + w * x, merged (fuse_chains)
+    kPowKeep,  // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
+    kPowKept,  // kPow, reading its pow(x, k - 1) from powers[b]
+};
+}  // namespace
+
+Schedule::Decoded Schedule::decode(const Graph& graph, const Graph::Step& step) {
+    Decoded d{0, step.node, 0, 0};
+    auto operand = [](NodeId entry) { return Graph::constant_index(entry); };
+    if (step.term != Graph::Step::kWholeNode) {
+        if (graph.op(step.node) == Op::Sum) {
+            NodeId t = graph.child(step.node, step.term);
+            d.kind = Graph::is_constant(t) ? kSumTermK : kSumTermN;
+            d.a = operand(t);
+            return d;
+        }
+        NodeId w = graph.child(step.node, step.term - 1), x = graph.child(step.node, step.term);
+        d.kind = Graph::is_constant(w) ? (Graph::is_constant(x) ? kDotTermKK : kDotTermKN)
+                                       : (Graph::is_constant(x) ? kDotTermNK : kDotTermNN);
+        d.a = operand(w);
+        d.b = operand(x);
+        return d;
+    }
+    d.kind = graph.node_kind(step.node);  // make() keeps no other whole-node step
+    d.a = graph.child(step.node, 0);
+    // (a constant's operand is not read: its value is the node's param)
+    if (d.kind == kAddNN || d.kind == kMulNN) d.b = graph.child(step.node, 1);
+    return d;
+}
+
+// The search's order, as backward() would take it, kept, decoded.
+void Schedule::make(Graph& graph, NodeId root) {
+    const std::vector<Graph::Step>& order = graph.search(root);  // zeroes the reached gradients
+    shape_ = 0;  // until it is complete: an allocation may fail below
+    std::vector<NodeId> reached;
+    with_constant_.clear();
+    steps_.clear();
+    for (const Graph::Step& step : order) {
+        if (step.term != Graph::Step::kWholeNode) {
+            steps_.push_back(decode(graph, step));
+            continue;
+        }
+        reached.push_back(step.node);
+        if (graph.has_inline_constant(step.node)) with_constant_.push_back(step.node);
+        switch (graph.op(step.node)) {
+            case Op::Leaf:
+            case Op::Custom:
+            case Op::Sum:
+            case Op::Dot:
+                break;  // propagate() does nothing for these
+            default:
+                steps_.push_back(decode(graph, step));
+        }
+    }
+    // A recording takes its nodes in ascending ids: the reached ones are
+    // mostly spans of consecutive ids, each zeroed as one block.
+    std::sort(reached.begin(), reached.end());
+    spans_.clear();
+    for (size_t i = 0; i < reached.size(); ++i) {
+        if (i == 0 || reached[i] != reached[i - 1] + 1)
+            spans_.insert(spans_.end(), {reached[i], reached[i]});
+        ++spans_.back();
+    }
+    sinks_ = graph.sinks();
+    merge_runs();
+    fuse_chains();
+    share_powers(graph);
+    floats_since_ = kNever;
+    shape_ = graph.shape();
+}
+
+void Schedule::merge_runs() {
+    std::vector<Decoded>& steps = steps_;
+    operands_.clear();
+    size_t out = 0;
+    for (size_t i = 0; i < steps.size();) {
+        const Decoded first = steps[i];
+        const bool mergeable = first.kind == kSumTermN || first.kind == kDotTermNN;
+        size_t j = i + 1;
+        while (mergeable && j < steps.size() && steps[j].kind == first.kind &&
+               steps[j].node == first.node)
+            ++j;
+        if (j - i == 1) {
+            steps[out++] = first;
+            i = j;
+            continue;
+        }
+        Decoded run{first.kind == kSumTermN ? kSumRun : kDotRun, first.node,
+                    static_cast<NodeId>(operands_.size()), static_cast<NodeId>(j - i)};
+        for (size_t k = i; k < j; ++k) {
+            operands_.push_back(steps[k].a);
+            if (first.kind == kDotTermNN) operands_.push_back(steps[k].b);
+        }
+        steps[out++] = run;
+        i = j;
+    }
+    steps.resize(out);
+}
+
+// micrograd's neuron, sum((w * x for ...), b), is a chain of links s = s' + m,
+// m = w * x; backward takes each link's two steps (the addition's, then the
+// product's) and then the link below.  As one kChain step the gradient passed
+// down the chain stays in a register rather than being stored and loaded
+// back: the same additions in the same order.  A link whose product reads s'
+// or m is left alone (its steps would change that gradient again).
+void Schedule::fuse_chains() {
+    std::vector<Decoded>& steps = steps_;
+    // Do steps[i] (an addition) and steps[i - 1] (its product) make a link?
+    auto link = [&steps](size_t i, NodeId* below, NodeId* product) {
+        if (i < 1) return false;
+        const Decoded& add = steps[i];
+        const Decoded& mul = steps[i - 1];
+        if (add.kind != kAddNN || mul.kind != kMulNN || add.a == add.b) return false;
+        if (mul.node != add.a && mul.node != add.b) return false;
+        *product = mul.node;
+        *below = mul.node == add.a ? add.b : add.a;
+        return mul.a != *below && mul.b != *below && mul.a != *product && mul.b != *product;
+    };
+    std::vector<Decoded> fused;
+    fused.reserve(steps.size());
+    // from the end, the order backward() takes them; reversed again after
+    for (size_t i = steps.size(); i-- > 0;) {
+        NodeId below, product;
+        if (!link(i, &below, &product)) {
+            fused.push_back(steps[i]);
+            continue;
+        }
+        Decoded chain{kChain, steps[i].node, static_cast<NodeId>(operands_.size()), 0};
+        for (;;) {
+            const Decoded& mul = steps[i - 1];
+            operands_.insert(operands_.end(), {below, product, mul.a, mul.b});
+            ++chain.b;
+            const NodeId top = below;
+            if (i < 2 || !link(i - 2, &below, &product) || steps[i - 2].node != top) {
+                i -= 1;  // the loop's i-- takes the product's step too
+                break;
+            }
+            i -= 2;
+        }
+        fused.push_back(chain);
+    }
+    std::reverse(fused.begin(), fused.end());
+    steps.swap(fused);
+}
+
+// A softmax written as e / s divides by s ** -1 four times: four nodes that
+// each pass their own gradient down to s (merged, the additions into s's
+// gradient would come in another order), but whose local derivatives
+// k * pow(s, k - 1) are one.  pow is most of such a step, so the first of
+// them in backward's order computes it and keeps it, the others read it.
+// Only x and k decide it (not the node's own value), and x is the same
+// node: the same bits at every step of a pass.  An error stops the pass at
+// the first of them, where it stopped before.  Steps of the same x and the
+// same k, an int's or a float's (k - 1 differs between them), bit for bit.
+void Schedule::share_powers(const Graph& graph) {
+    struct Key {
+        uint64_t k;
+        NodeId x;
+        bool is_int;
+        bool operator==(const Key& o) const { return k == o.k && x == o.x && is_int == o.is_int; }
+    };
+    struct Hash {
+        size_t operator()(const Key& key) const {
+            const uint64_t h = (key.k * 0x9E3779B97F4A7C15ull) ^ (uint64_t{key.x} << 1) ^
+                               key.is_int;
+            return static_cast<size_t>(h ^ (h >> 29));
+        }
+    };
+    std::unordered_map<Key, size_t, Hash> first;  // the step that keeps it
+    powers_.clear();
+    std::vector<Decoded>& steps = steps_;
+    for (size_t i = steps.size(); i-- > 0;) {  // backward's order
+        Decoded& step = steps[i];
+        if (step.kind != kPow) continue;
+        const Number k = graph.param(step.node);
+        Key key{0, step.a, k.is_int};
+        if (k.is_int)
+            std::memcpy(&key.k, &k.i, sizeof key.k);
+        else
+            std::memcpy(&key.k, &k.f, sizeof key.k);
+        auto [at, fresh] = first.try_emplace(key, i);
+        if (fresh) continue;
+        Decoded& keeper = steps[at->second];
+        if (keeper.kind == kPow) {
+            keeper.kind = kPowKeep;
+            keeper.b = static_cast<NodeId>(powers_.size());
+            powers_.push_back(0.0);
+        }
+        step.kind = kPowKept;
+        step.b = keeper.b;
+    }
+}
+
+// propagate() and propagate_term() on a decoded step: the same formulas,
+// operation for operation, on operands found when the schedule was made.
+// (inlined into pass()'s loop: as the one caller of the old single-pass
+// code it was, and out of line a pass costs a call a step)
+template <bool kFloats, bool kRule>
+AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& step) {
+    using F = Arith<kRule>;
+    double* grads = graph.grad_slots();
+    const Graph::Slot* values = graph.value_slots();
+    const NodeId* operands = operands_.data();
+    double* powers = powers_.data();
+    auto number = [&graph, values](NodeId m) {
+        if (kFloats) return values[m].f;
+        return graph.value(m).as_double();
+    };
+    auto constant = [&graph, &step](NodeId k) -> Graph::Constant& {
+        return graph.list_constant(step.node, k);
+    };
+    auto set_constant_grad = [this](double& slot, double g) {
+        write_constant_grad<kRule>(slot, g, &nan_seen_);
+    };
+    const double g = grads[step.node];
+    switch (step.kind) {
+        case kAddNN:
+            grads[step.a] = F::add(grads[step.a], g);
+            grads[step.b] = F::add(grads[step.b], g);
+            return Status::Ok;
+        case kAddNK:
+            grads[step.a] = F::add(grads[step.a], g);
+            set_constant_grad(graph.constant_grad(step.node), F::add(0.0, g));
+            return Status::Ok;
+        case kMulNN:
+            grads[step.a] = F::add_mul(grads[step.a], number(step.b), g);
+            grads[step.b] = F::add_mul(grads[step.b], number(step.a), g);
+            return Status::Ok;
+        case kMulNK:
+            grads[step.a] = F::add_mul(grads[step.a], graph.param(step.node).as_double(), g);
+            set_constant_grad(graph.constant_grad(step.node), F::add_mul(0.0, number(step.a), g));
+            return Status::Ok;
+        case kPow:
+        case kPowKeep:
+        case kPowKept: {
+            Number k = graph.param(step.node);
+            double p;
+            if (step.kind == kPowKept) {
+                p = powers[step.b];
+            } else {
+                Status s = float_pow(number(step.a), exponent_minus_one(k), &p);
+                if (s != Status::Ok) return s;
+                if (step.kind == kPowKeep) powers[step.b] = p;
+            }
+            grads[step.a] = F::add(grads[step.a], F::mul(F::mul(k.as_double(), p), g));
+            return Status::Ok;
+        }
+#define AGRAD_BACKWARD_UNARY(name, ...)                                             \
+    case k##name: { /* the table's entry (ops.hpp): d, then grad += d * g */        \
+        double d = 0.0;                                                             \
+        Status s = ops::name::derivative<F>(number(step.a), number(step.node), &d); \
+        if (s != Status::Ok) return s;                                              \
+        grads[step.a] = F::add_mul(grads[step.a], d, g);                            \
+        return Status::Ok;                                                          \
+    }
+            AGRAD_UNARY_OPS(AGRAD_BACKWARD_UNARY)
+#undef AGRAD_BACKWARD_UNARY
+        case kSumTermN:
+            grads[step.a] = F::add(grads[step.a], F::add(0.0, g));
+            return Status::Ok;
+        case kSumTermK:
+            set_constant_grad(constant(step.a).grad, F::add(0.0, F::add(0.0, g)));
+            return Status::Ok;
+        case kDotTermNN: {
+            const double link = F::add(0.0, g);
+            const double wv = number(step.a), xv = number(step.b);
+            grads[step.a] = F::add_mul(grads[step.a], xv, link);
+            grads[step.b] = F::add_mul(grads[step.b], wv, link);
+            return Status::Ok;
+        }
+        case kDotTermNK: {
+            const double link = F::add(0.0, g);
+            Graph::Constant& x = constant(step.b);
+            const double wv = number(step.a);
+            grads[step.a] = F::add_mul(grads[step.a], x.value.as_double(), link);
+            set_constant_grad(x.grad, F::add_mul(0.0, wv, link));
+            return Status::Ok;
+        }
+        case kDotTermKN: {
+            const double link = F::add(0.0, g);
+            Graph::Constant& w = constant(step.a);
+            const double xv = number(step.b);
+            set_constant_grad(w.grad, F::add_mul(0.0, xv, link));
+            grads[step.b] = F::add_mul(grads[step.b], w.value.as_double(), link);
+            return Status::Ok;
+        }
+        case kSumRun: {  // backward takes a run's terms last first
+            const double link = F::add(0.0, g);
+            const NodeId* ids = operands + step.a;
+            for (size_t t = step.b; t-- > 0;) grads[ids[t]] = F::add(grads[ids[t]], link);
+            return Status::Ok;
+        }
+        case kChain: {
+            double down = g;  // the gradient the link's addition passes on
+            const NodeId* link = operands + step.a;
+            for (NodeId l = 0; l < step.b; ++l, link += 4) {
+                const NodeId below = link[0], product = link[1], w = link[2], x = link[3];
+                const double to_below = F::add(grads[below], down);
+                grads[below] = to_below;
+                const double to_product = F::add(grads[product], down);
+                grads[product] = to_product;
+                const double wv = number(w), xv = number(x);
+                grads[w] = F::add_mul(grads[w], xv, to_product);
+                grads[x] = F::add_mul(grads[x], wv, to_product);
+                down = to_below;
+            }
+            return Status::Ok;
+        }
+        case kDotRun: {
+            const double link = F::add(0.0, g);
+            const NodeId* pairs = operands + step.a;
+            for (size_t t = step.b; t-- > 0;) {
+                const NodeId w = pairs[2 * t], x = pairs[2 * t + 1];
+                const double wv = number(w), xv = number(x);
+                grads[w] = F::add_mul(grads[w], xv, link);
+                grads[x] = F::add_mul(grads[x], wv, link);
+            }
+            return Status::Ok;
+        }
+        default: {  // kDotTermKK
+            const double link = F::add(0.0, g);
+            Graph::Constant& w = constant(step.a);
+            Graph::Constant& x = constant(step.b);
+            const double wv = w.value.as_double(), xv = x.value.as_double();
+            set_constant_grad(w.grad, F::add_mul(0.0, xv, link));
+            set_constant_grad(x.grad, F::add_mul(0.0, wv, link));
+            return Status::Ok;
+        }
+    }
+}
+
+// Whether every node the schedule reaches holds a float: checked once, then
+// taken on trust for as long as no int is written anywhere.
+bool Schedule::reads_floats_only(const Graph& graph) {
+    if (floats_since_ == graph.int_writes()) return true;
+    const uint8_t* ints = graph.int_marks();
+    for (size_t i = 0; i < spans_.size(); i += 2)
+        for (NodeId id = spans_[i]; id < spans_[i + 1]; ++id)
+            if (ints[id]) return false;
+    floats_since_ = graph.int_writes();
+    return true;
+}
+
+// The gradients a kept schedule's pass starts from: every reached node's and
+// inline constant's 0 (no other node's constant_grad means anything).
+void Schedule::zero(Graph& graph) const {
+    double* grads = graph.grad_slots();
+    for (size_t i = 0; i < spans_.size(); i += 2)
+        std::fill(grads + spans_[i], grads + spans_[i + 1], 0.0);
+    for (NodeId id : with_constant_) graph.constant_grad(id) = 0.0;
+}
+
+template <bool kRule>
+Status Schedule::pass(Graph& graph, NodeId root, bool floats) {
+    graph.grad_slots()[root] = 1.0;
+    for (size_t i = steps_.size(); i-- > 0;) {
+        Status s = floats ? run_decoded<true, kRule>(graph, steps_[i])
+                          : run_decoded<false, kRule>(graph, steps_[i]);
+        if (s != Status::Ok) {  // every gradient is left at 0, as Graph's own pass leaves them
+            for (size_t j = 0; j < spans_.size(); j += 2)
+                for (NodeId id = spans_[j]; id < spans_[j + 1]; ++id) graph.zero_gradients(id);
+            return s;
+        }
+    }
+    return Status::Ok;
+}
+
+// On the hardware first, then with the NaN rule only if a sink's gradient or
+// a constant's came out a NaN: Graph::backward's two passes, and why they
+// are exact (graph.cpp).
+Status Schedule::run(Graph& graph, NodeId root) {
+    if (shape_ != graph.shape())
+        make(graph, root);  // zeroes the gradients as it goes
+    else
+        zero(graph);
+    const bool floats = reads_floats_only(graph);
+    nan_seen_ = false;
+    Status s = pass<false>(graph, root, floats);
+    if (s != Status::Ok) return s;
+    bool nan = nan_seen_;
+    const double* grads = graph.grad_slots();
+    for (NodeId id : sinks_) nan |= grads[id] != grads[id];
+    if (!nan) return Status::Ok;
+    zero(graph);
+    return pass<true>(graph, root, floats);
+}
+
+Program::Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId>& outputs)
+    : graph_(graph), log_(std::move(log)) {
+    for (NodeId id : log_)
+        if (graph_.op(id) != Op::Leaf) steps_.push_back(id);
+    std::vector<NodeId> made(log_);
+    std::sort(made.begin(), made.end());
+    for (NodeId id : outputs)
+        if (std::binary_search(made.begin(), made.end(), id) && !graph_.keeps_schedule(id)) {
+            graph_.keep_schedule(id);
+            scheduled_.push_back(id);
+        }
+}
+
+Program::~Program() {
+    for (NodeId id : scheduled_) graph_.forget_schedule(id);
+    for (NodeId id : log_) graph_.release(id);
+}
+
+Status Program::forward() {
+    if (!replay_.built_for(graph_)) replay_.build(graph_, steps_);
+    if (replay_.run(graph_)) return Status::Ok;
+    for (NodeId id : steps_) {
+        const Status s = graph_.recompute(id);
+        if (s != Status::Ok) return s;
+    }
+    return Status::Ok;
+}
+
+}  // namespace agrad
