@@ -218,12 +218,11 @@ void Schedule::share_powers(const Graph& graph) {
 // (inlined into pass()'s loop: as the one caller of the old single-pass
 // code it was, and out of line a pass costs a call a step)
 template <bool kFloats, bool kRule>
-AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& step) {
+AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& step,
+                                                 const NodeId* operands, double* powers) {
     using F = Arith<kRule>;
     double* grads = graph.grad_slots();
     const Graph::Slot* values = graph.value_slots();
-    const NodeId* operands = operands_.data();
-    double* powers = powers_.data();
     auto number = [&graph, values](NodeId m) {
         if (kFloats) return values[m].f;
         return graph.value(m).as_double();
@@ -375,9 +374,12 @@ void Schedule::zero(Graph& graph) const {
 template <bool kRule>
 Status Schedule::pass(Graph& graph, NodeId root, bool floats) {
     graph.grad_slots()[root] = 1.0;
-    for (size_t i = steps_.size(); i-- > 0;) {
-        Status s = floats ? run_decoded<true, kRule>(graph, steps_[i])
-                          : run_decoded<false, kRule>(graph, steps_[i]);
+    const std::vector<Decoded>& steps = steps_;
+    const NodeId* operands = operands_.data();
+    double* powers = powers_.data();
+    for (size_t i = steps.size(); i-- > 0;) {
+        Status s = floats ? run_decoded<true, kRule>(graph, steps[i], operands, powers)
+                          : run_decoded<false, kRule>(graph, steps[i], operands, powers);
         if (s != Status::Ok) {  // every gradient is left at 0, as Graph's own pass leaves them
             for (size_t j = 0; j < spans_.size(); j += 2)
                 for (NodeId id = spans_[j]; id < spans_[j + 1]; ++id) graph.zero_gradients(id);

@@ -51,7 +51,7 @@ private:
     void fuse_chains();
     void share_powers(const Graph& graph);
     template <bool kFloats, bool kRule>  // kFloats: every value it reads is a float
-    Status run_decoded(Graph& graph, const Decoded& step);
+    Status run_decoded(Graph& graph, const Decoded& step, const NodeId* operands, double* powers);
     template <bool kRule>
     Status pass(Graph& graph, NodeId root, bool floats);
     void zero(Graph& graph) const;

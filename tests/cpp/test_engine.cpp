@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "agrad/graph.hpp"
+#include "agrad/program.hpp"
 #include "agrad/replay.hpp"
 
 using agrad::Graph;
@@ -829,6 +830,46 @@ void test_repeated_operations_shared() {
     same(0.25, 0.5, 4.0, Status::Ok, Status::Ok);              // and after the failures
 }
 
+// The engine's Program: a recording's forward pass (decoded, or recompute
+// when a number read is an int) gives recompute's bits, its outputs keep
+// their backward schedule while it lives, and it gives back the log's
+// references when it goes.
+void test_program() {
+    Graph plain, g;
+    Repeats a = build_repeats(plain), b = build_repeats(g);
+    std::vector<NodeId> log;
+    for (NodeId id : b.steps) {
+        g.retain(id);  // as the recording's log holds them (build_repeats let its log go)
+        log.push_back(id);
+    }
+    const size_t live = g.live_nodes();
+    {
+        agrad::Program program(g, log, {b.root, b.x});
+        CHECK(program.operations() == b.steps.size() && program.nodes() == log.size());
+        CHECK(g.keeps_schedule(b.root) && !g.keeps_schedule(b.x));  // x is no node it made
+        for (Number x : {F(-0.75), I(3), F(0.25)}) {                // an int: through recompute
+            plain.set_value(a.x, x);
+            g.set_value(b.x, x);
+            for (NodeId id : a.steps) built(plain.recompute(id));
+            CHECK(program.forward() == Status::Ok);
+            bool same = true;
+            for (size_t i = 0; i < a.steps.size(); ++i) {
+                const Number p = plain.value(a.steps[i]), q = g.value(b.steps[i]);
+                same &= p.is_int == q.is_int && same_bits(p.as_double(), q.as_double());
+            }
+            CHECK(same);
+            CHECK(plain.backward(a.root) == Status::Ok && g.backward(b.root) == Status::Ok);
+            CHECK(same_bits(plain.grad(a.x), g.grad(b.x)) &&
+                  same_bits(plain.grad(a.w), g.grad(b.w)));
+        }
+        g.set_value(b.x, F(1.0));
+        g.set_value(b.y, F(-1.0));
+        CHECK(program.forward() == Status::ZeroToNegative);  // s ** -1 of s = 0
+    }
+    CHECK(!g.keeps_schedule(b.root));
+    CHECK(g.live_nodes() == live);  // the test's own references remain
+}
+
 // The table of operations (ops.hpp), entry by entry: each entry's value on a
 // float is the libm function it names (with Python's errors), its value on a
 // number gives a float (relu: keeps an int), its derivative agrees with a
@@ -980,6 +1021,7 @@ int main() {
     test_recording_takes_ascending_ids();
     test_replay_matches_recompute();
     test_repeated_operations_shared();
+    test_program();
     test_nan_rule();
     test_table_of_operations();
     test_second_derivatives();
