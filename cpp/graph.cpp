@@ -1,4 +1,5 @@
-// The cold half of the engine: n-ary nodes, freeing, and the backward pass.
+// The arena's cold half: n-ary nodes, freeing, the depth-first search and the
+// eager backward pass.
 #include "agrad/graph.hpp"
 
 #include "agrad/program.hpp"  // Schedule: the kept schedules stored here

@@ -1,4 +1,4 @@
-// The engine: one arena of scalar nodes, and reverse-mode differentiation over it.
+// The arena: every scalar node, and eager reverse-mode differentiation over it.
 //
 // Every Value is a Node in the Graph's arena, addressed by a 32-bit NodeId.
 // A node holds an op code and up to two children inline (an n-ary node keeps
@@ -16,6 +16,13 @@
 // recursive search in agrad.pure, then sweeps it in reverse, switching on the
 // op code.  Both engines therefore add gradient contributions in the same
 // order and get the same bits.
+//
+// What agrad.compile makes of a recorded graph, decoded once and run in both
+// directions, is the program's (program.hpp): it reads and writes the arena
+// through the public interface below, as the binding does; nothing here is
+// a friend's.  A kept backward schedule is stored here, by its root, only
+// because eager backward() on that root takes it and it goes when the root
+// is freed (keep_schedule).
 //
 // The engine knows nothing of Python.  A node's `owner` is an opaque pointer
 // the binding uses to find the Python object that stands for the node.
@@ -59,8 +66,8 @@ struct Operand {
 
 // A node's own operation as the replayed passes decode it once: the op, and
 // whether its second operand is an inline constant (K) or a node (N).  The
-// forward replay (replay.hpp) and a kept backward schedule number their own
-// further codes from kNodeKinds on.
+// forward replay (replay.hpp) and a kept backward schedule (program.cpp)
+// number their own further codes from kNodeKinds on.
 enum NodeKind : uint8_t {
     kAddNN,
     kAddNK,

@@ -1,4 +1,6 @@
-// A recorded program's forward pass, decoded once and replayed on floats.
+// A recorded program's forward pass, decoded once and replayed on floats: the
+// forward half of agrad::Program (program.hpp), which falls back on
+// Graph::recompute when this declines.
 //
 // agrad.compile keeps the nodes a function made, in the order it made them;
 // a replay recomputes each with Graph::recompute, which decodes the node

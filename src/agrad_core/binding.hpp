@@ -4,7 +4,8 @@
 //   convert.cpp     numbers, strings and errors between Python and the engine
 //   value.cpp       the Value type (its number slots, data, grad, pickling)
 //   fused.cpp       agrad.sum and agrad.dot, one node each
-//   compile.cpp     agrad.compile: recording, guards, refusals, arguments, Program
+//   compile.cpp     agrad.compile: recording, guards, refusals, arguments, the
+//                   compiled program (the engine's Program with inputs and guards)
 //   parameters.cpp  an optimizer's parameters moved in one call each way
 //   higher.cpp      agrad.grad's sweeps (second derivatives)
 // The rules every file keeps, and why Value is not a py::class_, are at the
