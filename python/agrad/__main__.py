@@ -516,13 +516,7 @@ def run_sweep(args) -> None:
             epochs=args.epochs,
             engine=args.engine,
             samples=args.samples,
-            data=args.data,
-            target=args.target,
-            output=args.output,
-            jobs=args.jobs,
-            dask=args.dask,
-            ray=args.ray,
-            runs_per_task=args.runs_per_task,
+            **_plan_options(args),
         )
     except (ValueError, TypeError, ImportError) as error:
         args.parser.error(str(error))
@@ -589,6 +583,19 @@ def _run_plan(args, plan, what: str) -> Any:
         plan.close()
 
 
+def _plan_options(args) -> dict:
+    """The options a sweep and a bootstrap share: the data, the record, the backend."""
+    return {
+        "data": args.data,
+        "target": args.target,
+        "output": args.output,
+        "jobs": args.jobs,
+        "dask": args.dask,
+        "ray": args.ray,
+        "runs_per_task": args.runs_per_task,
+    }
+
+
 def run_bootstrap(args) -> None:
     try:
         plan = sweep.Bootstrap(
@@ -596,13 +603,7 @@ def run_bootstrap(args) -> None:
             resamples=args.resamples,
             seed=args.seed,
             engine=args.engine,
-            data=args.data,
-            target=args.target,
-            output=args.output,
-            jobs=args.jobs,
-            dask=args.dask,
-            ray=args.ray,
-            runs_per_task=args.runs_per_task,
+            **_plan_options(args),
         )
     except (ValueError, TypeError, ImportError) as error:
         args.parser.error(str(error))
