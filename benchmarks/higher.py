@@ -109,6 +109,10 @@ def hessian_cases(params, loss, xs, ys):
     }, as_arguments.program(xs, ys).operations
 
 
+#: How many Hessians in a row the loop column times.
+LOOP = 10
+
+
 def main(argv: list[str] | None = None) -> int:
     args = output.rounds_arguments(
         "higher.py",
@@ -144,18 +148,22 @@ def main(argv: list[str] | None = None) -> int:
             )
     name, params, loss, xs, ys = body_fat()
     cases, operations = hessian_cases(params, loss, xs, ys)
-    t = per_call_minima(cases, args.rounds, 1)
+    # once a round, right after the other cases (caches cold), and as Newton's
+    # iterations or a bootstrap call it: LOOP calls in a row, their mean
+    once = per_call_minima(cases, args.rounds, 1)
+    looped = per_call_minima(cases, args.rounds, LOOP)
     lines += [
         "",
         f"The body-fat Hessian (15 x 15; the compiled program replays {operations} "
-        "operations, and the 225 entries are read into an array; target: under 1 ms):",
+        "operations, and the 225 entries are read into an array; target: under 1 ms, "
+        f"judged on {LOOP} calls in a row):",
         "",
-        "| how | per call |",
-        "| --- | --- |",
+        f"| how | one call after the others | {LOOP} calls in a row, per call |",
+        "| --- | --- | --- |",
     ]
-    for how, seconds in t.items():
-        lines.append(f"| {how} | {seconds * 1e3:.3f} ms |")
-    compiled_hessian = min(t["compiled, data as arguments"], t["compiled, data captured"])
+    for how in cases:
+        lines.append(f"| {how} | {once[how] * 1e3:.3f} ms | {looped[how] * 1e3:.3f} ms |")
+    compiled_hessian = min(looped["compiled, data as arguments"], looped["compiled, data captured"])
     text = "\n".join(lines) + "\n"
     print(text)
     (output.folder(args) / "HIGHER.md").write_text(text)
