@@ -199,6 +199,34 @@ def test_a_diverging_training_run_overflows_on_both_engines():
     assert messages[0] == messages[1]
 
 
+def squares_and_reciprocals_to_try(count: int) -> list[float]:
+    """Doubles where x ** 2 and x ** -1 are hardest to get right: squares and
+    quotients that fall on a tie between two doubles or near one (an odd
+    27-bit integer's square needs 54 bits), across the whole exponent range,
+    the subnormals and the edges of the range where the engine computes them
+    as a product and a quotient, with both signs."""
+    rng = random.Random(20261206)
+    values = [0.0, 5e-324, 2.0**-450, 2.0**450, 2.0**-450 * (1 + 2**-52), 2.0**450 * (1 - 2**-53)]
+    values += [2.0**-450 * (1 - 2**-53), 2.0**450 * (1 + 2**-52), 1.0, 3.0, 2.0**511, 2.0**512]
+    for i in range(count):
+        odd = rng.randrange(2**26 + 1, 2**27, 2)
+        scale = 2.0 ** rng.randint(-520, 520)
+        near_tie = odd + rng.uniform(-1e-3, 1e-3)
+        anywhere = math.ldexp(rng.random() + 0.5, rng.randint(-1074, 1023))
+        values += [odd * scale, near_tie * scale, anywhere, rng.uniform(-1e10, 1e10)]
+    return [v if i % 2 else -v for i, v in enumerate(values)]
+
+
+def test_squares_and_reciprocals_are_pythons_pow_bits():
+    """The engine squares and inverts by a product and a quotient where it can
+    prove those are pow's bits, and calls pow elsewhere: either way it must
+    give exactly what CPython's float ** gives, near ties included."""
+    for x in squares_and_reciprocals_to_try(25_000):
+        for k in (2, 2.0, -1, -1.0):
+            native = outcome(lambda: exact((agrad.Value(x) ** k).data))
+            assert native == outcome(lambda: exact(x**k)), (x, k)
+
+
 # -- by hypothesis ----------------------------------------------------------------------
 
 settings.register_profile(

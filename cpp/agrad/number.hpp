@@ -84,6 +84,83 @@ inline bool mul_overflows(int64_t a, int64_t b, int64_t* r) {
 
 inline bool is_odd_integer(double x) { return std::fmod(std::fabs(x), 2.0) == 1.0; }
 
+// a * b == p + *error exactly (Dekker's product, Veltkamp's split), for
+// operands and product well inside the normal range (no overflow in the
+// split, no underflow in the low parts): the callers below keep to 2^-450..2^450.
+inline double product_error(double a, double b, double p) {
+    const double split = 134217729.0;  // 2^27 + 1
+    const double ca = split * a, cb = split * b;
+    const double ahi = ca - (ca - a), alo = a - ahi;
+    const double bhi = cb - (cb - b), blo = b - bhi;
+    return ((ahi * bhi - p) + ahi * blo + alo * bhi) + alo * blo;
+}
+
+// The spacing of doubles around a positive normal r that is not a power of two.
+inline double spacing(double r) {
+    uint64_t bits;
+    std::memcpy(&bits, &r, sizeof bits);
+    bits = (bits & 0x7ff0000000000000ull) - (uint64_t{52} << 52);
+    double ulp;
+    std::memcpy(&ulp, &bits, sizeof ulp);
+    return ulp;
+}
+
+inline bool is_power_of_two(double r) {
+    uint64_t bits;
+    std::memcpy(&bits, &r, sizeof bits);
+    return (bits & 0x000fffffffffffffull) == 0;
+}
+
+// pow(x, 2) and pow(x, -1) for 2^-450 <= x <= 2^450 as a product and a
+// quotient, where that is provably the bits the platform's pow gives; false
+// where it is not (then pow must be called).
+//
+// Why it is exact.  x * x and 1.0 / x are correctly rounded: r is the double
+// nearest the exact v.  Below, the exact error |v - r| is measured (Dekker's
+// product: the exact x*x - r, and for the quotient r*x - 1 = -(v - r)*x), and
+// r kept only when it is at most 0.4 of the spacing u of doubles at r, with r
+// not a power of two, so that v lies in r's binade, where every other double
+// is at least 0.6 u from v.  A pow whose error is under 0.6 ULP therefore
+// returns r.  glibc's pow is within 0.54 ULP (the worst case its e_pow.c
+// derives from its log's and exp's bounds; before 2.28 it was correctly
+// rounded), so on glibc the two agree; elsewhere pow is always called.  CPython
+// calls that pow for float ** float, so eager Python gets these bits too.
+// Near ties (|v - r| close to u/2) pow and the product can round apart:
+// there pow is called.  benchmarks/pow_vs_multiply.py counts both.
+inline bool square_as_product(double x, double* out) {
+#if defined(__GLIBC__)
+    const double r = x * x;
+    if (!(x >= 0x1p-450 && x <= 0x1p450) || is_power_of_two(r)) return false;
+    if (!(std::fabs(product_error(x, x, r)) <= 0.4 * spacing(r))) return false;
+    *out = r;
+    return true;
+#else
+    (void)x;
+    (void)out;
+    return false;
+#endif
+}
+
+inline bool reciprocal_as_quotient(double x, double* out) {
+#if defined(__GLIBC__)
+    if (!(x >= 0x1p-450 && x <= 0x1p450)) return false;
+    const double r = 1.0 / x;
+    if (is_power_of_two(r)) return false;
+    // r*x - 1 == (t - 1) + e exactly, t - 1 exact since t is within an ulp of 1
+    // (Sterbenz); its rounded sum is off by 2^-53 of itself, far inside the
+    // margin between 0.4 and 0.6.
+    const double t = r * x;
+    const double residual = (t - 1.0) + product_error(r, x, t);
+    if (!(std::fabs(residual) <= 0.4 * spacing(r) * x)) return false;
+    *out = r;
+    return true;
+#else
+    (void)x;
+    (void)out;
+    return false;
+#endif
+}
+
 }  // namespace detail
 
 // -- float + and *, with one rule for the NaN they give.  When both operands
@@ -238,12 +315,18 @@ inline Status float_pow(double base, double exponent, double* out) {
         *out = negate_result ? -base : base;
         return Status::Ok;
     }
+    double r;
+    if ((exponent == 2.0 && detail::square_as_product(base, &r)) ||
+        (exponent == -1.0 && detail::reciprocal_as_quotient(base, &r))) {
+        *out = negate_result ? -r : r;
+        return Status::Ok;
+    }
     errno = 0;
     // Through a volatile: where the exponent is a constant the optimiser turns
     // pow(x, -1.0) into 1.0 / x, which rounds differently from the libm pow
     // that Python calls, and `v / c` is computed as `v * c ** -1`.
     volatile double opaque_exponent = exponent;
-    double r = std::pow(base, opaque_exponent);
+    r = std::pow(base, opaque_exponent);
     int err = errno;
     if (err == 0 && std::isinf(r))
         err = ERANGE;
