@@ -265,7 +265,7 @@ inline Status negate(Number a, Number* out) {
 
 // float ** float with CPython's special cases, in CPython's order: they settle
 // what the platform's pow() would get wrong or report as an error.
-inline Status float_pow(double base, double exponent, double* out) {
+inline Status float_pow_general(double base, double exponent, double* out) {
     if (exponent == 0.0) {  // x**0 is 1, even 0**0 and nan**0
         *out = 1.0;
         return Status::Ok;
@@ -311,22 +311,12 @@ inline Status float_pow(double base, double exponent, double* out) {
         *out = negate_result ? -1.0 : 1.0;
         return Status::Ok;
     }
-    if (exponent == 1.0) {  // x**1 is exactly x: the backward pass of x**2 asks this every time
-        *out = negate_result ? -base : base;
-        return Status::Ok;
-    }
-    double r;
-    if ((exponent == 2.0 && detail::square_as_product(base, &r)) ||
-        (exponent == -1.0 && detail::reciprocal_as_quotient(base, &r))) {
-        *out = negate_result ? -r : r;
-        return Status::Ok;
-    }
     errno = 0;
     // Through a volatile: where the exponent is a constant the optimiser turns
     // pow(x, -1.0) into 1.0 / x, which rounds differently from the libm pow
     // that Python calls, and `v / c` is computed as `v * c ** -1`.
     volatile double opaque_exponent = exponent;
-    r = std::pow(base, opaque_exponent);
+    double r = std::pow(base, opaque_exponent);
     int err = errno;
     if (err == 0 && std::isinf(r))
         err = ERANGE;
@@ -335,6 +325,27 @@ inline Status float_pow(double base, double exponent, double* out) {
     if (err != 0) return Status::PowRange;
     *out = negate_result ? -r : r;
     return Status::Ok;
+}
+
+// The exponents the book and micrograd use, decided before CPython's list of
+// special cases (which they would all pass through): x ** 1 is x, whatever x
+// (a NaN, an infinity and a signed zero come back as they went in), and
+// x ** 2 and x ** -1 a product and a quotient where that is pow's bits.
+inline Status float_pow(double base, double exponent, double* out) {
+    double r;
+    if (exponent == 1.0) {
+        *out = base;
+        return Status::Ok;
+    }
+    if (exponent == 2.0 && detail::square_as_product(std::fabs(base), &r)) {
+        *out = r;
+        return Status::Ok;
+    }
+    if (exponent == -1.0 && detail::reciprocal_as_quotient(std::fabs(base), &r)) {
+        *out = std::copysign(r, base);
+        return Status::Ok;
+    }
+    return float_pow_general(base, exponent, out);
 }
 
 // int ** non-negative int, exact.  A square is only taken when a higher bit of
