@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <unordered_map>
 
 namespace agrad {
 
 void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     code_.clear();
+    groups_.clear();
+    members_.clear();
     constants_.clear();
     operands_.clear();
     reads_.clear();
@@ -126,9 +129,92 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     }
     std::sort(reads_.begin(), reads_.end());
     reads_.erase(std::unique(reads_.begin(), reads_.end()), reads_.end());
-    fuse_chains();
     share_identical();
+    group_independent(graph.id_limit());
+    fuse_chains();
     floats_only_ = true;
+}
+
+// Nodes that read nothing of each other can be computed in any order: each
+// is written once, from operands already written, by the same IEEE
+// operation, so its bits do not depend on when.  So the instructions are
+// taken by depth (1 + the deepest node they read that the program makes),
+// and the nodes of one operation at one depth (the chapter's 1000 products
+// w * x, then its 1000 sums, ...; micrograd's neurons' k-th links, across
+// neurons and samples) become one group, run as one loop: no switch and no
+// mispredicted jump a node.  A running total's instructions (kStart to kEnd)
+// move as one.  Depths only order nodes that do not depend on each other,
+// and an operation that fails makes the replay decline, whatever the order
+// (recompute then fails where eager code does).
+void Replay::group_independent(size_t id_limit) {
+    constexpr size_t kMinGroup = 4;  // fewer are left as instructions
+    struct Item {
+        uint32_t depth, begin, end;  // code_[begin, end)
+    };
+    std::vector<uint32_t> depth_of(id_limit, 0);  // 0: not made by the program
+    std::vector<Item> items;
+    items.reserve(code_.size());
+    for (size_t i = 0; i < code_.size();) {
+        uint32_t deepest = 0;
+        auto read = [&](NodeId id) { deepest = std::max(deepest, depth_of[id]); };
+        size_t end = i + 1;
+        const Instruction& in = code_[i];
+        if (in.code == kStart) {
+            for (; code_[end - 1].code != kEnd; ++end) {
+                const Instruction& part = code_[end];
+                if (part.code == kDotNK) read(part.a);
+                if (part.code == kDotKN) read(part.b);
+                if (part.code == kSumRun)
+                    for (NodeId t = 0; t < part.b; ++t) read(operands_[part.a + t]);
+                if (part.code == kDotRun)
+                    for (NodeId t = 0; t < 2 * part.b; ++t) read(operands_[part.a + t]);
+            }
+        } else {
+            read(in.a);
+            if (in.code == kAddNN || in.code == kMulNN) read(in.b);
+        }
+        depth_of[in.out] = deepest + 1;
+        items.push_back({deepest + 1, static_cast<uint32_t>(i), static_cast<uint32_t>(end)});
+        i = end;
+    }
+    std::stable_sort(items.begin(), items.end(),
+                     [](const Item& x, const Item& y) { return x.depth < y.depth; });
+
+    std::vector<Instruction> grouped;
+    grouped.reserve(code_.size());
+    std::vector<std::vector<const Item*>> by_code(256);
+    std::vector<uint8_t> codes;  // at this depth, in order of first appearance
+    for (size_t i = 0; i < items.size();) {
+        size_t j = i;
+        for (; j < items.size() && items[j].depth == items[i].depth; ++j) {
+            const Item& item = items[j];
+            const uint8_t code = code_[item.begin].code;
+            if (code == kStart) {
+                grouped.insert(grouped.end(), code_.begin() + item.begin, code_.begin() + item.end);
+                continue;
+            }
+            if (by_code[code].empty()) codes.push_back(code);
+            by_code[code].push_back(&item);
+        }
+        for (uint8_t code : codes) {
+            std::vector<const Item*>& same = by_code[code];
+            if (same.size() < kMinGroup) {
+                for (const Item* item : same) grouped.push_back(code_[item->begin]);
+            } else {
+                grouped.push_back({kGroup, static_cast<NodeId>(groups_.size()), 0, 0});
+                groups_.push_back({code, static_cast<uint32_t>(members_.size()),
+                                   static_cast<uint32_t>(same.size())});
+                for (const Item* item : same) {
+                    const Instruction& in = code_[item->begin];
+                    members_.push_back({in.out, in.a, in.b});
+                }
+            }
+            same.clear();
+        }
+        codes.clear();
+        i = j;
+    }
+    code_.swap(grouped);
 }
 
 // A node's own operation (not a chain's link, not a running total) that
@@ -216,6 +302,50 @@ void Replay::fuse_chains() {
     code_.swap(fused);
 }
 
+// What a replay reads and writes: the arena's value slots and int marks,
+// and the program's constants.
+struct Replay::Slots {
+    Graph::Slot* values;
+    uint8_t* ints;
+    const double* k;  // the constants
+    double v(NodeId id) const { return values[id].f; }
+    void set(NodeId id, double r) const {
+        values[id].f = r;
+        ints[id] = 0;
+    }
+};
+
+// One node of an element operation (a NodeKind or kCopy), the same for an
+// instruction and for a group's loop: false when it fails.
+template <uint8_t kCode>
+AGRAD_ALWAYS_INLINE bool Replay::compute(const Slots& s, NodeId out, NodeId a, NodeId b) {
+    double r;
+    if constexpr (kCode == kAddNN) {
+        r = add(s.v(a), s.v(b));
+    } else if constexpr (kCode == kAddNK) {
+        r = add(s.v(a), s.k[b]);
+    } else if constexpr (kCode == kMulNN) {
+        r = mul(s.v(a), s.v(b));
+    } else if constexpr (kCode == kMulNK) {
+        r = mul(s.v(a), s.k[b]);
+    } else if constexpr (kCode == kPow) {
+        if (float_pow(s.v(a), s.k[b], &r) != Status::Ok) return false;
+    } else if constexpr (kCode == kCopy) {
+        r = s.v(a);
+    } else {  // the table's entry (ops.hpp), known here at compile time
+        if (with_unary_kind(kCode, [&](auto op) { return decltype(op)::value(s.v(a), &r); }) !=
+            Status::Ok)
+            return false;
+    }
+    s.set(out, r);
+    return true;
+}
+
+// Every element code: one operation a node.
+#define AGRAD_UNARY_ELEMENT(name, ...) X(k##name)
+#define AGRAD_ELEMENTS(X) \
+    X(kAddNN) X(kAddNK) X(kMulNN) X(kMulNK) X(kPow) AGRAD_UNARY_OPS(AGRAD_UNARY_ELEMENT) X(kCopy)
+
 bool Replay::run(Graph& graph) const {
     if (!floats_only_) return false;
     // The arrays' addresses taken once (value_slots): through set_value
@@ -226,41 +356,31 @@ bool Replay::run(Graph& graph) const {
         if (ints[id]) return false;
     const double* k = constants_.data();
     const NodeId* operands = operands_.data();
-    auto v = [values](NodeId id) { return values[id].f; };
-    auto set = [values, ints](NodeId id, double r) {
-        values[id].f = r;
-        ints[id] = 0;
-    };
+    const Slots slots{values, ints, k};
     double total = 0.0;
     for (const Instruction& in : code_) {
         switch (in.code) {
-            case kAddNN:
-                set(in.out, add(v(in.a), v(in.b)));
-                break;
-            case kAddNK:
-                set(in.out, add(v(in.a), k[in.b]));
-                break;
-            case kMulNN:
-                set(in.out, mul(v(in.a), v(in.b)));
-                break;
-            case kMulNK:
-                set(in.out, mul(v(in.a), k[in.b]));
-                break;
-            case kPow: {
-                double r;
-                if (float_pow(v(in.a), k[in.b], &r) != Status::Ok) return false;
-                set(in.out, r);
+#define X(code)                                                    \
+    case code:                                                     \
+        if (!compute<code>(slots, in.out, in.a, in.b)) return false; \
+        break;
+            AGRAD_ELEMENTS(X)
+#undef X
+            case kGroup: {
+                const Group& group = groups_[in.out];
+                const Member* m = members_.data() + group.first;
+                const uint32_t n = group.count;
+                switch (group.code) {
+#define X(code)                                                                \
+    case code:                                                                 \
+        for (uint32_t t = 0; t < n; ++t)                                       \
+            if (!compute<code>(slots, m[t].out, m[t].a, m[t].b)) return false; \
+        break;
+                    AGRAD_ELEMENTS(X)
+#undef X
+                }
                 break;
             }
-#define AGRAD_REPLAY_UNARY(name, ...)                                  \
-    case k##name: {                                                    \
-        double r;                                                      \
-        if (ops::name::value(v(in.a), &r) != Status::Ok) return false; \
-        set(in.out, r);                                                \
-        break;                                                         \
-    }
-                AGRAD_UNARY_OPS(AGRAD_REPLAY_UNARY)  // the table's entries (ops.hpp)
-#undef AGRAD_REPLAY_UNARY
             case kStart:
                 total = k[in.b];
                 break;
@@ -268,10 +388,10 @@ bool Replay::run(Graph& graph) const {
                 total = add(total, k[in.b]);
                 break;
             case kDotNK:
-                total = add_mul(total, v(in.a), k[in.b]);
+                total = add_mul(total, slots.v(in.a), k[in.b]);
                 break;
             case kDotKN:
-                total = add_mul(total, v(in.b), k[in.a]);
+                total = add_mul(total, slots.v(in.b), k[in.a]);
                 break;
             // The runs and chains below add on the hardware and apply the NaN
             // rule (number.hpp) only when their total ends up a NaN: a NaN
@@ -282,47 +402,44 @@ bool Replay::run(Graph& graph) const {
             case kSumRun: {
                 const NodeId* ids = operands + in.a;
                 const double before = total;
-                for (NodeId t = 0; t < in.b; ++t) total += v(ids[t]);
+                for (NodeId t = 0; t < in.b; ++t) total += slots.v(ids[t]);
                 if (total != total) {
                     total = before;
-                    for (NodeId t = 0; t < in.b; ++t) total = add(total, v(ids[t]));
+                    for (NodeId t = 0; t < in.b; ++t) total = add(total, slots.v(ids[t]));
                 }
                 break;
             }
             case kDotRun: {
                 const NodeId* pairs = operands + in.a;
                 const double before = total;
-                for (NodeId t = 0; t < in.b; ++t) total += v(pairs[2 * t]) * v(pairs[2 * t + 1]);
+                for (NodeId t = 0; t < in.b; ++t) total += slots.v(pairs[2 * t]) * slots.v(pairs[2 * t + 1]);
                 if (total != total) {
                     total = before;
                     for (NodeId t = 0; t < in.b; ++t)
-                        total = add(total, mul(v(pairs[2 * t]), v(pairs[2 * t + 1])));
+                        total = add(total, mul(slots.v(pairs[2 * t]), slots.v(pairs[2 * t + 1])));
                 }
                 break;
             }
             case kEnd:
-                set(in.out, total);
-                break;
-            case kCopy:
-                set(in.out, v(in.a));
+                slots.set(in.out, total);
                 break;
             case kChain: {
-                double sum = v(in.out);
+                double sum = slots.v(in.out);
                 const NodeId* link = operands + in.a;
                 for (NodeId l = 0; l < in.b; ++l, link += 4) {
-                    const double product = v(link[0]) * v(link[1]);
-                    set(link[2], product);
+                    const double product = slots.v(link[0]) * slots.v(link[1]);
+                    slots.set(link[2], product);
                     sum = (link[3] & kProductFirst) ? product + sum : sum + product;
-                    set(link[3] & ~kProductFirst, sum);
+                    slots.set(link[3] & ~kProductFirst, sum);
                 }
                 if (sum == sum) break;  // (a NaN product makes the sum a NaN too)
-                sum = v(in.out);
+                sum = slots.v(in.out);
                 link = operands + in.a;
                 for (NodeId l = 0; l < in.b; ++l, link += 4) {
-                    const double product = mul(v(link[0]), v(link[1]));
-                    set(link[2], product);
+                    const double product = mul(slots.v(link[0]), slots.v(link[1]));
+                    slots.set(link[2], product);
                     sum = (link[3] & kProductFirst) ? add(product, sum) : add(sum, product);
-                    set(link[3] & ~kProductFirst, sum);
+                    slots.set(link[3] & ~kProductFirst, sum);
                 }
                 break;
             }
@@ -330,5 +447,8 @@ bool Replay::run(Graph& graph) const {
     }
     return true;
 }
+
+#undef AGRAD_ELEMENTS
+#undef AGRAD_UNARY_ELEMENT
 
 }  // namespace agrad

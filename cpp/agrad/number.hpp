@@ -184,9 +184,11 @@ inline double quiet(double x) {
 #if defined(__GNUC__) || defined(__clang__)
 #define AGRAD_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define AGRAD_ALWAYS_INLINE inline __attribute__((always_inline))
+#define AGRAD_NOINLINE inline __attribute__((noinline))
 #else
 #define AGRAD_UNLIKELY(x) (x)
 #define AGRAD_ALWAYS_INLINE inline
+#define AGRAD_NOINLINE inline
 #endif
 
 // (If only b is a NaN, r already is b quieted; if neither, r is the hardware's
@@ -265,7 +267,7 @@ inline Status negate(Number a, Number* out) {
 
 // float ** float with CPython's special cases, in CPython's order: they settle
 // what the platform's pow() would get wrong or report as an error.
-inline Status float_pow_general(double base, double exponent, double* out) {
+AGRAD_NOINLINE Status float_pow_general(double base, double exponent, double* out) {
     if (exponent == 0.0) {  // x**0 is 1, even 0**0 and nan**0
         *out = 1.0;
         return Status::Ok;
@@ -331,7 +333,8 @@ inline Status float_pow_general(double base, double exponent, double* out) {
 // special cases (which they would all pass through): x ** 1 is x, whatever x
 // (a NaN, an infinity and a signed zero come back as they went in), and
 // x ** 2 and x ** -1 a product and a quotient where that is pow's bits.
-inline Status float_pow(double base, double exponent, double* out) {
+// (Inlined, and the rest out of line: a replay squares a thousand errors.)
+AGRAD_ALWAYS_INLINE Status float_pow(double base, double exponent, double* out) {
     double r;
     if (exponent == 1.0) {
         *out = base;

@@ -56,6 +56,7 @@ private:
         kEnd,                 // node out = total
         kChain,  // from node out: b links (w, x, m, s) at operands_[a]: m = w * x, s = s' + m
         kCopy,   // node out = node a, made earlier by the same operation on the same operands
+        kGroup,  // groups_[out]: nodes of one operation, none reading another (group_independent)
     };
     // A link's s with this bit: its addition was written m + s'.
     static constexpr NodeId kProductFirst = 0x80000000u;
@@ -63,9 +64,24 @@ private:
         uint8_t code;      // a NodeKind or a Code
         NodeId out, a, b;  // node ids, or indexes into constants_ (K)
     };
+    // The nodes of one operation in a group: one loop, no switch a node.
+    struct Group {
+        uint8_t code;    // a NodeKind or kCopy
+        uint32_t first;  // members_[first, first + count)
+        uint32_t count;
+    };
+    struct Member {
+        NodeId out, a, b;  // as an Instruction's
+    };
+    struct Slots;
+    template <uint8_t kCode>
+    static bool compute(const Slots& slots, NodeId out, NodeId a, NodeId b);
     void fuse_chains();
     void share_identical();
+    void group_independent(size_t id_limit);
     std::vector<Instruction> code_;
+    std::vector<Group> groups_;
+    std::vector<Member> members_;
     std::vector<double> constants_;
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs
     std::vector<NodeId> reads_;     // nodes read that the program does not make
