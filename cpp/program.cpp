@@ -219,7 +219,8 @@ void Schedule::share_powers(const Graph& graph) {
 // code it was, and out of line a pass costs a call a step)
 template <bool kFloats, bool kRule>
 AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& step,
-                                                 const NodeId* operands, double* powers) {
+                                                 const NodeId* operands, double* powers,
+                                                 bool* nan_seen) {
     using F = Arith<kRule>;
     double* grads = graph.grad_slots();
     const Graph::Slot* values = graph.value_slots();
@@ -230,8 +231,8 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     auto constant = [&graph, &step](NodeId k) -> Graph::Constant& {
         return graph.list_constant(step.node, k);
     };
-    auto set_constant_grad = [this](double& slot, double g) {
-        write_constant_grad<kRule>(slot, g, &nan_seen_);
+    auto set_constant_grad = [nan_seen](double& slot, double g) {
+        write_constant_grad<kRule>(slot, g, nan_seen);
     };
     const double g = grads[step.node];
     switch (step.kind) {
@@ -372,20 +373,24 @@ void Schedule::zero(Graph& graph) const {
 }
 
 template <bool kRule>
-Status Schedule::pass(Graph& graph, NodeId root, bool floats) {
+Status Schedule::pass(Graph& graph, NodeId root, bool floats, bool* constant_nan) {
     graph.grad_slots()[root] = 1.0;
     const std::vector<Decoded>& steps = steps_;
     const NodeId* operands = operands_.data();
     double* powers = powers_.data();
+    // kept in a register, not stored at every constant's gradient (the
+    // chapter's y - yhat writes one a sample)
+    bool nan_seen = false;
     for (size_t i = steps.size(); i-- > 0;) {
-        Status s = floats ? run_decoded<true, kRule>(graph, steps[i], operands, powers)
-                          : run_decoded<false, kRule>(graph, steps[i], operands, powers);
+        Status s = floats ? run_decoded<true, kRule>(graph, steps[i], operands, powers, &nan_seen)
+                          : run_decoded<false, kRule>(graph, steps[i], operands, powers, &nan_seen);
         if (s != Status::Ok) {  // every gradient is left at 0, as Graph's own pass leaves them
             for (size_t j = 0; j < spans_.size(); j += 2)
                 for (NodeId id = spans_[j]; id < spans_[j + 1]; ++id) graph.zero_gradients(id);
             return s;
         }
     }
+    *constant_nan = nan_seen;
     return Status::Ok;
 }
 
@@ -398,15 +403,14 @@ Status Schedule::run(Graph& graph, NodeId root) {
     else
         zero(graph);
     const bool floats = reads_floats_only(graph);
-    nan_seen_ = false;
-    Status s = pass<false>(graph, root, floats);
+    bool nan = false;  // a pass on the hardware alone wrote a NaN into a constant's gradient
+    Status s = pass<false>(graph, root, floats, &nan);
     if (s != Status::Ok) return s;
-    bool nan = nan_seen_;
     const double* grads = graph.grad_slots();
     for (NodeId id : sinks_) nan |= grads[id] != grads[id];
     if (!nan) return Status::Ok;
     zero(graph);
-    return pass<true>(graph, root, floats);
+    return pass<true>(graph, root, floats, &nan);
 }
 
 Program::Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId>& outputs)

@@ -51,9 +51,10 @@ private:
     void fuse_chains();
     void share_powers(const Graph& graph);
     template <bool kFloats, bool kRule>  // kFloats: every value it reads is a float
-    Status run_decoded(Graph& graph, const Decoded& step, const NodeId* operands, double* powers);
+    Status run_decoded(Graph& graph, const Decoded& step, const NodeId* operands, double* powers,
+                       bool* nan_seen);
     template <bool kRule>
-    Status pass(Graph& graph, NodeId root, bool floats);
+    Status pass(Graph& graph, NodeId root, bool floats, bool* constant_nan);
     void zero(Graph& graph) const;
     bool reads_floats_only(const Graph& graph);
 
@@ -70,8 +71,6 @@ private:
     // float (kNever: not since the schedule was made)
     static constexpr uint64_t kNever = ~uint64_t{0};
     uint64_t floats_since_ = kNever;
-    // a pass on the hardware alone wrote a NaN into a constant's gradient
-    bool nan_seen_ = false;
 };
 
 // What agrad.compile keeps of one recording, for the engine's part: the
