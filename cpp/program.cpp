@@ -23,7 +23,33 @@ enum Kind : uint8_t {
     kChain,    // links of a chain of s = s' + w * x, merged (fuse_chains)
     kPowKeep,  // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
     kPowKept,  // kPow, reading its pow(x, k - 1) from powers[b]
+    kGroup,    // groups_[a]: steps of one operation, run as one loop (group_independent)
 };
+
+// The steps a group may hold: a node's own operation of one or two operands,
+// or one term of a sum or dot.  Each reads the gradient of its node and adds
+// into its operands' (targets), as run_decoded says.
+bool groupable(uint8_t kind) { return kind <= kDotTermKK; }
+
+// The gradients a groupable step adds into, in the order it adds: their count.
+int targets(uint8_t kind, NodeId a, NodeId b, NodeId* out) {
+    out[0] = a;
+    out[1] = b;
+    switch (kind) {
+        case kAddNN:
+        case kMulNN:
+        case kDotTermNN:
+            return 2;
+        case kDotTermKN:
+            out[0] = b;
+            return 1;
+        case kSumTermK:
+        case kDotTermKK:
+            return 0;  // (only the constants' gradients, in the node's list)
+        default:
+            return 1;
+    }
+}
 }  // namespace
 
 Schedule::Decoded Schedule::decode(const Graph& graph, const Graph::Step& step) {
@@ -87,6 +113,7 @@ void Schedule::make(Graph& graph, NodeId root) {
     merge_runs();
     fuse_chains();
     share_powers(graph);
+    group_independent(graph.id_limit());
     floats_since_ = kNever;
     shape_ = graph.shape();
 }
@@ -148,6 +175,7 @@ void Schedule::fuse_chains() {
             continue;
         }
         Decoded chain{kChain, steps[i].node, static_cast<NodeId>(operands_.size()), 0};
+        const size_t top_link = i;
         for (;;) {
             const Decoded& mul = steps[i - 1];
             operands_.insert(operands_.end(), {below, product, mul.a, mul.b});
@@ -158,6 +186,11 @@ void Schedule::fuse_chains() {
                 break;
             }
             i -= 2;
+        }
+        if (chain.b == 1) {  // one link, w * x + b, gains nothing: its steps may join groups
+            operands_.resize(operands_.size() - 4);
+            fused.insert(fused.end(), {steps[top_link], steps[top_link - 1]});
+            continue;
         }
         fused.push_back(chain);
     }
@@ -211,6 +244,140 @@ void Schedule::share_powers(const Graph& graph) {
         step.kind = kPowKept;
         step.b = keeper.b;
     }
+}
+
+// The steps of a pass in another order, with the same bits: a step reads its
+// node's gradient, complete once every step that adds into it has run, and
+// adds into its operands' gradients, where the order of the additions into
+// each gradient decides the bits.  So steps are taken by height (0 for a step
+// whose operands have no step here, else 1 + the highest of their steps'),
+// highest first: every step that adds into a node runs before the node's
+// step.  The steps of one operation at one height (the chapter's 1000
+// squares, then its 1000 subtractions, ...) become one group, run as one
+// loop, in the order backward() takes them; and the new order is kept only
+// if it adds into every gradient in backward()'s order (a parameter such as
+// w gets its 1000 products' contributions from one group, in order), else
+// the steps stay as they were.  Below a chain of sums (the builtin sum's
+// s = s' + t), the chain's steps have the greatest heights and run first,
+// so every term's subtree is ready at once.  Steps of other kinds (a fused
+// node's terms, runs, chains, shared powers) stay where they are, and steps
+// move only between them.  A group's failing step may not be the first to
+// fail in backward()'s order: run() then runs the pass again in that order.
+// w of the chapter's 1000 products w * x, b of its 1000 sums w * x + b: an
+// operand of a + or * that is the same node in every member of a group, and
+// neither the other operand nor the node of any, so that no other member
+// reads or writes its gradient.  Its additions then come in a row, in the
+// group's order, and can be summed in a register (run_step) rather than
+// stored and loaded back at every member.
+int8_t Schedule::shared_operand(uint8_t kind, const size_t* members, size_t count) const {
+    if (kind != kAddNN && kind != kMulNN) return -1;
+    const Decoded& first = steps_[members[0]];
+    for (int8_t which = 0; which < 2; ++which) {
+        const NodeId shared = which == 0 ? first.a : first.b;
+        bool ok = true;
+        for (size_t i = 0; ok && i < count; ++i) {
+            const Decoded& d = steps_[members[i]];
+            const NodeId mine = which == 0 ? d.a : d.b, other = which == 0 ? d.b : d.a;
+            ok = mine == shared && other != shared && d.node != shared;
+        }
+        if (ok) return which;
+    }
+    return -1;
+}
+
+void Schedule::group_independent(size_t id_limit) {
+    constexpr size_t kMinGroup = 4;  // fewer are left as steps
+    grouped_.clear();
+    groups_.clear();
+    members_.clear();
+    // while a segment is ordered: the highest step reading a node's gradient
+    std::vector<int32_t> reader(id_limit, -1);
+    std::vector<uint32_t> height;
+    std::vector<size_t> last(id_limit, SIZE_MAX);  // while checking: the last addition's step
+    std::vector<size_t> order;                     // the segment's steps in the new order
+    std::vector<std::vector<size_t>> by_kind(kGroup);
+    std::vector<uint8_t> kinds;
+    std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) of order: one kind at one height
+    const std::vector<Decoded>& steps = steps_;
+    auto targets_of = [&steps](size_t j, NodeId* out) {
+        return targets(steps[j].kind, steps[j].a, steps[j].b, out);
+    };
+    // In backward()'s order: from the last step to the first.  Segments of
+    // groupable steps, each [lo, hi] in steps_, taken from hi down to lo.
+    for (size_t end = steps.size(); end > 0;) {
+        if (!groupable(steps[end - 1].kind)) {
+            grouped_.push_back(steps[--end]);
+            continue;
+        }
+        size_t lo = end - 1;
+        while (lo > 0 && groupable(steps[lo - 1].kind)) --lo;
+        const size_t hi = end - 1;
+        end = lo;
+        // heights, from the steps backward() takes last
+        height.assign(hi - lo + 1, 0);
+        uint32_t top = 0;
+        for (size_t j = lo; j <= hi; ++j) {
+            NodeId t[2];
+            int32_t h = 0;
+            for (int k = 0, n = targets_of(j, t); k < n; ++k)
+                if (reader[t[k]] >= 0) h = std::max(h, reader[t[k]] + 1);
+            height[j - lo] = static_cast<uint32_t>(h);
+            top = std::max(top, height[j - lo]);
+            reader[steps[j].node] = std::max(reader[steps[j].node], h);
+        }
+        // the new order: heights from the top down, each height's steps by kind
+        // in order of first appearance, each kind's in backward()'s order
+        std::vector<std::vector<size_t>> at_height(top + 1);
+        for (size_t j = hi + 1; j-- > lo;) at_height[height[j - lo]].push_back(j);
+        order.clear();
+        runs.clear();
+        for (uint32_t h = top + 1; h-- > 0;) {
+            for (size_t j : at_height[h]) {
+                const uint8_t kind = steps[j].kind;
+                if (by_kind[kind].empty()) kinds.push_back(kind);
+                by_kind[kind].push_back(j);
+            }
+            for (uint8_t kind : kinds) {
+                runs.push_back({order.size(), order.size() + by_kind[kind].size()});
+                order.insert(order.end(), by_kind[kind].begin(), by_kind[kind].end());
+                by_kind[kind].clear();
+            }
+            kinds.clear();
+        }
+        // kept only if every gradient gets its additions in backward()'s order
+        bool kept = true;
+        for (size_t j : order) {
+            NodeId t[2];
+            for (int k = 0, n = targets_of(j, t); k < n; ++k) {
+                if (last[t[k]] != SIZE_MAX && last[t[k]] < j) kept = false;
+                last[t[k]] = j;
+            }
+        }
+        for (size_t j = lo; j <= hi; ++j) {
+            NodeId t[2];
+            for (int k = 0, n = targets_of(j, t); k < n; ++k) last[t[k]] = SIZE_MAX;
+            reader[steps[j].node] = -1;
+        }
+        if (!kept) {
+            for (size_t j = hi + 1; j-- > lo;) grouped_.push_back(steps[j]);
+            continue;
+        }
+        for (auto [begin, stop] : runs) {
+            if (stop - begin < kMinGroup) {
+                for (size_t i = begin; i < stop; ++i) grouped_.push_back(steps[order[i]]);
+                continue;
+            }
+            grouped_.push_back({kGroup, 0, static_cast<NodeId>(groups_.size()), 0});
+            const uint8_t kind = steps[order[begin]].kind;
+            groups_.push_back({kind, shared_operand(kind, order.data() + begin, stop - begin),
+                               static_cast<uint32_t>(members_.size()),
+                               static_cast<uint32_t>(stop - begin)});
+            for (size_t i = begin; i < stop; ++i) members_.push_back(steps[order[i]]);
+        }
+    }
+    // grouped_ was made in backward()'s order; a pass takes steps from the end
+    std::reverse(grouped_.begin(), grouped_.end());
+    if (groups_.empty()) grouped_.clear();  // nothing gained: the pass runs steps_
 }
 
 // propagate() and propagate_term() on a decoded step: the same formulas,
@@ -351,6 +518,80 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     }
 }
 
+// Every element kind: a node's own operation of one or two operands.
+#define AGRAD_UNARY_KIND(name, ...) X(k##name)
+#define AGRAD_ELEMENT_KINDS(X)                                                              \
+    X(kAddNN) X(kAddNK) X(kMulNN) X(kMulNK) X(kPow) AGRAD_UNARY_OPS(AGRAD_UNARY_KIND) X(kSumTermN) \
+    X(kSumTermK) X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK)
+
+// A group of + or * steps with a shared operand (shared_operand): run_decoded's
+// kAddNN and kMulNN, operation for operation, with the shared operand's
+// gradient summed in a register in the members' order.
+template <bool kFloats, bool kRule>
+AGRAD_ALWAYS_INLINE Status Schedule::run_shared(Graph& graph, const Group& group,
+                                                const Decoded* members) {
+    using F = Arith<kRule>;
+    double* grads = graph.grad_slots();
+    const Graph::Slot* values = graph.value_slots();
+    auto number = [&graph, values](NodeId m) {
+        if (kFloats) return values[m].f;
+        return graph.value(m).as_double();
+    };
+    const bool a_shared = group.shared == 0;
+    const NodeId shared = a_shared ? members[0].a : members[0].b;
+    double sum = grads[shared];
+    if (group.kind == kAddNN) {
+        for (uint32_t t = 0; t < group.count; ++t) {
+            const Decoded& d = members[t];
+            const double g = grads[d.node];
+            const NodeId own = a_shared ? d.b : d.a;
+            // grads[a] first, then grads[b]: different nodes, so either order
+            grads[own] = F::add(grads[own], g);
+            sum = F::add(sum, g);
+        }
+    } else {  // kMulNN: the shared operand's gradient gains the other's value times g
+        const double shared_value = number(shared);
+        for (uint32_t t = 0; t < group.count; ++t) {
+            const Decoded& d = members[t];
+            const double g = grads[d.node];
+            const NodeId own = a_shared ? d.b : d.a;
+            grads[own] = F::add_mul(grads[own], shared_value, g);
+            sum = F::add_mul(sum, number(own), g);
+        }
+    }
+    grads[shared] = sum;
+    return Status::Ok;
+}
+
+// One step, or a group's steps in a loop, each with its kind known at
+// compile time, so that run_decoded's switch is folded away.
+template <bool kFloats, bool kRule>
+AGRAD_ALWAYS_INLINE Status Schedule::run_step(Graph& graph, const Decoded& step,
+                                              const NodeId* operands, double* powers,
+                                              bool* nan_seen) {
+    if (step.kind != kGroup) return run_decoded<kFloats, kRule>(graph, step, operands, powers, nan_seen);
+    const Group& group = groups_[step.a];
+    const Decoded* members = members_.data() + group.first;
+    if (group.shared >= 0) return run_shared<kFloats, kRule>(graph, group, members);
+    switch (group.kind) {
+#define X(code)                                                                            \
+    case code:                                                                             \
+        for (uint32_t t = 0; t < group.count; ++t) {                                       \
+            Decoded member = members[t];                                                   \
+            member.kind = code;                                                            \
+            Status s = run_decoded<kFloats, kRule>(graph, member, operands, powers, nan_seen); \
+            if (s != Status::Ok) return s;                                                 \
+        }                                                                                  \
+        return Status::Ok;
+        AGRAD_ELEMENT_KINDS(X)
+#undef X
+        default:
+            return Status::Ok;  // (group_independent makes groups of element kinds only)
+    }
+}
+#undef AGRAD_ELEMENT_KINDS
+#undef AGRAD_UNARY_KIND
+
 // Whether every node the schedule reaches holds a float: checked once, then
 // taken on trust for as long as no int is written anywhere.
 bool Schedule::reads_floats_only(const Graph& graph) {
@@ -373,17 +614,17 @@ void Schedule::zero(Graph& graph) const {
 }
 
 template <bool kRule>
-Status Schedule::pass(Graph& graph, NodeId root, bool floats, bool* constant_nan) {
+Status Schedule::pass(Graph& graph, NodeId root, bool floats, bool* constant_nan,
+                      const std::vector<Decoded>& steps) {
     graph.grad_slots()[root] = 1.0;
-    const std::vector<Decoded>& steps = steps_;
     const NodeId* operands = operands_.data();
     double* powers = powers_.data();
     // kept in a register, not stored at every constant's gradient (the
     // chapter's y - yhat writes one a sample)
     bool nan_seen = false;
     for (size_t i = steps.size(); i-- > 0;) {
-        Status s = floats ? run_decoded<true, kRule>(graph, steps[i], operands, powers, &nan_seen)
-                          : run_decoded<false, kRule>(graph, steps[i], operands, powers, &nan_seen);
+        Status s = floats ? run_step<true, kRule>(graph, steps[i], operands, powers, &nan_seen)
+                          : run_step<false, kRule>(graph, steps[i], operands, powers, &nan_seen);
         if (s != Status::Ok) {  // every gradient is left at 0, as Graph's own pass leaves them
             for (size_t j = 0; j < spans_.size(); j += 2)
                 for (NodeId id = spans_[j]; id < spans_[j + 1]; ++id) graph.zero_gradients(id);
@@ -403,14 +644,19 @@ Status Schedule::run(Graph& graph, NodeId root) {
     else
         zero(graph);
     const bool floats = reads_floats_only(graph);
+    const std::vector<Decoded>& steps = grouped_.empty() ? steps_ : grouped_;
     bool nan = false;  // a pass on the hardware alone wrote a NaN into a constant's gradient
-    Status s = pass<false>(graph, root, floats, &nan);
+    Status s = pass<false>(graph, root, floats, &nan, steps);
+    if (s != Status::Ok && &steps != &steps_) {  // backward()'s own order finds its first error
+        zero(graph);
+        s = pass<false>(graph, root, floats, &nan, steps_);
+    }
     if (s != Status::Ok) return s;
     const double* grads = graph.grad_slots();
     for (NodeId id : sinks_) nan |= grads[id] != grads[id];
     if (!nan) return Status::Ok;
     zero(graph);
-    return pass<true>(graph, root, floats, &nan);
+    return pass<true>(graph, root, floats, &nan, steps);
 }
 
 Program::Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId>& outputs)

@@ -50,11 +50,20 @@ private:
     void merge_runs();
     void fuse_chains();
     void share_powers(const Graph& graph);
+    void group_independent(size_t id_limit);
     template <bool kFloats, bool kRule>  // kFloats: every value it reads is a float
     Status run_decoded(Graph& graph, const Decoded& step, const NodeId* operands, double* powers,
                        bool* nan_seen);
+    int8_t shared_operand(uint8_t kind, const size_t* members, size_t count) const;
+    struct Group;
+    template <bool kFloats, bool kRule>
+    Status run_shared(Graph& graph, const Group& group, const Decoded* members);
+    template <bool kFloats, bool kRule>
+    Status run_step(Graph& graph, const Decoded& step, const NodeId* operands, double* powers,
+                    bool* nan_seen);
     template <bool kRule>
-    Status pass(Graph& graph, NodeId root, bool floats, bool* constant_nan);
+    Status pass(Graph& graph, NodeId root, bool floats, bool* constant_nan,
+                const std::vector<Decoded>& steps);
     void zero(Graph& graph) const;
     bool reads_floats_only(const Graph& graph);
 
@@ -63,6 +72,18 @@ private:
     std::vector<NodeId> with_constant_;  // the reached nodes with an inline constant
     std::vector<NodeId> sinks_;          // the search's sinks, for the NaN check
     std::vector<Decoded> steps_;
+    // steps_ with the steps of one operation that can run together as groups
+    // (group_independent): what a pass runs, unless empty
+    struct Group {
+        uint8_t kind;
+        // the operand (0: a, 1: b) that is one node in every member, whose
+        // gradient is then summed in a register, or -1
+        int8_t shared;
+        uint32_t first, count;  // members_[first, first + count)
+    };
+    std::vector<Decoded> grouped_;
+    std::vector<Group> groups_;
+    std::vector<Decoded> members_;
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs; chains' links
     // pow(x, k - 1) of a `x ** k` repeated on the same x and k, computed by
     // its first step in backward's order and read by the others (share_powers)
