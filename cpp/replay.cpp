@@ -18,6 +18,7 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     built_ = true;
     shape_ = graph.shape();
     floats_only_ = false;
+    floats_since_ = kNever;
 
     std::vector<bool> made(graph.id_limit(), false);
     for (NodeId id : steps) made[id] = true;
@@ -352,8 +353,13 @@ bool Replay::run(Graph& graph) const {
     // every write would reload them, 16% slower on micrograd's chains.
     Graph::Slot* values = graph.value_slots();
     uint8_t* ints = graph.int_marks();
-    for (NodeId id : reads_)
-        if (ints[id]) return false;
+    // Whether every number read is a float: checked once, then taken on
+    // trust for as long as no int is written anywhere (a counter).
+    if (floats_since_ != graph.int_writes()) {
+        for (NodeId id : reads_)
+            if (ints[id]) return false;
+        floats_since_ = graph.int_writes();
+    }
     const double* k = constants_.data();
     const NodeId* operands = operands_.data();
     const Slots slots{values, ints, k};

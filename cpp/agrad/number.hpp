@@ -20,6 +20,16 @@
 
 namespace agrad {
 
+#if defined(__GNUC__) || defined(__clang__)
+#define AGRAD_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define AGRAD_ALWAYS_INLINE inline __attribute__((always_inline))
+#define AGRAD_NOINLINE inline __attribute__((noinline))
+#else
+#define AGRAD_UNLIKELY(x) (x)
+#define AGRAD_ALWAYS_INLINE inline
+#define AGRAD_NOINLINE inline
+#endif
+
 enum class Status : uint8_t {
     Ok,
     IntOverflow,           // an int result outside 64 bits
@@ -87,7 +97,7 @@ inline bool is_odd_integer(double x) { return std::fmod(std::fabs(x), 2.0) == 1.
 // a * b == p + *error exactly (Dekker's product, Veltkamp's split), for
 // operands and product well inside the normal range (no overflow in the
 // split, no underflow in the low parts): the callers below keep to 2^-450..2^450.
-inline double product_error(double a, double b, double p) {
+AGRAD_ALWAYS_INLINE double product_error(double a, double b, double p) {
     const double split = 134217729.0;  // 2^27 + 1
     const double ca = split * a, cb = split * b;
     const double ahi = ca - (ca - a), alo = a - ahi;
@@ -96,7 +106,7 @@ inline double product_error(double a, double b, double p) {
 }
 
 // The spacing of doubles around a positive normal r that is not a power of two.
-inline double spacing(double r) {
+AGRAD_ALWAYS_INLINE double spacing(double r) {
     uint64_t bits;
     std::memcpy(&bits, &r, sizeof bits);
     bits = (bits & 0x7ff0000000000000ull) - (uint64_t{52} << 52);
@@ -105,7 +115,7 @@ inline double spacing(double r) {
     return ulp;
 }
 
-inline bool is_power_of_two(double r) {
+AGRAD_ALWAYS_INLINE bool is_power_of_two(double r) {
     uint64_t bits;
     std::memcpy(&bits, &r, sizeof bits);
     return (bits & 0x000fffffffffffffull) == 0;
@@ -127,7 +137,7 @@ inline bool is_power_of_two(double r) {
 // calls that pow for float ** float, so eager Python gets these bits too.
 // Near ties (|v - r| close to u/2) pow and the product can round apart:
 // there pow is called.  benchmarks/pow_vs_multiply.py counts both.
-inline bool square_as_product(double x, double* out) {
+AGRAD_ALWAYS_INLINE bool square_as_product(double x, double* out) {
 #if defined(__GLIBC__)
     const double r = x * x;
     if (!(x >= 0x1p-450 && x <= 0x1p450) || is_power_of_two(r)) return false;
@@ -141,7 +151,7 @@ inline bool square_as_product(double x, double* out) {
 #endif
 }
 
-inline bool reciprocal_as_quotient(double x, double* out) {
+AGRAD_ALWAYS_INLINE bool reciprocal_as_quotient(double x, double* out) {
 #if defined(__GLIBC__)
     if (!(x >= 0x1p-450 && x <= 0x1p450)) return false;
     const double r = 1.0 / x;
@@ -181,15 +191,6 @@ inline double quiet(double x) {
     return x;
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-#define AGRAD_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define AGRAD_ALWAYS_INLINE inline __attribute__((always_inline))
-#define AGRAD_NOINLINE inline __attribute__((noinline))
-#else
-#define AGRAD_UNLIKELY(x) (x)
-#define AGRAD_ALWAYS_INLINE inline
-#define AGRAD_NOINLINE inline
-#endif
 
 // (If only b is a NaN, r already is b quieted; if neither, r is the hardware's
 // default NaN, as for inf - inf.)

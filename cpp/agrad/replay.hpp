@@ -86,6 +86,10 @@ private:
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs
     std::vector<NodeId> reads_;     // nodes read that the program does not make
     uint64_t shape_ = 0;
+    // graph.int_writes() when every node in reads_ was last seen holding a
+    // float (kNever: not since the program was decoded)
+    static constexpr uint64_t kNever = ~uint64_t{0};
+    mutable uint64_t floats_since_ = kNever;
     bool built_ = false;
     bool floats_only_ = false;  // false: no program of only floats
 };

@@ -605,7 +605,18 @@ private:
             throw py::value_error("agrad.compile: the program has " +
                                   std::to_string(inputs_.size()) + " inputs, given " +
                                   std::to_string(n) + " numbers");
-        for (size_t i = 0; i < n; ++i) graph->set_value(inputs_[i], values[i]);
+        // through the arrays' addresses, taken once: a store to an int mark
+        // may alias anything, and set_value would reload them at each input
+        Graph::Slot* slots = graph->value_slots();
+        uint8_t* ints = graph->int_marks();
+        for (size_t i = 0; i < n; ++i) {
+            if (values[i].is_int) {
+                graph->set_value(inputs_[i], values[i]);
+            } else {
+                slots[inputs_[i]].f = values[i].f;
+                ints[inputs_[i]] = 0;
+            }
+        }
         // A guard's operands are made before it, so a guard checked after
         // the whole pass reads what eager code would have compared.  An
         // operation that fails is no result either: eager code may catch
