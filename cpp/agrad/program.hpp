@@ -30,6 +30,10 @@ namespace agrad {
 // done) become one step that loops over them, in the same order, without a
 // switch each; so do the links of a chain s = s' + w * x (fuse_chains).
 //
+// Steps that can run together without changing the order of the additions
+// into any gradient are taken by height, and those of one operation at one
+// height run as one loop (a group; group_independent).
+//
 // The schedule is made at the first pass and again whenever graph.shape()
 // has moved on: it is always the very order the search would make.
 class Schedule {

@@ -20,6 +20,10 @@
 // later nodes: the same IEEE operation on the same bits gives the same bits,
 // and an error would have stopped the replay at the first one already.
 //
+// Nodes that read nothing of each other are computed by depth, and those of
+// one operation at one depth as one loop (a group): the same operations on
+// the same operands, so the same bits, in another order (group_independent).
+//
 // Replay declines, and the caller runs recompute instead, when it cannot
 // promise that: a number read is an int, the program has a sum or dot of
 // constants only (Python may keep those ints), or an operation fails (the
