@@ -67,6 +67,15 @@ Schedule::Decoded Schedule::decode(const Graph& graph, const Graph::Step& step) 
                                        : (Graph::is_constant(x) ? kDotTermNK : kDotTermNN);
         d.a = operand(w);
         d.b = operand(x);
+        // a constant operand's value, read here once rather than through the
+        // node's list at every pass (an MLP's bias is such a term, b * 1, in
+        // every neuron of every sample): constants never change in place
+        auto keep = [this, &graph, &step](uint32_t term, NodeId k) {
+            term_constants_.push_back({graph.child_value(step.node, term).as_double(), k});
+            return static_cast<NodeId>(term_constants_.size() - 1);
+        };
+        if (d.kind == kDotTermNK) d.b = keep(step.term, d.b);
+        if (d.kind == kDotTermKN) d.a = keep(step.term - 1, d.a);
         return d;
     }
     d.kind = graph.node_kind(step.node);  // make() keeps no other whole-node step
@@ -83,6 +92,7 @@ void Schedule::make(Graph& graph, NodeId root) {
     std::vector<NodeId> reached;
     with_constant_.clear();
     steps_.clear();
+    term_constants_.clear();
     for (const Graph::Step& step : order) {
         if (step.term != Graph::Step::kWholeNode) {
             steps_.push_back(decode(graph, step));
@@ -459,18 +469,18 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
         }
         case kDotTermNK: {
             const double link = F::add(0.0, g);
-            Graph::Constant& x = constant(step.b);
+            const TermConstant& x = term_constants_[step.b];
             const double wv = number(step.a);
-            grads[step.a] = F::add_mul(grads[step.a], x.value.as_double(), link);
-            set_constant_grad(x.grad, F::add_mul(0.0, wv, link));
+            grads[step.a] = F::add_mul(grads[step.a], x.value, link);
+            set_constant_grad(constant(x.k).grad, F::add_mul(0.0, wv, link));
             return Status::Ok;
         }
         case kDotTermKN: {
             const double link = F::add(0.0, g);
-            Graph::Constant& w = constant(step.a);
+            const TermConstant& w = term_constants_[step.a];
             const double xv = number(step.b);
-            set_constant_grad(w.grad, F::add_mul(0.0, xv, link));
-            grads[step.b] = F::add_mul(grads[step.b], w.value.as_double(), link);
+            set_constant_grad(constant(w.k).grad, F::add_mul(0.0, xv, link));
+            grads[step.b] = F::add_mul(grads[step.b], w.value, link);
             return Status::Ok;
         }
         case kSumRun: {  // backward takes a run's terms last first

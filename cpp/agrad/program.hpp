@@ -50,7 +50,7 @@ private:
                       // for a run of terms, its first operand in `operands` and its length
     };
     void make(Graph& graph, NodeId root);
-    static Decoded decode(const Graph& graph, const Graph::Step& step);
+    Decoded decode(const Graph& graph, const Graph::Step& step);
     void merge_runs();
     void fuse_chains();
     void share_powers(const Graph& graph);
@@ -89,6 +89,13 @@ private:
     std::vector<Group> groups_;
     std::vector<Decoded> members_;
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs; chains' links
+    // a dot term's constant operand: its value as a double, and its index in
+    // the node's list, where its gradient goes
+    struct TermConstant {
+        double value;
+        NodeId k;
+    };
+    std::vector<TermConstant> term_constants_;
     // pow(x, k - 1) of a `x ** k` repeated on the same x and k, computed by
     // its first step in backward's order and read by the others (share_powers)
     std::vector<double> powers_;
