@@ -1005,6 +1005,108 @@ void test_second_derivatives() {
     CHECK(refused == hand);
 }
 
+// x ** 2 and x ** -1 as a product and a quotient (number.hpp) give the libm
+// pow's bits, near ties included, where the engine takes them, and pow is
+// called where it does not.
+void test_pow_by_product() {
+    uint64_t state = 20261206;
+    auto next = [&state] {  // a 64-bit LCG: no <random> needed for this much
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        return state >> 11;
+    };
+    int products = 0, calls = 0;
+    bool same = true;
+    for (int i = 0; i < 200000; ++i) {
+        const double odd = static_cast<double>((next() % (1u << 26)) | (1u << 26) | 1u);
+        const double scale = std::ldexp(1.0, static_cast<int>(next() % 200) - 100);
+        double x = i % 3 == 0   ? odd * scale  // its square is a tie
+                   : i % 3 == 1 ? (odd + static_cast<double>(next() % 2001) / 1e6 - 1e-3) * scale
+                                : std::ldexp(1.0 + static_cast<double>(next()) / 9007199254740992.0,
+                                             static_cast<int>(next() % 2000) - 1000);
+        if (i % 2) x = -x;
+        for (double k : {2.0, -1.0}) {
+            double fast = 0.0, reference = 0.0;
+            const agrad::Status s = agrad::float_pow(x, k, &fast);
+            const agrad::Status r = agrad::float_pow_general(x, k, &reference);
+            same &= s == r && (s != Status::Ok || same_bits(fast, reference));
+            double unused;
+            const bool product = k == 2.0 ? agrad::detail::square_as_product(std::fabs(x), &unused)
+                                          : agrad::detail::reciprocal_as_quotient(std::fabs(x),
+                                                                                 &unused);
+            (product ? products : calls) += 1;
+        }
+    }
+    CHECK(same);
+#if defined(__GLIBC__)
+    CHECK(products > 0 && calls > 0);  // both paths were taken
+#endif
+    double r = 0.0;
+    CHECK(agrad::float_pow(3.0, 2.0, &r) == Status::Ok && same_bits(r, 9.0));
+    CHECK(agrad::float_pow(-0.0, 1.0, &r) == Status::Ok && same_bits(r, -0.0));
+    CHECK(agrad::float_pow(0.0, -1.0, &r) == Status::ZeroToNegative);
+    CHECK(agrad::float_pow(1e200, 2.0, &r) == Status::PowRange);
+}
+
+// The chapter's loss over many points, recorded and replayed: its forward
+// and backward run in groups (a thousand w * x, ...; w's and b's gradients
+// summed in registers), and give eager's bits, before and after new data.
+void test_grouped_program() {
+    Graph plain, g;
+    struct Loss {
+        NodeId w, b, root;
+        std::vector<NodeId> xs, ys, steps;
+    };
+    auto build = [](Graph& graph, std::vector<NodeId>* log) {
+        Loss l;
+        l.w = kept(graph, graph.leaf(F(0.3)));
+        l.b = kept(graph, graph.leaf(F(-0.2)));
+        for (int i = 0; i < 300; ++i) {
+            l.xs.push_back(kept(graph, graph.leaf(F(0.01 * i - 1.0))));
+            l.ys.push_back(kept(graph, graph.leaf(F(0.7 * std::sin(i)))));
+        }
+        graph.begin_recording(log);
+        NodeId total = 0;
+        for (size_t i = 0; i < l.xs.size(); ++i) {  // (y - (w * x + b)) ** 2, chained by +
+            NodeId p = binary(graph, Op::Add, binary(graph, Op::Mul, l.w, l.xs[i]), l.b);
+            NodeId r = binary(graph, Op::Add, l.ys[i], with_number(graph, Op::Mul, p, I(-1)));
+            NodeId sq = 0;
+            built(graph.power(r, I(2), &sq));
+            total = i == 0 ? with_number(graph, Op::Add, sq, I(0)) : binary(graph, Op::Add, total, sq);
+        }
+        l.root = kept(graph, with_number(graph, Op::Mul, total, F(1.0 / 300)));
+        graph.end_recording();
+        for (NodeId id : *log)
+            if (graph.op(id) != Op::Leaf) l.steps.push_back(id);
+        return l;
+    };
+    std::vector<NodeId> plain_log, log;
+    Loss a = build(plain, &plain_log), b = build(g, &log);
+    const size_t live = g.live_nodes();
+    {
+        agrad::Program program(g, log, {b.root});
+        for (int round = 0; round < 3; ++round) {
+            const double shift = 0.5 * round;
+            for (size_t i = 0; i < a.xs.size(); ++i) {
+                plain.set_value(a.ys[i], F(0.7 * std::sin(i) + shift));
+                g.set_value(b.ys[i], F(0.7 * std::sin(i) + shift));
+            }
+            plain.set_value(a.w, F(0.3 + shift));
+            g.set_value(b.w, F(0.3 + shift));
+            for (NodeId id : a.steps) built(plain.recompute(id));  // node by node, eager's rules
+            CHECK(program.forward() == Status::Ok);
+            CHECK(same_bits(plain.value(a.root).as_double(), g.value(b.root).as_double()));
+            CHECK(plain.backward(a.root) == Status::Ok && g.backward(b.root) == Status::Ok);
+            bool same = same_bits(plain.grad(a.w), g.grad(b.w)) &&
+                        same_bits(plain.grad(a.b), g.grad(b.b));
+            for (size_t i = 0; i < a.xs.size(); ++i)
+                same &= same_bits(plain.grad(a.xs[i]), g.grad(b.xs[i])) &&
+                        same_bits(plain.grad(a.ys[i]), g.grad(b.ys[i]));
+            CHECK(same);
+        }
+    }
+    CHECK(g.live_nodes() == live);  // the program gave back the log's references
+}
+
 int main() {
     test_int_rules();
     test_float_rules();
@@ -1025,6 +1127,8 @@ int main() {
     test_nan_rule();
     test_table_of_operations();
     test_second_derivatives();
+    test_pow_by_product();
+    test_grouped_program();
     std::printf("engine: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
