@@ -390,6 +390,14 @@ void Schedule::group_independent(size_t id_limit) {
     if (groups_.empty()) grouped_.clear();  // nothing gained: the pass runs steps_
 }
 
+// A node's value as a double: straight from the slot when every value the
+// pass reads is a float (kFloats), else through its int mark.
+template <bool kFloats>
+AGRAD_ALWAYS_INLINE double read_number(const Graph& graph, const Graph::Slot* values, NodeId m) {
+    if (kFloats) return values[m].f;
+    return graph.value(m).as_double();
+}
+
 // propagate() and propagate_term() on a decoded step: the same formulas,
 // operation for operation, on operands found when the schedule was made.
 // (inlined into pass()'s loop: as the one caller of the old single-pass
@@ -401,10 +409,7 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     using F = Arith<kRule>;
     double* grads = graph.grad_slots();
     const Graph::Slot* values = graph.value_slots();
-    auto number = [&graph, values](NodeId m) {
-        if (kFloats) return values[m].f;
-        return graph.value(m).as_double();
-    };
+    auto number = [&graph, values](NodeId m) { return read_number<kFloats>(graph, values, m); };
     auto constant = [&graph, &step](NodeId k) -> Graph::Constant& {
         return graph.list_constant(step.node, k);
     };
@@ -543,10 +548,7 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_shared(Graph& graph, const Group& group
     using F = Arith<kRule>;
     double* grads = graph.grad_slots();
     const Graph::Slot* values = graph.value_slots();
-    auto number = [&graph, values](NodeId m) {
-        if (kFloats) return values[m].f;
-        return graph.value(m).as_double();
-    };
+    auto number = [&graph, values](NodeId m) { return read_number<kFloats>(graph, values, m); };
     const bool a_shared = group.shared == 0;
     const NodeId shared = a_shared ? members[0].a : members[0].b;
     double sum = grads[shared];

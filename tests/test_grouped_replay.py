@@ -17,7 +17,7 @@ gradient, or the same exception."""
 import math
 import struct
 
-from engines import exact
+from engines import exact, outcome
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,13 +100,6 @@ def loss(program, reduction, irregular, params, xs, ys):
     for i in irregular:
         total = total + IRREGULAR[i](results, params)
     return total
-
-
-def outcome(thunk):
-    try:
-        return ("ok", thunk())
-    except (ArithmeticError, ValueError) as error:
-        return ("raised", type(error))
 
 
 @settings(max_examples=400, deadline=None)

@@ -137,23 +137,23 @@ AGRAD_ALWAYS_INLINE bool is_power_of_two(double r) {
 // calls that pow for float ** float, so eager Python gets these bits too.
 // Near ties (|v - r| close to u/2) pow and the product can round apart:
 // there pow is called.  benchmarks/pow_vs_multiply.py counts both.
-AGRAD_ALWAYS_INLINE bool square_as_product(double x, double* out) {
 #if defined(__GLIBC__)
+constexpr bool kPowWithinBound = true;  // glibc's pow: within 0.54 ULP
+#else
+constexpr bool kPowWithinBound = false;  // no bound known: pow is always called
+#endif
+
+AGRAD_ALWAYS_INLINE bool square_as_product(double x, double* out) {
+    if (!kPowWithinBound || !(x >= 0x1p-450 && x <= 0x1p450)) return false;
     const double r = x * x;
-    if (!(x >= 0x1p-450 && x <= 0x1p450) || is_power_of_two(r)) return false;
+    if (is_power_of_two(r)) return false;
     if (!(std::fabs(product_error(x, x, r)) <= 0.4 * spacing(r))) return false;
     *out = r;
     return true;
-#else
-    (void)x;
-    (void)out;
-    return false;
-#endif
 }
 
 AGRAD_ALWAYS_INLINE bool reciprocal_as_quotient(double x, double* out) {
-#if defined(__GLIBC__)
-    if (!(x >= 0x1p-450 && x <= 0x1p450)) return false;
+    if (!kPowWithinBound || !(x >= 0x1p-450 && x <= 0x1p450)) return false;
     const double r = 1.0 / x;
     if (is_power_of_two(r)) return false;
     // r*x - 1 == (t - 1) + e exactly, t - 1 exact since t is within an ulp of 1
@@ -164,11 +164,6 @@ AGRAD_ALWAYS_INLINE bool reciprocal_as_quotient(double x, double* out) {
     if (!(std::fabs(residual) <= 0.4 * spacing(r) * x)) return false;
     *out = r;
     return true;
-#else
-    (void)x;
-    (void)out;
-    return false;
-#endif
 }
 
 }  // namespace detail
