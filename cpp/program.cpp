@@ -533,11 +533,16 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     }
 }
 
-// Every element kind: a node's own operation of one or two operands.
+// Every kind a group may hold (groupable): a node's own operation, a term.
 #define AGRAD_UNARY_KIND(name, ...) X(k##name)
-#define AGRAD_ELEMENT_KINDS(X)                                                              \
-    X(kAddNN) X(kAddNK) X(kMulNN) X(kMulNK) X(kPow) AGRAD_UNARY_OPS(AGRAD_UNARY_KIND) X(kSumTermN) \
-    X(kSumTermK) X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK)
+#define AGRAD_ELEMENT_KINDS(X)        \
+    X(kAddNN)                         \
+    X(kAddNK)                         \
+    X(kMulNN)                         \
+    X(kMulNK)                         \
+    X(kPow)                           \
+    AGRAD_UNARY_OPS(AGRAD_UNARY_KIND) \
+    X(kSumTermN) X(kSumTermK) X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK)
 
 // A group of + or * steps with a shared operand (shared_operand): run_decoded's
 // kAddNN and kMulNN, operation for operation, with the shared operand's
@@ -581,19 +586,20 @@ template <bool kFloats, bool kRule>
 AGRAD_ALWAYS_INLINE Status Schedule::run_step(Graph& graph, const Decoded& step,
                                               const NodeId* operands, double* powers,
                                               bool* nan_seen) {
-    if (step.kind != kGroup) return run_decoded<kFloats, kRule>(graph, step, operands, powers, nan_seen);
+    if (step.kind != kGroup)
+        return run_decoded<kFloats, kRule>(graph, step, operands, powers, nan_seen);
     const Group& group = groups_[step.a];
     const Decoded* members = members_.data() + group.first;
     if (group.shared >= 0) return run_shared<kFloats, kRule>(graph, group, members);
     switch (group.kind) {
-#define X(code)                                                                            \
-    case code:                                                                             \
-        for (uint32_t t = 0; t < group.count; ++t) {                                       \
-            Decoded member = members[t];                                                   \
-            member.kind = code;                                                            \
+#define X(code)                                                                                \
+    case code:                                                                                 \
+        for (uint32_t t = 0; t < group.count; ++t) {                                           \
+            Decoded member = members[t];                                                       \
+            member.kind = code;                                                                \
             Status s = run_decoded<kFloats, kRule>(graph, member, operands, powers, nan_seen); \
-            if (s != Status::Ok) return s;                                                 \
-        }                                                                                  \
+            if (s != Status::Ok) return s;                                                     \
+        }                                                                                      \
         return Status::Ok;
         AGRAD_ELEMENT_KINDS(X)
 #undef X

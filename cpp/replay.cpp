@@ -366,8 +366,8 @@ bool Replay::run(Graph& graph) const {
     double total = 0.0;
     for (const Instruction& in : code_) {
         switch (in.code) {
-#define X(code)                                                    \
-    case code:                                                     \
+#define X(code)                                                      \
+    case code:                                                       \
         if (!compute<code>(slots, in.out, in.a, in.b)) return false; \
         break;
             AGRAD_ELEMENTS(X)
@@ -418,7 +418,8 @@ bool Replay::run(Graph& graph) const {
             case kDotRun: {
                 const NodeId* pairs = operands + in.a;
                 const double before = total;
-                for (NodeId t = 0; t < in.b; ++t) total += slots.v(pairs[2 * t]) * slots.v(pairs[2 * t + 1]);
+                for (NodeId t = 0; t < in.b; ++t)
+                    total += slots.v(pairs[2 * t]) * slots.v(pairs[2 * t + 1]);
                 if (total != total) {
                     total = before;
                     for (NodeId t = 0; t < in.b; ++t)

@@ -111,8 +111,10 @@ def loss(program, reduction, irregular, params, xs, ys):
     st.data(),
 )
 def test_grouped_replay_is_eager_bit_for_bit(program, reduction, irregular, samples, data):
-    leaves = [Value(x) for x in data.draw(st.lists(benign, min_size=3 + 2 * samples,
-                                                   max_size=3 + 2 * samples))]
+    leaves = [
+        Value(x)
+        for x in data.draw(st.lists(benign, min_size=3 + 2 * samples, max_size=3 + 2 * samples))
+    ]
     params, xs, ys = leaves[:3], leaves[3 : 3 + samples], leaves[3 + samples :]
 
     def run():

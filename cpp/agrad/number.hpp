@@ -100,9 +100,9 @@ inline bool is_odd_integer(double x) { return std::fmod(std::fabs(x), 2.0) == 1.
 AGRAD_ALWAYS_INLINE double product_error(double a, double b, double p) {
     const double split = 134217729.0;  // 2^27 + 1
     const double ca = split * a, cb = split * b;
-    const double ahi = ca - (ca - a), alo = a - ahi;
-    const double bhi = cb - (cb - b), blo = b - bhi;
-    return ((ahi * bhi - p) + ahi * blo + alo * bhi) + alo * blo;
+    const double a_high = ca - (ca - a), a_low = a - a_high;
+    const double b_high = cb - (cb - b), b_low = b - b_high;
+    return ((a_high * b_high - p) + a_high * b_low + a_low * b_high) + a_low * b_low;
 }
 
 // The spacing of doubles around a positive normal r that is not a power of two.
@@ -185,7 +185,6 @@ inline double quiet(double x) {
     std::memcpy(&x, &bits, sizeof bits);
     return x;
 }
-
 
 // (If only b is a NaN, r already is b quieted; if neither, r is the hardware's
 // default NaN, as for inf - inf.)

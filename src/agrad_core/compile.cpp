@@ -331,10 +331,9 @@ private:
         return true;
     }
 
-    // Exact floats and ints (converting them runs no Python code) converted in one pass over the items, which are
-    // often scattered in memory, written straight into room made for them
-    // (a push_back each, not inlined, cost 4 ns a number); undone at the
-    // first item that is not plain.
+    // Exact floats and ints (converting them runs no Python code) converted in one pass over the
+    // items, which are often scattered in memory, written straight into room made for them (a
+    // push_back each, not inlined, cost 4 ns a number); undone at the first item that is not plain.
     bool try_plain(PyObject* const* items, Py_ssize_t n) {
         const size_t mark = out_.size();
         make_room(static_cast<size_t>(n));

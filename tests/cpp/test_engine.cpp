@@ -1030,9 +1030,9 @@ void test_pow_by_product() {
             const agrad::Status r = agrad::float_pow_general(x, k, &reference);
             same &= s == r && (s != Status::Ok || same_bits(fast, reference));
             double unused;
-            const bool product = k == 2.0 ? agrad::detail::square_as_product(std::fabs(x), &unused)
-                                          : agrad::detail::reciprocal_as_quotient(std::fabs(x),
-                                                                                 &unused);
+            const bool product = k == 2.0
+                                     ? agrad::detail::square_as_product(std::fabs(x), &unused)
+                                     : agrad::detail::reciprocal_as_quotient(std::fabs(x), &unused);
             (product ? products : calls) += 1;
         }
     }
@@ -1071,7 +1071,8 @@ void test_grouped_program() {
             NodeId r = binary(graph, Op::Add, l.ys[i], with_number(graph, Op::Mul, p, I(-1)));
             NodeId sq = 0;
             built(graph.power(r, I(2), &sq));
-            total = i == 0 ? with_number(graph, Op::Add, sq, I(0)) : binary(graph, Op::Add, total, sq);
+            total = i == 0 ? with_number(graph, Op::Add, sq, I(0))
+                           : binary(graph, Op::Add, total, sq);
         }
         l.root = kept(graph, with_number(graph, Op::Mul, total, F(1.0 / 300)));
         graph.end_recording();
