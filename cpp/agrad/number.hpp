@@ -166,6 +166,24 @@ AGRAD_ALWAYS_INLINE bool reciprocal_as_quotient(double x, double* out) {
     return true;
 }
 
+// pow(x, -2), the gradient of x ** -1 (micrograd's division): r = 1 / (x*x)
+// rounds twice, so it is kept only where the exact error of r against 1/x^2
+// (r*x^2 - 1 from the exact square and Dekker's product) proves it the
+// nearest double, and pow agrees as above.
+AGRAD_ALWAYS_INLINE bool reciprocal_square_as_quotient(double x, double* out) {
+    if (!kPowWithinBound || !(x >= 0x1p-200 && x <= 0x1p200)) return false;
+    const double q = x * x, q_error = product_error(x, x, q);  // x^2 == q + q_error
+    const double r = 1.0 / q;
+    if (is_power_of_two(r)) return false;
+    // r*x^2 - 1 == (t - 1) + e + r*q_error: t - 1 and e exact as above; the
+    // last product and the two sums are off by 2^-105 at most, far inside the margin
+    const double t = r * q;
+    const double residual = ((t - 1.0) + product_error(r, q, t)) + r * q_error;
+    if (!(std::fabs(residual) <= 0.4 * spacing(r) * q)) return false;
+    *out = r;
+    return true;
+}
+
 }  // namespace detail
 
 // -- float + and *, with one rule for the NaN they give.  When both operands
@@ -327,7 +345,7 @@ AGRAD_NOINLINE Status float_pow_general(double base, double exponent, double* ou
 // The exponents the book and micrograd use, decided before CPython's list of
 // special cases (which they would all pass through): x ** 1 is x, whatever x
 // (a NaN, an infinity and a signed zero come back as they went in), and
-// x ** 2 and x ** -1 a product and a quotient where that is pow's bits.
+// x ** 2, x ** -1 and x ** -2 a product and a quotient where that is pow's bits.
 // (Inlined, and the rest out of line: a replay squares a thousand errors.)
 AGRAD_ALWAYS_INLINE Status float_pow(double base, double exponent, double* out) {
     double r;
@@ -341,6 +359,10 @@ AGRAD_ALWAYS_INLINE Status float_pow(double base, double exponent, double* out) 
     }
     if (exponent == -1.0 && detail::reciprocal_as_quotient(std::fabs(base), &r)) {
         *out = std::copysign(r, base);
+        return Status::Ok;
+    }
+    if (exponent == -2.0 && detail::reciprocal_square_as_quotient(std::fabs(base), &r)) {
+        *out = r;
         return Status::Ok;
     }
     return float_pow_general(base, exponent, out);
