@@ -80,8 +80,18 @@ Schedule::Decoded Schedule::decode(const Graph& graph, const Graph::Step& step) 
     }
     d.kind = graph.node_kind(step.node);  // make() keeps no other whole-node step
     d.a = graph.child(step.node, 0);
-    // (a constant's operand is not read: its value is the node's param)
     if (d.kind == kAddNN || d.kind == kMulNN) d.b = graph.child(step.node, 1);
+    // the node's constant, read from the node here once, not at every pass
+    // (a node is 48 bytes, and a mixed graph's nodes are cache misses)
+    const Number k = graph.param(step.node);
+    if (d.kind == kMulNK) {
+        term_constants_.push_back({k.as_double(), 0});
+        d.b = static_cast<NodeId>(term_constants_.size() - 1);
+    }
+    if (d.kind == kPow) {
+        pow_constants_.push_back({k.as_double(), exponent_minus_one(k), 0});
+        d.b = static_cast<NodeId>(pow_constants_.size() - 1);
+    }
     return d;
 }
 
@@ -93,6 +103,7 @@ void Schedule::make(Graph& graph, NodeId root) {
     with_constant_.clear();
     steps_.clear();
     term_constants_.clear();
+    pow_constants_.clear();
     for (const Graph::Step& step : order) {
         if (step.term != Graph::Step::kWholeNode) {
             steps_.push_back(decode(graph, step));
@@ -248,11 +259,11 @@ void Schedule::share_powers(const Graph& graph) {
         Decoded& keeper = steps[at->second];
         if (keeper.kind == kPow) {
             keeper.kind = kPowKeep;
-            keeper.b = static_cast<NodeId>(powers_.size());
+            pow_constants_[keeper.b].shared = static_cast<NodeId>(powers_.size());
             powers_.push_back(0.0);
         }
         step.kind = kPowKept;
-        step.b = keeper.b;
+        pow_constants_[step.b].shared = pow_constants_[keeper.b].shared;
     }
 }
 
@@ -431,22 +442,22 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             grads[step.b] = F::add_mul(grads[step.b], number(step.a), g);
             return Status::Ok;
         case kMulNK:
-            grads[step.a] = F::add_mul(grads[step.a], graph.param(step.node).as_double(), g);
+            grads[step.a] = F::add_mul(grads[step.a], term_constants_[step.b].value, g);
             set_constant_grad(graph.constant_grad(step.node), F::add_mul(0.0, number(step.a), g));
             return Status::Ok;
         case kPow:
         case kPowKeep:
         case kPowKept: {
-            Number k = graph.param(step.node);
+            const PowConstant& k = pow_constants_[step.b];
             double p;
             if (step.kind == kPowKept) {
-                p = powers[step.b];
+                p = powers[k.shared];
             } else {
-                Status s = float_pow(number(step.a), exponent_minus_one(k), &p);
+                Status s = float_pow(number(step.a), k.minus_one, &p);
                 if (s != Status::Ok) return s;
-                if (step.kind == kPowKeep) powers[step.b] = p;
+                if (step.kind == kPowKeep) powers[k.shared] = p;
             }
-            grads[step.a] = F::add(grads[step.a], F::mul(F::mul(k.as_double(), p), g));
+            grads[step.a] = F::add(grads[step.a], F::mul(F::mul(k.value, p), g));
             return Status::Ok;
         }
 #define AGRAD_BACKWARD_UNARY(name, ...)                                             \

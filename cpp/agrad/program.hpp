@@ -46,8 +46,9 @@ private:
     struct Decoded {
         uint8_t kind;  // a NodeKind, or a Kind of program.cpp
         NodeId node;
-        NodeId a, b;  // the operands: node ids, or indexes of constants in node's list;
-                      // for a run of terms, its first operand in `operands` and its length
+        NodeId a, b;  // the operands: node ids, or a constant's index in term_constants_
+                      // (x * k's k, a dot term's), pow_constants_ (x ** k's k); for a
+                      // run of terms, its first operand in `operands` and its length
     };
     void make(Graph& graph, NodeId root);
     Decoded decode(const Graph& graph, const Graph::Step& step);
@@ -90,14 +91,22 @@ private:
     std::vector<Decoded> members_;
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs; chains' links
     // a dot term's constant operand: its value as a double, and its index in
-    // the node's list, where its gradient goes
+    // the node's list, where its gradient goes; and x * k's k (index unused)
     struct TermConstant {
         double value;
         NodeId k;
     };
     std::vector<TermConstant> term_constants_;
+    // x ** k's k as a double and k - 1 (as Python computes it), and for a
+    // shared pow(x, k - 1) its slot in powers_ (share_powers)
+    struct PowConstant {
+        double value, minus_one;
+        NodeId shared;
+    };
+    std::vector<PowConstant> pow_constants_;
     // pow(x, k - 1) of a `x ** k` repeated on the same x and k, computed by
-    // its first step in backward's order and read by the others (share_powers)
+    // its first step in backward's order and read by the others (share_powers,
+    // PowConstant::shared)
     std::vector<double> powers_;
     // graph.int_writes() when every reached node was last seen holding a
     // float (kNever: not since the schedule was made)
