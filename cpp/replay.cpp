@@ -131,8 +131,8 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     std::sort(reads_.begin(), reads_.end());
     reads_.erase(std::unique(reads_.begin(), reads_.end()), reads_.end());
     share_identical();
-    group_independent(graph.id_limit());
     fuse_chains();
+    group_independent(graph.id_limit());
     floats_only_ = true;
 }
 
@@ -141,12 +141,15 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
 // operation, so its bits do not depend on when.  So the instructions are
 // taken by depth (1 + the deepest node they read that the program makes),
 // and the nodes of one operation at one depth (the chapter's 1000 products
-// w * x, then its 1000 sums, ...; micrograd's neurons' k-th links, across
-// neurons and samples) become one group, run as one loop: no switch and no
-// mispredicted jump a node.  A running total's instructions (kStart to kEnd)
-// move as one.  Depths only order nodes that do not depend on each other,
-// and an operation that fails makes the replay decline, whatever the order
-// (recompute then fails where eager code does).
+// w * x, then its 1000 sums, ...; an MLP's activations across neurons and
+// samples) become one group, run as one loop: no switch and no mispredicted
+// jump a node.  A running total's instructions (kStart to kEnd) move as one,
+// and so does a chain of links (kChain, fused first: a neuron's links in a
+// row with the total in a register cost less than a group a link, which
+// sweeps the whole batch's nodes once per link).  Depths only order nodes
+// that do not depend on each other, and an operation that fails makes the
+// replay decline, whatever the order (recompute then fails where eager code
+// does).
 void Replay::group_independent(size_t id_limit) {
     constexpr size_t kMinGroup = 4;  // fewer are left as instructions
     struct Item {
@@ -160,6 +163,20 @@ void Replay::group_independent(size_t id_limit) {
         auto read = [&](NodeId id) { deepest = std::max(deepest, depth_of[id]); };
         size_t end = i + 1;
         const Instruction& in = code_[i];
+        if (in.code == kChain) {  // reads its start, each link's w and x; writes m and s
+            read(in.out);
+            const NodeId* link = operands_.data() + in.a;
+            for (NodeId l = 0; l < in.b; ++l, link += 4) {
+                read(link[0]);
+                read(link[1]);
+            }
+            link = operands_.data() + in.a;
+            for (NodeId l = 0; l < in.b; ++l, link += 4)
+                depth_of[link[2]] = depth_of[link[3] & ~kProductFirst] = deepest + 1;
+            items.push_back({deepest + 1, static_cast<uint32_t>(i), static_cast<uint32_t>(end)});
+            i = end;
+            continue;
+        }
         if (in.code == kStart) {
             for (; code_[end - 1].code != kEnd; ++end) {
                 const Instruction& part = code_[end];
@@ -190,7 +207,7 @@ void Replay::group_independent(size_t id_limit) {
         for (; j < items.size() && items[j].depth == items[i].depth; ++j) {
             const Item& item = items[j];
             const uint8_t code = code_[item.begin].code;
-            if (code == kStart) {
+            if (code == kStart || code == kChain) {
                 grouped.insert(grouped.end(), code_.begin() + item.begin, code_.begin() + item.end);
                 continue;
             }
@@ -298,6 +315,11 @@ void Replay::fuse_chains() {
             ++chain.b;
             i += 2;
         } while (link(i, &t, &product_first) && t == total);
+        if (chain.b == 1) {  // one link, w * x + b, gains nothing: its two may join groups
+            operands_.resize(operands_.size() - 4);
+            fused.insert(fused.end(), {code_[i - 2], code_[i - 1]});
+            continue;
+        }
         fused.push_back(chain);
     }
     code_.swap(fused);
@@ -319,7 +341,7 @@ struct Replay::Slots {
 // One node of an element operation (a NodeKind or kCopy), the same for an
 // instruction and for a group's loop: false when it fails.
 template <uint8_t kCode>
-AGRAD_ALWAYS_INLINE bool Replay::compute(const Slots& s, NodeId out, NodeId a, NodeId b) {
+AGRAD_ALWAYS_INLINE bool Replay::compute(Slots s, NodeId out, NodeId a, NodeId b) {
     double r;
     if constexpr (kCode == kAddNN) {
         r = add(s.v(a), s.v(b));
@@ -334,9 +356,7 @@ AGRAD_ALWAYS_INLINE bool Replay::compute(const Slots& s, NodeId out, NodeId a, N
     } else if constexpr (kCode == kCopy) {
         r = s.v(a);
     } else {  // the table's entry (ops.hpp), known here at compile time
-        if (with_unary_kind(kCode, [&](auto op) { return decltype(op)::value(s.v(a), &r); }) !=
-            Status::Ok)
-            return false;
+        if (UnaryEntry<kCode>::type::value(s.v(a), &r) != Status::Ok) return false;
     }
     s.set(out, r);
     return true;
@@ -363,6 +383,14 @@ bool Replay::run(Graph& graph) const {
     const double* k = constants_.data();
     const NodeId* operands = operands_.data();
     const Slots slots{values, ints, k};
+    // (the running totals' and chains' cases below read and write through
+    // copies of the two addresses: through a struct whose address is taken,
+    // every store to an int mark, which may alias anything, reloads them)
+    auto v = [values](NodeId id) { return values[id].f; };
+    auto set = [values, ints](NodeId id, double r) {
+        values[id].f = r;
+        ints[id] = 0;
+    };
     double total = 0.0;
     for (const Instruction& in : code_) {
         switch (in.code) {
@@ -394,10 +422,10 @@ bool Replay::run(Graph& graph) const {
                 total = add(total, k[in.b]);
                 break;
             case kDotNK:
-                total = add_mul(total, slots.v(in.a), k[in.b]);
+                total = add_mul(total, v(in.a), k[in.b]);
                 break;
             case kDotKN:
-                total = add_mul(total, slots.v(in.b), k[in.a]);
+                total = add_mul(total, v(in.b), k[in.a]);
                 break;
             // The runs and chains below add on the hardware and apply the NaN
             // rule (number.hpp) only when their total ends up a NaN: a NaN
@@ -408,45 +436,44 @@ bool Replay::run(Graph& graph) const {
             case kSumRun: {
                 const NodeId* ids = operands + in.a;
                 const double before = total;
-                for (NodeId t = 0; t < in.b; ++t) total += slots.v(ids[t]);
+                for (NodeId t = 0; t < in.b; ++t) total += v(ids[t]);
                 if (total != total) {
                     total = before;
-                    for (NodeId t = 0; t < in.b; ++t) total = add(total, slots.v(ids[t]));
+                    for (NodeId t = 0; t < in.b; ++t) total = add(total, v(ids[t]));
                 }
                 break;
             }
             case kDotRun: {
                 const NodeId* pairs = operands + in.a;
                 const double before = total;
-                for (NodeId t = 0; t < in.b; ++t)
-                    total += slots.v(pairs[2 * t]) * slots.v(pairs[2 * t + 1]);
+                for (NodeId t = 0; t < in.b; ++t) total += v(pairs[2 * t]) * v(pairs[2 * t + 1]);
                 if (total != total) {
                     total = before;
                     for (NodeId t = 0; t < in.b; ++t)
-                        total = add(total, mul(slots.v(pairs[2 * t]), slots.v(pairs[2 * t + 1])));
+                        total = add(total, mul(v(pairs[2 * t]), v(pairs[2 * t + 1])));
                 }
                 break;
             }
             case kEnd:
-                slots.set(in.out, total);
+                set(in.out, total);
                 break;
             case kChain: {
-                double sum = slots.v(in.out);
+                double sum = v(in.out);
                 const NodeId* link = operands + in.a;
                 for (NodeId l = 0; l < in.b; ++l, link += 4) {
-                    const double product = slots.v(link[0]) * slots.v(link[1]);
-                    slots.set(link[2], product);
+                    const double product = v(link[0]) * v(link[1]);
+                    set(link[2], product);
                     sum = (link[3] & kProductFirst) ? product + sum : sum + product;
-                    slots.set(link[3] & ~kProductFirst, sum);
+                    set(link[3] & ~kProductFirst, sum);
                 }
                 if (sum == sum) break;  // (a NaN product makes the sum a NaN too)
-                sum = slots.v(in.out);
+                sum = v(in.out);
                 link = operands + in.a;
                 for (NodeId l = 0; l < in.b; ++l, link += 4) {
-                    const double product = mul(slots.v(link[0]), slots.v(link[1]));
-                    slots.set(link[2], product);
+                    const double product = mul(v(link[0]), v(link[1]));
+                    set(link[2], product);
                     sum = (link[3] & kProductFirst) ? add(product, sum) : add(sum, product);
-                    slots.set(link[3] & ~kProductFirst, sum);
+                    set(link[3] & ~kProductFirst, sum);
                 }
                 break;
             }

@@ -80,6 +80,18 @@ enum NodeKind : uint8_t {
     kNodeKinds,  // not an operation of one or two operands
 };
 
+// The table's entry (ops.hpp) of a unary kind known at compile time:
+// UnaryEntry<kExp>::type is ops::Exp.
+template <uint8_t kKind>
+struct UnaryEntry;
+#define AGRAD_KIND_TYPE(name, ...) \
+    template <>                    \
+    struct UnaryEntry<k##name> {   \
+        using type = ops::name;    \
+    };
+AGRAD_UNARY_OPS(AGRAD_KIND_TYPE)
+#undef AGRAD_KIND_TYPE
+
 // The table's entry (ops.hpp) of a unary kind, as with_unary gives it for an op.
 template <class F>
 Status with_unary_kind(uint8_t kind, F&& f) {

@@ -79,7 +79,7 @@ private:
     };
     struct Slots;
     template <uint8_t kCode>
-    static bool compute(const Slots& slots, NodeId out, NodeId a, NodeId b);
+    static bool compute(Slots slots, NodeId out, NodeId a, NodeId b);
     void fuse_chains();
     void share_identical();
     void group_independent(size_t id_limit);
