@@ -642,9 +642,17 @@ void Schedule::zero(Graph& graph) const {
     for (NodeId id : with_constant_) graph.constant_grad(id) = 0.0;
 }
 
+// (one loop for each kind of pass, chosen once, not a test a step)
 template <bool kRule>
 Status Schedule::pass(Graph& graph, NodeId root, bool floats, bool* constant_nan,
                       const std::vector<Decoded>& steps) {
+    return floats ? pass_of<kRule, true>(graph, root, constant_nan, steps)
+                  : pass_of<kRule, false>(graph, root, constant_nan, steps);
+}
+
+template <bool kRule, bool kFloats>
+Status Schedule::pass_of(Graph& graph, NodeId root, bool* constant_nan,
+                         const std::vector<Decoded>& steps) {
     graph.grad_slots()[root] = 1.0;
     const NodeId* operands = operands_.data();
     double* powers = powers_.data();
@@ -652,8 +660,7 @@ Status Schedule::pass(Graph& graph, NodeId root, bool floats, bool* constant_nan
     // chapter's y - yhat writes one a sample)
     bool nan_seen = false;
     for (size_t i = steps.size(); i-- > 0;) {
-        Status s = floats ? run_step<true, kRule>(graph, steps[i], operands, powers, &nan_seen)
-                          : run_step<false, kRule>(graph, steps[i], operands, powers, &nan_seen);
+        Status s = run_step<kFloats, kRule>(graph, steps[i], operands, powers, &nan_seen);
         if (s != Status::Ok) {  // every gradient is left at 0, as Graph's own pass leaves them
             for (size_t j = 0; j < spans_.size(); j += 2)
                 for (NodeId id = spans_[j]; id < spans_[j + 1]; ++id) graph.zero_gradients(id);

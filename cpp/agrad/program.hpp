@@ -69,6 +69,9 @@ private:
     template <bool kRule>
     Status pass(Graph& graph, NodeId root, bool floats, bool* constant_nan,
                 const std::vector<Decoded>& steps);
+    template <bool kRule, bool kFloats>
+    Status pass_of(Graph& graph, NodeId root, bool* constant_nan,
+                   const std::vector<Decoded>& steps);
     void zero(Graph& graph) const;
     bool reads_floats_only(const Graph& graph);
 
