@@ -172,7 +172,16 @@ void Replay::group_independent(size_t id_limit) {
             }
             link = operands_.data() + in.a;
             for (NodeId l = 0; l < in.b; ++l, link += 4)
-                depth_of[link[2]] = depth_of[link[3] & ~kProductFirst] = deepest + 1;
+                depth_of[link[2]] = depth_of[link[3] & ~kTermFirst] = deepest + 1;
+            items.push_back({deepest + 1, static_cast<uint32_t>(i), static_cast<uint32_t>(end)});
+            i = end;
+            continue;
+        }
+        if (in.code == kSumChain) {  // reads its start and each link's term; writes s
+            read(in.out);
+            const NodeId* link = operands_.data() + in.a;
+            for (NodeId l = 0; l < in.b; ++l) read(link[2 * l]);
+            for (NodeId l = 0; l < in.b; ++l) depth_of[link[2 * l + 1] & ~kTermFirst] = deepest + 1;
             items.push_back({deepest + 1, static_cast<uint32_t>(i), static_cast<uint32_t>(end)});
             i = end;
             continue;
@@ -207,7 +216,7 @@ void Replay::group_independent(size_t id_limit) {
         for (; j < items.size() && items[j].depth == items[i].depth; ++j) {
             const Item& item = items[j];
             const uint8_t code = code_[item.begin].code;
-            if (code == kStart || code == kChain) {
+            if (code == kStart || code == kChain || code == kSumChain) {
                 grouped.insert(grouped.end(), code_.begin() + item.begin, code_.begin() + item.end);
                 continue;
             }
@@ -311,7 +320,7 @@ void Replay::fuse_chains() {
             const Instruction& mul = code_[i];
             total = code_[i + 1].out;
             operands_.insert(operands_.end(),
-                             {mul.a, mul.b, mul.out, total | (product_first ? kProductFirst : 0)});
+                             {mul.a, mul.b, mul.out, total | (product_first ? kTermFirst : 0)});
             ++chain.b;
             i += 2;
         } while (link(i, &t, &product_first) && t == total);
@@ -319,6 +328,44 @@ void Replay::fuse_chains() {
             operands_.resize(operands_.size() - 4);
             fused.insert(fused.end(), {code_[i - 2], code_[i - 1]});
             continue;
+        }
+        fused.push_back(chain);
+    }
+    code_.swap(fused);
+    fuse_sums();
+}
+
+// The builtin sum's s = s' + t, again and again (the chapter's loss): each
+// addition's operand was just stored and is loaded back; as one kSumChain
+// the total stays in a register, every node still written in order.  A
+// chain starts after an instruction whose node the next addition reads.
+void Replay::fuse_sums() {
+    // Does code_[i], an addition, read node `total` as one operand (its term the other)?
+    auto link = [this](size_t i, NodeId total, NodeId* term, bool* term_first) {
+        if (i >= code_.size()) return false;
+        const Instruction& add = code_[i];
+        if (add.code != kAddNN || add.a == add.b || (add.a != total && add.b != total))
+            return false;
+        *term_first = add.b == total;
+        *term = *term_first ? add.a : add.b;
+        return true;
+    };
+    std::vector<Instruction> fused;
+    fused.reserve(code_.size());
+    for (size_t i = 0; i < code_.size();) {
+        fused.push_back(code_[i]);
+        const NodeId start = code_[i++].out;
+        NodeId term;
+        bool term_first;
+        size_t end = i;
+        for (NodeId total = start; link(end, total, &term, &term_first); ++end)
+            total = code_[end].out;
+        if (end - i < 2) continue;  // one link gains nothing
+        Instruction chain{kSumChain, start, static_cast<NodeId>(operands_.size()), 0};
+        for (NodeId total = start; i < end; ++i, ++chain.b) {
+            link(i, total, &term, &term_first);
+            total = code_[i].out;
+            operands_.insert(operands_.end(), {term, total | (term_first ? kTermFirst : 0)});
         }
         fused.push_back(chain);
     }
@@ -463,8 +510,8 @@ bool Replay::run(Graph& graph) const {
                 for (NodeId l = 0; l < in.b; ++l, link += 4) {
                     const double product = v(link[0]) * v(link[1]);
                     set(link[2], product);
-                    sum = (link[3] & kProductFirst) ? product + sum : sum + product;
-                    set(link[3] & ~kProductFirst, sum);
+                    sum = (link[3] & kTermFirst) ? product + sum : sum + product;
+                    set(link[3] & ~kTermFirst, sum);
                 }
                 if (sum == sum) break;  // (a NaN product makes the sum a NaN too)
                 sum = v(in.out);
@@ -472,8 +519,26 @@ bool Replay::run(Graph& graph) const {
                 for (NodeId l = 0; l < in.b; ++l, link += 4) {
                     const double product = mul(v(link[0]), v(link[1]));
                     set(link[2], product);
-                    sum = (link[3] & kProductFirst) ? add(product, sum) : add(sum, product);
-                    set(link[3] & ~kProductFirst, sum);
+                    sum = (link[3] & kTermFirst) ? add(product, sum) : add(sum, product);
+                    set(link[3] & ~kTermFirst, sum);
+                }
+                break;
+            }
+            case kSumChain: {
+                double sum = v(in.out);
+                const NodeId* link = operands + in.a;
+                for (NodeId l = 0; l < in.b; ++l, link += 2) {
+                    const double t = v(link[0]);
+                    sum = (link[1] & kTermFirst) ? t + sum : sum + t;
+                    set(link[1] & ~kTermFirst, sum);
+                }
+                if (sum == sum) break;  // (a NaN anywhere makes the total a NaN)
+                sum = v(in.out);
+                link = operands + in.a;
+                for (NodeId l = 0; l < in.b; ++l, link += 2) {
+                    const double t = v(link[0]);
+                    sum = (link[1] & kTermFirst) ? add(t, sum) : add(sum, t);
+                    set(link[1] & ~kTermFirst, sum);
                 }
                 break;
             }

@@ -58,12 +58,13 @@ private:
         kSumRun,              // total += each node of operands_[a, a + b)
         kDotRun,              // total += w * x for each pair (w, x) of operands_[a, a + 2b)
         kEnd,                 // node out = total
-        kChain,  // from node out: b links (w, x, m, s) at operands_[a]: m = w * x, s = s' + m
-        kCopy,   // node out = node a, made earlier by the same operation on the same operands
+        kChain,     // from node out: b links (w, x, m, s) at operands_[a]: m = w * x, s = s' + m
+        kSumChain,  // from node out: b links (t, s) at operands_[a]: s = s' + t (the builtin sum)
+        kCopy,      // node out = node a, made earlier by the same operation on the same operands
         kGroup,  // groups_[out]: nodes of one operation, none reading another (group_independent)
     };
-    // A link's s with this bit: its addition was written m + s'.
-    static constexpr NodeId kProductFirst = 0x80000000u;
+    // A link's s with this bit: its addition was written m + s' (t + s').
+    static constexpr NodeId kTermFirst = 0x80000000u;
     struct Instruction {
         uint8_t code;      // a NodeKind or a Code
         NodeId out, a, b;  // node ids, or indexes into constants_ (K)
@@ -81,6 +82,7 @@ private:
     template <uint8_t kCode>
     static bool compute(Slots slots, NodeId out, NodeId a, NodeId b);
     void fuse_chains();
+    void fuse_sums();
     void share_identical();
     void group_independent(size_t id_limit);
     std::vector<Instruction> code_;
