@@ -350,6 +350,52 @@ def test_numbers_read_from_a_closure_or_a_global_are_part_of_the_key():
         COEFFICIENT = 0.5
 
 
+def test_the_globals_a_function_loads_are_read_as_dis_reads_them():
+    """compiled._loaded_globals reads the bytecode itself, for speed: it must
+    find exactly the LOAD_GLOBAL and LOAD_NAME names that dis does, in code
+    with nested functions, comprehensions, methods, attributes named like
+    globals, and more than 256 names (EXTENDED_ARG)."""
+    import dis
+    import types
+
+    from agrad.compiled import _loaded_globals
+
+    many = "\n".join(f"    t = t + g{i} * x.a{i}" for i in range(300))
+    source = (
+        f"def big(x):\n    t = 0\n{many}\n    return t + len([y for y in x]) + COEFFICIENT\n"
+        "def nested(x):\n    f = lambda y: y * COEFFICIENT\n    return [f(v) for v in x]\n"
+        "class C:\n    k = COEFFICIENT\n    def m(self):\n        return self.COEFFICIENT\n"
+    )
+    module = compile(source, "<generated>", "exec")
+    codes, stack = [], [module]
+    while stack:
+        c = stack.pop()
+        codes.append(c)
+        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    assert len(codes) >= 6
+    for code in codes:
+        by_dis = {
+            i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")
+        }
+        assert _loaded_globals(code) == by_dis, code.co_name
+    assert any(len(c.co_names) > 256 for c in codes)
+
+
+def test_a_function_whose_globals_hold_values_watches_no_name():
+    """The bytecode of a function (here of thousands of lines) is read only
+    where a name in it could be a watched global, and what it finds is as
+    before: the globals holding numbers or nothing yet, not Values."""
+    lines = "\n".join(f"    s = s + x * w{i % 7}" for i in range(3000))
+    namespace = {f"w{i}": Value(0.5 + i) for i in range(7)}
+    exec(f"def long(x):\n    s = x\n{lines}\n    return s\n", namespace)
+    long = namespace["long"]
+    free = agrad.compiled._FreeNumbers(long)
+    assert free.names == () and not free.watched  # the w's hold Values: not watched
+    namespace["RATE"] = 0.5
+    exec("def rated(x):\n    return x * RATE + x * undefined_yet\n", namespace)
+    assert agrad.compiled._FreeNumbers(namespace["rated"]).names == ("RATE", "undefined_yet")
+
+
 # -- 5. methods, agrad.sum's start
 class Model:
     def __init__(self, w):
