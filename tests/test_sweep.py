@@ -235,7 +235,10 @@ def test_the_python_api_raises_the_right_types(tmp_path):
 
 
 def test_ctrl_c_keeps_every_finished_row_and_the_same_command_goes_on(tmp_path):
-    command, process = start_sweep("0-11", epochs=600, jobs=1, output=tmp_path)
+    # runs long enough (about 0.2 s each here) that the nine left after the
+    # third row cannot all finish before the interrupt arrives: with 600
+    # epochs a run took 50 ms, and the sweep sometimes ended first (exit 0)
+    command, process = start_sweep("0-11", epochs=3000, jobs=1, output=tmp_path)
     try:
         wait_for_rows(tmp_path, 3, process)
         process.send_signal(signal.SIGINT)
@@ -251,7 +254,7 @@ def test_ctrl_c_keeps_every_finished_row_and_the_same_command_goes_on(tmp_path):
     assert f"{len(kept)} already in" in done.stdout
     every = sweep.read_runs(tmp_path / "runs.csv")
     assert sorted(every.seed) == list(range(12))
-    reference = sweep.sweep("bodyfat", seeds=range(12), epochs=600, jobs=1)
+    reference = sweep.sweep("bodyfat", seeds=range(12), epochs=3000, jobs=1)
     assert_same_bits(every.sort_values("seed"), reference)
 
 
