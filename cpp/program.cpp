@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <unordered_map>
 
 namespace agrad {
@@ -267,28 +268,11 @@ void Schedule::share_powers(const Graph& graph) {
     }
 }
 
-// The steps of a pass in another order, with the same bits: a step reads its
-// node's gradient, complete once every step that adds into it has run, and
-// adds into its operands' gradients, where the order of the additions into
-// each gradient decides the bits.  So steps are taken by height (0 for a step
-// whose operands have no step here, else 1 + the highest of their steps'),
-// highest first: every step that adds into a node runs before the node's
-// step.  The steps of one operation at one height (the chapter's 1000
-// squares, then its 1000 subtractions, ...) become one group, run as one
-// loop, in the order backward() takes them; and the new order is kept only
-// if it adds into every gradient in backward()'s order (a parameter such as
-// w gets its 1000 products' contributions from one group, in order), else
-// the steps stay as they were.  Below a chain of sums (the builtin sum's
-// s = s' + t), the chain's steps have the greatest heights and run first,
-// so every term's subtree is ready at once.  Steps of other kinds (a fused
-// node's terms, runs, chains, shared powers) stay where they are, and steps
-// move only between them.  A group's failing step may not be the first to
-// fail in backward()'s order: run() then runs the pass again in that order.
 // w of the chapter's 1000 products w * x, b of its 1000 sums w * x + b: an
 // operand of a + or * that is the same node in every member of a group, and
 // neither the other operand nor the node of any, so that no other member
 // reads or writes its gradient.  Its additions then come in a row, in the
-// group's order, and can be summed in a register (run_step) rather than
+// group's order, and can be summed in a register (run_shared) rather than
 // stored and loaded back at every member.
 int8_t Schedule::shared_operand(uint8_t kind, const size_t* members, size_t count) const {
     if (kind != kAddNN && kind != kMulNN) return -1;
@@ -306,6 +290,23 @@ int8_t Schedule::shared_operand(uint8_t kind, const size_t* members, size_t coun
     return -1;
 }
 
+// The steps of a pass in another order, with the same bits: a step reads its
+// node's gradient, complete once every step that adds into it has run, and
+// adds into its operands' gradients, where the order of the additions into
+// each gradient decides the bits.  So steps are taken by height (0 for a step
+// whose operands have no step here, else 1 + the highest of their steps'),
+// highest first: every step that adds into a node runs before the node's
+// step.  The steps of one operation at one height (the chapter's 1000
+// squares, then its 1000 subtractions, ...) become one group, run as one
+// loop, in the order backward() takes them; and the new order is kept only
+// if it adds into every gradient in backward()'s order (a parameter such as
+// w gets its 1000 products' contributions from one group, in order), else
+// the steps stay as they were.  Below a chain of sums (the builtin sum's
+// s = s' + t), the chain's steps have the greatest heights and run first,
+// so every term's subtree is ready at once.  Steps of other kinds (a fused
+// node's terms, runs, chains, shared powers) stay where they are, and steps
+// move only between them.  A group's failing step may not be the first to
+// fail in backward()'s order: run() then runs the pass again in that order.
 void Schedule::group_independent(size_t id_limit) {
     constexpr size_t kMinGroup = 4;  // fewer are left as steps
     grouped_.clear();
@@ -401,6 +402,21 @@ void Schedule::group_independent(size_t id_limit) {
     if (groups_.empty()) grouped_.clear();  // nothing gained: the pass runs steps_
 }
 
+// The chain rule of a + b (kAddNN) and a * b (kMulNN) on the gradients of
+// a and b, a's first: one formula for a step of its own and for a member of
+// a group whose shared operand's gradient is a register (run_shared).
+template <class F, uint8_t kKind>
+AGRAD_ALWAYS_INLINE void binary_chain_rule(double g, double a_value, double b_value, double& a_grad,
+                                           double& b_grad) {
+    if constexpr (kKind == kAddNN) {
+        a_grad = F::add(a_grad, g);
+        b_grad = F::add(b_grad, g);
+    } else {
+        a_grad = F::add_mul(a_grad, b_value, g);
+        b_grad = F::add_mul(b_grad, a_value, g);
+    }
+}
+
 // A node's value as a double: straight from the slot when every value the
 // pass reads is a float (kFloats), else through its int mark.
 template <bool kFloats>
@@ -430,16 +446,15 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     const double g = grads[step.node];
     switch (step.kind) {
         case kAddNN:
-            grads[step.a] = F::add(grads[step.a], g);
-            grads[step.b] = F::add(grads[step.b], g);
+            binary_chain_rule<F, kAddNN>(g, 0.0, 0.0, grads[step.a], grads[step.b]);
             return Status::Ok;
         case kAddNK:
             grads[step.a] = F::add(grads[step.a], g);
             set_constant_grad(graph.constant_grad(step.node), F::add(0.0, g));
             return Status::Ok;
         case kMulNN:
-            grads[step.a] = F::add_mul(grads[step.a], number(step.b), g);
-            grads[step.b] = F::add_mul(grads[step.b], number(step.a), g);
+            binary_chain_rule<F, kMulNN>(g, number(step.a), number(step.b), grads[step.a],
+                                         grads[step.b]);
             return Status::Ok;
         case kMulNK:
             grads[step.a] = F::add_mul(grads[step.a], term_constants_[step.b].value, g);
@@ -546,7 +561,7 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
 
 // Every kind a group may hold (groupable): a node's own operation, a term.
 #define AGRAD_UNARY_KIND(name, ...) X(k##name)
-#define AGRAD_ELEMENT_KINDS(X)        \
+#define AGRAD_GROUPABLE_KINDS(X)      \
     X(kAddNN)                         \
     X(kAddNK)                         \
     X(kMulNN)                         \
@@ -555,9 +570,9 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     AGRAD_UNARY_OPS(AGRAD_UNARY_KIND) \
     X(kSumTermN) X(kSumTermK) X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK)
 
-// A group of + or * steps with a shared operand (shared_operand): run_decoded's
-// kAddNN and kMulNN, operation for operation, with the shared operand's
-// gradient summed in a register in the members' order.
+// A group of + or * steps with a shared operand (shared_operand): each
+// member's chain rule, with the shared operand's gradient a register that
+// the members add into in their order.
 template <bool kFloats, bool kRule>
 AGRAD_ALWAYS_INLINE Status Schedule::run_shared(Graph& graph, const Group& group,
                                                 const Decoded* members) {
@@ -565,29 +580,30 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_shared(Graph& graph, const Group& group
     double* grads = graph.grad_slots();
     const Graph::Slot* values = graph.value_slots();
     auto number = [&graph, values](NodeId m) { return read_number<kFloats>(graph, values, m); };
-    const bool a_shared = group.shared == 0;
-    const NodeId shared = a_shared ? members[0].a : members[0].b;
-    double sum = grads[shared];
-    if (group.kind == kAddNN) {
-        for (uint32_t t = 0; t < group.count; ++t) {
-            const Decoded& d = members[t];
-            const double g = grads[d.node];
-            const NodeId own = a_shared ? d.b : d.a;
-            // grads[a] first, then grads[b]: different nodes, so either order
-            grads[own] = F::add(grads[own], g);
-            sum = F::add(sum, g);
-        }
-    } else {  // kMulNN: the shared operand's gradient gains the other's value times g
+    auto members_add = [&](auto kind, auto a_shared) {
+        constexpr uint8_t kKind = decltype(kind)::value;
+        constexpr bool kAShared = decltype(a_shared)::value;
+        const NodeId shared = kAShared ? members[0].a : members[0].b;
         const double shared_value = number(shared);
+        double sum = grads[shared];
         for (uint32_t t = 0; t < group.count; ++t) {
             const Decoded& d = members[t];
             const double g = grads[d.node];
-            const NodeId own = a_shared ? d.b : d.a;
-            grads[own] = F::add_mul(grads[own], shared_value, g);
-            sum = F::add_mul(sum, number(own), g);
+            if constexpr (kAShared)
+                binary_chain_rule<F, kKind>(g, shared_value, number(d.b), sum, grads[d.b]);
+            else
+                binary_chain_rule<F, kKind>(g, number(d.a), shared_value, grads[d.a], sum);
         }
-    }
-    grads[shared] = sum;
+        grads[shared] = sum;
+    };
+    using A = std::true_type;
+    using B = std::false_type;
+    using Add = std::integral_constant<uint8_t, kAddNN>;
+    using Mul = std::integral_constant<uint8_t, kMulNN>;
+    if (group.kind == kAddNN)
+        group.shared == 0 ? members_add(Add{}, A{}) : members_add(Add{}, B{});
+    else
+        group.shared == 0 ? members_add(Mul{}, A{}) : members_add(Mul{}, B{});
     return Status::Ok;
 }
 
@@ -612,13 +628,13 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_step(Graph& graph, const Decoded& step,
             if (s != Status::Ok) return s;                                                     \
         }                                                                                      \
         return Status::Ok;
-        AGRAD_ELEMENT_KINDS(X)
+        AGRAD_GROUPABLE_KINDS(X)
 #undef X
         default:
-            return Status::Ok;  // (group_independent makes groups of element kinds only)
+            return Status::Ok;  // (group_independent makes groups of groupable kinds only)
     }
 }
-#undef AGRAD_ELEMENT_KINDS
+#undef AGRAD_GROUPABLE_KINDS
 #undef AGRAD_UNARY_KIND
 
 // Whether every node the schedule reaches holds a float: checked once, then
@@ -680,10 +696,11 @@ Status Schedule::run(Graph& graph, NodeId root) {
     else
         zero(graph);
     const bool floats = reads_floats_only(graph);
-    const std::vector<Decoded>& steps = grouped_.empty() ? steps_ : grouped_;
+    const bool grouped = !grouped_.empty();
+    const std::vector<Decoded>& steps = grouped ? grouped_ : steps_;
     bool nan = false;  // a pass on the hardware alone wrote a NaN into a constant's gradient
     Status s = pass<false>(graph, root, floats, &nan, steps);
-    if (s != Status::Ok && &steps != &steps_) {  // backward()'s own order finds its first error
+    if (s != Status::Ok && grouped) {  // backward()'s own order finds its first error
         zero(graph);
         s = pass<false>(graph, root, floats, &nan, steps_);
     }

@@ -132,8 +132,70 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     reads_.erase(std::unique(reads_.begin(), reads_.end()), reads_.end());
     share_identical();
     fuse_chains();
+    fuse_sums();
     group_independent(graph.id_limit());
     floats_only_ = true;
+}
+
+// The nodes an instruction reads, and those it writes, as its code lays them
+// out (replay.hpp): what ordering it by depth must respect.
+template <class F>
+void Replay::for_each_read(const Instruction& in, F&& f) const {
+    const NodeId* ids = operands_.data() + in.a;
+    switch (in.code) {
+        case kAddNN:
+        case kMulNN:
+            f(in.a);
+            f(in.b);
+            return;
+        case kDotKN:
+            f(in.b);
+            return;
+        case kSumRun:
+            for (NodeId t = 0; t < in.b; ++t) f(ids[t]);
+            return;
+        case kDotRun:
+            for (NodeId t = 0; t < 2 * in.b; ++t) f(ids[t]);
+            return;
+        case kChain:  // its start, each link's w and x
+            f(in.out);
+            for (NodeId l = 0; l < in.b; ++l) f(ids[4 * l]), f(ids[4 * l + 1]);
+            return;
+        case kSumChain:  // its start, each link's term
+            f(in.out);
+            for (NodeId l = 0; l < in.b; ++l) f(ids[2 * l]);
+            return;
+        case kStart:
+        case kAddConst:
+        case kEnd:
+            return;
+        default:  // one operand: x op k, exp(x), ..., kDotNK's, kCopy's
+            f(in.a);
+            return;
+    }
+}
+
+template <class F>
+void Replay::for_each_write(const Instruction& in, F&& f) const {
+    const NodeId* ids = operands_.data() + in.a;
+    switch (in.code) {
+        case kChain:  // each link's m and s
+            for (NodeId l = 0; l < in.b; ++l) f(ids[4 * l + 2]), f(ids[4 * l + 3] & ~kTermFirst);
+            return;
+        case kSumChain:  // each link's s
+            for (NodeId l = 0; l < in.b; ++l) f(ids[2 * l + 1] & ~kTermFirst);
+            return;
+        case kStart:
+        case kAddConst:
+        case kDotNK:
+        case kDotKN:
+        case kSumRun:
+        case kDotRun:
+            return;  // a running total's parts: its node is written by kEnd
+        default:     // a node's own operation, kCopy, kEnd
+            f(in.out);
+            return;
+    }
 }
 
 // Nodes that read nothing of each other can be computed in any order: each
@@ -159,48 +221,14 @@ void Replay::group_independent(size_t id_limit) {
     std::vector<Item> items;
     items.reserve(code_.size());
     for (size_t i = 0; i < code_.size();) {
-        uint32_t deepest = 0;
-        auto read = [&](NodeId id) { deepest = std::max(deepest, depth_of[id]); };
         size_t end = i + 1;
-        const Instruction& in = code_[i];
-        if (in.code == kChain) {  // reads its start, each link's w and x; writes m and s
-            read(in.out);
-            const NodeId* link = operands_.data() + in.a;
-            for (NodeId l = 0; l < in.b; ++l, link += 4) {
-                read(link[0]);
-                read(link[1]);
-            }
-            link = operands_.data() + in.a;
-            for (NodeId l = 0; l < in.b; ++l, link += 4)
-                depth_of[link[2]] = depth_of[link[3] & ~kTermFirst] = deepest + 1;
-            items.push_back({deepest + 1, static_cast<uint32_t>(i), static_cast<uint32_t>(end)});
-            i = end;
-            continue;
-        }
-        if (in.code == kSumChain) {  // reads its start and each link's term; writes s
-            read(in.out);
-            const NodeId* link = operands_.data() + in.a;
-            for (NodeId l = 0; l < in.b; ++l) read(link[2 * l]);
-            for (NodeId l = 0; l < in.b; ++l) depth_of[link[2 * l + 1] & ~kTermFirst] = deepest + 1;
-            items.push_back({deepest + 1, static_cast<uint32_t>(i), static_cast<uint32_t>(end)});
-            i = end;
-            continue;
-        }
-        if (in.code == kStart) {
-            for (; code_[end - 1].code != kEnd; ++end) {
-                const Instruction& part = code_[end];
-                if (part.code == kDotNK) read(part.a);
-                if (part.code == kDotKN) read(part.b);
-                if (part.code == kSumRun)
-                    for (NodeId t = 0; t < part.b; ++t) read(operands_[part.a + t]);
-                if (part.code == kDotRun)
-                    for (NodeId t = 0; t < 2 * part.b; ++t) read(operands_[part.a + t]);
-            }
-        } else {
-            read(in.a);
-            if (in.code == kAddNN || in.code == kMulNN) read(in.b);
-        }
-        depth_of[in.out] = deepest + 1;
+        if (code_[i].code == kStart)
+            while (code_[end - 1].code != kEnd) ++end;
+        uint32_t deepest = 0;
+        for (size_t j = i; j < end; ++j)
+            for_each_read(code_[j], [&](NodeId id) { deepest = std::max(deepest, depth_of[id]); });
+        for (size_t j = i; j < end; ++j)
+            for_each_write(code_[j], [&](NodeId id) { depth_of[id] = deepest + 1; });
         items.push_back({deepest + 1, static_cast<uint32_t>(i), static_cast<uint32_t>(end)});
         i = end;
     }
@@ -332,7 +360,6 @@ void Replay::fuse_chains() {
         fused.push_back(chain);
     }
     code_.swap(fused);
-    fuse_sums();
 }
 
 // The builtin sum's s = s' + t, again and again (the chapter's loss): each
@@ -409,6 +436,15 @@ AGRAD_ALWAYS_INLINE bool Replay::compute(Slots s, NodeId out, NodeId a, NodeId b
     return true;
 }
 
+// `pass(F)` computes a running total with F's + and * (Arith, number.hpp):
+// on the hardware, then again with the NaN rule when the total came out a
+// NaN.  The total.
+template <class Pass>
+AGRAD_ALWAYS_INLINE double with_nan_rule(Pass pass) {
+    const double total = pass(Arith<false>{});
+    return total == total ? total : pass(Arith<true>{});
+}
+
 // Every element code: one operation a node.
 #define AGRAD_UNARY_ELEMENT(name, ...) X(k##name)
 #define AGRAD_ELEMENTS(X) \
@@ -430,14 +466,8 @@ bool Replay::run(Graph& graph) const {
     const double* k = constants_.data();
     const NodeId* operands = operands_.data();
     const Slots slots{values, ints, k};
-    // (the running totals' and chains' cases below read and write through
-    // copies of the two addresses: through a struct whose address is taken,
-    // every store to an int mark, which may alias anything, reloads them)
-    auto v = [values](NodeId id) { return values[id].f; };
-    auto set = [values, ints](NodeId id, double r) {
-        values[id].f = r;
-        ints[id] = 0;
-    };
+    auto v = [slots](NodeId id) { return slots.v(id); };
+    auto set = [slots](NodeId id, double r) { slots.set(id, r); };
     double total = 0.0;
     for (const Instruction& in : code_) {
         switch (in.code) {
@@ -483,65 +513,52 @@ bool Replay::run(Graph& graph) const {
             case kSumRun: {
                 const NodeId* ids = operands + in.a;
                 const double before = total;
-                for (NodeId t = 0; t < in.b; ++t) total += v(ids[t]);
-                if (total != total) {
-                    total = before;
-                    for (NodeId t = 0; t < in.b; ++t) total = add(total, v(ids[t]));
-                }
+                total = with_nan_rule([&](auto F) AGRAD_ALWAYS_INLINE_LAMBDA {
+                    double sum = before;
+                    for (NodeId t = 0; t < in.b; ++t) sum = F.add(sum, v(ids[t]));
+                    return sum;
+                });
                 break;
             }
             case kDotRun: {
                 const NodeId* pairs = operands + in.a;
                 const double before = total;
-                for (NodeId t = 0; t < in.b; ++t) total += v(pairs[2 * t]) * v(pairs[2 * t + 1]);
-                if (total != total) {
-                    total = before;
+                total = with_nan_rule([&](auto F) AGRAD_ALWAYS_INLINE_LAMBDA {
+                    double sum = before;
                     for (NodeId t = 0; t < in.b; ++t)
-                        total = add(total, mul(v(pairs[2 * t]), v(pairs[2 * t + 1])));
-                }
+                        sum = F.add_mul(sum, v(pairs[2 * t]), v(pairs[2 * t + 1]));
+                    return sum;
+                });
                 break;
             }
             case kEnd:
                 set(in.out, total);
                 break;
-            case kChain: {
-                double sum = v(in.out);
-                const NodeId* link = operands + in.a;
-                for (NodeId l = 0; l < in.b; ++l, link += 4) {
-                    const double product = v(link[0]) * v(link[1]);
-                    set(link[2], product);
-                    sum = (link[3] & kTermFirst) ? product + sum : sum + product;
-                    set(link[3] & ~kTermFirst, sum);
-                }
-                if (sum == sum) break;  // (a NaN product makes the sum a NaN too)
-                sum = v(in.out);
-                link = operands + in.a;
-                for (NodeId l = 0; l < in.b; ++l, link += 4) {
-                    const double product = mul(v(link[0]), v(link[1]));
-                    set(link[2], product);
-                    sum = (link[3] & kTermFirst) ? add(product, sum) : add(sum, product);
-                    set(link[3] & ~kTermFirst, sum);
-                }
+            case kChain:
+                with_nan_rule([&](auto F) AGRAD_ALWAYS_INLINE_LAMBDA {
+                    double sum = v(in.out);
+                    const NodeId* link = operands + in.a;
+                    for (NodeId l = 0; l < in.b; ++l, link += 4) {
+                        const double product = F.mul(v(link[0]), v(link[1]));
+                        set(link[2], product);
+                        sum = (link[3] & kTermFirst) ? F.add(product, sum) : F.add(sum, product);
+                        set(link[3] & ~kTermFirst, sum);
+                    }
+                    return sum;  // (a NaN product makes the sum a NaN too)
+                });
                 break;
-            }
-            case kSumChain: {
-                double sum = v(in.out);
-                const NodeId* link = operands + in.a;
-                for (NodeId l = 0; l < in.b; ++l, link += 2) {
-                    const double t = v(link[0]);
-                    sum = (link[1] & kTermFirst) ? t + sum : sum + t;
-                    set(link[1] & ~kTermFirst, sum);
-                }
-                if (sum == sum) break;  // (a NaN anywhere makes the total a NaN)
-                sum = v(in.out);
-                link = operands + in.a;
-                for (NodeId l = 0; l < in.b; ++l, link += 2) {
-                    const double t = v(link[0]);
-                    sum = (link[1] & kTermFirst) ? add(t, sum) : add(sum, t);
-                    set(link[1] & ~kTermFirst, sum);
-                }
+            case kSumChain:
+                with_nan_rule([&](auto F) AGRAD_ALWAYS_INLINE_LAMBDA {
+                    double sum = v(in.out);
+                    const NodeId* link = operands + in.a;
+                    for (NodeId l = 0; l < in.b; ++l, link += 2) {
+                        const double t = v(link[0]);
+                        sum = (link[1] & kTermFirst) ? F.add(t, sum) : F.add(sum, t);
+                        set(link[1] & ~kTermFirst, sum);
+                    }
+                    return sum;
+                });
                 break;
-            }
         }
     }
     return true;

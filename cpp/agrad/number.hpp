@@ -23,10 +23,12 @@ namespace agrad {
 #if defined(__GNUC__) || defined(__clang__)
 #define AGRAD_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define AGRAD_ALWAYS_INLINE inline __attribute__((always_inline))
+#define AGRAD_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 #define AGRAD_NOINLINE inline __attribute__((noinline))
 #else
 #define AGRAD_UNLIKELY(x) (x)
 #define AGRAD_ALWAYS_INLINE inline
+#define AGRAD_ALWAYS_INLINE_LAMBDA
 #define AGRAD_NOINLINE inline
 #endif
 
@@ -121,9 +123,9 @@ AGRAD_ALWAYS_INLINE bool is_power_of_two(double r) {
     return (bits & 0x000fffffffffffffull) == 0;
 }
 
-// pow(x, 2) and pow(x, -1) for 2^-450 <= x <= 2^450 as a product and a
-// quotient, where that is provably the bits the platform's pow gives; false
-// where it is not (then pow must be called).
+// pow(x, 2), pow(x, -1) and pow(x, -2) as a product and a quotient, where
+// that is provably the bits the platform's pow gives (x well inside the
+// normal range); false where it is not (then pow must be called).
 //
 // Why it is exact.  x * x and 1.0 / x are correctly rounded: r is the double
 // nearest the exact v.  Below, the exact error |v - r| is measured (Dekker's
@@ -152,36 +154,30 @@ AGRAD_ALWAYS_INLINE bool square_as_product(double x, double* out) {
     return true;
 }
 
-AGRAD_ALWAYS_INLINE bool reciprocal_as_quotient(double x, double* out) {
-    if (!kPowWithinBound || !(x >= 0x1p-450 && x <= 0x1p450)) return false;
-    const double r = 1.0 / x;
-    if (is_power_of_two(r)) return false;
-    // r*x - 1 == (t - 1) + e exactly, t - 1 exact since t is within an ulp of 1
-    // (Sterbenz); its rounded sum is off by 2^-53 of itself, far inside the
-    // margin between 0.4 and 0.6.
-    const double t = r * x;
-    const double residual = (t - 1.0) + product_error(r, x, t);
-    if (!(std::fabs(residual) <= 0.4 * spacing(r) * x)) return false;
-    *out = r;
-    return true;
-}
-
-// pow(x, -2), the gradient of x ** -1 (micrograd's division): r = 1 / (x*x)
-// rounds twice, so it is kept only where the exact error of r against 1/x^2
-// (r*x^2 - 1 from the exact square and Dekker's product) proves it the
-// nearest double, and pow agrees as above.
-AGRAD_ALWAYS_INLINE bool reciprocal_square_as_quotient(double x, double* out) {
-    if (!kPowWithinBound || !(x >= 0x1p-200 && x <= 0x1p200)) return false;
-    const double q = x * x, q_error = product_error(x, x, q);  // x^2 == q + q_error
+// 1 / q, for q = x (x ** -1) or q = x * x rounded, q + q_error its exact
+// square (x ** -2, the gradient of a division: r = 1 / q rounds twice).  The
+// test: r*v - 1 == (t - 1) + e + r * q_error exactly, for v = q + q_error,
+// t = r * q and e its product error; t - 1 is exact, since t is within an
+// ulp of 1 (Sterbenz), and the last product and the two sums are off by
+// 2^-105 at most, far inside the margin between 0.4 and 0.6.
+AGRAD_ALWAYS_INLINE bool reciprocal_checked(double q, double q_error, double* out) {
     const double r = 1.0 / q;
     if (is_power_of_two(r)) return false;
-    // r*x^2 - 1 == (t - 1) + e + r*q_error: t - 1 and e exact as above; the
-    // last product and the two sums are off by 2^-105 at most, far inside the margin
     const double t = r * q;
     const double residual = ((t - 1.0) + product_error(r, q, t)) + r * q_error;
     if (!(std::fabs(residual) <= 0.4 * spacing(r) * q)) return false;
     *out = r;
     return true;
+}
+
+AGRAD_ALWAYS_INLINE bool reciprocal_as_quotient(double x, double* out) {
+    return kPowWithinBound && x >= 0x1p-450 && x <= 0x1p450 && reciprocal_checked(x, 0.0, out);
+}
+
+AGRAD_ALWAYS_INLINE bool reciprocal_square_as_quotient(double x, double* out) {
+    if (!kPowWithinBound || !(x >= 0x1p-200 && x <= 0x1p200)) return false;
+    const double q = x * x;
+    return reciprocal_checked(q, product_error(x, x, q), out);
 }
 
 }  // namespace detail

@@ -81,6 +81,10 @@ private:
     struct Slots;
     template <uint8_t kCode>
     static bool compute(Slots slots, NodeId out, NodeId a, NodeId b);
+    template <class F>
+    void for_each_read(const Instruction& in, F&& f) const;
+    template <class F>
+    void for_each_write(const Instruction& in, F&& f) const;
     void fuse_chains();
     void fuse_sums();
     void share_identical();

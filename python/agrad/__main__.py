@@ -214,16 +214,15 @@ def _log(args):
     return print
 
 
-def _study_options(args) -> dict:
-    return {
-        "seed": args.seed,
-        "engine": args.engine,
-        "epochs": args.epochs,
-        "learning_rate": args.learning_rate,
-        "log_every": args.log_every,
-        "progress": args.progress,
-        "compile": args.compile,
-    }
+def _options(args, names: tuple[str, ...]) -> dict:
+    """The parsed options of these names, as keyword arguments of the same names."""
+    return {name: getattr(args, name) for name in names}
+
+
+#: what every study takes from its command line
+_STUDY = ("seed", "engine", "epochs", "learning_rate", "log_every", "progress", "compile")
+#: what a sweep and a bootstrap share: the data, the record, the backend
+_PLAN = ("data", "target", "output", "jobs", "dask", "ray", "runs_per_task")
 
 
 def _plot_path(args, name: str) -> str:
@@ -244,7 +243,7 @@ def run_univariate(args) -> None:
     # the book shows the untrained model and its loss before the training
     # lines, and both come from the study's result: collect the lines first
     lines: list[str] = []
-    result = studies.univariate(log=lines.append, **_study_options(args))
+    result = studies.univariate(log=lines.append, **_options(args, _STUDY))
     print(f">>> LinReg()\n{result.initial_model}")
     print(f">>> loss\n{result.initial_loss}")
     print(">>> train(LinReg(), xs, ys, ...)")
@@ -277,7 +276,7 @@ def _check_batch_size(args, rows: int, what: str) -> None:
 def run_batch(args) -> None:
     _check_batch_size(args, args.samples, f"--samples {args.samples}")
     result = studies.batch(
-        batch_size=args.batch_size, samples=args.samples, log=_log(args), **_study_options(args)
+        batch_size=args.batch_size, samples=args.samples, log=_log(args), **_options(args, _STUDY)
     )
     runs = {f"mini-batch of {args.batch_size}": result.run, "full batch": result.full_batch}
     print()
@@ -304,7 +303,7 @@ def run_batch(args) -> None:
 def run_multivariate(args) -> None:
     _check_batch_size(args, args.samples, f"--samples {args.samples}")
     result = studies.multivariate(
-        batch_size=args.batch_size, samples=args.samples, log=_log(args), **_study_options(args)
+        batch_size=args.batch_size, samples=args.samples, log=_log(args), **_options(args, _STUDY)
     )
     print()
     names = ["w0 (true 2)", "w1 (true 3)", "w2 (true -1)"]
@@ -358,7 +357,7 @@ def run_bodyfat(args) -> None:
         raw=args.raw,
         raw_learning_rate=args.raw_learning_rate,
         log=_log(args),
-        **{k: v for k, v in _study_options(args).items() if k not in ("epochs", "learning_rate")},
+        **_options(args, tuple(n for n in _STUDY if n not in ("epochs", "learning_rate"))),
     )
     trained, best = result.run.fit, result.least_squares
     print(f"Trained in {result.run.seconds:.2f} s.\n")
@@ -516,7 +515,7 @@ def run_sweep(args) -> None:
             epochs=args.epochs,
             engine=args.engine,
             samples=args.samples,
-            **_plan_options(args),
+            **_options(args, _PLAN),
         )
     except (ValueError, TypeError, ImportError) as error:
         args.parser.error(str(error))
@@ -583,19 +582,6 @@ def _run_plan(args, plan, what: str) -> Any:
         plan.close()
 
 
-def _plan_options(args) -> dict:
-    """The options a sweep and a bootstrap share: the data, the record, the backend."""
-    return {
-        "data": args.data,
-        "target": args.target,
-        "output": args.output,
-        "jobs": args.jobs,
-        "dask": args.dask,
-        "ray": args.ray,
-        "runs_per_task": args.runs_per_task,
-    }
-
-
 def run_bootstrap(args) -> None:
     try:
         plan = sweep.Bootstrap(
@@ -603,7 +589,7 @@ def run_bootstrap(args) -> None:
             resamples=args.resamples,
             seed=args.seed,
             engine=args.engine,
-            **_plan_options(args),
+            **_options(args, _PLAN),
         )
     except (ValueError, TypeError, ImportError) as error:
         args.parser.error(str(error))
