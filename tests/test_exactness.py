@@ -27,6 +27,7 @@ variable ``AGRAD_FUZZ_PROFILE``: ``ci`` (the default, about a minute on a
 import builtins
 import gc
 import math
+from fractions import Fraction
 import os
 import random
 
@@ -214,6 +215,16 @@ def squares_and_reciprocals_to_try(count: int) -> list[float]:
         near_tie = odd + rng.uniform(-1e-3, 1e-3)
         anywhere = math.ldexp(rng.random() + 0.5, rng.randint(-1074, 1023))
         values += [odd * scale, near_tie * scale, anywhere, rng.uniform(-1e10, 1e10)]
+    # where the engine's tolerance decides: x ** k within 0.1 of a spacing of
+    # a tie, for k = 2, -1, -2, inside [2^-32, 2^32] and beyond it
+    for k in (2, -1, -2):
+        near: list[float] = []
+        while len(near) < count // 10:
+            x = math.ldexp(1.0 + rng.random(), rng.choice((-31, 0, 31, -190, 190)))
+            r = x * x if k == 2 else 1.0 / x if k == -1 else 1.0 / (x * x)
+            if abs(Fraction(x) ** k - Fraction(r)) >= Fraction(2, 5) * Fraction(math.ulp(r)):
+                near.append(x)
+        values += near
     return [v if i % 2 else -v for i, v in enumerate(values)]
 
 
