@@ -27,9 +27,9 @@ variable ``AGRAD_FUZZ_PROFILE``: ``ci`` (the default, about a minute on a
 import builtins
 import gc
 import math
-from fractions import Fraction
 import os
 import random
+from fractions import Fraction
 
 import numpy as np
 import pytest
