@@ -96,12 +96,25 @@ Schedule::Decoded Schedule::decode(const Graph& graph, const Graph::Step& step) 
     return d;
 }
 
+// Node ids as [begin, end) pairs of consecutive ids, ascending.  A recording
+// takes its nodes in ascending ids, so the reached nodes (or the sinks: the
+// chapter's 2,000 inputs) are mostly a few long spans, each a block that
+// one loop zeroes or checks.
+static std::vector<NodeId> spans_of(std::vector<NodeId> ids) {
+    std::sort(ids.begin(), ids.end());
+    std::vector<NodeId> spans;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        if (i == 0 || ids[i] != ids[i - 1] + 1) spans.insert(spans.end(), {ids[i], ids[i]});
+        ++spans.back();
+    }
+    return spans;
+}
+
 // The search's order, as backward() would take it, kept, decoded.
 void Schedule::make(Graph& graph, NodeId root) {
     const std::vector<Graph::Step>& order = graph.search(root);  // zeroes the reached gradients
     shape_ = 0;  // until it is complete: an allocation may fail below
     std::vector<NodeId> reached;
-    with_constant_.clear();
     steps_.clear();
     term_constants_.clear();
     pow_constants_.clear();
@@ -111,7 +124,6 @@ void Schedule::make(Graph& graph, NodeId root) {
             continue;
         }
         reached.push_back(step.node);
-        if (graph.has_inline_constant(step.node)) with_constant_.push_back(step.node);
         switch (graph.op(step.node)) {
             case Op::Leaf:
             case Op::Custom:
@@ -122,16 +134,8 @@ void Schedule::make(Graph& graph, NodeId root) {
                 steps_.push_back(decode(graph, step));
         }
     }
-    // A recording takes its nodes in ascending ids: the reached ones are
-    // mostly spans of consecutive ids, each zeroed as one block.
-    std::sort(reached.begin(), reached.end());
-    spans_.clear();
-    for (size_t i = 0; i < reached.size(); ++i) {
-        if (i == 0 || reached[i] != reached[i - 1] + 1)
-            spans_.insert(spans_.end(), {reached[i], reached[i]});
-        ++spans_.back();
-    }
-    sinks_ = graph.sinks();
+    spans_ = spans_of(std::move(reached));
+    sink_spans_ = spans_of(graph.sinks());
     merge_runs();
     fuse_chains();
     share_powers(graph);
@@ -649,13 +653,14 @@ bool Schedule::reads_floats_only(const Graph& graph) {
     return true;
 }
 
-// The gradients a kept schedule's pass starts from: every reached node's and
-// inline constant's 0 (no other node's constant_grad means anything).
+// The gradients a kept schedule's pass starts from: every reached node's 0.
+// An inline constant's (the -1 of each of the chapter's 1000 `-y`) needs no
+// zero: a complete pass assigns it its one contribution (set_constant_grad),
+// as a failing pass zeroes every gradient, constants' included.
 void Schedule::zero(Graph& graph) const {
     double* grads = graph.grad_slots();
     for (size_t i = 0; i < spans_.size(); i += 2)
         std::fill(grads + spans_[i], grads + spans_[i + 1], 0.0);
-    for (NodeId id : with_constant_) graph.constant_grad(id) = 0.0;
 }
 
 // (one loop for each kind of pass, chosen once, not a test a step)
@@ -706,7 +711,9 @@ Status Schedule::run(Graph& graph, NodeId root) {
     }
     if (s != Status::Ok) return s;
     const double* grads = graph.grad_slots();
-    for (NodeId id : sinks_) nan |= grads[id] != grads[id];
+    for (size_t i = 0; i < sink_spans_.size(); i += 2)
+        for (NodeId id = sink_spans_[i]; id < sink_spans_[i + 1]; ++id)
+            nan |= grads[id] != grads[id];
     if (!nan) return Status::Ok;
     zero(graph);
     return pass<true>(graph, root, floats, &nan, steps);

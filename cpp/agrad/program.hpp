@@ -75,10 +75,9 @@ private:
     void zero(Graph& graph) const;
     bool reads_floats_only(const Graph& graph);
 
-    uint64_t shape_ = 0;         // graph.shape() when made (0: not made yet)
-    std::vector<NodeId> spans_;  // the reached nodes, as [begin, end) pairs of consecutive ids
-    std::vector<NodeId> with_constant_;  // the reached nodes with an inline constant
-    std::vector<NodeId> sinks_;          // the search's sinks, for the NaN check
+    uint64_t shape_ = 0;              // graph.shape() when made (0: not made yet)
+    std::vector<NodeId> spans_;       // the reached nodes, as [begin, end) pairs of consecutive ids
+    std::vector<NodeId> sink_spans_;  // the search's sinks, for the NaN check, the same way
     std::vector<Decoded> steps_;
     // steps_ with the steps of one operation that can run together as groups
     // (group_independent): what a pass runs, unless empty
