@@ -17,8 +17,10 @@ where `pow` and the product differ; how many of them the engine's test takes
 (must be 0); and whether `agrad.Value(x) ** k` gives CPython's `x ** k` on
 every one.  Operands: random doubles; squares that fall exactly halfway
 between two doubles (x an odd integer of 27 bits, whose square needs 54);
-and doubles whose x ** k lies within 0.1 of a spacing of a tie, where the
-tolerance decides.
+and doubles whose rounded product or quotient lies at least 0.4 of a
+spacing from x ** k, where the tolerance decides (near a tie; and for
+x ** -2, whose quotient 1 / (x * x) rounds twice, where it is one double
+off, and the engine tries its neighbour).
 
     python benchmarks/pow_vs_multiply.py [--samples N]
 """
@@ -41,7 +43,7 @@ BOUNDS = {2: 2.0**450, -1: 2.0**450, -2: 2.0**200}
 
 
 def rounded(x: float, k: int) -> float:
-    """The product or quotient the engine would use for x ** k (x > 0)."""
+    """x ** k as a product or a quotient (x > 0)."""
     return x * x if k == 2 else 1.0 / x if k == -1 else 1.0 / (x * x)
 
 
@@ -49,20 +51,26 @@ def tolerance(x: float) -> Fraction:
     return Fraction(47, 100) if 2.0**-32 <= x <= 2.0**32 else Fraction(44, 100)
 
 
-def distance(x: float, k: int) -> Fraction:
-    """|x ** k - the rounded product or quotient|, exactly, in spacings of doubles there."""
-    r = rounded(x, k)
+def distance(x: float, r: float, k: int) -> Fraction:
+    """|x ** k - r|, exactly, in spacings of doubles at r."""
     return abs(Fraction(x) ** k - Fraction(r)) / Fraction(math.ulp(r))
 
 
-def engine_takes_it(x: float, k: int) -> bool:
-    x = abs(x)
+def engine_value(x: float, k: int) -> float | None:
+    """The product or quotient the engine would use for x ** k (x > 0), or
+    None where it calls pow: the rounded result, and for k = -2 (which
+    rounds twice) its neighbour toward the exact value next, taken when
+    within the tolerance and no power of two."""
     if not 1 / BOUNDS[k] <= x <= BOUNDS[k]:
-        return False
+        return None
     r = rounded(x, k)
-    if math.frexp(r)[0] == 0.5:  # a power of two
-        return False
-    return distance(x, k) <= tolerance(x)
+    for _ in range(2 if k == -2 else 1):
+        if math.frexp(r)[0] == 0.5:  # a power of two
+            return None
+        if distance(x, r, k) <= tolerance(x):
+            return r
+        r = math.nextafter(r, 0.0 if Fraction(r) > Fraction(x) ** k else math.inf)
+    return None
 
 
 def bits(x: float) -> int:
@@ -70,11 +78,12 @@ def bits(x: float) -> int:
 
 
 def near_ties(samples: int, k: int, rng: random.Random) -> list[float]:
-    """x, of any size the engine takes, with x ** k within 0.1 spacing of a tie."""
+    """x, of any size the engine takes, whose rounded x ** k is at least 0.4
+    of a spacing off."""
     near: list[float] = []
     while len(near) < samples:
         x = math.ldexp(1.0 + rng.random(), rng.randint(-180, 180))
-        if distance(x, k) >= Fraction(2, 5):
+        if distance(x, rounded(x, k), k) >= Fraction(2, 5):
             near.append(x if rng.random() < 0.5 else -x)
     return near
 
@@ -93,18 +102,20 @@ def operands(samples: int, rng: random.Random) -> dict[str, list[float]]:
 
 
 def count(xs: list[float], k: int) -> tuple[int, int, int, int]:
-    """(pow and the product differ, the engine takes the product, the engine
-    takes it where they differ, agrad's x ** k differs from CPython's)."""
+    """(pow and the product or quotient differ, the engine takes a product or
+    quotient, what it takes differs from pow, agrad's x ** k differs from
+    CPython's)."""
     differ = taken = wrong = agrad_differs = 0
     for x in xs:
         if x == 0.0:
             continue
         python = x**k
-        different = bits(math.pow(abs(x), k)) != bits(rounded(abs(x), k))
-        takes = engine_takes_it(x, k)
+        power = math.pow(abs(x), k)
+        different = bits(power) != bits(rounded(abs(x), k))
+        value = engine_value(abs(x), k)
         differ += different
-        taken += takes
-        wrong += different and takes
+        taken += value is not None
+        wrong += value is not None and bits(value) != bits(power)
         agrad_differs += bits((agrad.Value(x) ** k).data) != bits(python)
     return differ, taken, wrong, agrad_differs
 

@@ -337,6 +337,7 @@ def test_update_is_its_own_choice(args):
         "compile_guards.py",
         "higher.py",
         "pow_vs_multiply.py",
+        "large_graph.py",
         "sweep.py",
         "bootstrap.py",
     ],

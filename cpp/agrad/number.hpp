@@ -170,20 +170,27 @@ AGRAD_ALWAYS_INLINE bool square_as_product(double x, double* out) {
 }
 
 // 1 / q, for q = x (x ** -1) or q = x * x rounded, q + q_error its exact
-// square (x ** -2, the gradient of a division: r = 1 / q rounds twice).  The
+// square (x ** -2, the gradient of a division: 1 / q rounds twice, so the
+// double nearest 1 / v may be its neighbour, which is tried next).  The
 // test: r*v - 1 == (t - 1) + e + r * q_error exactly, for v = q + q_error,
-// t = r * q and e its product error; t - 1 is exact, since t is within an
-// ulp of 1 (Sterbenz), and the last product and the two sums are off by
-// 2^-105 at most, far inside the tolerance's margin.  x is the operand of
-// the power (q or its square root).
+// t = r * q and e its product error; t - 1 is exact, since t is within a
+// few ulps of 1 (Sterbenz), and the last product and the two sums are off
+// by 2^-105 at most, far inside the tolerance's margin.  x is the operand
+// of the power (q or its square root).
 AGRAD_ALWAYS_INLINE bool reciprocal_checked(double x, double q, double q_error, double* out) {
-    const double r = 1.0 / q;
-    if (is_power_of_two(r)) return false;
-    const double t = r * q;
-    const double residual = ((t - 1.0) + product_error(r, q, t)) + r * q_error;
-    if (!(std::fabs(residual) <= tie_tolerance(x) * spacing(r) * q)) return false;
-    *out = r;
-    return true;
+    const double limit = tie_tolerance(x) * q;
+    double r = 1.0 / q;
+    for (int tries = q_error == 0.0 ? 1 : 2; tries > 0; --tries) {
+        if (is_power_of_two(r)) return false;
+        const double t = r * q;
+        const double residual = ((t - 1.0) + product_error(r, q, t)) + r * q_error;
+        if (std::fabs(residual) <= limit * spacing(r)) {
+            *out = r;
+            return true;
+        }
+        r = std::nextafter(r, residual > 0.0 ? 0.0 : HUGE_VAL);  // r*v > 1: r is too big
+    }
+    return false;
 }
 
 AGRAD_ALWAYS_INLINE bool reciprocal_as_quotient(double x, double* out) {
