@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 namespace agrad {
 
@@ -73,6 +74,68 @@ void Graph::sort_free_list() {
             bits &= ~(uint64_t{1} << bit);
         }
     }
+}
+
+// (a table over the moved ids' range: a recording's ids are mostly one span)
+Graph::Moves::Moves(std::vector<NodeId> from, std::vector<NodeId> to)
+    : from_(std::move(from)), to_(std::move(to)) {
+    if (from_.empty()) return;
+    const auto [least, most] = std::minmax_element(from_.begin(), from_.end());
+    first_ = *least;
+    new_ids_.assign(*most - first_ + 1, kNoNode);
+    for (size_t i = 0; i < from_.size(); ++i) new_ids_[from_[i] - first_] = to_[i];
+}
+
+NodeId Graph::Moves::operator()(NodeId id) const {
+    if (id < first_ || id - first_ >= new_ids_.size()) return id;
+    const NodeId moved = new_ids_[id - first_];
+    return moved == kNoNode ? id : moved;
+}
+
+void Graph::relocate(const Moves& moves, const std::vector<NodeId>& parents) {
+    const std::vector<NodeId>& from = moves.from();
+    const std::vector<NodeId>& to = moves.to();
+    const size_t n = from.size();
+    for (NodeId p : parents) {
+        Node& node = nodes_[p];
+        if (has_list(node.op)) {
+            for (NodeId& e : lists_[node.child[0]].entries)
+                if (!is_constant(e)) e = moves(e);
+        } else {
+            const size_t count = child_count(p);
+            for (size_t i = 0; i < count; ++i) node.child[i] = moves(node.child[i]);
+        }
+    }
+    // every moved node copied out, then written to its new id (names, which
+    // few nodes have, by their new ids)
+    std::vector<Node> nodes(n);
+    std::vector<Slot> values(n);
+    std::vector<double> grads(n);
+    std::vector<uint8_t> ints(n);
+    std::vector<std::pair<NodeId, std::string>> labels, op_names;
+    for (size_t i = 0; i < n; ++i) {
+        const NodeId id = from[i];
+        nodes[i] = nodes_[id];
+        values[i] = values_[id];
+        grads[i] = grads_[id];
+        ints[i] = ints_[id];
+        for (auto [flag, names, moved] : {std::make_tuple(kHasLabel, &labels_, &labels),
+                                          std::make_tuple(kHasOpName, &op_names_, &op_names)})
+            if (nodes[i].flags & flag) {
+                moved->emplace_back(to[i], std::move((*names)[id]));
+                names->erase(id);
+            }
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const NodeId id = to[i];
+        nodes_[id] = nodes[i];
+        values_[id] = values[i];
+        grads_[id] = grads[i];
+        ints_[id] = ints[i];
+    }
+    for (auto& [id, name] : labels) labels_[id] = std::move(name);
+    for (auto& [id, name] : op_names) op_names_[id] = std::move(name);
+    ++shape_;
 }
 
 Status Graph::power(NodeId base, Number exponent, NodeId* out) {

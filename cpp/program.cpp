@@ -732,13 +732,62 @@ Program::Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId
         }
 }
 
+// The program's nodes take their ids in the order a replay writes them, so
+// that a group's nodes (the chapter's 1000 products, its 1000 sums, ...)
+// hold consecutive ids, their values and gradients consecutive slots, and a
+// group whose operands are another group's nodes, member for member, reads
+// them consecutively too: one loop over arrays (Replay::run).  The ids are
+// the program's own, permuted among the nodes that may move: those made by
+// an operation that nothing outside the program refers to (no Python
+// object, no kept schedule, no guard, no node made outside the recording:
+// every reference a node holds is the log's or a parent's in the log).
+// Nothing computed depends on an id, only on the graph's edges, so every
+// value, gradient and order of additions stays as it was.  Done once, at
+// the first replay that decodes (replay_ is built): true if a node moved.
+bool Program::lay_out() {
+    const std::vector<NodeId> order = replay_.written();
+    if (order.empty()) return false;  // not decoded: nothing to lay out for
+    laid_out_ = true;
+    std::vector<NodeId> made(log_);
+    std::sort(made.begin(), made.end());
+    // references from the log's nodes, by id over the log's range
+    const NodeId first = made.front();
+    std::vector<uint32_t> parents(made.back() - first + 1, 0);
+    for (NodeId id : log_) {
+        const size_t count = graph_.child_count(id);
+        for (size_t i = 0; i < count; ++i) {
+            const NodeId c = graph_.child(id, i);
+            if (!Graph::is_constant(c) && c >= first && c - first < parents.size())
+                ++parents[c - first];
+        }
+    }
+    auto movable = [&](NodeId id) {
+        return graph_.op(id) != Op::Leaf && graph_.owner(id) == nullptr &&
+               !graph_.keeps_schedule(id) && graph_.references(id) == 1 + parents[id - first];
+    };
+    std::vector<NodeId> from, to;  // to: the same ids, ascending
+    for (NodeId id : order)
+        if (movable(id)) from.push_back(id);
+    for (NodeId id : made)
+        if (movable(id)) to.push_back(id);
+    if (from == to) return false;  // already in order
+    const Graph::Moves moves(std::move(from), std::move(to));
+    graph_.relocate(moves, log_);
+    for (NodeId& id : log_) id = moves(id);
+    for (NodeId& id : steps_) id = moves(id);
+    return true;
+}
+
 Program::~Program() {
     for (NodeId id : scheduled_) graph_.forget_schedule(id);
     for (NodeId id : log_) graph_.release(id);
 }
 
 Status Program::forward() {
-    if (!replay_.built_for(graph_)) replay_.build(graph_, steps_);
+    if (!replay_.built_for(graph_)) {
+        replay_.build(graph_, steps_);
+        if (!laid_out_ && lay_out()) replay_.build(graph_, steps_);  // by the new ids
+    }
     if (replay_.run(graph_)) return Status::Ok;
     for (NodeId id : steps_) {
         const Status s = graph_.recompute(id);

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
-#include <unordered_map>
 
 namespace agrad {
 
@@ -20,10 +20,15 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     floats_only_ = false;
     floats_since_ = kNever;
 
-    std::vector<bool> made(graph.id_limit(), false);
-    for (NodeId id : steps) made[id] = true;
+    // each id: made by the program, or read by it (once in reads_), or neither
+    enum : uint8_t { kNeither, kMade, kRead };
+    std::vector<uint8_t> seen(graph.id_limit(), kNeither);
+    for (NodeId id : steps) seen[id] = kMade;
     auto read = [&](NodeId id) {
-        if (!made[id]) reads_.push_back(id);
+        if (seen[id] == kNeither) {
+            seen[id] = kRead;
+            reads_.push_back(id);
+        }
         return id;
     };
     auto constant = [&](Number k) {
@@ -128,8 +133,6 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
                 return;  // a leaf or a custom node is not an operation to replay
         }
     }
-    std::sort(reads_.begin(), reads_.end());
-    reads_.erase(std::unique(reads_.begin(), reads_.end()), reads_.end());
     share_identical();
     fuse_chains();
     fuse_sums();
@@ -198,6 +201,20 @@ void Replay::for_each_write(const Instruction& in, F&& f) const {
     }
 }
 
+std::vector<NodeId> Replay::written() const {
+    std::vector<NodeId> order;
+    if (!floats_only_) return order;
+    for (const Instruction& in : code_) {
+        if (in.code != kGroup) {
+            for_each_write(in, [&order](NodeId id) { order.push_back(id); });
+            continue;
+        }
+        const Group& group = groups_[in.out];
+        for (uint32_t t = 0; t < group.count; ++t) order.push_back(members_[group.first + t].out);
+    }
+    return order;
+}
+
 // Nodes that read nothing of each other can be computed in any order: each
 // is written once, from operands already written, by the same IEEE
 // operation, so its bits do not depend on when.  So the instructions are
@@ -232,8 +249,14 @@ void Replay::group_independent(size_t id_limit) {
         items.push_back({deepest + 1, static_cast<uint32_t>(i), static_cast<uint32_t>(end)});
         i = end;
     }
-    std::stable_sort(items.begin(), items.end(),
-                     [](const Item& x, const Item& y) { return x.depth < y.depth; });
+    {  // by depth, in order within a depth: a counting sort (depths run 1..items)
+        std::vector<uint32_t> start(items.size() + 2, 0);
+        for (const Item& item : items) ++start[item.depth + 1];
+        for (size_t d = 1; d < start.size(); ++d) start[d] += start[d - 1];
+        std::vector<Item> sorted(items.size());
+        for (const Item& item : items) sorted[start[item.depth]++] = item;
+        items.swap(sorted);
+    }
 
     std::vector<Instruction> grouped;
     grouped.reserve(code_.size());
@@ -263,6 +286,7 @@ void Replay::group_independent(size_t id_limit) {
                     const Instruction& in = code_[item->begin];
                     members_.push_back({in.out, in.a, in.b});
                 }
+                reach_of(groups_.back());
             }
             same.clear();
         }
@@ -290,13 +314,23 @@ void Replay::share_identical() {
         uint8_t code;
         bool operator==(const Key& o) const { return b == o.b && a == o.a && code == o.code; }
     };
-    struct Hash {
-        size_t operator()(const Key& k) const {
-            uint64_t h = (k.b * 0x9E3779B97F4A7C15ull) ^ (uint64_t{k.a} << 8) ^ k.code;
-            return static_cast<size_t>(h ^ (h >> 29));
-        }
+    // an open-addressing table, twice the instructions at least: one
+    // allocation, where a node-based map made one an instruction
+    struct Entry {
+        Key key;
+        NodeId out;
+        bool used;
     };
-    std::unordered_map<Key, NodeId, Hash> first;
+    size_t capacity = 16;
+    while (capacity < 2 * code_.size()) capacity *= 2;
+    std::vector<Entry> table(capacity);
+    auto slot = [&table, capacity](const Key& k) {
+        uint64_t h = k.b ^ (uint64_t{k.a} << 8 | k.code) * 0x9E3779B97F4A7C15ull;
+        h = (h ^ (h >> 31)) * 0xBF58476D1CE4E5B9ull;  // (splitmix64's finish)
+        size_t i = static_cast<size_t>(h ^ (h >> 29)) & (capacity - 1);
+        while (table[i].used && !(table[i].key == k)) i = (i + 1) & (capacity - 1);
+        return &table[i];
+    };
     for (Instruction& in : code_) {
         Key key{0, in.a, in.code};
         switch (in.code) {
@@ -313,8 +347,11 @@ void Replay::share_identical() {
                 if (in.code >= kNodeKinds) continue;  // a sum's, a dot's or a chain's part
                 break;                                // exp, log, ...: one operand
         }
-        auto [at, fresh] = first.try_emplace(key, in.out);
-        if (!fresh) in = {kCopy, in.out, at->second, 0};
+        Entry* e = slot(key);
+        if (!e->used)
+            *e = {key, in.out, true};
+        else
+            in = {kCopy, in.out, e->out, 0};
     }
 }
 
@@ -445,6 +482,122 @@ AGRAD_ALWAYS_INLINE double with_nan_rule(Pass pass) {
     return total == total ? total : pass(Arith<true>{});
 }
 
+void Replay::reach_of(Group& group) const {
+    const Member* m = members_.data() + group.first;
+    auto reach = [&](auto id, bool constant) {
+        bool consecutive = true, same = true;
+        for (uint32_t t = 1; t < group.count; ++t) {
+            consecutive &= id(m[t]) == id(m[t - 1]) + 1;
+            same &= constant ? std::memcmp(&constants_[id(m[t])], &constants_[id(m[0])],
+                                           sizeof(double)) == 0
+                             : id(m[t]) == id(m[0]);
+        }
+        return consecutive ? kConsecutive : same ? kSame : kIndexed;
+    };
+    const uint8_t c = group.code;
+    const bool b_constant = c == kAddNK || c == kMulNK || c == kPow;
+    group.out = reach([](const Member& x) { return x.out; }, false);
+    group.a = reach([](const Member& x) { return x.a; }, false);
+    if (c == kAddNN || c == kMulNN || b_constant)
+        group.b = reach([](const Member& x) { return x.b; }, b_constant);
+}
+
+// Run a group as a loop over arrays: its members' nodes are consecutive
+// (Program::relocate lays them out so), and so are its operands, or they are
+// one node or constant throughout, or (the inputs, which keep their ids) are
+// read through their ids.  Each node gets the same IEEE operation on the same
+// operands as compute<kCode> gives it, on the hardware; the NaN rule only
+// changes a result that came out a NaN, so when any did, the group runs again
+// with the rule, from the same operands (no member reads another's node).  A
+// square (x ** 2 with the same 2 throughout) is x * x where square_is_product
+// proves it pow's bits, in the same loop, and pow's own path afterwards for
+// the members it does not (the replay declines where that fails).
+template <uint8_t kCode, class A, class B>
+AGRAD_ALWAYS_INLINE bool Replay::run_array(Slots s, const Group& group, A a, B b) const {
+    // (the slots as doubles: GCC vectorises no store to a union's member)
+    double* out = reinterpret_cast<double*>(s.values + members_[group.first].out);
+    const uint32_t n = group.count;
+    std::memset(s.ints + members_[group.first].out, 0, n);
+    if constexpr (kCode == kPow) {
+        // a member pow must compute is marked with a NaN (a NaN operand is
+        // one of them), then found and computed
+        double left = 0.0;
+        for (uint32_t t = 0; t < n; ++t) {
+            const double x = a(t), r = x * x;
+            const bool product = detail::square_is_product(std::fabs(x), r);
+            out[t] = product ? r : std::numeric_limits<double>::quiet_NaN();
+            left = product ? left : 1.0;
+        }
+        if (left != 0.0)
+            for (uint32_t t = 0; t < n; ++t)
+                if (out[t] != out[t] && float_pow_general(a(t), 2.0, &out[t]) != Status::Ok)
+                    return false;
+        return true;
+    } else {
+        double nan = 0.0;  // (a double: as a bool, GCC vectorises no loop that sets it)
+        for (uint32_t t = 0; t < n; ++t) {
+            double r;
+            if constexpr (kCode == kAddNN || kCode == kAddNK)
+                r = a(t) + b(t);
+            else if constexpr (kCode == kMulNN || kCode == kMulNK)
+                r = a(t) * b(t);
+            else
+                r = a(t);  // kCopy
+            out[t] = r;
+            nan = r != r ? 1.0 : nan;
+        }
+        if (nan != 0.0 && kCode != kCopy)
+            for (uint32_t t = 0; t < n; ++t)
+                out[t] = kCode == kAddNN || kCode == kAddNK ? add(a(t), b(t)) : mul(a(t), b(t));
+        return true;
+    }
+}
+
+template <uint8_t kCode>
+AGRAD_ALWAYS_INLINE bool Replay::run_group(Slots s, const Group& group) const {
+    const Member* m = members_.data() + group.first;
+    const uint32_t n = group.count;
+    constexpr bool kArrays = kCode == kAddNN || kCode == kAddNK || kCode == kMulNN ||
+                             kCode == kMulNK || kCode == kCopy || kCode == kPow;
+    if constexpr (kArrays) {
+        constexpr bool kConstantB = kCode == kAddNK || kCode == kMulNK || kCode == kPow;
+        const bool square = kCode != kPow || (group.b == kSame && s.k[m[0].b] == 2.0);
+        if (group.out == kConsecutive && square) {
+            const Graph::Slot* values = s.values;
+            const double* k = s.k;
+            // an operand as an array, one number, or through the ids
+            auto reach = [&](Reach r, auto id, bool constant, auto f) AGRAD_ALWAYS_INLINE_LAMBDA {
+                const uint32_t first = id(m[0]);
+                if (r == kConsecutive) {
+                    if (constant) return f([p = k + first](uint32_t t) { return p[t]; });
+                    return f([p = reinterpret_cast<const double*>(values + first)](uint32_t t) {
+                        return p[t];
+                    });
+                }
+                if (r == kSame) {
+                    const double v = constant ? k[first] : values[first].f;
+                    return f([v](uint32_t) { return v; });
+                }
+                if (constant) return f([k, m, id](uint32_t t) { return k[id(m[t])]; });
+                return f([values, m, id](uint32_t t) { return values[id(m[t])].f; });
+            };
+            auto a_id = [](const Member& x) { return x.a; };
+            auto b_id = [](const Member& x) { return x.b; };
+            return reach(group.a, a_id, false, [&](auto a) AGRAD_ALWAYS_INLINE_LAMBDA {
+                if constexpr (kCode == kCopy || kCode == kPow)
+                    return run_array<kCode>(s, group, a, a);
+                else
+                    return reach(group.b, b_id, kConstantB, [&](auto b) AGRAD_ALWAYS_INLINE_LAMBDA {
+                        return run_array<kCode>(s, group, a, b);
+                    });
+            });
+        }
+    }
+    for (uint32_t t = 0; t < n; ++t)
+        if (!compute<kCode>(s, m[t].out, m[t].a, m[t].b)) return false;
+    return true;
+}
+
 // Every element code: one operation a node.
 #define AGRAD_UNARY_ELEMENT(name, ...) X(k##name)
 #define AGRAD_ELEMENTS(X) \
@@ -479,13 +632,10 @@ bool Replay::run(Graph& graph) const {
 #undef X
             case kGroup: {
                 const Group& group = groups_[in.out];
-                const Member* m = members_.data() + group.first;
-                const uint32_t n = group.count;
                 switch (group.code) {
-#define X(code)                                                                \
-    case code:                                                                 \
-        for (uint32_t t = 0; t < n; ++t)                                       \
-            if (!compute<code>(slots, m[t].out, m[t].a, m[t].b)) return false; \
+#define X(code)                                           \
+    case code:                                            \
+        if (!run_group<code>(slots, group)) return false; \
         break;
                     AGRAD_ELEMENTS(X)
 #undef X

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import agrad
 from agrad import Value
 from agrad.linreg import LinReg, train
+from agrad.pure import topological_order
 
 
 def as_values(obj):
@@ -425,6 +426,41 @@ def test_backward_on_a_replayed_root_after_its_graph_changed_shape():
             root.backward()
             assert [exact(v.grad) for v in seen.values()] == grads_then
     assert outcomes == {"ok", "raised"}  # 0 ** 0.5 has no gradient: both paths taken
+
+
+def test_laying_out_a_program_moves_no_node_anything_else_holds():
+    """The first replay gives the program's nodes new ids, group by group
+    (Program::lay_out), but never a node that something outside the program
+    refers to: a Value Python holds, or one a node made outside the recording
+    reads.  Here h is held while recording, read by z outside it, then let go:
+    z must still read h, holding the replayed number."""
+    held = []
+
+    def fn(xs):
+        named = []
+        for i, x in enumerate(xs):  # a sample's product, then its sum: the layout moves them
+            h = x * 2.0
+            if i == 1:
+                held.append(h)
+            named.append(h + 1.0)
+            named[-1].label = f"n{i}"
+        return sum(named)
+
+    f = agrad.compile(fn)
+    f([1.0, 2.0, 3.0, 4.0, 5.0])
+    z = held[0] * 3.0  # made outside the recording, on a node of the program
+    held.clear()  # no Python object holds h now; z does
+    root = f([10.0, 20.0, 30.0, 40.0, 50.0])  # the first replay lays the program out
+    assert exact(root.data) == exact(sum(2.0 * x + 1.0 for x in [10.0, 20.0, 30.0, 40.0, 50.0]))
+    (h,) = [c for c in z._prev if c._op == "*"]
+    assert exact(h.data) == exact(40.0)  # the replayed h, still z's child
+    z.backward()
+    assert h.grad == 3.0
+    # the labels made while recording moved with their nodes
+    named = sorted((v for v in topological_order(root) if v.label), key=lambda v: v.label)
+    assert [v.label for v in named] == ["n0", "n1", "n2", "n3", "n4"]
+    assert [v.data for v in named] == [21.0, 41.0, 61.0, 81.0, 101.0]
+    assert f.recordings == 1
 
 
 def test_calling_a_compiled_function_while_recording_is_an_error():

@@ -175,3 +175,36 @@ def test_the_chapters_loss_replays_in_groups_as_eager():
         w.data -= 0.05 * w.grad
         b.data -= 0.05 * b.grad
     assert f.recordings == 1
+
+
+def test_every_node_of_a_replayed_loss_is_eagers():
+    """Not only the loss and the gradients: every node of the replayed graph
+    holds eager code's bits, the thousand squares included, among them some
+    near a tie where pow(e, 2) and e * e differ by an ulp (a sum of a
+    thousand such terms may round the ulp away)."""
+    import random
+    from collections import Counter
+
+    from agrad.pure import topological_order
+
+    rng = random.Random(11)
+    xs = [rng.uniform(-2, 2) for _ in range(1000)]
+    ys = [rng.uniform(-5, 5) for _ in range(1000)]
+    w, b = Value(0.3), Value(-0.2)
+
+    def book_loss(xs, ys):
+        return sum([(y - (w * x + b)) ** 2 for x, y in zip(xs, ys, strict=True)]) / len(xs)
+
+    errors = [y - (w.data * x + b.data) for x, y in zip(xs, ys, strict=True)]
+    assert any(math.pow(e, 2) != e * e for e in errors)  # the data reach such a tie
+    f = agrad.compile(book_loss)
+    f(xs, ys)
+    replayed = f(xs, ys)
+    eager = book_loss(xs, ys)
+    # the same nodes, each as eager code holds it (eager code reads a Python
+    # float as a constant and writes y + -v where the program, whose numbers
+    # are Values, writes y - v: the graphs hold the same numbers, not in the
+    # same order)
+    got = Counter(exact(v.data) for v in topological_order(replayed))
+    assert got == Counter(exact(v.data) for v in topological_order(eager))
+    assert f.recordings == 1

@@ -265,6 +265,28 @@ public:
     // the same value and gradient, for Python to see.
     void materialize_constants(NodeId id);
 
+    // Node ids moved: from[i] to to[i], `to` a permutation of `from`.
+    class Moves {
+    public:
+        Moves(std::vector<NodeId> from, std::vector<NodeId> to);
+        NodeId operator()(NodeId id) const;  // its new id (itself if it does not move)
+        const std::vector<NodeId>& from() const { return from_; }
+        const std::vector<NodeId>& to() const { return to_; }
+
+    private:
+        std::vector<NodeId> from_, to_;
+        NodeId first_ = 0;             // the least id of from_
+        std::vector<NodeId> new_ids_;  // [id - first_]: its new id, or kNoNode
+    };
+    // Moves nodes to other ids, for agrad.compile's program (Program::
+    // relocate), each with its value, gradient, label and everything else;
+    // the children of `parents` are rewritten to match.  Only for nodes that
+    // nothing but `parents` refers to (no Python object, no other node, no
+    // kept schedule): the caller checks, by references().  The graph's shape
+    // moves on.
+    void relocate(const Moves& moves, const std::vector<NodeId>& parents);
+    uint32_t references(NodeId id) const { return nodes_[id].refs; }
+
     // -- reading and writing a node
     Number value(NodeId id) const {
         return ints_[id] ? Number::of_int(values_[id].i) : Number::of_float(values_[id].f);

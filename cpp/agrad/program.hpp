@@ -143,11 +143,13 @@ public:
     size_t nodes() const { return log_.size(); }
 
 private:
+    bool lay_out();
     Graph& graph_;
     std::vector<NodeId> log_;        // every node made while recording, one reference each
     std::vector<NodeId> steps_;      // the logged nodes made by operations, in creation order
     std::vector<NodeId> scheduled_;  // the outputs whose backward schedule is kept
     Replay replay_;                  // steps_ decoded, made at the first run
+    bool laid_out_ = false;          // (lay_out)
 };
 
 }  // namespace agrad

@@ -48,6 +48,10 @@ public:
     // of them) when the program must go through Graph::recompute instead.
     bool run(Graph& graph) const;
 
+    // The nodes a run writes, in the order it writes them: a group's
+    // members one after another (empty if the program cannot be replayed).
+    std::vector<NodeId> written() const;
+
 private:
     // A node's own operation is its NodeKind (graph.hpp); then these.
     enum Code : uint8_t {
@@ -70,10 +74,15 @@ private:
         NodeId out, a, b;  // node ids, or indexes into constants_ (K)
     };
     // The nodes of one operation in a group: one loop, no switch a node.
+    // How a group's loop reaches its members' nodes (or constants): through
+    // each member's ids, or as an array, when each id (or constant's index)
+    // follows the last, or as one number, when it is the same throughout.
+    enum Reach : uint8_t { kIndexed, kConsecutive, kSame };
     struct Group {
         uint8_t code;    // a NodeKind or kCopy
         uint32_t first;  // members_[first, first + count)
         uint32_t count;
+        Reach out = kIndexed, a = kIndexed, b = kIndexed;  // (reach_of)
     };
     struct Member {
         NodeId out, a, b;  // as an Instruction's
@@ -81,6 +90,11 @@ private:
     struct Slots;
     template <uint8_t kCode>
     static bool compute(Slots slots, NodeId out, NodeId a, NodeId b);
+    void reach_of(Group& group) const;
+    template <uint8_t kCode>
+    bool run_group(Slots slots, const Group& group) const;
+    template <uint8_t kCode, class A, class B>
+    bool run_array(Slots slots, const Group& group, A a, B b) const;
     template <class F>
     void for_each_read(const Instruction& in, F&& f) const;
     template <class F>

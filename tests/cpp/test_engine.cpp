@@ -1075,6 +1075,7 @@ void test_grouped_program() {
             built(graph.power(r, I(2), &sq));
             total = i == 0 ? with_number(graph, Op::Add, sq, I(0))
                            : binary(graph, Op::Add, total, sq);
+            if (i + 1 == l.xs.size()) graph.set_label(sq, "the last square");
         }
         l.root = kept(graph, with_number(graph, Op::Mul, total, F(1.0 / 300)));
         graph.end_recording();
@@ -1087,6 +1088,24 @@ void test_grouped_program() {
     const size_t live = g.live_nodes();
     {
         agrad::Program program(g, log, {b.root});
+        // The 300 squares, down the chain of +: laid out by group at the first
+        // replay (Program::lay_out), they hold consecutive ids, and a moved
+        // node keeps its label and its place in the graph.
+        auto squares = [&g, &b] {
+            std::vector<NodeId> found;
+            for (NodeId total = g.child(b.root, 0); found.size() < 299; total = g.child(total, 0))
+                found.push_back(g.child(total, 1));
+            return found;
+        };
+        auto consecutive = [](const std::vector<NodeId>& ids) {
+            bool up = true, down = true;
+            for (size_t i = 1; i < ids.size(); ++i) {
+                up &= ids[i] == ids[i - 1] + 1;
+                down &= ids[i] + 1 == ids[i - 1];
+            }
+            return up || down;
+        };
+        CHECK(!consecutive(squares()));  // as recorded: a sample's nodes, then the next's
         for (int round = 0; round < 3; ++round) {
             const double shift = 0.5 * round;
             for (size_t i = 0; i < a.xs.size(); ++i) {
@@ -1106,6 +1125,9 @@ void test_grouped_program() {
                         same_bits(plain.grad(a.ys[i]), g.grad(b.ys[i]));
             CHECK(same);
         }
+        CHECK(consecutive(squares()));
+        CHECK(g.label(squares()[0]) == "the last square");
+        CHECK(g.op(squares()[0]) == Op::Pow && g.op(g.child(squares()[0], 0)) == Op::Add);
     }
     CHECK(g.live_nodes() == live);  // the program gave back the log's references
 }
