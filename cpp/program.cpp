@@ -399,6 +399,7 @@ void Schedule::group_independent(size_t id_limit) {
                                static_cast<uint32_t>(members_.size()),
                                static_cast<uint32_t>(stop - begin)});
             for (size_t i = begin; i < stop; ++i) members_.push_back(steps[order[i]]);
+            set_arrays(groups_.back());
         }
     }
     // grouped_ was made in backward()'s order; a pass takes steps from the end
@@ -611,6 +612,151 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_shared(Graph& graph, const Group& group
     return Status::Ok;
 }
 
+// Whether a group may run as loops over arrays (run_arrays): an element
+// kind whose every member's own computation is the same IEEE operations on
+// numbers laid out as arrays (x ** k only for one k with k - 1 == 1, whose
+// pow(x, 1) is x), its nodes consecutive, each operand's nodes consecutive
+// the same way or reached through their ids, and no operand node twice among
+// those the members add into (but a shared one, summed in order apart): so
+// each gradient gets the same additions, in any order of the members.
+void Schedule::set_arrays(Group& group) const {
+    const Decoded* m = members_.data() + group.first;
+    const size_t n = group.count;
+    const uint8_t kind = group.kind;
+    const bool binary = kind == kAddNN || kind == kMulNN;
+    if (!binary && kind != kAddNK && kind != kMulNK && kind != kPow) return;
+    int step = 0;
+    auto never = [](size_t) { return false; };
+    if (reach_of(n, [m](size_t t) { return m[t].node; }, never, &step) != Reach::kConsecutive)
+        return;
+    auto reach = [&](auto id) {
+        int operand_step = 0;
+        const Reach r = reach_of(n, id, [&](size_t t) { return id(t) == id(0); }, &operand_step);
+        return r == Reach::kConsecutive && operand_step != step ? Reach::kIndexed : r;
+    };
+    group.step = static_cast<int8_t>(step);
+    group.a = reach([m](size_t t) { return m[t].a; });
+    if (binary) group.b = reach([m](size_t t) { return m[t].b; });
+    if (kind == kMulNK) {
+        const double k = term_constants_[m[0].b].value;
+        bool same = true;
+        for (size_t t = 1; t < n; ++t)
+            same &= std::memcmp(&term_constants_[m[t].b].value, &k, sizeof k) == 0;
+        group.b = same ? Reach::kSame : Reach::kIndexed;
+    }
+    if (kind == kPow) {  // one k throughout, k - 1 == 1
+        const double k = pow_constants_[m[0].b].value;
+        for (size_t t = 1; t < n; ++t)
+            if (std::memcmp(&pow_constants_[m[t].b].value, &k, sizeof k) != 0) return;
+        if (pow_constants_[m[0].b].minus_one != 1.0) return;
+    }
+    // the nodes the members add into, but a shared one: each once
+    std::vector<NodeId> targets;
+    for (size_t t = 0; t < n; ++t) {
+        if (group.shared != 0) targets.push_back(m[t].a);
+        if (binary && group.shared != 1) targets.push_back(m[t].b);
+    }
+    std::sort(targets.begin(), targets.end());
+    if (std::adjacent_find(targets.begin(), targets.end()) != targets.end()) return;
+    group.arrays = true;
+}
+
+// A group as loops over arrays, on the hardware (the pass with the NaN rule,
+// which runs only after a NaN, takes the members one by one): the j-th of
+// its nodes in ascending ids is member j (step 1) or n - 1 - j (step -1),
+// and each member's additions are its own step's, so the same bits in
+// another order of the members, which no gradient sees (set_arrays).  A
+// shared operand's gradient is summed in the members' order, apart; an
+// inline constant's is written in a loop of its own.
+template <uint8_t kKind>
+AGRAD_ALWAYS_INLINE void Schedule::run_arrays(Graph& graph, const Group& group, const Decoded* m,
+                                              bool* nan_seen) const {
+    using F = Arith<false>;
+    double* grads = graph.grad_slots();
+    const double* values = reinterpret_cast<const double*>(graph.value_slots());
+    const size_t n = group.count;
+    const bool up = group.step > 0;
+    auto member = [m, n, up](size_t j) -> const Decoded& { return m[up ? j : n - 1 - j]; };
+    const NodeId lowest = member(0).node;
+    const double* g = grads + lowest;
+    // an operand's gradient and value, as arrays or through the ids
+    auto operand = [&](Reach r, auto id, auto f) AGRAD_ALWAYS_INLINE_LAMBDA {
+        if (r == Reach::kConsecutive) {
+            const NodeId first = id(member(0));
+            return f([p = grads + first](size_t j) -> double& { return p[j]; },
+                     [p = values + first](size_t j) { return p[j]; });
+        }
+        return f([grads, &member, id](size_t j) -> double& { return grads[id(member(j))]; },
+                 [values, &member, id](size_t j) { return values[id(member(j))]; });
+    };
+    auto a_id = [](const Decoded& d) { return d.a; };
+    auto b_id = [](const Decoded& d) { return d.b; };
+    if constexpr (kKind == kAddNN || kKind == kMulNN) {
+        if (group.shared >= 0) {  // the other operand's additions, then the shared sum in order
+            const bool a_shared = group.shared == 0;
+            const NodeId shared = a_shared ? m[0].a : m[0].b;
+            const double shared_value = values[shared];
+            auto other = [&](auto f) AGRAD_ALWAYS_INLINE_LAMBDA {
+                if (a_shared) return operand(group.b, b_id, f);
+                return operand(group.a, a_id, f);
+            };
+            other([&](auto other_grad, auto other_value) AGRAD_ALWAYS_INLINE_LAMBDA {
+                for (size_t j = 0; j < n; ++j) {
+                    if constexpr (kKind == kAddNN)
+                        other_grad(j) = F::add(other_grad(j), g[j]);
+                    else
+                        other_grad(j) = F::add_mul(other_grad(j), shared_value, g[j]);
+                }
+                double sum = grads[shared];
+                for (size_t t = 0; t < n; ++t) {
+                    const size_t j = up ? t : n - 1 - t;
+                    sum = kKind == kAddNN ? F::add(sum, g[j])
+                                          : F::add_mul(sum, other_value(j), g[j]);
+                }
+                grads[shared] = sum;
+            });
+            return;
+        }
+        operand(group.a, a_id, [&](auto a_grad, auto a_value) AGRAD_ALWAYS_INLINE_LAMBDA {
+            operand(group.b, b_id, [&](auto b_grad, auto b_value) AGRAD_ALWAYS_INLINE_LAMBDA {
+                for (size_t j = 0; j < n; ++j) {
+                    if constexpr (kKind == kAddNN) {
+                        a_grad(j) = F::add(a_grad(j), g[j]);
+                        b_grad(j) = F::add(b_grad(j), g[j]);
+                    } else {
+                        a_grad(j) = F::add_mul(a_grad(j), b_value(j), g[j]);
+                        b_grad(j) = F::add_mul(b_grad(j), a_value(j), g[j]);
+                    }
+                }
+            });
+        });
+    } else {
+        operand(group.a, a_id, [&](auto a_grad, auto a_value) AGRAD_ALWAYS_INLINE_LAMBDA {
+            if constexpr (kKind == kAddNK) {
+                for (size_t j = 0; j < n; ++j) a_grad(j) = F::add(a_grad(j), g[j]);
+                for (size_t j = 0; j < n; ++j)
+                    write_constant_grad<false>(graph.constant_grad(member(j).node),
+                                               F::add(0.0, g[j]), nan_seen);
+            } else if constexpr (kKind == kMulNK) {
+                if (group.b == Reach::kSame) {
+                    const double k = term_constants_[m[0].b].value;
+                    for (size_t j = 0; j < n; ++j) a_grad(j) = F::add_mul(a_grad(j), k, g[j]);
+                } else {
+                    for (size_t j = 0; j < n; ++j)
+                        a_grad(j) = F::add_mul(a_grad(j), term_constants_[member(j).b].value, g[j]);
+                }
+                for (size_t j = 0; j < n; ++j)
+                    write_constant_grad<false>(graph.constant_grad(member(j).node),
+                                               F::add_mul(0.0, a_value(j), g[j]), nan_seen);
+            } else {  // kPow, one k with pow(x, k - 1) == x
+                const double k = pow_constants_[m[0].b].value;
+                for (size_t j = 0; j < n; ++j)
+                    a_grad(j) = F::add(a_grad(j), F::mul(F::mul(k, a_value(j)), g[j]));
+            }
+        });
+    }
+}
+
 // One step, or a group's steps in a loop, each with its kind known at
 // compile time, so that run_decoded's switch is folded away.
 template <bool kFloats, bool kRule>
@@ -621,6 +767,16 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_step(Graph& graph, const Decoded& step,
         return run_decoded<kFloats, kRule>(graph, step, operands, powers, nan_seen);
     const Group& group = groups_[step.a];
     const Decoded* members = members_.data() + group.first;
+    if (kFloats && !kRule && group.arrays) {
+        switch (group.kind) {
+#define X(code)                                            \
+    case code:                                             \
+        run_arrays<code>(graph, group, members, nan_seen); \
+        return Status::Ok;
+            X(kAddNN) X(kAddNK) X(kMulNN) X(kMulNK) X(kPow)
+#undef X
+        }
+    }
     if (group.shared >= 0) return run_shared<kFloats, kRule>(graph, group, members);
     switch (group.kind) {
 #define X(code)                                                                                \

@@ -286,7 +286,7 @@ void Replay::group_independent(size_t id_limit) {
                     const Instruction& in = code_[item->begin];
                     members_.push_back({in.out, in.a, in.b});
                 }
-                reach_of(groups_.back());
+                set_reach(groups_.back());
             }
             same.clear();
         }
@@ -482,17 +482,19 @@ AGRAD_ALWAYS_INLINE double with_nan_rule(Pass pass) {
     return total == total ? total : pass(Arith<true>{});
 }
 
-void Replay::reach_of(Group& group) const {
+void Replay::set_reach(Group& group) const {
     const Member* m = members_.data() + group.first;
     auto reach = [&](auto id, bool constant) {
-        bool consecutive = true, same = true;
-        for (uint32_t t = 1; t < group.count; ++t) {
-            consecutive &= id(m[t]) == id(m[t - 1]) + 1;
-            same &= constant ? std::memcmp(&constants_[id(m[t])], &constants_[id(m[0])],
-                                           sizeof(double)) == 0
-                             : id(m[t]) == id(m[0]);
-        }
-        return consecutive ? kConsecutive : same ? kSame : kIndexed;
+        int step = 0;
+        const Reach r = reach_of(
+            group.count, [&](size_t t) { return id(m[t]); },
+            [&](size_t t) {
+                return constant ? std::memcmp(&constants_[id(m[t])], &constants_[id(m[0])],
+                                              sizeof(double)) == 0
+                                : id(m[t]) == id(m[0]);
+            },
+            &step);
+        return r == Reach::kConsecutive && step != 1 ? Reach::kIndexed : r;
     };
     const uint8_t c = group.code;
     const bool b_constant = c == kAddNK || c == kMulNK || c == kPow;
@@ -561,20 +563,20 @@ AGRAD_ALWAYS_INLINE bool Replay::run_group(Slots s, const Group& group) const {
                              kCode == kMulNK || kCode == kCopy || kCode == kPow;
     if constexpr (kArrays) {
         constexpr bool kConstantB = kCode == kAddNK || kCode == kMulNK || kCode == kPow;
-        const bool square = kCode != kPow || (group.b == kSame && s.k[m[0].b] == 2.0);
-        if (group.out == kConsecutive && square) {
+        const bool square = kCode != kPow || (group.b == Reach::kSame && s.k[m[0].b] == 2.0);
+        if (group.out == Reach::kConsecutive && square) {
             const Graph::Slot* values = s.values;
             const double* k = s.k;
             // an operand as an array, one number, or through the ids
             auto reach = [&](Reach r, auto id, bool constant, auto f) AGRAD_ALWAYS_INLINE_LAMBDA {
                 const uint32_t first = id(m[0]);
-                if (r == kConsecutive) {
+                if (r == Reach::kConsecutive) {
                     if (constant) return f([p = k + first](uint32_t t) { return p[t]; });
                     return f([p = reinterpret_cast<const double*>(values + first)](uint32_t t) {
                         return p[t];
                     });
                 }
-                if (r == kSame) {
+                if (r == Reach::kSame) {
                     const double v = constant ? k[first] : values[first].f;
                     return f([v](uint32_t) { return v; });
                 }

@@ -118,6 +118,26 @@ inline NodeKind unary_kind(Op op) {
     }
 }
 
+// How a loop over a group's members (the replay's forward groups, a kept
+// schedule's backward ones) reaches one of their operands or nodes: through
+// each member's id, or as an array, when each id follows the last (step 1) or
+// precedes it (step -1), or as one number, when `same` says every member's
+// is the first's.  (Program::lay_out gives a group's nodes consecutive ids.)
+enum class Reach : uint8_t { kIndexed, kConsecutive, kSame };
+template <class Id, class Same>
+Reach reach_of(size_t count, Id id, Same same, int* step) {
+    bool up = true, down = true, all_same = true;
+    for (size_t t = 1; t < count; ++t) {
+        up &= id(t) == id(t - 1) + 1;
+        down &= id(t) + 1 == id(t - 1);
+        all_same &= same(t);
+    }
+    *step = up ? 1 : down ? -1 : 0;
+    return count > 1 && (up || down) ? Reach::kConsecutive
+           : all_same                ? Reach::kSame
+                                     : Reach::kIndexed;
+}
+
 class Schedule;  // program.hpp: a root's backward pass, kept
 
 // A constant's gradient is written once in a backward pass, never added to,

@@ -61,6 +61,9 @@ private:
                        bool* nan_seen);
     int8_t shared_operand(uint8_t kind, const size_t* members, size_t count) const;
     struct Group;
+    void set_arrays(Group& group) const;
+    template <uint8_t kKind>
+    void run_arrays(Graph& graph, const Group& group, const Decoded* members, bool* nan_seen) const;
     template <bool kFloats, bool kRule>
     Status run_shared(Graph& graph, const Group& group, const Decoded* members);
     template <bool kFloats, bool kRule>
@@ -87,6 +90,12 @@ private:
         // gradient is then summed in a register, or -1
         int8_t shared;
         uint32_t first, count;  // members_[first, first + count)
+        // run_arrays may take it (set_arrays): its members' nodes are
+        // consecutive, `step` 1 or -1 in members' order, and so are their
+        // operands, or they are reached through their ids
+        bool arrays = false;
+        int8_t step = 0;
+        Reach a = Reach::kIndexed, b = Reach::kIndexed;
     };
     std::vector<Decoded> grouped_;
     std::vector<Group> groups_;

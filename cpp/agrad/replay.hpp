@@ -74,15 +74,13 @@ private:
         NodeId out, a, b;  // node ids, or indexes into constants_ (K)
     };
     // The nodes of one operation in a group: one loop, no switch a node.
-    // How a group's loop reaches its members' nodes (or constants): through
-    // each member's ids, or as an array, when each id (or constant's index)
-    // follows the last, or as one number, when it is the same throughout.
-    enum Reach : uint8_t { kIndexed, kConsecutive, kSame };
     struct Group {
         uint8_t code;    // a NodeKind or kCopy
         uint32_t first;  // members_[first, first + count)
         uint32_t count;
-        Reach out = kIndexed, a = kIndexed, b = kIndexed;  // (reach_of)
+        // how its loop reaches the members' nodes, operands and constants
+        // (graph.hpp; as an array only in the members' order, ascending)
+        Reach out = Reach::kIndexed, a = Reach::kIndexed, b = Reach::kIndexed;
     };
     struct Member {
         NodeId out, a, b;  // as an Instruction's
@@ -90,7 +88,7 @@ private:
     struct Slots;
     template <uint8_t kCode>
     static bool compute(Slots slots, NodeId out, NodeId a, NodeId b);
-    void reach_of(Group& group) const;
+    void set_reach(Group& group) const;
     template <uint8_t kCode>
     bool run_group(Slots slots, const Group& group) const;
     template <uint8_t kCode, class A, class B>
