@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <type_traits>
 #include <unordered_map>
 
@@ -875,8 +876,9 @@ Status Schedule::run(Graph& graph, NodeId root) {
     return pass<true>(graph, root, floats, &nan, steps);
 }
 
-Program::Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId>& outputs)
-    : graph_(graph), log_(std::move(log)) {
+Program::Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId>& outputs,
+                 std::vector<NodeId> inputs)
+    : graph_(graph), log_(std::move(log)), inputs_(std::move(inputs)) {
     for (NodeId id : log_)
         if (graph_.op(id) != Op::Leaf) steps_.push_back(id);
     std::vector<NodeId> made(log_);
@@ -900,8 +902,12 @@ Program::Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId
 // Nothing computed depends on an id, only on the graph's edges, so every
 // value, gradient and order of additions stays as it was.  Done once, at
 // the first replay that decodes (replay_ is built): true if a node moved.
+// The inputs move too, to consecutive ids in their own order ahead of the
+// rest (the chapter's xs, then its ys, which its groups read member for
+// member), as do the arguments' numbers with them (inputs_).
 bool Program::lay_out() {
-    const std::vector<NodeId> order = replay_.written();
+    std::vector<size_t> ends;
+    const std::vector<NodeId> order = replay_.written(&ends);
     if (order.empty()) return false;  // not decoded: nothing to lay out for
     laid_out_ = true;
     std::vector<NodeId> made(log_);
@@ -917,20 +923,62 @@ bool Program::lay_out() {
                 ++parents[c - first];
         }
     }
+    std::vector<NodeId> inputs(inputs_);
+    std::sort(inputs.begin(), inputs.end());
     auto movable = [&](NodeId id) {
-        return graph_.op(id) != Op::Leaf && graph_.owner(id) == nullptr &&
+        const bool input = std::binary_search(inputs.begin(), inputs.end(), id);
+        return (graph_.op(id) != Op::Leaf || input) && graph_.owner(id) == nullptr &&
                !graph_.keeps_schedule(id) && graph_.references(id) == 1 + parents[id - first];
     };
-    std::vector<NodeId> from, to;  // to: the same ids, ascending
-    for (NodeId id : order)
-        if (movable(id)) from.push_back(id);
-    for (NodeId id : made)
-        if (movable(id)) to.push_back(id);
-    if (from == to) return false;  // already in order
+    // the nodes to move, in blocks to keep consecutive: the inputs, then
+    // order's blocks (a group's nodes each)
+    std::vector<NodeId> from;
+    std::vector<std::pair<size_t, size_t>> blocks;  // [begin, end) of from
+    auto block = [&](auto begin, auto end) {
+        const size_t start = from.size();
+        for (auto at = begin; at != end; ++at)
+            if (movable(*at)) from.push_back(*at);
+        if (from.size() > start) blocks.emplace_back(start, from.size());
+    };
+    block(inputs_.begin(), inputs_.end());
+    for (size_t b = 0, begin = 0; b < ends.size(); begin = ends[b++])
+        block(order.begin() + begin, order.begin() + ends[b]);
+    // The ids they take, the same set (the movable nodes' ids): a recording's
+    // ids have gaps where nodes older than it live, so each block, largest
+    // first, takes the shortest run of consecutive ids that holds it whole,
+    // or else the rest of the longest runs.
+    std::multimap<size_t, NodeId> runs;  // length -> first id
+    for (size_t i = 0; i < made.size();) {
+        if (!movable(made[i])) {
+            ++i;
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < made.size() && made[j] == made[j - 1] + 1 && movable(made[j])) ++j;
+        runs.emplace(j - i, made[i]);
+        i = j;
+    }
+    std::stable_sort(blocks.begin(), blocks.end(), [](const auto& x, const auto& y) {
+        return x.second - x.first > y.second - y.first;
+    });
+    std::vector<NodeId> to(from.size());
+    for (auto [begin, end] : blocks) {
+        while (begin < end) {
+            auto run = runs.lower_bound(end - begin);
+            if (run == runs.end()) run = std::prev(runs.end());  // the longest, taken whole
+            const size_t length = run->first, taken = std::min(length, end - begin);
+            const NodeId start = run->second;
+            runs.erase(run);
+            for (size_t k = 0; k < taken; ++k) to[begin + k] = start + static_cast<NodeId>(k);
+            if (taken < length) runs.emplace(length - taken, start + static_cast<NodeId>(taken));
+            begin += taken;
+        }
+    }
+    if (from == to) return false;  // already in place
     const Graph::Moves moves(std::move(from), std::move(to));
     graph_.relocate(moves, log_);
-    for (NodeId& id : log_) id = moves(id);
-    for (NodeId& id : steps_) id = moves(id);
+    for (std::vector<NodeId>* ids : {&log_, &steps_, &inputs_})
+        for (NodeId& id : *ids) id = moves(id);
     return true;
 }
 

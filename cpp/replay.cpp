@@ -201,17 +201,24 @@ void Replay::for_each_write(const Instruction& in, F&& f) const {
     }
 }
 
-std::vector<NodeId> Replay::written() const {
+std::vector<NodeId> Replay::written(std::vector<size_t>* ends) const {
     std::vector<NodeId> order;
+    ends->clear();
     if (!floats_only_) return order;
+    auto end_block = [&] {
+        if (order.size() > (ends->empty() ? 0 : ends->back())) ends->push_back(order.size());
+    };
     for (const Instruction& in : code_) {
         if (in.code != kGroup) {
             for_each_write(in, [&order](NodeId id) { order.push_back(id); });
             continue;
         }
+        end_block();
         const Group& group = groups_[in.out];
         for (uint32_t t = 0; t < group.count; ++t) order.push_back(members_[group.first + t].out);
+        end_block();
     }
+    end_block();
     return order;
 }
 

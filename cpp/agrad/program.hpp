@@ -136,8 +136,10 @@ public:
     // order made.  `outputs`: the roots backward() will be called on; those
     // the program made keep their backward schedule for as long as the
     // program lives (a root made before the recording is not the program's
-    // to mark).
-    Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId>& outputs);
+    // to mark).  `inputs`: leaves of the log a caller writes new numbers into
+    // before each forward() (their ids may change at the first: inputs()).
+    Program(Graph& graph, std::vector<NodeId> log, const std::vector<NodeId>& outputs,
+            std::vector<NodeId> inputs = {});
     Program(const Program&) = delete;
     Program& operator=(const Program&) = delete;
     ~Program();
@@ -148,6 +150,7 @@ public:
     // operation's error.
     Status forward();
 
+    const std::vector<NodeId>& inputs() const { return inputs_; }
     size_t operations() const { return steps_.size(); }
     size_t nodes() const { return log_.size(); }
 
@@ -157,6 +160,7 @@ private:
     std::vector<NodeId> log_;        // every node made while recording, one reference each
     std::vector<NodeId> steps_;      // the logged nodes made by operations, in creation order
     std::vector<NodeId> scheduled_;  // the outputs whose backward schedule is kept
+    std::vector<NodeId> inputs_;     // (inputs())
     Replay replay_;                  // steps_ decoded, made at the first run
     bool laid_out_ = false;          // (lay_out)
 };

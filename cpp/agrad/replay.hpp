@@ -48,9 +48,11 @@ public:
     // of them) when the program must go through Graph::recompute instead.
     bool run(Graph& graph) const;
 
-    // The nodes a run writes, in the order it writes them: a group's
-    // members one after another (empty if the program cannot be replayed).
-    std::vector<NodeId> written() const;
+    // The nodes a run writes, in the order it writes them, in blocks: each
+    // group's members one after another, a block of their own, and the other
+    // instructions' nodes between groups a block (*ends: where each block
+    // ends in the result; both empty if the program cannot be replayed).
+    std::vector<NodeId> written(std::vector<size_t>* ends) const;
 
 private:
     // A node's own operation is its NodeKind (graph.hpp); then these.

@@ -547,8 +547,7 @@ class CompiledProgram {
 public:
     // `outputs` are the roots backward() will be called on (agrad::Program).
     CompiledProgram(Recording&& r, std::vector<NodeId> inputs, const std::vector<NodeId>& outputs)
-        : program_(*graph, std::move(r.log), outputs),
-          inputs_(std::move(inputs)),
+        : program_(*graph, std::move(r.log), outputs, std::move(inputs)),
           guards_(std::move(r.guards)),
           guarded_(std::move(r.guarded)) {}
     CompiledProgram(const CompiledProgram&) = delete;
@@ -576,12 +575,11 @@ public:
     bool run_converted(const Numbers& numbers) { return replay(numbers.values); }
     size_t operations() const { return program_.operations(); }
     size_t nodes() const { return program_.nodes(); }
-    size_t inputs() const { return inputs_.size(); }
+    size_t inputs() const { return program_.inputs().size(); }
     size_t guards() const { return guards_.size(); }
 
 private:
     agrad::Program program_;       // holds the recording's log, one reference a node
-    std::vector<NodeId> inputs_;   // the leaves the arguments' numbers go into
     std::vector<Guard> guards_;    // the comparisons made while recording, in order
     std::vector<NodeId> guarded_;  // their nodes, one reference each
 
@@ -600,9 +598,10 @@ private:
                 "agrad.compile: a compiled function was called while another is being "
                 "recorded; call it outside, or let the outer function be recorded whole");
         const size_t n = values.size();
-        if (n != inputs_.size())
+        const std::vector<NodeId>& inputs = program_.inputs();  // the arguments' numbers go there
+        if (n != inputs.size())
             throw py::value_error("agrad.compile: the program has " +
-                                  std::to_string(inputs_.size()) + " inputs, given " +
+                                  std::to_string(inputs.size()) + " inputs, given " +
                                   std::to_string(n) + " numbers");
         // through the arrays' addresses, taken once: a store to an int mark
         // may alias anything, and set_value would reload them at each input
@@ -610,10 +609,10 @@ private:
         uint8_t* ints = graph->int_marks();
         for (size_t i = 0; i < n; ++i) {
             if (values[i].is_int) {
-                graph->set_value(inputs_[i], values[i]);
+                graph->set_value(inputs[i], values[i]);
             } else {
-                slots[inputs_[i]].f = values[i].f;
-                ints[inputs_[i]] = 0;
+                slots[inputs[i]].f = values[i].f;
+                ints[inputs[i]] = 0;
             }
         }
         // A guard's operands are made before it, so a guard checked after
