@@ -27,9 +27,7 @@ import sys
 import output
 import single_thread  # noqa: F401  (before peers' numpy: every peer on one thread)
 from measure import per_call_minima
-from peers import INPUTS, Floor, bits, find_compiler, graph_root
-
-import agrad
+from peers import Floor, build_graph, find_compiler
 
 #: operations of the graph, for programs of about 10^4, 10^5 and 10^6 nodes
 SIZES = (2_222, 22_222, 222_222)
@@ -38,22 +36,14 @@ TARGET_NS = 10.0
 
 
 def measure(operations: int, floor: Floor | None, rounds: int) -> dict[str, float]:
-    eager_inputs = [agrad.Value(x) for x in INPUTS]
-    eager = graph_root(eager_inputs, operations)
-    eager.backward()
-    inputs = [agrad.Value(x) for x in INPUTS]
-    compiled = agrad.compile(lambda: graph_root(inputs, operations))
-    compiled()  # records
-    root = compiled()
-    root.backward()
-    if bits([root.data] + [v.grad for v in inputs]) != bits(
-        [eager.data] + [v.grad for v in eager_inputs]
-    ):
+    built = build_graph(operations)
+    if not built.same:
         raise SystemExit(f"{operations} operations: the replay differs from eager agrad")
-    del eager
+    compiled = built.compiled
     program = compiled.program()
     assert program is not None
     nodes = program.operations
+    del built
     # a whole evaluation as a training loop makes it (forward, then backward
     # on what forward just wrote), and forward alone; backward is the rest
     cases = {"evaluation": lambda: compiled().backward(), "forward": compiled}

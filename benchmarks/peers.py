@@ -204,9 +204,20 @@ class GraphResult:
     grad_difference: float | None  # the largest over the inputs' gradients
 
 
-def measure_graph(
-    operations: int, floor: Floor | None, settings: Settings, repeats: int
-) -> GraphResult:
+@dataclass
+class BuiltGraph:
+    """The graph built eagerly and through agrad.compile (recorded, then
+    replayed once), backward on both."""
+
+    eager: agrad.Value
+    eager_inputs: list[agrad.Value]
+    compiled: Any  # the compiled function
+    replayed: agrad.Value
+    compiled_inputs: list[agrad.Value]
+    same: bool  # data and the inputs' gradients, bit for bit
+
+
+def build_graph(operations: int) -> BuiltGraph:
     eager_inputs = [agrad.Value(x) for x in INPUTS]
     eager = graph_root(eager_inputs, operations)
     eager.backward()
@@ -220,6 +231,14 @@ def measure_graph(
     same = bits([replayed.data]) == bits([eager.data]) and bits(
         [v.grad for v in compiled_inputs]
     ) == bits([v.grad for v in eager_inputs])
+    return BuiltGraph(eager, eager_inputs, compiled, replayed, compiled_inputs, same)
+
+
+def measure_graph(
+    operations: int, floor: Floor | None, settings: Settings, repeats: int
+) -> GraphResult:
+    built = build_graph(operations)
+    eager_inputs, compiled, same = built.eager_inputs, built.compiled, built.same
     program = compiled.program()
     nodes = program.operations if program is not None else 0
     root_difference = grad_difference = None
@@ -227,12 +246,12 @@ def measure_graph(
     if floor is not None:
         tape = floor.tape(operations)
         tape.run()
-        root_difference = relative_difference(tape.root(), eager.data)
+        root_difference = relative_difference(tape.root(), built.eager.data)
         grad_difference = max(
             relative_difference(c, v.grad)
             for c, v in zip(tape.input_grads(), eager_inputs, strict=True)
         )
-    del eager
+    del built  # the eager graph's memory back before the timing
 
     def evaluate_eager() -> None:
         graph_root(eager_inputs, operations).backward()

@@ -108,30 +108,31 @@ void Graph::relocate(const Moves& moves, const std::vector<NodeId>& parents) {
     }
     // every moved node copied out, then written to its new id (names, which
     // few nodes have, by their new ids)
-    std::vector<Node> nodes(n);
-    std::vector<Slot> values(n);
-    std::vector<double> grads(n);
-    std::vector<uint8_t> ints(n);
+    struct Parts {
+        Node node;
+        Slot value;
+        double grad;
+        uint8_t int_mark;
+    };
+    auto parts_of = [this](NodeId id) {
+        return std::tie(nodes_[id], values_[id], grads_[id], ints_[id]);
+    };
+    std::vector<Parts> parts(n);
     std::vector<std::pair<NodeId, std::string>> labels, op_names;
     for (size_t i = 0; i < n; ++i) {
         const NodeId id = from[i];
-        nodes[i] = nodes_[id];
-        values[i] = values_[id];
-        grads[i] = grads_[id];
-        ints[i] = ints_[id];
+        Parts& p = parts[i];
+        std::tie(p.node, p.value, p.grad, p.int_mark) = parts_of(id);
         for (auto [flag, names, moved] : {std::make_tuple(kHasLabel, &labels_, &labels),
                                           std::make_tuple(kHasOpName, &op_names_, &op_names)})
-            if (nodes[i].flags & flag) {
+            if (p.node.flags & flag) {
                 moved->emplace_back(to[i], std::move((*names)[id]));
                 names->erase(id);
             }
     }
     for (size_t i = 0; i < n; ++i) {
-        const NodeId id = to[i];
-        nodes_[id] = nodes[i];
-        values_[id] = values[i];
-        grads_[id] = grads[i];
-        ints_[id] = ints[i];
+        const Parts& p = parts[i];
+        parts_of(to[i]) = std::tie(p.node, p.value, p.grad, p.int_mark);
     }
     for (auto& [id, name] : labels) labels_[id] = std::move(name);
     for (auto& [id, name] : op_names) op_names_[id] = std::move(name);
