@@ -20,12 +20,13 @@ enum Kind : uint8_t {
     kDotTermNK,
     kDotTermKN,
     kDotTermKK,
-    kSumRun,   // kSumTermN steps of one node, merged
-    kDotRun,   // kDotTermNN steps of one node, merged
-    kChain,    // links of a chain of s = s' + w * x, merged (fuse_chains)
-    kPowKeep,  // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
-    kPowKept,  // kPow, reading its pow(x, k - 1) from powers[b]
-    kGroup,    // groups_[a]: steps of one operation, run as one loop (group_independent)
+    kSumRun,    // kSumTermN steps of one node, merged
+    kDotRun,    // kDotTermNN steps of one node, merged
+    kChain,     // links of a chain of s = s' + w * x, merged (fuse_chains)
+    kSumChain,  // links of the builtin sum's chain s = s' + t, merged (fuse_sums)
+    kPowKeep,   // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
+    kPowKept,   // kPow, reading its pow(x, k - 1) from powers[b]
+    kGroup,     // groups_[a]: steps of one operation, run as one loop (group_independent)
 };
 
 // The steps a group may hold: a node's own operation of one or two operands,
@@ -141,6 +142,7 @@ void Schedule::make(Graph& graph, NodeId root) {
     fuse_chains();
     share_powers(graph);
     group_independent(graph.id_limit());
+    fuse_sums();
     floats_since_ = kNever;
     shape_ = graph.shape();
 }
@@ -526,6 +528,17 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             for (size_t t = step.b; t-- > 0;) grads[ids[t]] = F::add(grads[ids[t]], link);
             return Status::Ok;
         }
+        case kSumChain: {  // each link's s' and t get the gradient passed down
+            double down = g;
+            const NodeId* link = operands + step.a;
+            for (NodeId l = 0; l < step.b; ++l, link += 2) {
+                const double to_below = F::add(grads[link[0]], down);
+                grads[link[0]] = to_below;
+                grads[link[1]] = F::add(grads[link[1]], down);
+                down = to_below;
+            }
+            return Status::Ok;
+        }
         case kChain: {
             double down = g;  // the gradient the link's addition passes on
             const NodeId* link = operands + step.a;
@@ -611,6 +624,42 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_shared(Graph& graph, const Group& group
     else
         group.shared == 0 ? members_add(Mul{}, A{}) : members_add(Mul{}, B{});
     return Status::Ok;
+}
+
+// The builtin sum's chain s = s' + t (the chapter's loss), in a pass grouped
+// by height: its steps have the greatest heights and run one after another,
+// before the terms' groups, each passing its gradient to the s' below, whose
+// step comes next, complete.  As one step (kSumChain: operands_ holds each
+// link's s' and t, from the top) the gradient passed down stays in a
+// register; every gradient gets the same additions in the same order.
+void Schedule::fuse_sums() {
+    auto is_link = [](const Decoded& d) { return d.kind == kAddNN && d.a != d.b; };
+    auto reads = [](const Decoded& d, NodeId id) { return d.a == id || d.b == id; };
+    std::vector<Decoded> fused;
+    fused.reserve(grouped_.size());
+    // from the end, the order a pass takes them; reversed again after
+    for (size_t i = grouped_.size(); i-- > 0;) {
+        size_t bottom = i;  // the chain: grouped_[bottom..i], run from i down
+        while (bottom > 0 && is_link(grouped_[bottom]) && is_link(grouped_[bottom - 1]) &&
+               reads(grouped_[bottom], grouped_[bottom - 1].node))
+            --bottom;
+        if (bottom == i) {  // one link gains nothing
+            fused.push_back(grouped_[i]);
+            continue;
+        }
+        Decoded chain{kSumChain, grouped_[i].node, static_cast<NodeId>(operands_.size()), 0};
+        for (size_t k = i;; --k) {
+            const Decoded& d = grouped_[k];
+            const NodeId below = k > bottom && grouped_[k - 1].node == d.b ? d.b : d.a;
+            operands_.insert(operands_.end(), {below, below == d.a ? d.b : d.a});
+            ++chain.b;
+            if (k == bottom) break;
+        }
+        fused.push_back(chain);
+        i = bottom;
+    }
+    std::reverse(fused.begin(), fused.end());
+    grouped_.swap(fused);
 }
 
 // Whether a group may run as loops over arrays (run_arrays): an element

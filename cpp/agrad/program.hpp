@@ -56,6 +56,7 @@ private:
     void fuse_chains();
     void share_powers(const Graph& graph);
     void group_independent(size_t id_limit);
+    void fuse_sums();
     template <bool kFloats, bool kRule>  // kFloats: every value it reads is a float
     Status run_decoded(Graph& graph, const Decoded& step, const NodeId* operands, double* powers,
                        bool* nan_seen);
