@@ -134,9 +134,40 @@ void Graph::relocate(const Moves& moves, const std::vector<NodeId>& parents) {
         const Parts& p = parts[i];
         parts_of(to[i]) = std::tie(p.node, p.value, p.grad, p.int_mark);
     }
+    // the ids left behind when the nodes went to a span of free ids
+    std::vector<NodeId> taken(to);
+    std::sort(taken.begin(), taken.end());
+    for (NodeId id : from)
+        if (!std::binary_search(taken.begin(), taken.end(), id)) {
+            Node& left = nodes_[id];
+            left.op = Op::Leaf;  // its list (an n-ary node's) went with it
+            left.flags = 0;
+            left.refs = 0;
+            left.owner = nullptr;
+            free_.push_back(id);
+        }
     for (auto& [id, name] : labels) labels_[id] = std::move(name);
     for (auto& [id, name] : op_names) op_names_[id] = std::move(name);
     ++shape_;
+}
+
+NodeId Graph::free_span(size_t n) {
+    sort_free_list();  // descending: a run of free ids is a run of the list
+    for (size_t end = free_.size(); end >= n && n > 0;) {
+        size_t begin = end - 1;  // free_[begin] is the run's least id
+        while (begin > 0 && free_[begin - 1] == free_[begin] + 1) --begin;
+        if (end - begin >= n) {  // the run's n least ids
+            const NodeId first = free_[end - 1];
+            free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(end - n),
+                        free_.begin() + static_cast<std::ptrdiff_t>(end));
+            return first;
+        }
+        end = begin;
+    }
+    if (nodes_.size() + n >= kConstantEntry) return kNoNode;
+    const NodeId first = static_cast<NodeId>(nodes_.size());
+    for (size_t i = 0; i < n; ++i) grow();
+    return first;
 }
 
 Status Graph::power(NodeId base, Number exponent, NodeId* out) {

@@ -1011,10 +1011,14 @@ bool Program::lay_out() {
         return x.second - x.first > y.second - y.first;
     });
     std::vector<NodeId> to(from.size());
+    bool whole = true;  // every block in one run
     for (auto [begin, end] : blocks) {
         while (begin < end) {
             auto run = runs.lower_bound(end - begin);
-            if (run == runs.end()) run = std::prev(runs.end());  // the longest, taken whole
+            if (run == runs.end()) {  // the longest, taken whole
+                run = std::prev(runs.end());
+                whole = false;
+            }
             const size_t length = run->first, taken = std::min(length, end - begin);
             const NodeId start = run->second;
             runs.erase(run);
@@ -1022,6 +1026,14 @@ bool Program::lay_out() {
             if (taken < length) runs.emplace(length - taken, start + static_cast<NodeId>(taken));
             begin += taken;
         }
+    }
+    // Ids too scattered to hold the blocks whole (the arena was fragmented
+    // when the recording took them): the nodes go to a span of free ids
+    // instead, and their ids are freed.
+    if (!whole) {
+        const NodeId span = graph_.free_span(from.size());
+        if (span != Graph::kNoNode)
+            for (size_t k = 0; k < from.size(); ++k) to[k] = span + static_cast<NodeId>(k);
     }
     if (from == to) return false;  // already in place
     const Graph::Moves moves(std::move(from), std::move(to));

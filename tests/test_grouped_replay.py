@@ -208,3 +208,44 @@ def test_every_node_of_a_replayed_loss_is_eagers():
     got = Counter(exact(v.data) for v in topological_order(replayed))
     assert got == Counter(exact(v.data) for v in topological_order(eager))
     assert f.recordings == 1
+
+
+def test_a_program_recorded_in_a_fragmented_arena_gives_eagers_bits():
+    """Where older nodes left the arena full of holes, the recording's ids
+    are too scattered to lay the groups out in place: the program moves to a
+    span of free ids (Graph::free_span), its old ids freed, and every node
+    still holds eager code's bits; recording again and again reuses such
+    spans and keeps no node alive."""
+    import gc
+    import random
+    from collections import Counter
+
+    from agrad import _core
+    from agrad.pure import topological_order
+
+    alive = [Value(float(i)) for i in range(20_000)][::2]  # every other node freed
+    rng = random.Random(5)
+    xs = [rng.uniform(-2, 2) for _ in range(500)]
+    ys = [rng.uniform(-5, 5) for _ in range(500)]
+    w, b = Value(0.3), Value(-0.2)
+
+    def book_loss(xs, ys):
+        return sum([(y - (w * x + b)) ** 2 for x, y in zip(xs, ys, strict=True)]) / len(xs)
+
+    gc.collect()
+    live = _core._live_nodes()
+    for _ in range(5):
+        f = agrad.compile(book_loss)
+        f(xs, ys)
+        replayed = f(xs, ys)
+        w.grad = b.grad = 0
+        replayed.backward()
+        got = Counter(exact(v.data) for v in topological_order(replayed)), exact(w.grad)
+        eager = book_loss(xs, ys)
+        w.grad = b.grad = 0
+        eager.backward()
+        assert got == (Counter(exact(v.data) for v in topological_order(eager)), exact(w.grad))
+        del f, replayed, eager
+        gc.collect()
+        assert _core._live_nodes() == live
+    assert len(alive) == 10_000

@@ -299,12 +299,17 @@ public:
         std::vector<NodeId> new_ids_;  // [id - first_]: its new id, or kNoNode
     };
     // Moves nodes to other ids, for agrad.compile's program (Program::
-    // relocate), each with its value, gradient, label and everything else;
+    // lay_out), each with its value, gradient, label and everything else;
     // the children of `parents` are rewritten to match.  Only for nodes that
     // nothing but `parents` refers to (no Python object, no other node, no
-    // kept schedule): the caller checks, by references().  The graph's shape
-    // moves on.
+    // kept schedule): the caller checks, by references().  `to` is a
+    // permutation of `from`, or ids free_span() gave, and then the ids left
+    // are freed.  The graph's shape moves on.
     void relocate(const Moves& moves, const std::vector<NodeId>& parents);
+    // n consecutive free ids, taken from the first run of the free list, from
+    // its least ids, that holds them (a program laid out before and freed
+    // since), or made new: the first, or kNoNode if the arena cannot hold them.
+    NodeId free_span(size_t n);
     uint32_t references(NodeId id) const { return nodes_[id].refs; }
 
     // -- reading and writing a node
