@@ -14,15 +14,19 @@ zeros, infinities, numbers that overflow ``exp`` or leave ``log``'s domain),
 and is compared with eager code on the same numbers: the loss, every leaf's
 gradient, or the same exception."""
 
+import gc
 import math
+import random
 import struct
+from collections import Counter
 
 from engines import exact, outcome
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import agrad
-from agrad import Value
+from agrad import Value, _core
+from agrad.pure import topological_order
 
 
 def nan(bits):
@@ -102,6 +106,27 @@ def loss(program, reduction, irregular, params, xs, ys):
     return total
 
 
+def book_problem(seed, n):
+    """n points and the book's loss over them, on w = 0.3, b = -0.2."""
+    rng = random.Random(seed)
+    xs = [rng.uniform(-2, 2) for _ in range(n)]
+    ys = [rng.uniform(-5, 5) for _ in range(n)]
+    w, b = Value(0.3), Value(-0.2)
+
+    def book_loss(xs, ys):
+        return sum([(y - (w * x + b)) ** 2 for x, y in zip(xs, ys, strict=True)]) / len(xs)
+
+    return xs, ys, w, b, book_loss
+
+
+def node_bits(root):
+    """Every node's data, as a multiset of bits: eager code reads a Python
+    float as a constant and writes y + -v where a program, whose numbers are
+    Values, writes y - v, so the two graphs hold the same numbers, not in the
+    same order."""
+    return Counter(exact(v.data) for v in topological_order(root))
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     template,
@@ -152,15 +177,7 @@ def test_grouped_replay_is_eager_bit_for_bit(program, reduction, irregular, samp
 def test_the_chapters_loss_replays_in_groups_as_eager():
     """The book's loss over 1000 points, whose replay is all groups: the
     same loss and gradients as eager code, over several steps of training."""
-    import random
-
-    rng = random.Random(3)
-    points = [(rng.uniform(-2, 2), rng.uniform(-5, 5)) for _ in range(1000)]
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    w, b = Value(0.3), Value(-0.2)
-
-    def book_loss(xs, ys):
-        return sum([(y - (w * x + b)) ** 2 for x, y in zip(xs, ys, strict=True)]) / len(xs)
+    xs, ys, w, b, book_loss = book_problem(3, 1000)
 
     f = agrad.compile(book_loss)
     for _ in range(5):
@@ -182,31 +199,14 @@ def test_every_node_of_a_replayed_loss_is_eagers():
     holds eager code's bits, the thousand squares included, among them some
     near a tie where pow(e, 2) and e * e differ by an ulp (a sum of a
     thousand such terms may round the ulp away)."""
-    import random
-    from collections import Counter
-
-    from agrad.pure import topological_order
-
-    rng = random.Random(11)
-    xs = [rng.uniform(-2, 2) for _ in range(1000)]
-    ys = [rng.uniform(-5, 5) for _ in range(1000)]
-    w, b = Value(0.3), Value(-0.2)
-
-    def book_loss(xs, ys):
-        return sum([(y - (w * x + b)) ** 2 for x, y in zip(xs, ys, strict=True)]) / len(xs)
-
+    xs, ys, w, b, book_loss = book_problem(11, 1000)
     errors = [y - (w.data * x + b.data) for x, y in zip(xs, ys, strict=True)]
     assert any(math.pow(e, 2) != e * e for e in errors)  # the data reach such a tie
     f = agrad.compile(book_loss)
     f(xs, ys)
     replayed = f(xs, ys)
     eager = book_loss(xs, ys)
-    # the same nodes, each as eager code holds it (eager code reads a Python
-    # float as a constant and writes y + -v where the program, whose numbers
-    # are Values, writes y - v: the graphs hold the same numbers, not in the
-    # same order)
-    got = Counter(exact(v.data) for v in topological_order(replayed))
-    assert got == Counter(exact(v.data) for v in topological_order(eager))
+    assert node_bits(replayed) == node_bits(eager)
     assert f.recordings == 1
 
 
@@ -216,22 +216,8 @@ def test_a_program_recorded_in_a_fragmented_arena_gives_eagers_bits():
     span of free ids (Graph::free_span), its old ids freed, and every node
     still holds eager code's bits; recording again and again reuses such
     spans and keeps no node alive."""
-    import gc
-    import random
-    from collections import Counter
-
-    from agrad import _core
-    from agrad.pure import topological_order
-
     alive = [Value(float(i)) for i in range(20_000)][::2]  # every other node freed
-    rng = random.Random(5)
-    xs = [rng.uniform(-2, 2) for _ in range(500)]
-    ys = [rng.uniform(-5, 5) for _ in range(500)]
-    w, b = Value(0.3), Value(-0.2)
-
-    def book_loss(xs, ys):
-        return sum([(y - (w * x + b)) ** 2 for x, y in zip(xs, ys, strict=True)]) / len(xs)
-
+    xs, ys, w, b, book_loss = book_problem(5, 500)
     gc.collect()
     live = _core._live_nodes()
     for _ in range(5):
@@ -240,11 +226,11 @@ def test_a_program_recorded_in_a_fragmented_arena_gives_eagers_bits():
         replayed = f(xs, ys)
         w.grad = b.grad = 0
         replayed.backward()
-        got = Counter(exact(v.data) for v in topological_order(replayed)), exact(w.grad)
+        got = node_bits(replayed), exact(w.grad)
         eager = book_loss(xs, ys)
         w.grad = b.grad = 0
         eager.backward()
-        assert got == (Counter(exact(v.data) for v in topological_order(eager)), exact(w.grad))
+        assert got == (node_bits(eager), exact(w.grad))
         del f, replayed, eager
         gc.collect()
         assert _core._live_nodes() == live
