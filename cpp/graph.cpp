@@ -172,7 +172,7 @@ NodeId Graph::free_span(size_t n) {
 
 Status Graph::power(NodeId base, Number exponent, NodeId* out) {
     Number r;
-    Status s = agrad::power(value(base), exponent, &r);
+    Status s = ops::Pow::of_numbers(value(base), exponent, &r);
     if (s != Status::Ok) return s;
     NodeId id = allocate(Op::Pow);
     nodes_[id].child[0] = base;
@@ -314,11 +314,12 @@ Status Graph::recompute(NodeId id) {
             const Node& n = nodes_[id];
             Number x = value(n.child[0]);
             Number y = (n.flags & kInlineConstant) ? param(id) : value(n.child[1]);
-            s = n.op == Op::Add ? agrad::add(x, y, &r) : agrad::mul(x, y, &r);
+            s = with_binary(n.op,
+                            [&](auto entry) { return decltype(entry)::of_numbers(x, y, &r); });
             break;
         }
         case Op::Pow:
-            s = agrad::power(value(nodes_[id].child[0]), param(id), &r);
+            s = ops::Pow::of_numbers(value(nodes_[id].child[0]), param(id), &r);
             break;
         case Op::Sum: {
             const ChildList& list = lists_[nodes_[id].child[0]];
@@ -472,32 +473,30 @@ Status Graph::propagate(NodeId id) {
         case Op::Custom:
             return Status::Ok;
         case Op::Add:
-            grads_[n.child[0]] = F::add(grads_[n.child[0]], g);
-            if (n.flags & kInlineConstant)
-                set_constant_grad<kRule>(n.constant_grad,
-                                         F::add(0.0, g));  // zeroed, then its one contribution
-            else
-                grads_[n.child[1]] = F::add(grads_[n.child[1]], g);
-            return Status::Ok;
-        case Op::Mul: {
-            NodeId a = n.child[0];
-            if (n.flags & kInlineConstant) {
-                grads_[a] = F::add_mul(grads_[a], param(id).as_double(), g);
-                set_constant_grad<kRule>(n.constant_grad, F::add_mul(0.0, value(a).as_double(), g));
-            } else {
-                NodeId b = n.child[1];
-                grads_[a] = F::add_mul(grads_[a], value(b).as_double(), g);
-                grads_[b] = F::add_mul(grads_[b], value(a).as_double(), g);
-            }
-            return Status::Ok;
-        }
+        case Op::Mul:
+            return with_binary(n.op, [&](auto entry) {
+                using E = decltype(entry);
+                const NodeId a = n.child[0];
+                const double a_value = value(a).as_double();
+                if (n.flags & kInlineConstant) {
+                    grads_[a] = E::template chain<F>(grads_[a], param(id).as_double(), g);
+                    // zeroed, then its one contribution
+                    set_constant_grad<kRule>(n.constant_grad,
+                                             E::template chain<F>(0.0, a_value, g));
+                } else {
+                    const NodeId b = n.child[1];
+                    grads_[a] = E::template chain<F>(grads_[a], value(b).as_double(), g);
+                    grads_[b] = E::template chain<F>(grads_[b], a_value, g);
+                }
+                return Status::Ok;
+            });
         case Op::Pow: {
             Number k = param(id);
             NodeId a = n.child[0];
             double p;
-            Status s = float_pow(value(a).as_double(), exponent_minus_one(k), &p);
+            Status s = ops::Pow::power_below(value(a).as_double(), exponent_minus_one(k), &p);
             if (s != Status::Ok) return s;
-            grads_[a] = F::add(grads_[a], F::mul(F::mul(k.as_double(), p), g));
+            grads_[a] = F::add_mul(grads_[a], ops::Pow::derivative<F>(k.as_double(), p), g);
             return Status::Ok;
         }
         case Op::Sum:

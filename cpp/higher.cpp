@@ -268,50 +268,36 @@ Status Graph::gradient_graph(NodeId root, const NodeId* inputs, size_t n, GuardH
                 *refused = node;
                 return Status::Ok;
             case Op::Add:
-                give(a, g, true);
-                if (!inline_constant) give(nodes_[node].child[1], g, true);
-                continue;
-            case Op::Mul: {
+            case Op::Mul: {  // the table's entries (ops.hpp), each operand's contribution
+                // (a constant operand is, to Python, the leaf _children makes of it)
                 const NodeId other = nodes_[node].child[1];
-                if (relevant(a)) {
-                    NodeId left = inline_constant ? b.leaf(param(node)) : other;
-                    s = b.mul(left, g, &c);
-                    if (s != Status::Ok) return s;
-                    give(a, c, false);
-                }
-                if (!inline_constant && relevant(other)) {
-                    s = b.mul(a, g, &c);
-                    if (s != Status::Ok) return s;
-                    give(other, c, false);
-                }
+                s = with_binary(op, [&](auto entry) {
+                    using E = decltype(entry);
+                    Status t = Status::Ok;
+                    if (relevant(a)) {
+                        auto b_node = [&] { return inline_constant ? b.leaf(param(node)) : other; };
+                        t = E::gradient(b, b_node, g, &c);
+                        if (t != Status::Ok) return t;
+                        give(a, c, c == g);
+                    }
+                    if (!inline_constant && relevant(other)) {
+                        t = E::gradient(b, [a] { return a; }, g, &c);
+                        if (t == Status::Ok) give(other, c, c == g);
+                    }
+                    return t;
+                });
+                if (s != Status::Ok) return s;
                 continue;
             }
             default:
                 break;
         }
         if (!relevant(a)) continue;
-        NodeId local_gradient;
-        if (op == Op::Pow) {
-            const Number k = param(node);
-            if (k.is_int ? k.i == 2 : k.f == 2.0) {
-                // float(x) ** 1 is float(x) exactly: a product, not a pow to differentiate
-                s = b.mul_number(a, Number::of_float(2.0), &local_gradient);
-            } else {
-                // k * float(x) ** (k - 1): a float exponent makes the power float(x)'s,
-                // even for an int x; only a NaN k is the left operand (two NaNs give the
-                // left one's)
-                NodeId p;
-                s = b.power(a, Number::of_float(exponent_minus_one(k)), &p);
-                const double kf = k.as_double();
-                if (s == Status::Ok)
-                    s = kf != kf ? b.mul(b.leaf(Number::of_float(kf)), p, &local_gradient)
-                                 : b.mul_number(p, Number::of_float(kf), &local_gradient);
-            }
-            if (s == Status::Ok) s = b.mul(local_gradient, g, &c);
-        } else {  // the table's entries (ops.hpp)
+        if (op == Op::Pow)  // the table's entries (ops.hpp)
+            s = ops::Pow::gradient(b, a, param(node), g, &c);
+        else
             s = with_unary(
                 op, [&](auto entry) { return decltype(entry)::gradient(b, a, node, g, &c); });
-        }
         if (s != Status::Ok) return s;
         give(a, c, false);
     }

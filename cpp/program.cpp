@@ -411,18 +411,15 @@ void Schedule::group_independent(size_t id_limit) {
 }
 
 // The chain rule of a + b (kAddNN) and a * b (kMulNN) on the gradients of
-// a and b, a's first: one formula for a step of its own and for a member of
-// a group whose shared operand's gradient is a register (run_shared).
+// a and b, a's first, by the table's entry (ops.hpp): one formula for a step
+// of its own and for a member of a group whose shared operand's gradient is
+// a register (run_shared).
 template <class F, uint8_t kKind>
 AGRAD_ALWAYS_INLINE void binary_chain_rule(double g, double a_value, double b_value, double& a_grad,
                                            double& b_grad) {
-    if constexpr (kKind == kAddNN) {
-        a_grad = F::add(a_grad, g);
-        b_grad = F::add(b_grad, g);
-    } else {
-        a_grad = F::add_mul(a_grad, b_value, g);
-        b_grad = F::add_mul(b_grad, a_value, g);
-    }
+    using E = typename KindEntry<kKind>::type;
+    a_grad = E::template chain<F>(a_grad, b_value, g);
+    b_grad = E::template chain<F>(b_grad, a_value, g);
 }
 
 // A node's value as a double: straight from the slot when every value the
@@ -457,16 +454,17 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             binary_chain_rule<F, kAddNN>(g, 0.0, 0.0, grads[step.a], grads[step.b]);
             return Status::Ok;
         case kAddNK:
-            grads[step.a] = F::add(grads[step.a], g);
-            set_constant_grad(graph.constant_grad(step.node), F::add(0.0, g));
+            grads[step.a] = ops::Add::chain<F>(grads[step.a], 0.0, g);
+            set_constant_grad(graph.constant_grad(step.node), ops::Add::chain<F>(0.0, 0.0, g));
             return Status::Ok;
         case kMulNN:
             binary_chain_rule<F, kMulNN>(g, number(step.a), number(step.b), grads[step.a],
                                          grads[step.b]);
             return Status::Ok;
         case kMulNK:
-            grads[step.a] = F::add_mul(grads[step.a], term_constants_[step.b].value, g);
-            set_constant_grad(graph.constant_grad(step.node), F::add_mul(0.0, number(step.a), g));
+            grads[step.a] = ops::Mul::chain<F>(grads[step.a], term_constants_[step.b].value, g);
+            set_constant_grad(graph.constant_grad(step.node),
+                              ops::Mul::chain<F>(0.0, number(step.a), g));
             return Status::Ok;
         case kPow:
         case kPowKeep:
@@ -476,11 +474,11 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             if (step.kind == kPowKept) {
                 p = powers[k.shared];
             } else {
-                Status s = float_pow(number(step.a), k.minus_one, &p);
+                Status s = ops::Pow::power_below(number(step.a), k.minus_one, &p);
                 if (s != Status::Ok) return s;
                 if (step.kind == kPowKeep) powers[k.shared] = p;
             }
-            grads[step.a] = F::add(grads[step.a], F::mul(F::mul(k.value, p), g));
+            grads[step.a] = F::add_mul(grads[step.a], ops::Pow::derivative<F>(k.value, p), g);
             return Status::Ok;
         }
 #define AGRAD_BACKWARD_UNARY(name, ...)                                             \
@@ -722,6 +720,7 @@ template <uint8_t kKind>
 AGRAD_ALWAYS_INLINE void Schedule::run_arrays(Graph& graph, const Group& group, const Decoded* m,
                                               bool* nan_seen) const {
     using F = Arith<false>;
+    using E = typename KindEntry<kKind>::type;
     double* grads = graph.grad_slots();
     const double* values = reinterpret_cast<const double*>(graph.value_slots());
     const size_t n = group.count;
@@ -751,17 +750,12 @@ AGRAD_ALWAYS_INLINE void Schedule::run_arrays(Graph& graph, const Group& group, 
                 return operand(group.a, a_id, f);
             };
             other([&](auto other_grad, auto other_value) AGRAD_ALWAYS_INLINE_LAMBDA {
-                for (size_t j = 0; j < n; ++j) {
-                    if constexpr (kKind == kAddNN)
-                        other_grad(j) = F::add(other_grad(j), g[j]);
-                    else
-                        other_grad(j) = F::add_mul(other_grad(j), shared_value, g[j]);
-                }
+                for (size_t j = 0; j < n; ++j)
+                    other_grad(j) = E::template chain<F>(other_grad(j), shared_value, g[j]);
                 double sum = grads[shared];
                 for (size_t t = 0; t < n; ++t) {
                     const size_t j = up ? t : n - 1 - t;
-                    sum = kKind == kAddNN ? F::add(sum, g[j])
-                                          : F::add_mul(sum, other_value(j), g[j]);
+                    sum = E::template chain<F>(sum, other_value(j), g[j]);
                 }
                 grads[shared] = sum;
             });
@@ -770,39 +764,33 @@ AGRAD_ALWAYS_INLINE void Schedule::run_arrays(Graph& graph, const Group& group, 
         operand(group.a, a_id, [&](auto a_grad, auto a_value) AGRAD_ALWAYS_INLINE_LAMBDA {
             operand(group.b, b_id, [&](auto b_grad, auto b_value) AGRAD_ALWAYS_INLINE_LAMBDA {
                 for (size_t j = 0; j < n; ++j) {
-                    if constexpr (kKind == kAddNN) {
-                        a_grad(j) = F::add(a_grad(j), g[j]);
-                        b_grad(j) = F::add(b_grad(j), g[j]);
-                    } else {
-                        a_grad(j) = F::add_mul(a_grad(j), b_value(j), g[j]);
-                        b_grad(j) = F::add_mul(b_grad(j), a_value(j), g[j]);
-                    }
+                    a_grad(j) = E::template chain<F>(a_grad(j), b_value(j), g[j]);
+                    b_grad(j) = E::template chain<F>(b_grad(j), a_value(j), g[j]);
                 }
             });
         });
-    } else {
+    } else if constexpr (kKind == kAddNK || kKind == kMulNK) {
         operand(group.a, a_id, [&](auto a_grad, auto a_value) AGRAD_ALWAYS_INLINE_LAMBDA {
-            if constexpr (kKind == kAddNK) {
-                for (size_t j = 0; j < n; ++j) a_grad(j) = F::add(a_grad(j), g[j]);
+            if constexpr (kKind == kAddNK) {  // (the constant is no derivative of a sum)
                 for (size_t j = 0; j < n; ++j)
-                    write_constant_grad<false>(graph.constant_grad(member(j).node),
-                                               F::add(0.0, g[j]), nan_seen);
-            } else if constexpr (kKind == kMulNK) {
-                if (group.b == Reach::kSame) {
-                    const double k = term_constants_[m[0].b].value;
-                    for (size_t j = 0; j < n; ++j) a_grad(j) = F::add_mul(a_grad(j), k, g[j]);
-                } else {
-                    for (size_t j = 0; j < n; ++j)
-                        a_grad(j) = F::add_mul(a_grad(j), term_constants_[member(j).b].value, g[j]);
-                }
+                    a_grad(j) = E::template chain<F>(a_grad(j), 0.0, g[j]);
+            } else if (group.b == Reach::kSame) {  // one constant throughout
+                const double k = term_constants_[m[0].b].value;
+                for (size_t j = 0; j < n; ++j) a_grad(j) = E::template chain<F>(a_grad(j), k, g[j]);
+            } else {
                 for (size_t j = 0; j < n; ++j)
-                    write_constant_grad<false>(graph.constant_grad(member(j).node),
-                                               F::add_mul(0.0, a_value(j), g[j]), nan_seen);
-            } else {  // kPow, one k with pow(x, k - 1) == x
-                const double k = pow_constants_[m[0].b].value;
-                for (size_t j = 0; j < n; ++j)
-                    a_grad(j) = F::add(a_grad(j), F::mul(F::mul(k, a_value(j)), g[j]));
+                    a_grad(j) = E::template chain<F>(a_grad(j), term_constants_[member(j).b].value,
+                                                     g[j]);
             }
+            for (size_t j = 0; j < n; ++j)
+                write_constant_grad<false>(graph.constant_grad(member(j).node),
+                                           E::template chain<F>(0.0, a_value(j), g[j]), nan_seen);
+        });
+    } else {  // kPow, one k with pow(x, k - 1) == x
+        operand(group.a, a_id, [&](auto a_grad, auto a_value) AGRAD_ALWAYS_INLINE_LAMBDA {
+            const double k = pow_constants_[m[0].b].value;
+            for (size_t j = 0; j < n; ++j)
+                a_grad(j) = F::add_mul(a_grad(j), ops::Pow::derivative<F>(k, a_value(j)), g[j]);
         });
     }
 }

@@ -461,20 +461,17 @@ struct Replay::Slots {
 template <uint8_t kCode>
 AGRAD_ALWAYS_INLINE bool Replay::compute(Slots s, NodeId out, NodeId a, NodeId b) {
     double r;
-    if constexpr (kCode == kAddNN) {
-        r = add(s.v(a), s.v(b));
-    } else if constexpr (kCode == kAddNK) {
-        r = add(s.v(a), s.k[b]);
-    } else if constexpr (kCode == kMulNN) {
-        r = mul(s.v(a), s.v(b));
-    } else if constexpr (kCode == kMulNK) {
-        r = mul(s.v(a), s.k[b]);
+    // the table's entry (ops.hpp), known here at compile time; + and * with the NaN rule
+    if constexpr (kCode == kAddNN || kCode == kMulNN) {
+        r = KindEntry<kCode>::type::template value<Arith<true>>(s.v(a), s.v(b));
+    } else if constexpr (kCode == kAddNK || kCode == kMulNK) {
+        r = KindEntry<kCode>::type::template value<Arith<true>>(s.v(a), s.k[b]);
     } else if constexpr (kCode == kPow) {
-        if (float_pow(s.v(a), s.k[b], &r) != Status::Ok) return false;
+        if (ops::Pow::value(s.v(a), s.k[b], &r) != Status::Ok) return false;
     } else if constexpr (kCode == kCopy) {
         r = s.v(a);
-    } else {  // the table's entry (ops.hpp), known here at compile time
-        if (UnaryEntry<kCode>::type::value(s.v(a), &r) != Status::Ok) return false;
+    } else {
+        if (KindEntry<kCode>::type::value(s.v(a), &r) != Status::Ok) return false;
     }
     s.set(out, r);
     return true;
@@ -543,21 +540,22 @@ AGRAD_ALWAYS_INLINE bool Replay::run_array(Slots s, const Group& group, A a, B b
                     return false;
         return true;
     } else {
+        // + or * by the table's entry, on the hardware (Arith<false>), then
+        // with the NaN rule (Arith<true>)
+        auto value = [&](auto arith, uint32_t t) AGRAD_ALWAYS_INLINE_LAMBDA {
+            if constexpr (kCode == kCopy)
+                return a(t);
+            else
+                return KindEntry<kCode>::type::template value<decltype(arith)>(a(t), b(t));
+        };
         double nan = 0.0;  // (a double: as a bool, GCC vectorises no loop that sets it)
         for (uint32_t t = 0; t < n; ++t) {
-            double r;
-            if constexpr (kCode == kAddNN || kCode == kAddNK)
-                r = a(t) + b(t);
-            else if constexpr (kCode == kMulNN || kCode == kMulNK)
-                r = a(t) * b(t);
-            else
-                r = a(t);  // kCopy
+            const double r = value(Arith<false>{}, t);
             out[t] = r;
             nan = r != r ? 1.0 : nan;
         }
         if (nan != 0.0 && kCode != kCopy)
-            for (uint32_t t = 0; t < n; ++t)
-                out[t] = kCode == kAddNN || kCode == kAddNK ? add(a(t), b(t)) : mul(a(t), b(t));
+            for (uint32_t t = 0; t < n; ++t) out[t] = value(Arith<true>{}, t);
         return true;
     }
 }

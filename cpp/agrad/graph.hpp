@@ -80,16 +80,23 @@ enum NodeKind : uint8_t {
     kNodeKinds,  // not an operation of one or two operands
 };
 
-// The table's entry (ops.hpp) of a unary kind known at compile time:
-// UnaryEntry<kExp>::type is ops::Exp.
+// The table's entry (ops.hpp) of a kind known at compile time:
+// KindEntry<kExp>::type is ops::Exp, KindEntry<kAddNK>::type ops::Add.
 template <uint8_t kKind>
-struct UnaryEntry;
-#define AGRAD_KIND_TYPE(name, ...) \
-    template <>                    \
-    struct UnaryEntry<k##name> {   \
-        using type = ops::name;    \
+struct KindEntry;
+#define AGRAD_KIND_TYPE(kind, entry) \
+    template <>                      \
+    struct KindEntry<kind> {         \
+        using type = ops::entry;     \
     };
-AGRAD_UNARY_OPS(AGRAD_KIND_TYPE)
+AGRAD_KIND_TYPE(kAddNN, Add)
+AGRAD_KIND_TYPE(kAddNK, Add)
+AGRAD_KIND_TYPE(kMulNN, Mul)
+AGRAD_KIND_TYPE(kMulNK, Mul)
+AGRAD_KIND_TYPE(kPow, Pow)
+#define AGRAD_UNARY_KIND_TYPE(name, ...) AGRAD_KIND_TYPE(k##name, name)
+AGRAD_UNARY_OPS(AGRAD_UNARY_KIND_TYPE)
+#undef AGRAD_UNARY_KIND_TYPE
 #undef AGRAD_KIND_TYPE
 
 // The table's entry (ops.hpp) of a unary kind, as with_unary gives it for an op.
@@ -557,7 +564,7 @@ private:
 inline Status Graph::binary(Op op, Operand a, Operand b, NodeId* out) {
     Number r;
     Number x = operand_value(a), y = operand_value(b);
-    Status s = op == Op::Add ? agrad::add(x, y, &r) : agrad::mul(x, y, &r);
+    Status s = with_binary(op, [&](auto entry) { return decltype(entry)::of_numbers(x, y, &r); });
     if (s != Status::Ok) return s;
     NodeId ca = materialize(a);  // the binding always puts a constant second
     NodeId id = allocate(op);

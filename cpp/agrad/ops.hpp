@@ -1,5 +1,6 @@
-// The table of operations.  Each operation of one operand (exp, log, tanh,
-// relu, sigmoid) is defined here once: its Value method and `_op` name, its
+// The table of operations.  Each operation of a Value is defined here once:
+// those of one operand (exp, log, tanh, relu, sigmoid) with their Value
+// method and `_op` name, and + , * and ** k further below.  An entry has its
 // value on a float, its value on a Python number (where ints have rules of
 // their own), and its local derivative.  Every pass reads these definitions:
 // the eager operation (Graph::unary), a recording's recompute, the decoded
@@ -23,8 +24,10 @@
 //      the method in python/agrad/_core.pyi;
 //   4. tests: its entry in tests/cpp/test_engine.cpp's table test, and in the
 //      operations the exactness fuzzers draw (tests/test_exactness.py).
-// + and * (Python's number rules, in number.hpp), ** k and the fused sum and
-// dot (runs of additions, whose order is the point) are the engine's own.
+// + and * (Add, Mul) and x ** k (Pow) are entries too, with two operands:
+// their of_numbers, value, chain or derivative and gradient are read by the
+// same passes.  The fused sum and dot (runs of additions, whose order is the
+// point) are the engine's own.
 #pragma once
 
 #include <cmath>
@@ -76,7 +79,8 @@ Status float_of_number(Number x, Number* out) {
 // In gradient(b, x, y, g, &c): x is the operand's node, y the node's own, g
 // its gradient (all nodes of the graph), and c the contribution to the
 // operand's gradient, a node built with b (cpp/higher.cpp's Builder): its
-// Value operations mul (a * b), mul_number (a * k), power (a ** k),
+// Value operations leaf (a number's node), mul (a * b), mul_number (a * k),
+// power (a ** k),
 // one_minus (1.0 - a, written as Python computes it) and positive (a > 0,
 // recorded as a guard under agrad.compile).
 
@@ -180,7 +184,106 @@ struct Sigmoid {
     }
 };
 
+// The operations of two operands, + and *, and the power x ** k (k a number
+// kept in the node).  Each has of_numbers (Python's number rules, in
+// number.hpp: ints stay ints, an int result past 64 bits is an error) and its
+// value on floats, with F's arithmetic (the NaN rule or the hardware's).
+// Their derivative is read as chain<F>(acc, other, g): what an operand's
+// gradient acc becomes, acc plus the derivative by that operand (1 for +,
+// the other operand's value for *) times g; an inline constant operand's
+// gradient is chain<F>(0.0, the node operand's value, g).  gradient(b, other,
+// g, &c) is the same contribution as a Value operation, `other()` making the
+// other operand's node only when it is read; a contribution that is g itself
+// (+) is passed on as it is, as agrad.pure passes it.
+
+struct Add {
+    static constexpr const char* text = "+";
+    static Status of_numbers(Number a, Number b, Number* r) { return add(a, b, r); }
+    template <class F>
+    static double value(double a, double b) {
+        return F::add(a, b);
+    }
+    template <class F>
+    static double chain(double acc, double, double g) {  // acc + g
+        return F::add(acc, g);
+    }
+    template <class B, class Other>
+    static Status gradient(B&, Other&&, typename B::Id g, typename B::Id* c) {  // g
+        *c = g;
+        return Status::Ok;
+    }
+};
+
+struct Mul {
+    static constexpr const char* text = "*";
+    static Status of_numbers(Number a, Number b, Number* r) { return mul(a, b, r); }
+    template <class F>
+    static double value(double a, double b) {
+        return F::mul(a, b);
+    }
+    template <class F>
+    static double chain(double acc, double other, double g) {  // acc + other * g
+        return F::add_mul(acc, other, g);
+    }
+    template <class B, class Other>
+    static Status gradient(B& b, Other&& other, typename B::Id g,
+                           typename B::Id* c) {  // other * g
+        return b.mul(other(), g, c);
+    }
+};
+
+// x ** k: Python's float_pow on floats (number.hpp: a product where that is
+// provably pow's bits).  Its derivative k * x ** (k - 1) is made from
+// p = x ** (k - 1) (power_below), which a kept schedule computes once for the
+// pows of one base and one k; then grad += derivative(k, p) * g, as for a
+// unary entry.
+struct Pow {
+    static Status of_numbers(Number x, Number k, Number* r) { return power(x, k, r); }
+    static Status value(double x, double k, double* y) { return float_pow(x, k, y); }
+    static Status power_below(double x, double k_minus_one, double* p) {
+        return float_pow(x, k_minus_one, p);
+    }
+    template <class F>
+    static double derivative(double k, double p) {
+        return F::mul(k, p);
+    }
+    template <class B>
+    static Status gradient(B& b, typename B::Id x, Number k, typename B::Id g, typename B::Id* c) {
+        typename B::Id local;
+        Status s;
+        if (k.is_int ? k.i == 2 : k.f == 2.0) {
+            // float(x) ** 1 is float(x) exactly: a product, not a pow to differentiate
+            s = b.mul_number(x, Number::of_float(2.0), &local);
+        } else {
+            // k * float(x) ** (k - 1): a float exponent makes the power float(x)'s,
+            // even for an int x; only a NaN k is the left operand (two NaNs give the
+            // left one's)
+            typename B::Id p;
+            s = b.power(x, Number::of_float(exponent_minus_one(k)), &p);
+            const double kf = k.as_double();
+            if (s == Status::Ok)
+                s = kf != kf ? b.mul(b.leaf(Number::of_float(kf)), p, &local)
+                             : b.mul_number(p, Number::of_float(kf), &local);
+        }
+        return s == Status::Ok ? b.mul(local, g, c) : s;
+    }
+};
+
 }  // namespace ops
+
+// f(ops::Add{}) or f(ops::Mul{}) for Op::Add or Op::Mul (MathDomain for any
+// other op, a bug of the caller).
+template <class F>
+Status with_binary(Op op, F&& f) {
+    switch (op) {
+        case Op::Add:
+            return f(ops::Add{});
+        case Op::Mul:
+            return f(ops::Mul{});
+        default:
+            return Status::MathDomain;
+    }
+}
 
 // Whether an op is an entry of the table.
 inline bool is_unary(Op op) {

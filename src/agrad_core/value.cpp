@@ -413,9 +413,9 @@ PyObject* get_op(PyObject* self, void*) {
         case Op::Leaf:
             return PyUnicode_FromString("");
         case Op::Add:
-            return PyUnicode_FromString("+");
+            return PyUnicode_FromString(agrad::ops::Add::text);
         case Op::Mul:
-            return PyUnicode_FromString("*");
+            return PyUnicode_FromString(agrad::ops::Mul::text);
         case Op::Pow: {  // "**k", k as str() prints it, as the pure engine's f-string
             PyObject* k = number_to_python(graph->param(id));
             if (!k) return nullptr;

@@ -902,6 +902,64 @@ void check_entry(Op op, double (*reference)(double), double x) {
     }
 }
 
+// The same for + and * (ops::Add, ops::Mul): the value on floats is the
+// hardware's, chain() gives each operand's derivative (a central difference
+// agrees), and the graph's eager operation, recompute and backward passes,
+// with a node or an inline constant as the second operand, give them.
+template <class Entry>
+void check_binary_entry(Op op, double (*reference)(double, double), double x, double y) {
+    using Rule = agrad::Arith<true>;
+    const double r = Entry::template value<Rule>(x, y);
+    CHECK(same_bits(r, reference(x, y)));
+    const double by_x = Entry::template chain<Rule>(0.0, y, 1.0);
+    const double by_y = Entry::template chain<Rule>(0.0, x, 1.0);
+    const double h = 1e-6;
+    const double slope_x = (reference(x + h, y) - reference(x - h, y)) / (2 * h);
+    const double slope_y = (reference(x, y + h) - reference(x, y - h)) / (2 * h);
+    CHECK(std::fabs(by_x - slope_x) <= 1e-6 * (1.0 + std::fabs(slope_x)));
+    CHECK(std::fabs(by_y - slope_y) <= 1e-6 * (1.0 + std::fabs(slope_y)));
+    // the gradient accumulates: acc + derivative * g
+    CHECK(same_bits(Entry::template chain<Rule>(0.5, y, 3.0), 0.5 + by_x * 3.0));
+    for (bool constant : {false, true}) {
+        Graph g;
+        const NodeId a = kept(g, g.leaf(F(x)));
+        const NodeId b = constant ? Graph::kNoNode : kept(g, g.leaf(F(y)));
+        const NodeId out = kept(g, constant ? with_number(g, op, a, F(y)) : binary(g, op, a, b));
+        CHECK(same_bits(g.value(out).as_double(), r));
+        CHECK(g.recompute(out) == Status::Ok && same_bits(g.value(out).as_double(), r));
+        for (int pass = 0; pass < 3; ++pass) {  // the first search, then the kept schedule
+            if (pass == 1) g.keep_schedule(out);
+            CHECK(g.backward(out) == Status::Ok);
+            CHECK(same_bits(g.grad(a), by_x));
+            if (!constant) CHECK(same_bits(g.grad(b), by_y));
+        }
+    }
+}
+
+// x ** k (ops::Pow): Python's pow, its derivative k * x ** (k - 1) from
+// power_below, and the graph's passes.
+void check_pow_entry(double x, double k) {
+    double y = 0.0, p = 0.0;
+    CHECK(agrad::ops::Pow::value(x, k, &y) == Status::Ok && same_bits(y, std::pow(x, k)));
+    CHECK(agrad::ops::Pow::power_below(x, k - 1.0, &p) == Status::Ok);
+    const double d = agrad::ops::Pow::derivative<agrad::Arith<true>>(k, p);
+    const double h = 1e-6;
+    const double slope = (std::pow(x + h, k) - std::pow(x - h, k)) / (2 * h);
+    CHECK(std::fabs(d - slope) <= 1e-6 * (1.0 + std::fabs(slope)));
+    Graph g;
+    const NodeId a = kept(g, g.leaf(F(x)));
+    NodeId out = Graph::kNoNode;
+    CHECK(g.power(a, F(k), &out) == Status::Ok);
+    kept(g, out);
+    CHECK(same_bits(g.value(out).as_double(), y));
+    CHECK(g.recompute(out) == Status::Ok && same_bits(g.value(out).as_double(), y));
+    for (int pass = 0; pass < 3; ++pass) {
+        if (pass == 1) g.keep_schedule(out);
+        CHECK(g.backward(out) == Status::Ok);
+        CHECK(same_bits(g.grad(a), agrad::mul(d, 1.0)));
+    }
+}
+
 double relu_reference(double x) { return x < 0.0 ? 0.0 : x; }
 double sigmoid_reference(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -912,6 +970,13 @@ void test_table_of_operations() {
         check_entry<agrad::ops::Tanh>(Op::Tanh, [](double v) { return std::tanh(v); }, x);
         check_entry<agrad::ops::Relu>(Op::Relu, relu_reference, x);
         check_entry<agrad::ops::Sigmoid>(Op::Sigmoid, sigmoid_reference, x);
+    }
+    for (double y : {-2.25, 0.5, 3.0}) {
+        check_binary_entry<agrad::ops::Add>(
+            Op::Add, [](double a, double b) { return a + b; }, 1.75, y);
+        check_binary_entry<agrad::ops::Mul>(
+            Op::Mul, [](double a, double b) { return a * b; }, 1.75, y);
+        check_pow_entry(1.75, y);
     }
     check_entry<agrad::ops::Relu>(Op::Relu, relu_reference, -1.5);
     check_entry<agrad::ops::Sigmoid>(Op::Sigmoid, sigmoid_reference, 0.75);
@@ -926,6 +991,24 @@ void test_table_of_operations() {
     CHECK(agrad::ops::Relu::of_number(I(4), &r) == Status::Ok && is_int(r, 4));
     CHECK(agrad::ops::Tanh::of_number(I(0), &r) == Status::Ok && is_float(r, 0.0));
     CHECK(agrad::ops::Exp::of_number(I(0), &r) == Status::Ok && is_float(r, 1.0));
+    // + , * and ** on Python's numbers: ints stay ints, within 64 bits
+    CHECK(agrad::ops::Add::of_numbers(I(2), I(3), &r) == Status::Ok && is_int(r, 5));
+    CHECK(agrad::ops::Add::of_numbers(I(2), F(0.5), &r) == Status::Ok && is_float(r, 2.5));
+    CHECK(agrad::ops::Add::of_numbers(I(INT64_MAX), I(1), &r) == Status::IntOverflow);
+    CHECK(agrad::ops::Mul::of_numbers(I(-4), I(3), &r) == Status::Ok && is_int(r, -12));
+    CHECK(agrad::ops::Mul::of_numbers(I(INT64_MAX), I(2), &r) == Status::IntOverflow);
+    CHECK(agrad::ops::Pow::of_numbers(I(2), I(10), &r) == Status::Ok && is_int(r, 1024));
+    CHECK(agrad::ops::Pow::of_numbers(I(2), I(-2), &r) == Status::Ok && is_float(r, 0.25));
+    CHECK(agrad::ops::Pow::value(0.0, -1.0, &y) == Status::ZeroToNegative);
+    CHECK(std::strcmp(agrad::ops::Add::text, "+") == 0 &&
+          std::strcmp(agrad::ops::Mul::text, "*") == 0);
+    CHECK(agrad::with_binary(Op::Add, [](auto e) {
+              return std::is_same_v<decltype(e), agrad::ops::Add> ? Status::Ok : Status::MathDomain;
+          }) == Status::Ok);
+    CHECK(agrad::with_binary(Op::Mul, [](auto e) {
+              return std::is_same_v<decltype(e), agrad::ops::Mul> ? Status::Ok : Status::MathDomain;
+          }) == Status::Ok);
+    CHECK(agrad::with_binary(Op::Pow, [](auto) { return Status::Ok; }) == Status::MathDomain);
     // every entry has its op text, its kind, and is reached by with_unary
     int entries = 0;
 #define AGRAD_TEST_ENTRY(name, method, text, ...)                                        \
