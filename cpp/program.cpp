@@ -20,65 +20,80 @@ enum Kind : uint8_t {
     kDotTermNK,
     kDotTermKN,
     kDotTermKK,
-    kSumRun,    // kSumTermN steps of one node, merged
-    kDotRun,    // kDotTermNN steps of one node, merged
-    kChain,     // links of a chain of s = s' + w * x, merged (fuse_chains)
-    kSumChain,  // links of the builtin sum's chain s = s' + t, merged (fuse_sums)
-    kPowKeep,   // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
-    kPowKept,   // kPow, reading its pow(x, k - 1) from powers[b]
-    kGroup,     // groups_[a]: steps of one operation, run as one loop (group_independent)
+    kSumRun,     // kSumTermN steps of one node, merged
+    kDotRun,     // kDotTermNN steps of one node, merged
+    kDotArrays,  // a kDotRun whose w's and x's are two blocks of consecutive ids (dot_arrays)
+    kChain,      // links of a chain of s = s' + w * x, merged (fuse_chains)
+    kSumChain,   // links of the builtin sum's chain s = s' + t, merged (fuse_sums)
+    kPowKeep,    // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
+    kPowKept,    // kPow, reading its pow(x, k - 1) from powers[b]
+    kGroup,      // groups_[a]: steps of one operation, run as one loop (group_independent)
 };
 
 // The steps a group may hold: a node's own operation of one or two operands,
-// or one term of a sum or dot.  Each reads the gradient of its node and adds
-// into its operands' (targets), as run_decoded says.
-bool groupable(uint8_t kind) { return kind <= kDotTermKK; }
+// one term of a sum or dot, or a run of a node's terms.  Each reads the
+// gradient of its node and adds into its operands' (for_each_target), as
+// run_decoded says.  (Not a chain of links, micrograd's neuron: taken by
+// height, a chain's links and their subtrees lose the locality they have in
+// backward()'s order, one sample's nodes after another, and the chain of
+// micrograd's demo ran 10% slower grouped.)
+bool groupable(uint8_t kind) { return kind <= kDotArrays; }
 
-// The gradients a groupable step adds into, in the order it adds: their count.
-int targets(uint8_t kind, NodeId a, NodeId b, NodeId* out) {
-    out[0] = a;
-    out[1] = b;
+// The gradients a groupable step adds into, each as f(id), in the order it
+// adds (a run's terms: ids, or w, x pairs, in operands).
+template <class F>
+void for_each_target(uint8_t kind, NodeId a, NodeId b, const NodeId* operands, F&& f) {
     switch (kind) {
         case kAddNN:
         case kMulNN:
         case kDotTermNN:
-            return 2;
+            f(a);
+            f(b);
+            return;
         case kDotTermKN:
-            out[0] = b;
-            return 1;
+            f(b);
+            return;
         case kSumTermK:
         case kDotTermKK:
-            return 0;  // (only the constants' gradients, in the node's list)
+            return;  // (only the constants' gradients, in the node's list)
+        case kSumRun:
+            for (NodeId t = 0; t < b; ++t) f(operands[a + t]);
+            return;
+        case kDotRun:
+        case kDotArrays:
+            for (NodeId t = 0; t < 2 * b; ++t) f(operands[a + t]);
+            return;
         default:
-            return 1;
+            f(a);
+            return;
     }
 }
 }  // namespace
 
-Schedule::Decoded Schedule::decode(const Graph& graph, const Graph::Step& step) {
+Schedule::Decoded Schedule::decode(Graph& graph, const Graph::Step& step) {
     Decoded d{0, step.node, 0, 0};
-    auto operand = [](NodeId entry) { return Graph::constant_index(entry); };
+    // an entry of the node's list: a node's id, or a constant's value and
+    // gradient slot, read here once rather than through the node's list at
+    // every pass (an MLP's bias is such a term, b * 1, in every neuron of
+    // every sample): constants never change in place
+    auto operand = [this, &graph, &step](NodeId entry, uint32_t term) {
+        if (!Graph::is_constant(entry)) return entry;
+        Graph::Constant& k = graph.list_constant(step.node, Graph::constant_index(entry));
+        term_constants_.push_back({graph.child_value(step.node, term).as_double(), &k.grad});
+        return static_cast<NodeId>(term_constants_.size() - 1);
+    };
     if (step.term != Graph::Step::kWholeNode) {
         if (graph.op(step.node) == Op::Sum) {
             NodeId t = graph.child(step.node, step.term);
             d.kind = Graph::is_constant(t) ? kSumTermK : kSumTermN;
-            d.a = operand(t);
+            d.a = operand(t, step.term);
             return d;
         }
         NodeId w = graph.child(step.node, step.term - 1), x = graph.child(step.node, step.term);
         d.kind = Graph::is_constant(w) ? (Graph::is_constant(x) ? kDotTermKK : kDotTermKN)
                                        : (Graph::is_constant(x) ? kDotTermNK : kDotTermNN);
-        d.a = operand(w);
-        d.b = operand(x);
-        // a constant operand's value, read here once rather than through the
-        // node's list at every pass (an MLP's bias is such a term, b * 1, in
-        // every neuron of every sample): constants never change in place
-        auto keep = [this, &graph, &step](uint32_t term, NodeId k) {
-            term_constants_.push_back({graph.child_value(step.node, term).as_double(), k});
-            return static_cast<NodeId>(term_constants_.size() - 1);
-        };
-        if (d.kind == kDotTermNK) d.b = keep(step.term, d.b);
-        if (d.kind == kDotTermKN) d.a = keep(step.term - 1, d.a);
+        d.a = operand(w, step.term - 1);
+        d.b = operand(x, step.term);
         return d;
     }
     d.kind = graph.node_kind(step.node);  // make() keeps no other whole-node step
@@ -88,7 +103,7 @@ Schedule::Decoded Schedule::decode(const Graph& graph, const Graph::Step& step) 
     // (a node is 48 bytes, and a mixed graph's nodes are cache misses)
     const Number k = graph.param(step.node);
     if (d.kind == kMulNK) {
-        term_constants_.push_back({k.as_double(), 0});
+        term_constants_.push_back({k.as_double(), nullptr});
         d.b = static_cast<NodeId>(term_constants_.size() - 1);
     }
     if (d.kind == kPow) {
@@ -169,10 +184,37 @@ void Schedule::merge_runs() {
             operands_.push_back(steps[k].a);
             if (first.kind == kDotTermNN) operands_.push_back(steps[k].b);
         }
+        if (run.kind == kDotRun && dot_arrays(operands_.data() + run.a, run.b))
+            run.kind = kDotArrays;
         steps[out++] = run;
         i = j;
     }
     steps.resize(out);
+}
+
+// Whether a dot's run of terms (w, x pairs) may run as loops over arrays:
+// its w's are one block of consecutive ids and its x's another, paired in
+// the same order, the two blocks apart (an MLP's neuron: its weights, made
+// one after another, and the layer below's outputs for one sample, which
+// Program::lay_out places side by side).  Each term then adds into its own
+// two gradients, none another's, so the terms may run in any order; they
+// are put in ascending ids, the lowest pair first.
+bool Schedule::dot_arrays(NodeId* pairs, size_t n) {
+    constexpr size_t kMinTerms = 4;  // fewer gain nothing from a loop
+    if (n < kMinTerms) return false;
+    const bool up = pairs[2] > pairs[0];
+    const NodeId w0 = up ? pairs[0] : pairs[2 * (n - 1)];
+    const NodeId x0 = up ? pairs[1] : pairs[2 * (n - 1) + 1];
+    for (size_t t = 0; t < n; ++t) {
+        const size_t j = up ? t : n - 1 - t;
+        if (pairs[2 * t] != w0 + j || pairs[2 * t + 1] != x0 + j) return false;
+    }
+    if (w0 < x0 + n && x0 < w0 + n) return false;  // the blocks overlap
+    for (size_t j = 0; j < n; ++j) {
+        pairs[2 * j] = static_cast<NodeId>(w0 + j);
+        pairs[2 * j + 1] = static_cast<NodeId>(x0 + j);
+    }
+    return true;
 }
 
 // micrograd's neuron, sum((w * x for ...), b), is a chain of links s = s' + m,
@@ -308,11 +350,15 @@ int8_t Schedule::shared_operand(uint8_t kind, const size_t* members, size_t coun
 // loop, in the order backward() takes them; and the new order is kept only
 // if it adds into every gradient in backward()'s order (a parameter such as
 // w gets its 1000 products' contributions from one group, in order), else
-// the steps stay as they were.  Below a chain of sums (the builtin sum's
-// s = s' + t), the chain's steps have the greatest heights and run first,
-// so every term's subtree is ready at once.  Steps of other kinds (a fused
-// node's terms, runs, chains, shared powers) stay where they are, and steps
-// move only between them.  A group's failing step may not be the first to
+// the steps stay as they were.  To keep that order where one gradient gets
+// additions from steps of several kinds (an MLP's weight, from every
+// sample's dot and from the regulariser's p * p), a step is raised to the
+// height of any step adding into the same gradient later in the pass, or
+// one above it if their kinds differ.  Below a chain of sums (the builtin
+// sum's s = s' + t), the chain's steps have the greatest heights and run
+// first, so every term's subtree is ready at once.  Steps of other kinds
+// (chains, shared powers: groupable) stay where they are, and steps move
+// only between them.  A group's failing step may not be the first to
 // fail in backward()'s order: run() then runs the pass again in that order.
 void Schedule::group_independent(size_t id_limit) {
     constexpr size_t kMinGroup = 4;  // fewer are left as steps
@@ -323,13 +369,17 @@ void Schedule::group_independent(size_t id_limit) {
     std::vector<int32_t> reader(id_limit, -1);
     std::vector<uint32_t> height;
     std::vector<size_t> last(id_limit, SIZE_MAX);  // while checking: the last addition's step
-    std::vector<size_t> order;                     // the segment's steps in the new order
+    // while a segment is ordered: the greatest height of a step adding into a
+    // node's gradient, and that step's kind
+    std::vector<int32_t> adder(id_limit, -1);
+    std::vector<uint8_t> adder_kind(id_limit, 0);
+    std::vector<size_t> order;  // the segment's steps in the new order
     std::vector<std::vector<size_t>> by_kind(kGroup);
     std::vector<uint8_t> kinds;
     std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) of order: one kind at one height
     const std::vector<Decoded>& steps = steps_;
-    auto targets_of = [&steps](size_t j, NodeId* out) {
-        return targets(steps[j].kind, steps[j].a, steps[j].b, out);
+    auto targets_of = [&steps, this](size_t j, auto f) {
+        for_each_target(steps[j].kind, steps[j].a, steps[j].b, operands_.data(), f);
     };
     // In backward()'s order: from the last step to the first.  Segments of
     // groupable steps, each [lo, hi] in steps_, taken from hi down to lo.
@@ -346,10 +396,21 @@ void Schedule::group_independent(size_t id_limit) {
         height.assign(hi - lo + 1, 0);
         uint32_t top = 0;
         for (size_t j = lo; j <= hi; ++j) {
-            NodeId t[2];
             int32_t h = 0;
-            for (int k = 0, n = targets_of(j, t); k < n; ++k)
-                if (reader[t[k]] >= 0) h = std::max(h, reader[t[k]] + 1);
+            const uint8_t kind = steps[j].kind;
+            targets_of(j, [&](NodeId t) {
+                if (reader[t] >= 0) h = std::max(h, reader[t] + 1);
+                // a step that adds into t after this one in backward()'s
+                // order has been seen: this one runs first, higher, or at
+                // its height if of its kind (one group, in backward()'s order)
+                if (adder[t] >= 0) h = std::max(h, adder[t] + (adder_kind[t] == kind ? 0 : 1));
+            });
+            targets_of(j, [&](NodeId t) {
+                if (h >= adder[t]) {
+                    adder[t] = h;
+                    adder_kind[t] = kind;
+                }
+            });
             height[j - lo] = static_cast<uint32_t>(h);
             top = std::max(top, height[j - lo]);
             reader[steps[j].node] = std::max(reader[steps[j].node], h);
@@ -375,16 +436,16 @@ void Schedule::group_independent(size_t id_limit) {
         }
         // kept only if every gradient gets its additions in backward()'s order
         bool kept = true;
-        for (size_t j : order) {
-            NodeId t[2];
-            for (int k = 0, n = targets_of(j, t); k < n; ++k) {
-                if (last[t[k]] != SIZE_MAX && last[t[k]] < j) kept = false;
-                last[t[k]] = j;
-            }
-        }
+        for (size_t j : order)
+            targets_of(j, [&](NodeId t) {
+                if (last[t] != SIZE_MAX && last[t] < j) kept = false;
+                last[t] = j;
+            });
         for (size_t j = lo; j <= hi; ++j) {
-            NodeId t[2];
-            for (int k = 0, n = targets_of(j, t); k < n; ++k) last[t[k]] = SIZE_MAX;
+            targets_of(j, [&](NodeId t) {
+                last[t] = SIZE_MAX;
+                adder[t] = -1;
+            });
             reader[steps[j].node] = -1;
         }
         if (!kept) {
@@ -442,9 +503,6 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     double* grads = graph.grad_slots();
     const Graph::Slot* values = graph.value_slots();
     auto number = [&graph, values](NodeId m) { return read_number<kFloats>(graph, values, m); };
-    auto constant = [&graph, &step](NodeId k) -> Graph::Constant& {
-        return graph.list_constant(step.node, k);
-    };
     auto set_constant_grad = [nan_seen](double& slot, double g) {
         write_constant_grad<kRule>(slot, g, nan_seen);
     };
@@ -495,7 +553,7 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             grads[step.a] = F::add(grads[step.a], F::add(0.0, g));
             return Status::Ok;
         case kSumTermK:
-            set_constant_grad(constant(step.a).grad, F::add(0.0, F::add(0.0, g)));
+            set_constant_grad(*term_constants_[step.a].grad, F::add(0.0, F::add(0.0, g)));
             return Status::Ok;
         case kDotTermNN: {
             const double link = F::add(0.0, g);
@@ -509,14 +567,14 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             const TermConstant& x = term_constants_[step.b];
             const double wv = number(step.a);
             grads[step.a] = F::add_mul(grads[step.a], x.value, link);
-            set_constant_grad(constant(x.k).grad, F::add_mul(0.0, wv, link));
+            set_constant_grad(*x.grad, F::add_mul(0.0, wv, link));
             return Status::Ok;
         }
         case kDotTermKN: {
             const double link = F::add(0.0, g);
             const TermConstant& w = term_constants_[step.a];
             const double xv = number(step.b);
-            set_constant_grad(constant(w.k).grad, F::add_mul(0.0, xv, link));
+            set_constant_grad(*w.grad, F::add_mul(0.0, xv, link));
             grads[step.b] = F::add_mul(grads[step.b], w.value, link);
             return Status::Ok;
         }
@@ -553,6 +611,21 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             }
             return Status::Ok;
         }
+        case kDotArrays:
+            if (kFloats && !kRule) {  // (the NaN rule's pass takes the terms as kDotRun)
+                const double link = F::add(0.0, g);
+                const NodeId* pairs = operands + step.a;
+                double* __restrict w_grads = grads + pairs[0];
+                double* __restrict x_grads = grads + pairs[1];
+                const double* w = reinterpret_cast<const double*>(values + pairs[0]);
+                const double* x = reinterpret_cast<const double*>(values + pairs[1]);
+                for (size_t j = 0; j < step.b; ++j) {
+                    w_grads[j] = ops::Mul::chain<F>(w_grads[j], x[j], link);
+                    x_grads[j] = ops::Mul::chain<F>(x_grads[j], w[j], link);
+                }
+                return Status::Ok;
+            }
+            [[fallthrough]];
         case kDotRun: {
             const double link = F::add(0.0, g);
             const NodeId* pairs = operands + step.a;
@@ -566,11 +639,10 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
         }
         default: {  // kDotTermKK
             const double link = F::add(0.0, g);
-            Graph::Constant& w = constant(step.a);
-            Graph::Constant& x = constant(step.b);
-            const double wv = w.value.as_double(), xv = x.value.as_double();
-            set_constant_grad(w.grad, F::add_mul(0.0, xv, link));
-            set_constant_grad(x.grad, F::add_mul(0.0, wv, link));
+            const TermConstant& w = term_constants_[step.a];
+            const TermConstant& x = term_constants_[step.b];
+            set_constant_grad(*w.grad, F::add_mul(0.0, x.value, link));
+            set_constant_grad(*x.grad, F::add_mul(0.0, w.value, link));
             return Status::Ok;
         }
     }
@@ -585,7 +657,9 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     X(kMulNK)                         \
     X(kPow)                           \
     AGRAD_UNARY_OPS(AGRAD_UNARY_KIND) \
-    X(kSumTermN) X(kSumTermK) X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK)
+    X(kSumTermN)                      \
+    X(kSumTermK)                      \
+    X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK) X(kSumRun) X(kDotRun) X(kDotArrays)
 
 // A group of + or * steps with a shared operand (shared_operand): each
 // member's chain rule, with the shared operand's gradient a register that

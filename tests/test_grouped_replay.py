@@ -235,3 +235,88 @@ def test_a_program_recorded_in_a_fragmented_arena_gives_eagers_bits():
         gc.collect()
         assert _core._live_nodes() == live
     assert len(alive) == 10_000
+
+
+ACTIVATIONS = [Value.tanh, Value.relu, Value.sigmoid, lambda v: v]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 12),  # the weights of a neuron: a dot's run of terms
+    st.integers(4, 12),  # samples
+    st.integers(1, 3),  # neurons
+    st.sampled_from(["bias term", "no bias", "self", "repeated weight"]),
+    st.booleans(),  # the regulariser before the data term, or after
+    st.integers(0, len(ACTIVATIONS) - 1),
+    st.booleans(),  # the weights as the program's own nodes, laid out side by side
+    st.data(),
+)
+def test_an_mlps_dots_replay_as_eager(width, samples, neurons, form, reg_first, act, through, data):
+    """A layer of neurons over a batch, as agrad.nn writes it: each neuron a
+    dot of its weights (made one after another: consecutive ids) with one
+    sample's hidden values (made one after another, laid out side by side),
+    so that backward runs each dot's terms as loops over arrays and groups
+    the samples' dots; and a regulariser sum(p * p) that adds into every
+    weight's gradient before or after the dots do.  Also dots that must not
+    run as arrays: a sample's values dotted with themselves, a weight twice.
+    (The leaves' ids are wherever the arena had room; weights made by the
+    program itself, w * 1.0, are laid out side by side at the first replay.)
+    The loss, every gradient, and on a second call with NaNs, infinities and
+    signed zeros, the same bits as eager code, or the same exception."""
+    weights = [[Value(data.draw(benign)) for _ in range(width)] for _ in range(neurons)]
+    biases = [Value(data.draw(benign)) for _ in range(neurons)]
+    inputs = [Value(data.draw(benign)) for _ in range(samples * width)]
+    params = [p for row in weights for p in row] + biases
+    leaves = params + inputs
+    activation = ACTIVATIONS[act]
+
+    def neuron(i, hidden, w):
+        if form == "bias term":  # agrad.nn's [b, *w] . [1, *x]
+            return agrad.dot([biases[i], *w], [1, *hidden])
+        if form == "self":
+            return agrad.dot(hidden, hidden)
+        if form == "repeated weight":
+            return agrad.dot([w[0], *w[:-1]], hidden)
+        return agrad.dot(w, hidden) + biases[i]
+
+    def run():
+        outs = []
+        used = [[w * 1.0 for w in row] for row in weights] if through else weights
+        for s in range(samples):
+            hidden = [(v * 0.5).tanh() for v in inputs[s * width : (s + 1) * width]]
+            outs.extend(activation(neuron(i, hidden, used[i])) for i in range(neurons))
+        data_term = sum((1 + -o).tanh() for o in outs) / len(outs)
+        reg = 1e-3 * sum(p * p for p in params)
+        return reg + data_term if reg_first else data_term + reg
+
+    f = agrad.compile(run)
+    recorded = outcome(f)
+    if recorded[0] == "raised":
+        return
+    outcome(recorded[1].backward)  # makes the kept backward schedule
+    second = data.draw(
+        st.one_of(
+            st.lists(benign, min_size=len(leaves), max_size=len(leaves)),
+            st.lists(numbers, min_size=len(leaves), max_size=len(leaves)),
+        )
+    )
+    for leaf, x in zip(leaves, second, strict=True):
+        leaf.data = x
+    for _ in range(2):  # the second backward runs the kept schedule again
+        replayed = outcome(f)
+        eager = outcome(run)
+        if eager[0] == "raised":
+            assert replayed == eager
+            return
+        assert replayed[0] == "ok"
+        assert exact(replayed[1].data) == exact(eager[1].data)
+        for leaf in leaves:
+            leaf.grad = 0.0
+        got = outcome(replayed[1].backward)
+        got_grads = [exact(leaf.grad) for leaf in leaves]
+        for leaf in leaves:
+            leaf.grad = 0.0
+        want = outcome(eager[1].backward)
+        assert got == want
+        if got[0] == "ok":
+            assert got_grads == [exact(leaf.grad) for leaf in leaves]

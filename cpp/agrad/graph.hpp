@@ -35,6 +35,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <type_traits>
 #include <vector>
 
 #include "agrad/number.hpp"
@@ -439,6 +440,9 @@ private:
         uint32_t first_node = 0;           // the entry that starts the first term with a Value
         std::vector<uint8_t> input_first;  // dot, per pair: 1 when its product was x * w
     };
+    // lists_ grows by moving its lists, whose constants stay where they are:
+    // a kept schedule holds their gradients' addresses (Schedule::TermConstant)
+    static_assert(std::is_nothrow_move_constructible_v<ChildList>);
     void append(ChildList& list, const Operand& o) {
         if (o.is_node()) {
             ++nodes_[o.node].refs;

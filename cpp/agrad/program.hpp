@@ -51,7 +51,8 @@ private:
                       // run of terms, its first operand in `operands` and its length
     };
     void make(Graph& graph, NodeId root);
-    Decoded decode(const Graph& graph, const Graph::Step& step);
+    Decoded decode(Graph& graph, const Graph::Step& step);
+    static bool dot_arrays(NodeId* pairs, size_t n);
     void merge_runs();
     void fuse_chains();
     void share_powers(const Graph& graph);
@@ -102,11 +103,17 @@ private:
     std::vector<Group> groups_;
     std::vector<Decoded> members_;
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs; chains' links
-    // a dot term's constant operand: its value as a double, and its index in
-    // the node's list, where its gradient goes; and x * k's k (index unused)
+    // a sum's or dot's constant term or operand: its value as a double, and
+    // its gradient's slot in the node's list, found once when the schedule
+    // is made rather than through node, list and constants at every pass (an
+    // MLP's bias term b * 1 writes one a neuron a sample); and x * k's k
+    // (grad unused: its gradient is the node's).  The slot stays where it is
+    // while the schedule is current: a list's constants change only with
+    // the graph's shape, and moving the lists moves no constant
+    // (Graph::ChildList).
     struct TermConstant {
         double value;
-        NodeId k;
+        double* grad;
     };
     std::vector<TermConstant> term_constants_;
     // x ** k's k as a double and k - 1 (as Python computes it), and for a
