@@ -12,6 +12,8 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     code_.clear();
     groups_.clear();
     members_.clear();
+    bundles_.clear();
+    bundled_.clear();
     constants_.clear();
     operands_.clear();
     reads_.clear();
@@ -194,6 +196,7 @@ void Replay::for_each_write(const Instruction& in, F&& f) const {
         case kDotKN:
         case kSumRun:
         case kDotRun:
+        case kDotBlock:
             return;  // a running total's parts: its node is written by kEnd
         default:     // a node's own operation, kCopy, kEnd
             f(in.out);
@@ -209,6 +212,13 @@ std::vector<NodeId> Replay::written(std::vector<size_t>* ends) const {
         if (order.size() > (ends->empty() ? 0 : ends->back())) ends->push_back(order.size());
     };
     for (const Instruction& in : code_) {
+        if (in.code == kBundle) {
+            const Bundle& bundle = bundles_[in.out];
+            for (uint32_t i = 0; i < bundle.length * kLanes; ++i)
+                for_each_write(bundled_[bundle.first + i],
+                               [&order](NodeId id) { order.push_back(id); });
+            continue;
+        }
         if (in.code != kGroup) {
             for_each_write(in, [&order](NodeId id) { order.push_back(id); });
             continue;
@@ -269,12 +279,17 @@ void Replay::group_independent(size_t id_limit) {
     grouped.reserve(code_.size());
     std::vector<std::vector<const Item*>> by_code(256);
     std::vector<uint8_t> codes;  // at this depth, in order of first appearance
+    std::vector<std::pair<uint32_t, uint32_t>> totals;  // at this depth: sums' and dots' code
     for (size_t i = 0; i < items.size();) {
         size_t j = i;
         for (; j < items.size() && items[j].depth == items[i].depth; ++j) {
             const Item& item = items[j];
             const uint8_t code = code_[item.begin].code;
-            if (code == kStart || code == kChain || code == kSumChain) {
+            if (code == kStart) {
+                totals.push_back({item.begin, item.end});
+                continue;
+            }
+            if (code == kChain || code == kSumChain) {
                 grouped.insert(grouped.end(), code_.begin() + item.begin, code_.begin() + item.end);
                 continue;
             }
@@ -298,9 +313,60 @@ void Replay::group_independent(size_t id_limit) {
             same.clear();
         }
         codes.clear();
+        bundle_totals(totals, &grouped);
+        totals.clear();
         i = j;
     }
     code_.swap(grouped);
+}
+
+// The running totals of one depth (sums, dots: code_[begin, end) each),
+// those of one shape (the same codes, runs of the same lengths: an MLP's
+// neurons of one layer, each a dot of as many terms) kLanes at a time as one
+// kBundle, run in lockstep: each total is a chain of dependent additions
+// (exactness fixes their order), about 4 cycles a term, and kLanes chains
+// side by side keep the adder busy.  Each total gets the same operations in
+// the same order as alone.  The rest stay as they were.
+void Replay::bundle_totals(const std::vector<std::pair<uint32_t, uint32_t>>& totals,
+                           std::vector<Instruction>* out) {
+    auto shape = [this](std::pair<uint32_t, uint32_t> t) {
+        std::vector<uint32_t> key;
+        for (uint32_t i = t.first; i < t.second; ++i) {
+            const Instruction& in = code_[i];
+            key.push_back(in.code);
+            if (in.code == kSumRun || in.code == kDotRun) key.push_back(in.b);
+        }
+        return key;
+    };
+    std::vector<std::pair<std::vector<uint32_t>, std::vector<size_t>>> shapes;
+    for (size_t i = 0; i < totals.size(); ++i) {
+        std::vector<uint32_t> key = shape(totals[i]);
+        auto same = std::find_if(shapes.begin(), shapes.end(),
+                                 [&key](const auto& s) { return s.first == key; });
+        if (same == shapes.end())
+            shapes.push_back({std::move(key), {i}});
+        else
+            same->second.push_back(i);
+    }
+    for (const auto& [key, members] : shapes) {
+        size_t m = 0;
+        for (; m + kLanes <= members.size(); m += kLanes) {
+            const auto [begin, end] = totals[members[m]];
+            const uint32_t length = end - begin;
+            out->push_back({kBundle, static_cast<NodeId>(bundles_.size()), 0, 0});
+            bundles_.push_back({static_cast<uint32_t>(bundled_.size()), length});
+            for (uint32_t p = 0; p < length; ++p) {
+                const size_t at = bundled_.size();
+                for (uint32_t lane = 0; lane < kLanes; ++lane)
+                    bundled_.push_back(code_[totals[members[m + lane]].first + p]);
+                if (bundled_[at].code == kDotRun) as_block(bundled_.data() + at);
+            }
+        }
+        for (; m < members.size(); ++m) {
+            const auto [begin, end] = totals[members[m]];
+            out->insert(out->end(), code_.begin() + begin, code_.begin() + end);
+        }
+    }
 }
 
 // A node's own operation (not a chain's link, not a running total) that
@@ -637,6 +703,9 @@ bool Replay::run(Graph& graph) const {
         break;
             AGRAD_ELEMENTS(X)
 #undef X
+            case kBundle:
+                if (!run_bundle(slots, bundles_[in.out])) return false;
+                break;
             case kGroup: {
                 const Group& group = groups_[in.out];
                 switch (group.code) {
@@ -716,6 +785,110 @@ bool Replay::run(Graph& graph) const {
                     return sum;
                 });
                 break;
+        }
+    }
+    return true;
+}
+
+// A bundle's kDotRun whose every lane's pairs are (w + t, x + t), two blocks
+// of consecutive ids (a neuron's weights, made one after another, and one
+// sample's values of the layer below, laid out side by side), becomes a
+// kDotBlock: the lanes read their numbers as arrays, not through ids, the
+// same products added in the same order.
+void Replay::as_block(Instruction* lanes) const {
+    for (uint32_t m = 0; m < kLanes; ++m) {
+        const NodeId* pairs = operands_.data() + lanes[m].a;
+        for (NodeId t = 0; t < lanes[m].b; ++t)
+            if (pairs[2 * t] != pairs[0] + t || pairs[2 * t + 1] != pairs[1] + t) return;
+    }
+    for (uint32_t m = 0; m < kLanes; ++m) {
+        const NodeId* pairs = operands_.data() + lanes[m].a;
+        lanes[m] = {kDotBlock, pairs[1], pairs[0], lanes[m].b};
+    }
+}
+
+// A bundle's kLanes totals, instruction by instruction, each as run() takes
+// it alone: a run on the hardware, and again with the NaN rule for a total
+// that came out a NaN (with_nan_rule), from its own total before the run.
+bool Replay::run_bundle(Slots s, const Bundle& bundle) const {
+    const double* k = s.k;
+    const NodeId* operands = operands_.data();
+    auto v = [s](NodeId id) { return s.v(id); };
+    double total[kLanes];
+    const Instruction* in = bundled_.data() + bundle.first;
+    for (uint32_t p = 0; p < bundle.length; ++p, in += kLanes) {
+        switch (in[0].code) {
+            case kStart:
+                for (uint32_t m = 0; m < kLanes; ++m) total[m] = k[in[m].b];
+                break;
+            case kAddConst:
+                for (uint32_t m = 0; m < kLanes; ++m) total[m] = add(total[m], k[in[m].b]);
+                break;
+            case kDotNK:
+                for (uint32_t m = 0; m < kLanes; ++m)
+                    total[m] = add_mul(total[m], v(in[m].a), k[in[m].b]);
+                break;
+            case kDotKN:
+                for (uint32_t m = 0; m < kLanes; ++m)
+                    total[m] = add_mul(total[m], v(in[m].b), k[in[m].a]);
+                break;
+            case kSumRun:
+            case kDotRun: {
+                const bool dot = in[0].code == kDotRun;
+                const NodeId n = in[0].b;  // every lane's (one shape)
+                const NodeId* ids[kLanes];
+                double before[kLanes];
+                for (uint32_t m = 0; m < kLanes; ++m) {
+                    ids[m] = operands + in[m].a;
+                    before[m] = total[m];
+                }
+                auto run = [&](auto F, uint32_t m, double sum) AGRAD_ALWAYS_INLINE_LAMBDA {
+                    if (dot)
+                        for (NodeId t = 0; t < n; ++t)
+                            sum = F.add_mul(sum, v(ids[m][2 * t]), v(ids[m][2 * t + 1]));
+                    else
+                        for (NodeId t = 0; t < n; ++t) sum = F.add(sum, v(ids[m][t]));
+                    return sum;
+                };
+                // on the hardware, the lanes' chains interleaved
+                if (dot) {
+                    for (NodeId t = 0; t < n; ++t)
+                        for (uint32_t m = 0; m < kLanes; ++m)
+                            total[m] = total[m] + v(ids[m][2 * t]) * v(ids[m][2 * t + 1]);
+                } else {
+                    for (NodeId t = 0; t < n; ++t)
+                        for (uint32_t m = 0; m < kLanes; ++m) total[m] = total[m] + v(ids[m][t]);
+                }
+                for (uint32_t m = 0; m < kLanes; ++m)
+                    if (total[m] != total[m]) total[m] = run(Arith<true>{}, m, before[m]);
+                break;
+            }
+            case kDotBlock: {
+                const NodeId n = in[0].b;
+                const double* values = reinterpret_cast<const double*>(s.values);
+                const double* w[kLanes];
+                const double* x[kLanes];
+                double before[kLanes];
+                for (uint32_t m = 0; m < kLanes; ++m) {
+                    w[m] = values + in[m].a;
+                    x[m] = values + in[m].out;
+                    before[m] = total[m];
+                }
+                for (NodeId t = 0; t < n; ++t)
+                    for (uint32_t m = 0; m < kLanes; ++m) total[m] = total[m] + w[m][t] * x[m][t];
+                for (uint32_t m = 0; m < kLanes; ++m) {
+                    if (total[m] == total[m]) continue;
+                    double sum = before[m];  // again with the NaN rule
+                    for (NodeId t = 0; t < n; ++t) sum = agrad::add_mul(sum, w[m][t], x[m][t]);
+                    total[m] = sum;
+                }
+                break;
+            }
+            case kEnd:
+                for (uint32_t m = 0; m < kLanes; ++m) s.set(in[m].out, total[m]);
+                break;
+            default:
+                return false;  // (bundle_totals bundles no other code)
         }
     }
     return true;

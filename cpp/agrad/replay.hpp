@@ -22,7 +22,9 @@
 //
 // Nodes that read nothing of each other are computed by depth, and those of
 // one operation at one depth as one loop (a group): the same operations on
-// the same operands, so the same bits, in another order (group_independent).
+// the same operands, so the same bits, in another order (group_independent);
+// running totals of one shape at one depth, four at a time in lockstep (a
+// bundle: bundle_totals).
 //
 // Replay declines, and the caller runs recompute instead, when it cannot
 // promise that: a number read is an int, the program has a sum or dot of
@@ -67,7 +69,10 @@ private:
         kChain,     // from node out: b links (w, x, m, s) at operands_[a]: m = w * x, s = s' + m
         kSumChain,  // from node out: b links (t, s) at operands_[a]: s = s' + t (the builtin sum)
         kCopy,      // node out = node a, made earlier by the same operation on the same operands
-        kGroup,  // groups_[out]: nodes of one operation, none reading another (group_independent)
+        kGroup,   // groups_[out]: nodes of one operation, none reading another (group_independent)
+        kBundle,  // bundles_[out]: kLanes running totals of one shape, in lockstep (bundle_totals)
+        kDotBlock,  // in a bundle, a kDotRun of consecutive ids: total += w * x for b pairs
+                    // (node a + t, node out + t)
     };
     // A link's s with this bit: its addition was written m + s' (t + s').
     static constexpr NodeId kTermFirst = 0x80000000u;
@@ -87,6 +92,13 @@ private:
     struct Member {
         NodeId out, a, b;  // as an Instruction's
     };
+    // kLanes sums or dots whose instructions are the same codes, their runs
+    // the same lengths, none reading another's node: instruction p of lane m
+    // at bundled_[first + p * kLanes + m], for p < length.
+    static constexpr uint32_t kLanes = 4;
+    struct Bundle {
+        uint32_t first, length;
+    };
     struct Slots;
     template <uint8_t kCode>
     static bool compute(Slots slots, NodeId out, NodeId a, NodeId b);
@@ -95,6 +107,10 @@ private:
     bool run_group(Slots slots, const Group& group) const;
     template <uint8_t kCode, class A, class B>
     bool run_array(Slots slots, const Group& group, A a, B b) const;
+    bool run_bundle(Slots slots, const Bundle& bundle) const;
+    void as_block(Instruction* lanes) const;
+    void bundle_totals(const std::vector<std::pair<uint32_t, uint32_t>>& totals,
+                       std::vector<Instruction>* out);
     template <class F>
     void for_each_read(const Instruction& in, F&& f) const;
     template <class F>
@@ -106,6 +122,8 @@ private:
     std::vector<Instruction> code_;
     std::vector<Group> groups_;
     std::vector<Member> members_;
+    std::vector<Bundle> bundles_;
+    std::vector<Instruction> bundled_;
     std::vector<double> constants_;
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs
     std::vector<NodeId> reads_;     // nodes read that the program does not make
