@@ -39,8 +39,8 @@ enum Kind : uint8_t {
 // micrograd's demo ran 10% slower grouped.)
 bool groupable(uint8_t kind) { return kind <= kDotArrays; }
 
-// The gradients a groupable step adds into, each as f(id), in the order it
-// adds (a run's terms: ids, or w, x pairs, in operands).
+// The gradients a groupable step adds into, each as f(id) (a run's terms:
+// ids, or w, x pairs, in operands; a run adds each once, in any order).
 template <class F>
 void for_each_target(uint8_t kind, NodeId a, NodeId b, const NodeId* operands, F&& f) {
     switch (kind) {

@@ -245,7 +245,9 @@ ACTIVATIONS = [Value.tanh, Value.relu, Value.sigmoid, lambda v: v]
     st.integers(1, 12),  # the weights of a neuron: a dot's run of terms
     st.integers(4, 12),  # samples
     st.integers(1, 3),  # neurons
-    st.sampled_from(["bias term", "no bias", "self", "repeated weight"]),
+    st.sampled_from(
+        ["bias term", "no bias", "self", "repeated weight", "reversed", "chain", "sum"]
+    ),
     st.booleans(),  # the regulariser before the data term, or after
     st.integers(0, len(ACTIVATIONS) - 1),
     st.booleans(),  # the weights as the program's own nodes, laid out side by side
@@ -256,9 +258,11 @@ def test_an_mlps_dots_replay_as_eager(width, samples, neurons, form, reg_first, 
     dot of its weights (made one after another: consecutive ids) with one
     sample's hidden values (made one after another, laid out side by side),
     so that backward runs each dot's terms as loops over arrays and groups
-    the samples' dots; and a regulariser sum(p * p) that adds into every
-    weight's gradient before or after the dots do.  Also dots that must not
-    run as arrays: a sample's values dotted with themselves, a weight twice.
+    the samples' dots, and forward runs four dots in lockstep (also as
+    agrad.sum's runs, and as micrograd's chains of +); and a regulariser
+    sum(p * p) that adds into every weight's gradient before or after the
+    dots do.  Also dots that must not run as arrays: a sample's values
+    dotted with themselves, a weight twice.
     (The leaves' ids are wherever the arena had room; weights made by the
     program itself, w * 1.0, are laid out side by side at the first replay.)
     The loss, every gradient, and on a second call with NaNs, infinities and
@@ -277,6 +281,14 @@ def test_an_mlps_dots_replay_as_eager(width, samples, neurons, form, reg_first, 
             return agrad.dot(hidden, hidden)
         if form == "repeated weight":
             return agrad.dot([w[0], *w[:-1]], hidden)
+        if form == "chain":  # micrograd's neuron: sum((wi * xi ...), b), a chain of +
+            return sum((wi * xi for wi, xi in zip(w, hidden, strict=True)), biases[i])
+        if form == "reversed":  # the weights in descending ids
+            return agrad.dot(w[::-1], hidden[::-1])
+        if form == "sum":  # agrad.sum's runs of nodes, parted by a constant
+            products = [wi * xi for wi, xi in zip(w, hidden, strict=True)]
+            half = len(products) // 2
+            return agrad.sum([*products[:half], 0.5, *products[half:], biases[i]])
         return agrad.dot(w, hidden) + biases[i]
 
     def run():
