@@ -170,6 +170,17 @@ NodeId Graph::free_span(size_t n) {
     return first;
 }
 
+NodeId Graph::leaves(const Number* values, size_t n) {
+    if (n == 0) return kNoNode;
+    const NodeId first = free_span(n);
+    if (first == kNoNode) throw std::bad_alloc();
+    for (size_t i = 0; i < n; ++i) {
+        start_node(static_cast<NodeId>(first + i), Op::Leaf);
+        set_value(static_cast<NodeId>(first + i), values[i]);
+    }
+    return first;
+}
+
 Status Graph::power(NodeId base, Number exponent, NodeId* out) {
     Number r;
     Status s = ops::Pow::of_numbers(value(base), exponent, &r);

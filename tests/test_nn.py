@@ -2,6 +2,7 @@
 chained neurons, the losses, and micrograd's demo reproduced (bit for bit on
 the two engines, and to rounding against micrograd itself)."""
 
+import gc
 import math
 import random
 
@@ -11,7 +12,7 @@ from engines import exact
 
 import agrad
 import agrad.pure
-from agrad import nn, studies
+from agrad import _core, nn, studies
 from agrad.datasets import moons_data
 
 micrograd_nn = pytest.importorskip("micrograd.nn", reason="micrograd is in the test extra")
@@ -320,3 +321,36 @@ def test_training_under_agrad_compile_is_eager_bit_for_bit(activation):
             losses.append(exact(total.data))
         runs.append((losses, [exact(p.data) for p in params]))
     assert runs[0] == runs[1]
+
+
+def test_a_neurons_weights_are_made_at_once_as_leaves():
+    """agrad.nn makes a neuron's weights on the compiled engine in one call,
+    _core._leaves (at consecutive ids of the arena): each a leaf holding its
+    number, ints kept, as Value(x) would make it; a bad number is a
+    TypeError that leaves the arena as it was."""
+    gc.collect()
+    live = _core._live_nodes()
+    made = _core._leaves([0.5, 2, -1.25])
+    assert [v.data for v in made] == [0.5, 2, -1.25]
+    assert type(made[1].data) is int
+    assert all(type(v) is agrad.Value and v.grad == 0 and v._op == "" for v in made)
+    assert all(not v._prev for v in made)
+    assert _core._live_nodes() == live + 3
+    del made
+    gc.collect()
+    assert _core._live_nodes() == live
+    assert _core._leaves([]) == []
+    with pytest.raises(TypeError):
+        _core._leaves([1.0, "a"])
+    with pytest.raises(TypeError):
+        _core._leaves(5)
+    gc.collect()
+    assert _core._live_nodes() == live
+    random.seed(7)
+    neuron = nn.Neuron(3)
+    random.seed(7)
+    weights = [random.uniform(-1, 1) for _ in range(3)]
+    assert [w.data for w in neuron.w] == weights
+    assert all(type(w) is agrad.Value for w in neuron.w)
+    pure = nn.Neuron(3, value_class=agrad.pure.Value)
+    assert all(type(w) is agrad.pure.Value for w in pure.w)

@@ -193,6 +193,11 @@ public:
         set_value(id, value);
         return id;
     }
+    // n leaves at consecutive ids (free_span), the i-th holding values[i]:
+    // the first.  A model's weights made so are one block of the arena, which
+    // a compiled dot reads as an array (Schedule::dot_arrays, kDotBlock)
+    // however scattered the free ids were.
+    NodeId leaves(const Number* values, size_t n);
     Status binary(Op op, Operand a, Operand b, NodeId* out);  // Add or Mul
     Status power(NodeId base, Number exponent, NodeId* out);
     Status unary(Op op, NodeId a, NodeId* out);  // Exp, Log, Tanh, Relu, Sigmoid
@@ -479,6 +484,11 @@ private:
             id = static_cast<NodeId>(nodes_.size());
             grow();
         }
+        start_node(id, op);
+        return id;
+    }
+    // A node new at a free id: no reference but the recording log's.
+    void start_node(NodeId id, Op op) {
         grads_[id] = 0.0;  // (its value, and so its int mark, is set by the caller)
         Node& n = nodes_[id];
         n.refs = 0;
@@ -490,7 +500,6 @@ private:
             log_->push_back(id);
             n.refs = 1;  // the log's reference
         }
-        return id;
     }
     void grow();  // one more node in every array, or in none (out of line: allocate() stays small)
     void set_param(NodeId id, Number p) {

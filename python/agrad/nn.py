@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import Any
 
 import agrad
+from agrad import _core
 from agrad._checks import checked_rng, fused_sums
 
 # bound once: the forward pass calls it for every neuron
@@ -114,6 +115,16 @@ def _check_value_class(value_class: object) -> type:
     return value_class
 
 
+def _values(value_class: type, numbers: list) -> list:
+    """``[value_class(x) for x in numbers]``; for agrad.Value, made at once
+    at consecutive ids of the engine's arena (``_core._leaves``), so that a
+    compiled step reads a neuron's weights as one array however scattered
+    the arena's free ids were."""
+    if value_class is agrad.Value:
+        return _core._leaves(numbers)
+    return [value_class(x) for x in numbers]
+
+
 class Neuron(Module):
     """``activation(b + w0*x0 + w1*x1 + ...)``: ``nin`` weights drawn from
     ``rng.uniform(-1, 1)`` (``rng``: the ``random`` module unless given) and
@@ -155,7 +166,7 @@ class Neuron(Module):
         self.fused = fused_sums(fused, value_class)
         rng = checked_rng(rng)
         # micrograd's draws, in its order: the weights one by one, then the bias (no draw)
-        self.w = [value_class(rng.uniform(-1, 1)) for _ in range(nin)]
+        self.w = _values(value_class, [rng.uniform(-1, 1) for _ in range(nin)])
         self.b = value_class(0)
         self.activation = activation
 

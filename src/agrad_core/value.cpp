@@ -578,6 +578,34 @@ py::object make_leaf(py::handle data, py::handle grad, py::handle label) {
     return v;
 }
 
+// Every number converted first (a TypeError leaves the arena as it was),
+// then the leaves made at once.
+py::list make_leaves(py::handle data) {
+    py::sequence items = py::reinterpret_borrow<py::sequence>(
+        steal_or_throw(PySequence_Fast(data.ptr(), "_leaves takes a sequence of numbers")));
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(items.ptr());
+    std::vector<Number> values(static_cast<size_t>(n));
+    for (Py_ssize_t i = 0; i < n; ++i)
+        if (!require_number(PySequence_Fast_GET_ITEM(items.ptr(), i), &values[i]))
+            throw py::error_already_set();
+    py::list out(n);
+    if (n == 0) return out;
+    const NodeId first = graph->leaves(values.data(), values.size());
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        // a leaf nobody holds is freed: the list's objects hold them
+        PyObject* o = wrap_new(static_cast<NodeId>(first + i));
+        if (!o) {                                     // (wrap_new dropped leaf i)
+            for (Py_ssize_t j = i + 1; j < n; ++j) {  // those without an object yet
+                graph->retain(static_cast<NodeId>(first + j));
+                graph->release(static_cast<NodeId>(first + j));
+            }
+            throw py::error_already_set();
+        }
+        PyList_SET_ITEM(out.ptr(), i, o);
+    }
+    return out;
+}
+
 NodeId node_of_value(py::handle o, const char* what) {
     if (!is_value(o.ptr())) {
         type_error_naming(what, o.ptr());
@@ -600,6 +628,8 @@ void register_value(py::module_& m) {
 
     m.def("_restore_leaf", &make_leaf, py::arg("data"), py::arg("grad"), py::arg("label"),
           "A leaf with this data, grad and label: how a pickled Value comes back.");
+    m.def("_leaves", &make_leaves, py::arg("data"),
+          "Leaves holding these numbers, at consecutive ids of the arena (agrad.nn's weights).");
     if (!restore_leaf) restore_leaf = py::object(m.attr("_restore_leaf")).release().ptr();
 }
 
