@@ -127,6 +127,45 @@ def node_bits(root):
     return Counter(exact(v.data) for v in topological_order(root))
 
 
+def replays_as_eager(f, run, leaves, data, rounds=1):
+    """Record `f` (a compiled `run`) and make its kept backward schedule;
+    then give every leaf new numbers (benign ones, or NaNs, infinities,
+    signed zeros, overflowing ones) and, `rounds` times, hold the replay to
+    eager code: the loss and every leaf's gradient bit for bit, or the same
+    exception."""
+    recorded = outcome(f)
+    if recorded[0] == "raised":
+        return
+    first = outcome(recorded[1].backward)  # makes the kept backward schedule
+    assert first[0] == "ok" or first == outcome(run().backward)
+    second = data.draw(
+        st.one_of(
+            st.lists(benign, min_size=len(leaves), max_size=len(leaves)),
+            st.lists(numbers, min_size=len(leaves), max_size=len(leaves)),
+        )
+    )
+    for leaf, x in zip(leaves, second, strict=True):
+        leaf.data = x
+    for _ in range(rounds):
+        replayed = outcome(f)
+        eager = outcome(run)
+        if eager[0] == "raised":
+            assert replayed == eager
+            return
+        assert replayed[0] == "ok"
+        assert exact(replayed[1].data) == exact(eager[1].data)
+        for leaf in leaves:
+            leaf.grad = 0.0
+        got = outcome(replayed[1].backward)
+        got_grads = [exact(leaf.grad) for leaf in leaves]
+        for leaf in leaves:
+            leaf.grad = 0.0
+        want = outcome(eager[1].backward)
+        assert got == want
+        if got[0] == "ok":
+            assert got_grads == [exact(leaf.grad) for leaf in leaves]
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     template,
@@ -145,33 +184,7 @@ def test_grouped_replay_is_eager_bit_for_bit(program, reduction, irregular, samp
     def run():
         return loss(program, reduction, irregular, params, xs, ys)
 
-    f = agrad.compile(run)
-    recorded = outcome(f)
-    if recorded[0] == "raised":
-        return
-    first = outcome(recorded[1].backward)  # makes the kept backward schedule
-    assert first[0] == "ok" or first == outcome(run().backward)
-    second = data.draw(
-        st.one_of(
-            st.lists(benign, min_size=len(leaves), max_size=len(leaves)),
-            st.lists(numbers, min_size=len(leaves), max_size=len(leaves)),
-        )
-    )
-    for leaf, x in zip(leaves, second, strict=True):
-        leaf.data = x
-    replayed = outcome(f)
-    eager = outcome(run)
-    if eager[0] == "raised":
-        assert replayed == eager
-        return
-    assert replayed[0] == "ok"
-    assert exact(replayed[1].data) == exact(eager[1].data)
-    got = outcome(replayed[1].backward)
-    got_grads = [exact(leaf.grad) for leaf in leaves]
-    want = outcome(eager[1].backward)
-    assert got == want
-    if got[0] == "ok":
-        assert got_grads == [exact(leaf.grad) for leaf in leaves]
+    replays_as_eager(agrad.compile(run), run, leaves, data)
 
 
 def test_the_chapters_loss_replays_in_groups_as_eager():
@@ -301,34 +314,5 @@ def test_an_mlps_dots_replay_as_eager(width, samples, neurons, form, reg_first, 
         reg = 1e-3 * sum(p * p for p in params)
         return reg + data_term if reg_first else data_term + reg
 
-    f = agrad.compile(run)
-    recorded = outcome(f)
-    if recorded[0] == "raised":
-        return
-    outcome(recorded[1].backward)  # makes the kept backward schedule
-    second = data.draw(
-        st.one_of(
-            st.lists(benign, min_size=len(leaves), max_size=len(leaves)),
-            st.lists(numbers, min_size=len(leaves), max_size=len(leaves)),
-        )
-    )
-    for leaf, x in zip(leaves, second, strict=True):
-        leaf.data = x
-    for _ in range(2):  # the second backward runs the kept schedule again
-        replayed = outcome(f)
-        eager = outcome(run)
-        if eager[0] == "raised":
-            assert replayed == eager
-            return
-        assert replayed[0] == "ok"
-        assert exact(replayed[1].data) == exact(eager[1].data)
-        for leaf in leaves:
-            leaf.grad = 0.0
-        got = outcome(replayed[1].backward)
-        got_grads = [exact(leaf.grad) for leaf in leaves]
-        for leaf in leaves:
-            leaf.grad = 0.0
-        want = outcome(eager[1].backward)
-        assert got == want
-        if got[0] == "ok":
-            assert got_grads == [exact(leaf.grad) for leaf in leaves]
+    # the second round's backward runs the kept schedule again
+    replays_as_eager(agrad.compile(run), run, leaves, data, rounds=2)
