@@ -23,8 +23,10 @@ enum Kind : uint8_t {
     kSumRun,     // kSumTermN steps of one node, merged
     kDotRun,     // kDotTermNN steps of one node, merged
     kDotArrays,  // a kDotRun whose w's and x's are two blocks of consecutive ids (dot_arrays)
+    kChainOwned,     // a kChain whose links own their s' and m (owned_links)
     kChain,      // links of a chain of s = s' + w * x, merged (fuse_chains)
     kSumChain,   // links of the builtin sum's chain s = s' + t, merged (fuse_sums)
+    kSumChainOwned,  // a kSumChain whose links own their s' (owned_links)
     kPowKeep,    // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
     kPowKept,    // kPow, reading its pow(x, k - 1) from powers[b]
     kGroup,      // groups_[a]: steps of one operation, run as one loop (group_independent)
@@ -37,7 +39,7 @@ enum Kind : uint8_t {
 // height, a chain's links and their subtrees lose the locality they have in
 // backward()'s order, one sample's nodes after another, and the chain of
 // micrograd's demo ran 10% slower grouped.)
-bool groupable(uint8_t kind) { return kind <= kDotArrays; }
+bool groupable(uint8_t kind) { return kind <= kChainOwned; }
 
 // The gradients a groupable step adds into, each as f(id) (a run's terms:
 // ids, or w, x pairs, in operands; a run adds each once, in any order).
@@ -62,6 +64,9 @@ void for_each_target(uint8_t kind, NodeId a, NodeId b, const NodeId* operands, F
         case kDotRun:
         case kDotArrays:
             for (NodeId t = 0; t < 2 * b; ++t) f(operands[a + t]);
+            return;
+        case kChainOwned:  // each link's s', m, w and x
+            for (NodeId t = 0; t < 4 * b; ++t) f(operands[a + t]);
             return;
         default:
             f(a);
@@ -154,10 +159,12 @@ void Schedule::make(Graph& graph, NodeId root) {
     spans_ = spans_of(std::move(reached));
     sink_spans_ = spans_of(graph.sinks());
     merge_runs();
-    fuse_chains();
+    const std::vector<uint8_t> adders = count_adders(graph.id_limit());
+    gather_links(graph.id_limit());
+    fuse_chains(adders);
     share_powers(graph);
     group_independent(graph.id_limit());
-    fuse_sums();
+    fuse_sums(adders);
     floats_since_ = kNever;
     shape_ = graph.shape();
 }
@@ -217,24 +224,129 @@ bool Schedule::dot_arrays(NodeId* pairs, size_t n) {
     return true;
 }
 
+// How many steps add into each node's gradient: 0, 1, or 2 for more.
+std::vector<uint8_t> Schedule::count_adders(size_t id_limit) const {
+    std::vector<uint8_t> adders(id_limit, 0);
+    for (const Decoded& step : steps_)
+        for_each_target(step.kind, step.a, step.b, operands_.data(), [&adders](NodeId id) {
+            adders[id] = static_cast<uint8_t>(std::min(adders[id] + 1, 2));
+        });
+    return adders;
+}
+
+// A chain's links pass the gradient down, each link's addition adding it
+// into its s' (then s'' from s', ...), one addition after another: about 3
+// cycles a link that wait for each other.  When no other step adds into any
+// s' but the bottom link's (nor, for w * x links, into any m), each of their
+// gradients is 0 + what comes down, zeroed at the start of the pass: 0 + g
+// at the top, and below it 0 + (0 + g), the same number (0 + g is no -0, and
+// a NaN comes through an addition to 0 as itself).  So the links of such a
+// chain all take d = 0 + g, computed once, and wait for nothing.  The bottom
+// link's s' (micrograd's bias, a parameter) adds d as before.
+//
+// `links` holds `count` links of `width` ids each, the link's s' first and
+// (when `product`) its m second, from the top link down.
+static bool owned_links(const std::vector<uint8_t>& adders, const NodeId* links, size_t count,
+                        size_t width, bool product) {
+    for (size_t l = 0; l < count; ++l, links += width) {
+        if (l + 1 < count && adders[links[0]] != 1) return false;
+        if (product && adders[links[1]] != 1) return false;
+    }
+    return true;
+}
+
+// Is steps[i] an addition s = s' + m (or m + s') and steps[i + step] its
+// product m = w * x, a link of a chain that reads neither s' nor m again?
+// (step: -1 in steps_, whose end backward() takes first; 1 in that order)
+bool Schedule::is_link(const std::vector<Decoded>& steps, size_t i, ptrdiff_t step,
+                       NodeId* below, NodeId* product) {
+    const size_t j = i + step;
+    if (j >= steps.size()) return false;
+    const Decoded& add = steps[i];
+    const Decoded& mul = steps[j];
+    if (add.kind != kAddNN || mul.kind != kMulNN || add.a == add.b) return false;
+    if (mul.node != add.a && mul.node != add.b) return false;
+    *product = mul.node;
+    *below = mul.node == add.a ? add.b : add.a;
+    return mul.a != *below && mul.b != *below && mul.a != *product && mul.b != *product;
+}
+
+// backward() takes a node as soon as its last parent is done, so the links
+// of a neuron reading the layer below (micrograd's s = s' + w * x, x that
+// layer's output) are not one after another: after the link whose x has no
+// other parent left come x's own step and its whole subtree, and only then
+// the next link.  Those steps move after the chain's last link when that
+// changes no gradient's additions: none of them reads or adds into the
+// gradient of a node a later link reads or adds into.  Their own order is
+// kept and links cannot fail, so a pass fails at the same step as before.
+void Schedule::gather_links(size_t id_limit) {
+    std::vector<Decoded> order(steps_.rbegin(), steps_.rend());  // backward()'s order
+    constexpr uint32_t kNone = UINT32_MAX;
+    std::vector<uint32_t> at(id_limit, kNone);  // where a node's own step is in order
+    for (size_t i = 0; i < order.size(); ++i)
+        if (order[i].kind < kNodeKinds) at[order[i].node] = static_cast<uint32_t>(i);
+    // the gradients the moved steps read or add into: touched[id] == stamp
+    std::vector<uint32_t> touched(id_limit, 0);
+    uint32_t stamp = 0;
+    std::vector<Decoded> links, moved;
+    for (size_t i = 0; i < order.size();) {
+        NodeId below, product;
+        if (!is_link(order, i, 1, &below, &product)) {
+            ++i;
+            continue;
+        }
+        ++stamp;
+        links.clear();
+        moved.clear();
+        size_t top = i;  // the link being added: order[top], order[top + 1]
+        for (;;) {
+            links.insert(links.end(), {order[top], order[top + 1]});
+            const uint32_t next = at[below];
+            NodeId next_below, next_product;
+            if (next == kNone || next <= top + 1 ||
+                !is_link(order, next, 1, &next_below, &next_product))
+                break;
+            const Decoded& mul = order[next + 1];
+            const size_t first_moved = moved.size();
+            for (size_t j = top + 2; j < next; ++j) {
+                const Decoded& step = order[j];
+                touched[step.node] = stamp;
+                for_each_target(step.kind, step.a, step.b, operands_.data(),
+                                [&](NodeId id) { touched[id] = stamp; });
+                moved.push_back(step);
+            }
+            bool clash = false;
+            for (NodeId id : {below, next_below, next_product, mul.a, mul.b})
+                clash |= touched[id] == stamp;
+            if (clash) {
+                moved.resize(first_moved);
+                break;
+            }
+            top = next;
+            below = next_below;
+            product = next_product;
+        }
+        if (!moved.empty()) {  // order[i, top + 2) becomes the links, then the moved steps
+            std::copy(links.begin(), links.end(), order.begin() + i);
+            std::copy(moved.begin(), moved.end(), order.begin() + i + links.size());
+            for (size_t j = i; j < top + 2; ++j)
+                if (order[j].kind < kNodeKinds) at[order[j].node] = static_cast<uint32_t>(j);
+        }
+        i += links.size();  // the moved steps may hold chains of their own
+    }
+    steps_.assign(order.rbegin(), order.rend());
+}
+
 // micrograd's neuron, sum((w * x for ...), b), is a chain of links s = s' + m,
 // m = w * x; backward takes each link's two steps (the addition's, then the
 // product's) and then the link below.  As one kChain step the gradient passed
 // down the chain stays in a register rather than being stored and loaded
 // back: the same additions in the same order.  A link whose product reads s'
 // or m is left alone (its steps would change that gradient again).
-void Schedule::fuse_chains() {
+void Schedule::fuse_chains(const std::vector<uint8_t>& adders) {
     std::vector<Decoded>& steps = steps_;
-    // Do steps[i] (an addition) and steps[i - 1] (its product) make a link?
     auto link = [&steps](size_t i, NodeId* below, NodeId* product) {
-        if (i < 1) return false;
-        const Decoded& add = steps[i];
-        const Decoded& mul = steps[i - 1];
-        if (add.kind != kAddNN || mul.kind != kMulNN || add.a == add.b) return false;
-        if (mul.node != add.a && mul.node != add.b) return false;
-        *product = mul.node;
-        *below = mul.node == add.a ? add.b : add.a;
-        return mul.a != *below && mul.b != *below && mul.a != *product && mul.b != *product;
+        return is_link(steps, i, -1, below, product);
     };
     std::vector<Decoded> fused;
     fused.reserve(steps.size());
@@ -263,6 +375,8 @@ void Schedule::fuse_chains() {
             fused.insert(fused.end(), {steps[top_link], steps[top_link - 1]});
             continue;
         }
+        if (owned_links(adders, operands_.data() + chain.a, chain.b, 4, true))
+            chain.kind = kChainOwned;
         fused.push_back(chain);
     }
     std::reverse(fused.begin(), fused.end());
@@ -595,6 +709,34 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             }
             return Status::Ok;
         }
+        case kSumChainOwned: {  // (owned_links) every s' gets d; the top link's t gets g
+            const double d = F::add(0.0, g);
+            const NodeId* link = operands + step.a;
+            grads[link[0]] = d;
+            grads[link[1]] = F::add(grads[link[1]], g);
+            for (NodeId l = 1; l + 1 < step.b; ++l) {
+                link += 2;
+                grads[link[0]] = d;
+                grads[link[1]] = F::add(grads[link[1]], d);
+            }
+            link += 2;  // the bottom link, whose s' is not the chain's own
+            grads[link[0]] = F::add(grads[link[0]], d);
+            grads[link[1]] = F::add(grads[link[1]], d);
+            return Status::Ok;
+        }
+        case kChainOwned: {  // (owned_links) every s' and m gets d, and so w and x
+            const double d = F::add(0.0, g);
+            const NodeId* link = operands + step.a;
+            for (NodeId l = 0; l < step.b; ++l, link += 4) {
+                const NodeId below = link[0], product = link[1], w = link[2], x = link[3];
+                grads[below] = l + 1 < step.b ? d : F::add(grads[below], d);
+                grads[product] = d;
+                const double wv = number(w), xv = number(x);
+                grads[w] = F::add_mul(grads[w], xv, d);
+                grads[x] = F::add_mul(grads[x], wv, d);
+            }
+            return Status::Ok;
+        }
         case kChain: {
             double down = g;  // the gradient the link's addition passes on
             const NodeId* link = operands + step.a;
@@ -659,7 +801,8 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     AGRAD_UNARY_OPS(AGRAD_UNARY_KIND) \
     X(kSumTermN)                      \
     X(kSumTermK)                      \
-    X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK) X(kSumRun) X(kDotRun) X(kDotArrays)
+    X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK) X(kSumRun) X(kDotRun) X(kDotArrays) \
+        X(kChainOwned)
 
 // A group of + or * steps with a shared operand (shared_operand): each
 // member's chain rule, with the shared operand's gradient a register that
@@ -704,7 +847,7 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_shared(Graph& graph, const Group& group
 // step comes next, complete.  As one step (kSumChain: operands_ holds each
 // link's s' and t, from the top) the gradient passed down stays in a
 // register; every gradient gets the same additions in the same order.
-void Schedule::fuse_sums() {
+void Schedule::fuse_sums(const std::vector<uint8_t>& adders) {
     auto is_link = [](const Decoded& d) { return d.kind == kAddNN && d.a != d.b; };
     auto reads = [](const Decoded& d, NodeId id) { return d.a == id || d.b == id; };
     std::vector<Decoded> fused;
@@ -727,6 +870,8 @@ void Schedule::fuse_sums() {
             ++chain.b;
             if (k == bottom) break;
         }
+        if (owned_links(adders, operands_.data() + chain.a, chain.b, 2, false))
+            chain.kind = kSumChainOwned;
         fused.push_back(chain);
         i = bottom;
     }

@@ -316,3 +316,109 @@ def test_an_mlps_dots_replay_as_eager(width, samples, neurons, form, reg_first, 
 
     # the second round's backward runs the kept schedule again
     replays_as_eager(agrad.compile(run), run, leaves, data, rounds=2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 6),  # inputs
+    st.integers(1, 6),  # hidden neurons
+    st.integers(2, 6),  # samples
+    st.sampled_from(
+        ["plain", "partial sum reused", "hidden from a weight", "bias a weight", "weight twice"]
+    ),
+    st.booleans(),  # the hidden layer's outputs: relu, or used as they are
+    st.data(),
+)
+def test_micrograd_chains_replay_as_eager(nin, hidden, samples, form, relu, data):
+    """Two layers of micrograd's neurons, sum((w * x ...), b), chains of +.
+    In backward()'s order a chain's links are parted by the subtrees of the
+    layer below, which a kept schedule moves after the chain when no
+    gradient's additions change order; and a chain whose partial sums and
+    products feed nothing else passes one gradient down every link.  Also
+    chains where neither holds: a partial sum used again, a hidden value
+    made from a weight of the neuron reading it, a bias that is also a
+    weight, a weight twice.  The loss, every gradient, and on new numbers
+    (NaNs, infinities, signed zeros) eager's bits, or the same exception."""
+    w1 = [[Value(data.draw(benign)) for _ in range(nin)] for _ in range(hidden)]
+    b1 = [Value(data.draw(benign)) for _ in range(hidden)]
+    w2 = [Value(data.draw(benign)) for _ in range(hidden)]
+    b2 = Value(data.draw(benign))
+    inputs = [Value(data.draw(benign)) for _ in range(samples * nin)]
+    params = [p for row in w1 for p in row] + b1 + w2 + [b2]
+    leaves = params + inputs
+    reused = data.draw(st.integers(0, nin * hidden - 1))  # which partial sum, a sample
+
+    def chain(w, x, b, partials=None):
+        total = b
+        for wi, xi in zip(w, x, strict=True):
+            total = total + wi * xi
+            if partials is not None:
+                partials.append(total)
+        return total
+
+    def run():
+        scores = []
+        kept = []
+        for s in range(samples):
+            x = inputs[s * nin : (s + 1) * nin]
+            partials: list[Value] = []
+            h = [chain(w1[j], x, b1[j], partials) for j in range(hidden)]
+            if form == "partial sum reused":  # a link's s' with a second parent
+                kept.append(partials[reused] * 0.5)
+            if form == "hidden from a weight":
+                h[-1] = h[-1] + w2[0]  # its subtree adds into a weight of the chain above
+            h = [v.relu() for v in h] if relu else h
+            if form == "bias a weight":
+                scores.append(chain(w2, h, w2[0]))
+            elif form == "weight twice":
+                scores.append(chain([w2[0], *w2[:-1]], h, b2))
+            else:
+                scores.append(chain(w2, h, b2))
+        total = sum((1 + -s).relu() for s in scores) * (1.0 / len(scores))
+        return total + 1e-4 * sum(p * p for p in params) + sum(kept)
+
+    replays_as_eager(agrad.compile(run), run, leaves, data, rounds=2)
+
+
+def test_a_chains_links_keep_their_order_with_a_subtree_that_shares_a_weight():
+    """A hidden value made from a weight of the neuron that reads it: in
+    backward()'s order its subtree adds into that weight's gradient between
+    two links of the neuron's chain, so the subtree must stay there (moved
+    after the chain, the weight's additions would come in another order).
+    Numbers of every magnitude, so that the order shows in the rounding."""
+    for seed in range(10):
+        rng = random.Random(seed)
+        nin, hidden, samples = 3, 4, 5
+
+        def draw():
+            return Value(rng.uniform(-1, 1) * 2.0 ** rng.randint(-20, 20))
+
+        w1 = [[draw() for _ in range(nin)] for _ in range(hidden)]
+        b1 = [draw() for _ in range(hidden)]
+        w2 = [draw() for _ in range(hidden)]
+        b2 = draw()
+        inputs = [draw() for _ in range(samples * nin)]
+        params = [p for row in w1 for p in row] + b1 + w2 + [b2]
+
+        def chain(w, x, b):
+            return sum((wi * xi for wi, xi in zip(w, x, strict=True)), b)
+
+        def run():
+            scores = []
+            for s in range(samples):
+                x = inputs[s * nin : (s + 1) * nin]
+                h = [chain(w1[j], x, b1[j]) for j in range(hidden)]
+                h[-1] = h[-1] + w2[0]
+                scores.append(chain(w2, h, b2))
+            return sum(scores) * 0.3 + 1e-4 * sum(p * p for p in params)
+
+        f = agrad.compile(run)
+        f().backward()  # makes the kept schedule
+        for p in params:
+            p.grad = 0.0
+        f().backward()
+        got = [exact(p.grad) for p in params]
+        for p in params:
+            p.grad = 0.0
+        run().backward()
+        assert got == [exact(p.grad) for p in params]

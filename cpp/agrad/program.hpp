@@ -54,10 +54,14 @@ private:
     Decoded decode(Graph& graph, const Graph::Step& step);
     static bool dot_arrays(NodeId* pairs, size_t n);
     void merge_runs();
-    void fuse_chains();
+    std::vector<uint8_t> count_adders(size_t id_limit) const;
+    static bool is_link(const std::vector<Decoded>& steps, size_t i, ptrdiff_t step, NodeId* below,
+                        NodeId* product);
+    void gather_links(size_t id_limit);
+    void fuse_chains(const std::vector<uint8_t>& adders);
     void share_powers(const Graph& graph);
     void group_independent(size_t id_limit);
-    void fuse_sums();
+    void fuse_sums(const std::vector<uint8_t>& adders);
     template <bool kFloats, bool kRule>  // kFloats: every value it reads is a float
     Status run_decoded(Graph& graph, const Decoded& step, const NodeId* operands, double* powers,
                        bool* nan_seen);
