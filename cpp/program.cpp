@@ -24,6 +24,7 @@ enum Kind : uint8_t {
     kDotRun,     // kDotTermNN steps of one node, merged
     kDotArrays,  // a kDotRun whose w's and x's are two blocks of consecutive ids (dot_arrays)
     kChainOwned,     // a kChain whose links own their s' and m (owned_links)
+    kChainArrays,    // a kChainOwned whose w's, x's and own nodes are blocks (chain_arrays)
     kChain,      // links of a chain of s = s' + w * x, merged (fuse_chains)
     kSumChain,   // links of the builtin sum's chain s = s' + t, merged (fuse_sums)
     kSumChainOwned,  // a kSumChain whose links own their s' (owned_links)
@@ -33,13 +34,14 @@ enum Kind : uint8_t {
 };
 
 // The steps a group may hold: a node's own operation of one or two operands,
-// one term of a sum or dot, or a run of a node's terms.  Each reads the
-// gradient of its node and adds into its operands' (for_each_target), as
-// run_decoded says.  (Not a chain of links, micrograd's neuron: taken by
-// height, a chain's links and their subtrees lose the locality they have in
-// backward()'s order, one sample's nodes after another, and the chain of
-// micrograd's demo ran 10% slower grouped.)
-bool groupable(uint8_t kind) { return kind <= kChainOwned; }
+// one term of a sum or dot, a run of a node's terms, or a chain of links
+// that pass one gradient down (owned_links).  Each reads the gradient of its
+// node and adds into its operands' (for_each_target), as run_decoded says.
+// (Not a chain that passes its gradient from link to link: taken by height,
+// its links and their subtrees lose the locality they have in backward()'s
+// order, one sample's nodes after another, and micrograd's demo ran 10%
+// slower so.)
+bool groupable(uint8_t kind) { return kind <= kChainArrays; }
 
 // The gradients a groupable step adds into, each as f(id) (a run's terms:
 // ids, or w, x pairs, in operands; a run adds each once, in any order).
@@ -68,6 +70,14 @@ void for_each_target(uint8_t kind, NodeId a, NodeId b, const NodeId* operands, F
         case kChainOwned:  // each link's s', m, w and x
             for (NodeId t = 0; t < 4 * b; ++t) f(operands[a + t]);
             return;
+        case kChainArrays: {  // the blocks of w's, x's and the chain's own s' and m, its bias
+            const NodeId* c = operands + a;
+            for (NodeId t = 0; t < b; ++t) f(c[0] + t);
+            for (NodeId t = 0; t < b; ++t) f(c[1] + t);
+            for (NodeId t = 0; t + 1 < 2 * b; ++t) f(c[2] + t);
+            f(c[3]);
+            return;
+        }
         default:
             f(a);
             return;
@@ -255,6 +265,47 @@ static bool owned_links(const std::vector<uint8_t>& adders, const NodeId* links,
     return true;
 }
 
+// Whether an owned chain's links (owned_links) may run as loops over
+// arrays: its w's are one block of consecutive ids and its x's another,
+// paired in the same order (a neuron's weights, made one after another; the
+// layer below's outputs for one sample, laid out side by side), the blocks
+// apart, and its own s' and m one block (a chain made link by link, laid
+// out in place).  Each w and x then gets one addition, none another's, in
+// any order, and the bottom link's s' (the bias) none of theirs.  *out:
+// the first w, the first x, the first own node, the bias.
+static bool chain_arrays(const NodeId* links, size_t n, NodeId out[4]) {
+    constexpr size_t kMinLinks = 4;  // fewer gain nothing from a loop
+    if (n < kMinLinks) return false;
+    const NodeId w_top = links[2], x_top = links[3];
+    const bool up = links[6] > w_top;  // (the link below the top: ids ascending downward)
+    NodeId own_lo = links[1], own_hi = links[1];
+    for (size_t l = 0; l < n; ++l) {
+        const NodeId* link = links + 4 * l;
+        const NodeId step = static_cast<NodeId>(l);
+        if (link[2] != (up ? w_top + step : w_top - step)) return false;
+        if (link[3] != (up ? x_top + step : x_top - step)) return false;
+        own_lo = std::min(own_lo, link[1]);
+        own_hi = std::max(own_hi, link[1]);
+        if (l + 1 < n) {
+            own_lo = std::min(own_lo, link[0]);
+            own_hi = std::max(own_hi, link[0]);
+        }
+    }
+    // (the own nodes are 2n - 1 different nodes: filling their span is exact)
+    if (own_hi - own_lo != 2 * n - 2) return false;
+    const NodeId w0 = up ? w_top : w_top - static_cast<NodeId>(n - 1);
+    const NodeId x0 = up ? x_top : x_top - static_cast<NodeId>(n - 1);
+    const NodeId bias = links[4 * (n - 1)];
+    auto in = [n](NodeId id, NodeId first) { return id >= first && id < first + n; };
+    if (w0 < x0 + n && x0 < w0 + n) return false;  // the blocks overlap
+    if (in(bias, w0) || in(bias, x0)) return false;
+    out[0] = w0;
+    out[1] = x0;
+    out[2] = own_lo;
+    out[3] = bias;
+    return true;
+}
+
 // Is steps[i] an addition s = s' + m (or m + s') and steps[i + step] its
 // product m = w * x, a link of a chain that reads neither s' nor m again?
 // (step: -1 in steps_, whose end backward() takes first; 1 in that order)
@@ -375,8 +426,15 @@ void Schedule::fuse_chains(const std::vector<uint8_t>& adders) {
             fused.insert(fused.end(), {steps[top_link], steps[top_link - 1]});
             continue;
         }
-        if (owned_links(adders, operands_.data() + chain.a, chain.b, 4, true))
+        NodeId blocks[4];
+        if (owned_links(adders, operands_.data() + chain.a, chain.b, 4, true)) {
             chain.kind = kChainOwned;
+            if (chain_arrays(operands_.data() + chain.a, chain.b, blocks)) {
+                chain.kind = kChainArrays;
+                operands_.resize(chain.a);
+                operands_.insert(operands_.end(), blocks, blocks + 4);
+            }
+        }
         fused.push_back(chain);
     }
     std::reverse(fused.begin(), fused.end());
@@ -605,6 +663,32 @@ AGRAD_ALWAYS_INLINE double read_number(const Graph& graph, const Graph::Slot* va
     return graph.value(m).as_double();
 }
 
+// The terms w * x of a dot (or a chain's links) whose w's are the block
+// [w0, w0 + n) and x's [x0, x0 + n), apart: each w and x gets its one
+// addition, the product of the other and `link`, as loops over arrays
+// (vectorised on the hardware, kRule's pass one term at a time).
+template <class F, bool kFloats>
+AGRAD_ALWAYS_INLINE void add_products(Graph& graph, NodeId w0, NodeId x0, size_t n, double link) {
+    double* __restrict w_grads = graph.grad_slots() + w0;
+    double* __restrict x_grads = graph.grad_slots() + x0;
+    const Graph::Slot* values = graph.value_slots();
+    if constexpr (kFloats) {
+        const double* w = reinterpret_cast<const double*>(values + w0);
+        const double* x = reinterpret_cast<const double*>(values + x0);
+        for (size_t j = 0; j < n; ++j) {
+            w_grads[j] = ops::Mul::chain<F>(w_grads[j], x[j], link);
+            x_grads[j] = ops::Mul::chain<F>(x_grads[j], w[j], link);
+        }
+    } else {
+        for (size_t j = 0; j < n; ++j) {
+            const double w = read_number<false>(graph, values, w0 + j);
+            const double x = read_number<false>(graph, values, x0 + j);
+            w_grads[j] = ops::Mul::chain<F>(w_grads[j], x, link);
+            x_grads[j] = ops::Mul::chain<F>(x_grads[j], w, link);
+        }
+    }
+}
+
 // propagate() and propagate_term() on a decoded step: the same formulas,
 // operation for operation, on operands found when the schedule was made.
 // (inlined into pass()'s loop: as the one caller of the old single-pass
@@ -753,21 +837,18 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             }
             return Status::Ok;
         }
-        case kDotArrays:
-            if (kFloats && !kRule) {  // (the NaN rule's pass takes the terms as kDotRun)
-                const double link = F::add(0.0, g);
-                const NodeId* pairs = operands + step.a;
-                double* __restrict w_grads = grads + pairs[0];
-                double* __restrict x_grads = grads + pairs[1];
-                const double* w = reinterpret_cast<const double*>(values + pairs[0]);
-                const double* x = reinterpret_cast<const double*>(values + pairs[1]);
-                for (size_t j = 0; j < step.b; ++j) {
-                    w_grads[j] = ops::Mul::chain<F>(w_grads[j], x[j], link);
-                    x_grads[j] = ops::Mul::chain<F>(x_grads[j], w[j], link);
-                }
-                return Status::Ok;
-            }
-            [[fallthrough]];
+        case kDotArrays:  // (dot_arrays)
+            add_products<F, kFloats>(graph, operands[step.a], operands[step.a + 1], step.b,
+                                     F::add(0.0, g));
+            return Status::Ok;
+        case kChainArrays: {  // (chain_arrays) kChainOwned's additions, as loops
+            const double d = F::add(0.0, g);
+            const NodeId* c = operands + step.a;
+            std::fill(grads + c[2], grads + c[2] + 2 * step.b - 1, d);
+            grads[c[3]] = F::add(grads[c[3]], d);
+            add_products<F, kFloats>(graph, c[0], c[1], step.b, d);
+            return Status::Ok;
+        }
         case kDotRun: {
             const double link = F::add(0.0, g);
             const NodeId* pairs = operands + step.a;
@@ -802,7 +883,7 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     X(kSumTermN)                      \
     X(kSumTermK)                      \
     X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK) X(kSumRun) X(kDotRun) X(kDotArrays) \
-        X(kChainOwned)
+        X(kChainOwned) X(kChainArrays)
 
 // A group of + or * steps with a shared operand (shared_operand): each
 // member's chain rule, with the shared operand's gradient a register that
