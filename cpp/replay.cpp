@@ -14,6 +14,7 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     members_.clear();
     bundles_.clear();
     bundled_.clear();
+    chain_lanes_.clear();
     constants_.clear();
     operands_.clear();
     reads_.clear();
@@ -21,6 +22,7 @@ void Replay::build(const Graph& graph, const std::vector<NodeId>& steps) {
     shape_ = graph.shape();
     floats_only_ = false;
     floats_since_ = kNever;
+    marks_clear_since_ = kNever;
 
     // each id: made by the program, or read by it (once in reads_), or neither
     enum : uint8_t { kNeither, kMade, kRead };
@@ -212,6 +214,12 @@ std::vector<NodeId> Replay::written(std::vector<size_t>* ends) const {
         if (order.size() > (ends->empty() ? 0 : ends->back())) ends->push_back(order.size());
     };
     for (const Instruction& in : code_) {
+        if (in.code == kChainBundle) {  // lane by lane, as each chain alone
+            for (uint32_t m = 0; m < kLanes; ++m)
+                for_each_write(chain_lanes_[in.out + m],
+                               [&order](NodeId id) { order.push_back(id); });
+            continue;
+        }
         if (in.code == kBundle) {
             const Bundle& bundle = bundles_[in.out];
             for (uint32_t i = 0; i < bundle.length * kLanes; ++i)
@@ -280,6 +288,7 @@ void Replay::group_independent(size_t id_limit) {
     std::vector<std::vector<const Item*>> by_code(256);
     std::vector<uint8_t> codes;  // at this depth, in order of first appearance
     std::vector<std::pair<uint32_t, uint32_t>> totals;  // at this depth: sums' and dots' code
+    std::vector<uint32_t> chains;  // at this depth: chains over blocks (array_chain)
     for (size_t i = 0; i < items.size();) {
         size_t j = i;
         for (; j < items.size() && items[j].depth == items[i].depth; ++j) {
@@ -287,6 +296,10 @@ void Replay::group_independent(size_t id_limit) {
             const uint8_t code = code_[item.begin].code;
             if (code == kStart) {
                 totals.push_back({item.begin, item.end});
+                continue;
+            }
+            if (code == kChain && array_chain(code_[item.begin])) {
+                chains.push_back(item.begin);
                 continue;
             }
             if (code == kChain || code == kSumChain) {
@@ -315,9 +328,50 @@ void Replay::group_independent(size_t id_limit) {
         codes.clear();
         bundle_totals(totals, &grouped);
         totals.clear();
+        bundle_chains(chains, &grouped);
+        chains.clear();
         i = j;
     }
     code_.swap(grouped);
+}
+
+// Whether a chain's links read their w's and x's from two blocks of
+// consecutive ids, ascending, and write their m's and s's into one,
+// m, s, m, s, ... (micrograd's neuron once Program::lay_out has placed
+// it: its weights made one after another, the layer below laid out side by
+// side, its own nodes in the order it writes them).
+bool Replay::array_chain(const Instruction& chain) const {
+    const NodeId* link = operands_.data() + chain.a;
+    const NodeId w = link[0], x = link[1], own = link[2];
+    for (NodeId l = 0; l < chain.b; ++l, link += 4)
+        if (link[0] != w + l || link[1] != x + l || link[2] != own + 2 * l ||
+            (link[3] & ~kTermFirst) != own + 2 * l + 1)
+            return false;
+    return true;
+}
+
+// The chains of one depth over blocks (an MLP layer's neurons of
+// micrograd's code, across samples), those of one length kLanes at a time
+// as one kChainBundle, run in lockstep: each chain's additions wait for
+// each other (exactness fixes their order), about 3 cycles a link, and
+// kLanes chains side by side keep the adder busy.  The rest stay kChains.
+void Replay::bundle_chains(const std::vector<uint32_t>& chains, std::vector<Instruction>* out) {
+    std::vector<std::pair<NodeId, uint32_t>> by_length;  // (links, chain), stable in each length
+    for (uint32_t c : chains) by_length.push_back({code_[c].b, c});
+    std::stable_sort(by_length.begin(), by_length.end(),
+                     [](const auto& p, const auto& q) { return p.first < q.first; });
+    size_t i = 0;
+    while (i < by_length.size()) {
+        size_t j = i;
+        while (j < by_length.size() && by_length[j].first == by_length[i].first) ++j;
+        for (; i + kLanes <= j; i += kLanes) {
+            out->push_back({kChainBundle, static_cast<NodeId>(chain_lanes_.size()), 0,
+                            by_length[i].first});
+            for (uint32_t m = 0; m < kLanes; ++m)
+                chain_lanes_.push_back(code_[by_length[i + m].second]);
+        }
+        for (; i < j; ++i) out->push_back(code_[by_length[i].second]);
+    }
 }
 
 // The running totals of one depth (sums, dots: code_[begin, end) each),
@@ -515,7 +569,12 @@ struct Replay::Slots {
     Graph::Slot* values;
     uint8_t* ints;
     const double* k;  // the constants
+    bool marks_clear;  // every node the program writes holds a float since its last run
     double v(NodeId id) const { return values[id].f; }
+    // n nodes from `first` hold floats (their int marks, unless still clear)
+    void clear_marks(NodeId first, size_t n) const {
+        if (!marks_clear) std::memset(ints + first, 0, n);
+    }
     void set(NodeId id, double r) const {
         values[id].f = r;
         ints[id] = 0;
@@ -589,7 +648,7 @@ AGRAD_ALWAYS_INLINE bool Replay::run_array(Slots s, const Group& group, A a, B b
     // (the slots as doubles: GCC vectorises no store to a union's member)
     double* out = reinterpret_cast<double*>(s.values + members_[group.first].out);
     const uint32_t n = group.count;
-    std::memset(s.ints + members_[group.first].out, 0, n);
+    s.clear_marks(members_[group.first].out, n);
     if constexpr (kCode == kPow) {
         // a member pow must compute is marked with a NaN (a NaN operand is
         // one of them), then found and computed
@@ -691,7 +750,11 @@ bool Replay::run(Graph& graph) const {
     }
     const double* k = constants_.data();
     const NodeId* operands = operands_.data();
-    const Slots slots{values, ints, k};
+    // After a run completes, every node it wrote holds a float, and keeps it
+    // for as long as no int is written anywhere (the same counter): the
+    // loops over arrays then leave the int marks be.
+    const Slots slots{values, ints, k, marks_clear_since_ == graph.int_writes()};
+    marks_clear_since_ = kNever;  // until this run completes
     auto v = [slots](NodeId id) { return slots.v(id); };
     auto set = [slots](NodeId id, double r) { slots.set(id, r); };
     double total = 0.0;
@@ -762,16 +825,11 @@ bool Replay::run(Graph& graph) const {
                 break;
             case kChain:
                 with_nan_rule([&](auto F) AGRAD_ALWAYS_INLINE_LAMBDA {
-                    double sum = v(in.out);
-                    const NodeId* link = operands + in.a;
-                    for (NodeId l = 0; l < in.b; ++l, link += 4) {
-                        const double product = F.mul(v(link[0]), v(link[1]));
-                        set(link[2], product);
-                        sum = (link[3] & kTermFirst) ? F.add(product, sum) : F.add(sum, product);
-                        set(link[3] & ~kTermFirst, sum);
-                    }
-                    return sum;  // (a NaN product makes the sum a NaN too)
+                    return run_chain(slots, in, F);  // (a NaN product makes the sum a NaN too)
                 });
+                break;
+            case kChainBundle:
+                run_chain_bundle(slots, in);
                 break;
             case kSumChain:
                 with_nan_rule([&](auto F) AGRAD_ALWAYS_INLINE_LAMBDA {
@@ -787,7 +845,53 @@ bool Replay::run(Graph& graph) const {
                 break;
         }
     }
+    marks_clear_since_ = graph.int_writes();
     return true;
+}
+
+// A chain's links from its start: m = w * x, s = s' + m (or m + s'), each
+// node written; its total.
+template <class F>
+AGRAD_ALWAYS_INLINE double Replay::run_chain(Slots s, const Instruction& chain, F arith) const {
+    double sum = s.v(chain.out);
+    const NodeId* link = operands_.data() + chain.a;
+    for (NodeId l = 0; l < chain.b; ++l, link += 4) {
+        const double product = arith.mul(s.v(link[0]), s.v(link[1]));
+        s.set(link[2], product);
+        sum = (link[3] & kTermFirst) ? arith.add(product, sum) : arith.add(sum, product);
+        s.set(link[3] & ~kTermFirst, sum);
+    }
+    return sum;
+}
+
+// A kChainBundle's chains, link by link in lockstep on the hardware (whose
+// sum does not depend on the order of its operands unless both are NaN),
+// their numbers as arrays; then a chain whose total came out a NaN again
+// alone with the NaN rule (as run() runs a kChain), from its start.
+void Replay::run_chain_bundle(Slots s, const Instruction& in) const {
+    const Instruction* lane = chain_lanes_.data() + in.out;
+    double* values = reinterpret_cast<double*>(s.values);
+    const double* w[kLanes];
+    const double* x[kLanes];
+    double* own[kLanes];
+    double sum[kLanes];
+    for (uint32_t m = 0; m < kLanes; ++m) {
+        const NodeId* link = operands_.data() + lane[m].a;
+        w[m] = values + link[0];
+        x[m] = values + link[1];
+        own[m] = values + link[2];
+        sum[m] = values[lane[m].out];
+        s.clear_marks(link[2], 2 * size_t{in.b});
+    }
+    for (NodeId l = 0; l < in.b; ++l)
+        for (uint32_t m = 0; m < kLanes; ++m) {
+            const double product = w[m][l] * x[m][l];
+            own[m][2 * l] = product;
+            sum[m] = sum[m] + product;
+            own[m][2 * l + 1] = sum[m];
+        }
+    for (uint32_t m = 0; m < kLanes; ++m)
+        if (sum[m] != sum[m]) run_chain(s, lane[m], Arith<true>{});
 }
 
 // A bundle's kDotRun whose every lane's pairs are (w + t, x + t), two blocks

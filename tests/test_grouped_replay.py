@@ -223,6 +223,43 @@ def test_every_node_of_a_replayed_loss_is_eagers():
     assert f.recordings == 1
 
 
+def test_an_int_written_into_a_replayed_node_is_replaced_by_a_float():
+    """A replay's loops over arrays leave the int marks of the nodes they
+    write as the last complete run left them, for as long as no int is
+    written anywhere: an int written into one of those nodes (the links of
+    micrograd's chains, run four at a time; a group's relus) is overwritten
+    by the next replay with eager's float, not read back as an int.
+    (No constants: reading _prev would give them nodes of their own, and
+    the program would be decoded again.)"""
+    rng = random.Random(3)
+    w1 = [[Value(rng.uniform(-1, 1)) for _ in range(2)] for _ in range(8)]
+    b1 = [Value(rng.uniform(-1, 1)) for _ in range(8)]
+    w2 = [Value(rng.uniform(-1, 1)) for _ in range(8)]
+    b2 = Value(0.5)
+    points = [[rng.uniform(-2, 2), rng.uniform(-2, 2)] for _ in range(16)]
+
+    def chain(w, x, b):
+        return sum((wi * xi for wi, xi in zip(w, x, strict=True)), b)
+
+    def run(points):
+        scores = []
+        for x in points:
+            hidden = [chain(w1[j], x, b1[j]).relu() for j in range(8)]
+            scores.append(chain(w2, hidden, b2))
+        return sum(scores[1:], scores[0])
+
+    f = agrad.compile(run)
+    for _ in range(3):  # recorded, laid out, replayed
+        f(points)
+    replayed = f(points)
+    nodes = [v for v in topological_order(replayed) if v._prev]
+    for v in nodes:
+        v.data = 7
+    f(points)
+    assert all(isinstance(v.data, float) for v in nodes)
+    assert node_bits(replayed) == node_bits(run([[Value(a) for a in x] for x in points]))
+
+
 def test_a_program_recorded_in_a_fragmented_arena_gives_eagers_bits():
     """Where older nodes left the arena full of holes, the recording's ids
     are too scattered to lay the groups out in place: the program moves to a

@@ -73,6 +73,8 @@ private:
         kBundle,  // bundles_[out]: kLanes running totals of one shape, in lockstep (bundle_totals)
         kDotBlock,  // in a bundle, a kDotRun of consecutive ids: total += w * x for b pairs
                     // (node a + t, node out + t)
+        kChainBundle,  // chain_lanes_[out, out + kLanes): kChains of b links, their w's, x's,
+                       // m's and s's blocks, in lockstep (bundle_chains)
     };
     // A link's s with this bit: its addition was written m + s' (t + s').
     static constexpr NodeId kTermFirst = 0x80000000u;
@@ -108,6 +110,11 @@ private:
     template <uint8_t kCode, class A, class B>
     bool run_array(Slots slots, const Group& group, A a, B b) const;
     bool run_bundle(Slots slots, const Bundle& bundle) const;
+    template <class F>
+    double run_chain(Slots slots, const Instruction& chain, F arith) const;
+    void run_chain_bundle(Slots slots, const Instruction& in) const;
+    bool array_chain(const Instruction& chain) const;
+    void bundle_chains(const std::vector<uint32_t>& chains, std::vector<Instruction>* out);
     void as_block(Instruction* lanes) const;
     void bundle_totals(const std::vector<std::pair<uint32_t, uint32_t>>& totals,
                        std::vector<Instruction>* out);
@@ -124,6 +131,7 @@ private:
     std::vector<Member> members_;
     std::vector<Bundle> bundles_;
     std::vector<Instruction> bundled_;
+    std::vector<Instruction> chain_lanes_;  // the kChains of the kChainBundles
     std::vector<double> constants_;
     std::vector<NodeId> operands_;  // the runs' terms: ids, or (w, x) pairs
     std::vector<NodeId> reads_;     // nodes read that the program does not make
@@ -132,6 +140,8 @@ private:
     // float (kNever: not since the program was decoded)
     static constexpr uint64_t kNever = ~uint64_t{0};
     mutable uint64_t floats_since_ = kNever;
+    // graph.int_writes() when a run last completed (Slots::marks_clear)
+    mutable uint64_t marks_clear_since_ = kNever;
     bool built_ = false;
     bool floats_only_ = false;  // false: no program of only floats
 };
