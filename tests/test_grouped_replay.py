@@ -232,9 +232,11 @@ def test_an_int_written_into_a_replayed_node_is_replaced_by_a_float():
     (No constants: reading _prev would give them nodes of their own, and
     the program would be decoded again.)"""
     rng = random.Random(3)
-    w1 = [[Value(rng.uniform(-1, 1)) for _ in range(2)] for _ in range(8)]
+    # each neuron's weights at consecutive ids, as agrad.nn makes them,
+    # however fragmented the arena is after the other tests
+    w1 = [_core._leaves([rng.uniform(-1, 1) for _ in range(2)]) for _ in range(8)]
     b1 = [Value(rng.uniform(-1, 1)) for _ in range(8)]
-    w2 = [Value(rng.uniform(-1, 1)) for _ in range(8)]
+    w2 = _core._leaves([rng.uniform(-1, 1) for _ in range(8)])
     b2 = Value(0.5)
     points = [[rng.uniform(-2, 2), rng.uniform(-2, 2)] for _ in range(16)]
 
