@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <type_traits>
 
 namespace agrad {
@@ -288,7 +289,7 @@ void Replay::group_independent(size_t id_limit) {
     std::vector<std::vector<const Item*>> by_code(256);
     std::vector<uint8_t> codes;  // at this depth, in order of first appearance
     std::vector<std::pair<uint32_t, uint32_t>> totals;  // at this depth: sums' and dots' code
-    std::vector<uint32_t> chains;  // at this depth: chains over blocks (array_chain)
+    std::vector<uint32_t> chains;  // at this depth: micrograd's chains (kChain)
     for (size_t i = 0; i < items.size();) {
         size_t j = i;
         for (; j < items.size() && items[j].depth == items[i].depth; ++j) {
@@ -298,7 +299,7 @@ void Replay::group_independent(size_t id_limit) {
                 totals.push_back({item.begin, item.end});
                 continue;
             }
-            if (code == kChain && array_chain(code_[item.begin])) {
+            if (code == kChain) {
                 chains.push_back(item.begin);
                 continue;
             }
@@ -335,42 +336,54 @@ void Replay::group_independent(size_t id_limit) {
     code_.swap(grouped);
 }
 
-// Whether a chain's links read their w's and x's from two blocks of
-// consecutive ids, ascending, and write their m's and s's into one,
-// m, s, m, s, ... (micrograd's neuron once Program::lay_out has placed
-// it: its weights made one after another, the layer below laid out side by
-// side, its own nodes in the order it writes them).
-bool Replay::array_chain(const Instruction& chain) const {
+// Whether a chain's links read their x's from a block of consecutive ids,
+// ascending, and write their m's and s's into one, m, s, m, s, ...
+// (micrograd's neuron once Program::lay_out has placed it: the layer below
+// laid out side by side, its own nodes in the order it writes them): 0 if
+// not, else kBlocks, or kWeightBlock if its w's are one too (the
+// parameters stay where the user made them: one after another in a fresh
+// arena, scattered over the holes of a used one, and then read through
+// their ids).
+uint8_t Replay::array_chain(const Instruction& chain) const {
     const NodeId* link = operands_.data() + chain.a;
     const NodeId w = link[0], x = link[1], own = link[2];
-    for (NodeId l = 0; l < chain.b; ++l, link += 4)
-        if (link[0] != w + l || link[1] != x + l || link[2] != own + 2 * l ||
+    bool w_block = true;
+    for (NodeId l = 0; l < chain.b; ++l, link += 4) {
+        if (link[1] != x + l || link[2] != own + 2 * l ||
             (link[3] & ~kTermFirst) != own + 2 * l + 1)
-            return false;
-    return true;
+            return 0;
+        w_block &= link[0] == w + l;
+    }
+    return w_block ? kWeightBlock : kBlocks;
 }
 
-// The chains of one depth over blocks (an MLP layer's neurons of
-// micrograd's code, across samples), those of one length kLanes at a time
-// as one kChainBundle, run in lockstep: each chain's additions wait for
-// each other (exactness fixes their order), about 3 cycles a link, and
-// kLanes chains side by side keep the adder busy.  The rest stay kChains.
+// The chains of one depth (an MLP layer's neurons of micrograd's code,
+// across samples), those of one length kLanes at a time as one
+// kChainBundle, run in lockstep: each chain's additions wait for each other
+// (exactness fixes their order), about 3 cycles a link, and kLanes chains
+// side by side keep the adder busy.  Those of each length over blocks
+// (array_chain) are bundled apart from the others, to read their numbers
+// as arrays.  The rest stay kChains.
 void Replay::bundle_chains(const std::vector<uint32_t>& chains, std::vector<Instruction>* out) {
-    std::vector<std::pair<NodeId, uint32_t>> by_length;  // (links, chain), stable in each length
-    for (uint32_t c : chains) by_length.push_back({code_[c].b, c});
-    std::stable_sort(by_length.begin(), by_length.end(),
-                     [](const auto& p, const auto& q) { return p.first < q.first; });
+    // (blocks, links, chain), stable within each kind
+    std::vector<std::tuple<uint8_t, NodeId, uint32_t>> kinds;
+    for (uint32_t c : chains) kinds.push_back({array_chain(code_[c]), code_[c].b, c});
+    std::stable_sort(kinds.begin(), kinds.end(), [](const auto& p, const auto& q) {
+        return std::tie(std::get<0>(p), std::get<1>(p)) < std::tie(std::get<0>(q), std::get<1>(q));
+    });
     size_t i = 0;
-    while (i < by_length.size()) {
+    while (i < kinds.size()) {
         size_t j = i;
-        while (j < by_length.size() && by_length[j].first == by_length[i].first) ++j;
+        while (j < kinds.size() && std::get<0>(kinds[j]) == std::get<0>(kinds[i]) &&
+               std::get<1>(kinds[j]) == std::get<1>(kinds[i]))
+            ++j;
         for (; i + kLanes <= j; i += kLanes) {
-            out->push_back({kChainBundle, static_cast<NodeId>(chain_lanes_.size()), 0,
-                            by_length[i].first});
+            const auto [blocks, links, chain] = kinds[i];
+            out->push_back({kChainBundle, static_cast<NodeId>(chain_lanes_.size()), blocks, links});
             for (uint32_t m = 0; m < kLanes; ++m)
-                chain_lanes_.push_back(code_[by_length[i + m].second]);
+                chain_lanes_.push_back(code_[std::get<2>(kinds[i + m])]);
         }
-        for (; i < j; ++i) out->push_back(code_[by_length[i].second]);
+        for (; i < j; ++i) out->push_back(code_[std::get<2>(kinds[i])]);
     }
 }
 
@@ -866,30 +879,53 @@ AGRAD_ALWAYS_INLINE double Replay::run_chain(Slots s, const Instruction& chain, 
 
 // A kChainBundle's chains, link by link in lockstep on the hardware (whose
 // sum does not depend on the order of its operands unless both are NaN),
-// their numbers as arrays; then a chain whose total came out a NaN again
-// alone with the NaN rule (as run() runs a kChain), from its start.
+// their x's and own nodes as arrays when they are blocks (in.a), else
+// through their ids; then a chain whose total came out a NaN again alone with the
+// NaN rule (as run() runs a kChain), from its start.
 void Replay::run_chain_bundle(Slots s, const Instruction& in) const {
     const Instruction* lane = chain_lanes_.data() + in.out;
     double* values = reinterpret_cast<double*>(s.values);
-    const double* w[kLanes];
-    const double* x[kLanes];
-    double* own[kLanes];
     double sum[kLanes];
-    for (uint32_t m = 0; m < kLanes; ++m) {
-        const NodeId* link = operands_.data() + lane[m].a;
-        w[m] = values + link[0];
-        x[m] = values + link[1];
-        own[m] = values + link[2];
-        sum[m] = values[lane[m].out];
-        s.clear_marks(link[2], 2 * size_t{in.b});
-    }
-    for (NodeId l = 0; l < in.b; ++l)
+    for (uint32_t m = 0; m < kLanes; ++m) sum[m] = values[lane[m].out];
+    if (in.a) {
+        const NodeId* w_ids[kLanes];  // each link's w's id, 4 apart
+        const double* w[kLanes];      // (kWeightBlock: the w's as an array)
+        const double* x[kLanes];
+        double* own[kLanes];
         for (uint32_t m = 0; m < kLanes; ++m) {
-            const double product = w[m][l] * x[m][l];
-            own[m][2 * l] = product;
-            sum[m] = sum[m] + product;
-            own[m][2 * l + 1] = sum[m];
+            const NodeId* link = operands_.data() + lane[m].a;
+            w_ids[m] = link;
+            w[m] = values + link[0];
+            x[m] = values + link[1];
+            own[m] = values + link[2];
+            s.clear_marks(link[2], 2 * size_t{in.b});
         }
+        auto lockstep = [&](auto w_at) AGRAD_ALWAYS_INLINE_LAMBDA {
+            for (NodeId l = 0; l < in.b; ++l)
+                for (uint32_t m = 0; m < kLanes; ++m) {
+                    const double product = w_at(m, l) * x[m][l];
+                    own[m][2 * l] = product;
+                    sum[m] = sum[m] + product;
+                    own[m][2 * l + 1] = sum[m];
+                }
+        };
+        if (in.a == kWeightBlock)
+            lockstep([&](uint32_t m, NodeId l) AGRAD_ALWAYS_INLINE_LAMBDA { return w[m][l]; });
+        else
+            lockstep([&](uint32_t m, NodeId l)
+                         AGRAD_ALWAYS_INLINE_LAMBDA { return values[w_ids[m][4 * l]]; });
+    } else {
+        const NodeId* links[kLanes];
+        for (uint32_t m = 0; m < kLanes; ++m) links[m] = operands_.data() + lane[m].a;
+        for (NodeId l = 0; l < in.b; ++l)
+            for (uint32_t m = 0; m < kLanes; ++m) {
+                const NodeId* link = links[m] + 4 * l;
+                const double product = values[link[0]] * values[link[1]];
+                s.set(link[2], product);
+                sum[m] = sum[m] + product;
+                s.set(link[3] & ~kTermFirst, sum[m]);
+            }
+    }
     for (uint32_t m = 0; m < kLanes; ++m)
         if (sum[m] != sum[m]) run_chain(s, lane[m], Arith<true>{});
 }

@@ -73,8 +73,8 @@ private:
         kBundle,  // bundles_[out]: kLanes running totals of one shape, in lockstep (bundle_totals)
         kDotBlock,  // in a bundle, a kDotRun of consecutive ids: total += w * x for b pairs
                     // (node a + t, node out + t)
-        kChainBundle,  // chain_lanes_[out, out + kLanes): kChains of b links, their w's, x's,
-                       // m's and s's blocks, in lockstep (bundle_chains)
+        kChainBundle,  // chain_lanes_[out, out + kLanes): kChains of b links in lockstep,
+                       // a: what each reads as arrays (array_chain) (bundle_chains)
     };
     // A link's s with this bit: its addition was written m + s' (t + s').
     static constexpr NodeId kTermFirst = 0x80000000u;
@@ -113,7 +113,8 @@ private:
     template <class F>
     double run_chain(Slots slots, const Instruction& chain, F arith) const;
     void run_chain_bundle(Slots slots, const Instruction& in) const;
-    bool array_chain(const Instruction& chain) const;
+    static constexpr uint8_t kBlocks = 1, kWeightBlock = 2;  // (array_chain)
+    uint8_t array_chain(const Instruction& chain) const;
     void bundle_chains(const std::vector<uint32_t>& chains, std::vector<Instruction>* out);
     void as_block(Instruction* lanes) const;
     void bundle_totals(const std::vector<std::pair<uint32_t, uint32_t>>& totals,
