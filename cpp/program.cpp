@@ -25,6 +25,7 @@ enum Kind : uint8_t {
     kDotArrays,  // a kDotRun whose w's and x's are two blocks of consecutive ids (dot_arrays)
     kChainOwned,     // a kChain whose links own their s' and m (owned_links)
     kChainArrays,    // a kChainOwned whose w's, x's and own nodes are blocks (chain_arrays)
+    kChainBlocks,    // a kChainOwned whose x's and own nodes are blocks, w's apart (chain_arrays)
     kChain,      // links of a chain of s = s' + w * x, merged (fuse_chains)
     kSumChain,   // links of the builtin sum's chain s = s' + t, merged (fuse_sums)
     kSumChainOwned,  // a kSumChain whose links own their s' (owned_links)
@@ -41,7 +42,7 @@ enum Kind : uint8_t {
 // its links and their subtrees lose the locality they have in backward()'s
 // order, one sample's nodes after another, and micrograd's demo ran 10%
 // slower so.)
-bool groupable(uint8_t kind) { return kind <= kChainArrays; }
+bool groupable(uint8_t kind) { return kind <= kChainBlocks; }
 
 // The gradients a groupable step adds into, each as f(id) (a run's terms:
 // ids, or w, x pairs, in operands; a run adds each once, in any order).
@@ -76,6 +77,14 @@ void for_each_target(uint8_t kind, NodeId a, NodeId b, const NodeId* operands, F
             for (NodeId t = 0; t < b; ++t) f(c[1] + t);
             for (NodeId t = 0; t + 1 < 2 * b; ++t) f(c[2] + t);
             f(c[3]);
+            return;
+        }
+        case kChainBlocks: {  // the blocks of x's and own nodes, the bias, each w
+            const NodeId* c = operands + a;
+            for (NodeId t = 0; t < b; ++t) f(c[0] + t);
+            for (NodeId t = 0; t + 1 < 2 * b; ++t) f(c[1] + t);
+            f(c[2]);
+            for (NodeId t = 0; t < b; ++t) f(c[3 + t]);
             return;
         }
         default:
@@ -266,24 +275,28 @@ static bool owned_links(const std::vector<uint8_t>& adders, const NodeId* links,
 }
 
 // Whether an owned chain's links (owned_links) may run as loops over
-// arrays: its w's are one block of consecutive ids and its x's another,
-// paired in the same order (a neuron's weights, made one after another; the
-// layer below's outputs for one sample, laid out side by side), the blocks
-// apart, and its own s' and m one block (a chain made link by link, laid
-// out in place).  Each w and x then gets one addition, none another's, in
-// any order, and the bottom link's s' (the bias) none of theirs.  *out:
-// the first w, the first x, the first own node, the bias.
-static bool chain_arrays(const NodeId* links, size_t n, NodeId out[4]) {
+// arrays: its x's are one block of consecutive ids (the layer below's
+// outputs for one sample, laid out side by side) and its own s' and m
+// another (a chain made link by link, laid out in place), and its w's are
+// different nodes outside them (a neuron's weights: one block too where the
+// user made them one after another, kChainArrays, else scattered over the
+// holes of a used arena, kChainBlocks).  Each w and x then gets one
+// addition, none another's, in any order, and the bottom link's s' (the
+// bias) none of theirs.  *out: for kChainArrays the first w, the first x,
+// the first own node and the bias; for kChainBlocks the first x, the first
+// own node, the bias and each w, paired with the x's in order.
+static uint8_t chain_arrays(const NodeId* links, size_t n, std::vector<NodeId>* out) {
     constexpr size_t kMinLinks = 4;  // fewer gain nothing from a loop
-    if (n < kMinLinks) return false;
-    const NodeId w_top = links[2], x_top = links[3];
-    const bool up = links[6] > w_top;  // (the link below the top: ids ascending downward)
+    if (n < kMinLinks) return 0;
+    const NodeId x_top = links[3];
+    const bool up = links[7] > x_top;  // (the link below the top: ids ascending downward)
     NodeId own_lo = links[1], own_hi = links[1];
+    std::vector<NodeId> w(n);  // in the x's order, ascending
     for (size_t l = 0; l < n; ++l) {
         const NodeId* link = links + 4 * l;
         const NodeId step = static_cast<NodeId>(l);
-        if (link[2] != (up ? w_top + step : w_top - step)) return false;
-        if (link[3] != (up ? x_top + step : x_top - step)) return false;
+        if (link[3] != (up ? x_top + step : x_top - step)) return 0;
+        w[up ? l : n - 1 - l] = link[2];
         own_lo = std::min(own_lo, link[1]);
         own_hi = std::max(own_hi, link[1]);
         if (l + 1 < n) {
@@ -292,18 +305,25 @@ static bool chain_arrays(const NodeId* links, size_t n, NodeId out[4]) {
         }
     }
     // (the own nodes are 2n - 1 different nodes: filling their span is exact)
-    if (own_hi - own_lo != 2 * n - 2) return false;
-    const NodeId w0 = up ? w_top : w_top - static_cast<NodeId>(n - 1);
+    if (own_hi - own_lo != 2 * n - 2) return 0;
     const NodeId x0 = up ? x_top : x_top - static_cast<NodeId>(n - 1);
     const NodeId bias = links[4 * (n - 1)];
-    auto in = [n](NodeId id, NodeId first) { return id >= first && id < first + n; };
-    if (w0 < x0 + n && x0 < w0 + n) return false;  // the blocks overlap
-    if (in(bias, w0) || in(bias, x0)) return false;
-    out[0] = w0;
-    out[1] = x0;
-    out[2] = own_lo;
-    out[3] = bias;
-    return true;
+    auto in = [](NodeId id, NodeId first, size_t count) { return id >= first && id < first + count; };
+    std::vector<NodeId> sorted(w);
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return 0;
+    for (NodeId id : sorted)
+        if (in(id, x0, n) || id == bias) return 0;
+    if (in(bias, x0, n)) return 0;
+    bool w_block = true;
+    for (size_t j = 0; j < n; ++j) w_block &= w[j] == w[0] + j;
+    if (w_block) {
+        *out = {w.front(), x0, own_lo, bias};
+        return kChainArrays;
+    }
+    *out = {x0, own_lo, bias};
+    out->insert(out->end(), w.begin(), w.end());
+    return kChainBlocks;
 }
 
 // Is steps[i] an addition s = s' + m (or m + s') and steps[i + step] its
@@ -401,6 +421,7 @@ void Schedule::fuse_chains(const std::vector<uint8_t>& adders) {
     };
     std::vector<Decoded> fused;
     fused.reserve(steps.size());
+    std::vector<NodeId> blocks;
     // from the end, the order backward() takes them; reversed again after
     for (size_t i = steps.size(); i-- > 0;) {
         NodeId below, product;
@@ -426,13 +447,12 @@ void Schedule::fuse_chains(const std::vector<uint8_t>& adders) {
             fused.insert(fused.end(), {steps[top_link], steps[top_link - 1]});
             continue;
         }
-        NodeId blocks[4];
         if (owned_links(adders, operands_.data() + chain.a, chain.b, 4, true)) {
             chain.kind = kChainOwned;
-            if (chain_arrays(operands_.data() + chain.a, chain.b, blocks)) {
-                chain.kind = kChainArrays;
+            if (uint8_t kind = chain_arrays(operands_.data() + chain.a, chain.b, &blocks)) {
+                chain.kind = kind;
                 operands_.resize(chain.a);
-                operands_.insert(operands_.end(), blocks, blocks + 4);
+                operands_.insert(operands_.end(), blocks.begin(), blocks.end());
             }
         }
         fused.push_back(chain);
@@ -849,6 +869,20 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             add_products<F, kFloats>(graph, c[0], c[1], step.b, d);
             return Status::Ok;
         }
+        case kChainBlocks: {  // (chain_arrays) kChainArrays's, each w through its id
+            const double d = F::add(0.0, g);
+            const NodeId* c = operands + step.a;
+            std::fill(grads + c[1], grads + c[1] + 2 * step.b - 1, d);
+            grads[c[2]] = F::add(grads[c[2]], d);
+            const NodeId* w = c + 3;
+            double* __restrict x_grads = grads + c[0];
+            for (NodeId j = 0; j < step.b; ++j) {
+                const double wv = number(w[j]), xv = number(c[0] + j);
+                grads[w[j]] = ops::Mul::chain<F>(grads[w[j]], xv, d);
+                x_grads[j] = ops::Mul::chain<F>(x_grads[j], wv, d);
+            }
+            return Status::Ok;
+        }
         case kDotRun: {
             const double link = F::add(0.0, g);
             const NodeId* pairs = operands + step.a;
@@ -883,7 +917,7 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     X(kSumTermN)                      \
     X(kSumTermK)                      \
     X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK) X(kSumRun) X(kDotRun) X(kDotArrays) \
-        X(kChainOwned) X(kChainArrays)
+        X(kChainOwned) X(kChainArrays) X(kChainBlocks)
 
 // A group of + or * steps with a shared operand (shared_operand): each
 // member's chain rule, with the shared operand's gradient a register that

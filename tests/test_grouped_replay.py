@@ -366,9 +366,10 @@ def test_an_mlps_dots_replay_as_eager(width, samples, neurons, form, reg_first, 
         ["plain", "partial sum reused", "hidden from a weight", "bias a weight", "weight twice"]
     ),
     st.booleans(),  # the hidden layer's outputs: relu, or used as they are
+    st.booleans(),  # each weight made apart from the next (ids not consecutive)
     st.data(),
 )
-def test_micrograd_chains_replay_as_eager(nin, hidden, samples, form, relu, data):
+def test_micrograd_chains_replay_as_eager(nin, hidden, samples, form, relu, apart, data):
     """Two layers of micrograd's neurons, sum((w * x ...), b), chains of +.
     In backward()'s order a chain's links are parted by the subtrees of the
     layer below, which a kept schedule moves after the chain when no
@@ -376,11 +377,19 @@ def test_micrograd_chains_replay_as_eager(nin, hidden, samples, form, relu, data
     products feed nothing else passes one gradient down every link.  Also
     chains where neither holds: a partial sum used again, a hidden value
     made from a weight of the neuron reading it, a bias that is also a
-    weight, a weight twice.  The loss, every gradient, and on new numbers
-    (NaNs, infinities, signed zeros) eager's bits, or the same exception."""
-    w1 = [[Value(data.draw(benign)) for _ in range(nin)] for _ in range(hidden)]
+    weight, a weight twice; weights at consecutive ids or apart.  The loss,
+    every gradient, and on new numbers (NaNs, infinities, signed zeros)
+    eager's bits, or the same exception."""
+    spacers = []
+
+    def weight():
+        if apart:  # as in an arena whose free ids are scattered
+            spacers.append(Value(0.0))
+        return Value(data.draw(benign))
+
+    w1 = [[weight() for _ in range(nin)] for _ in range(hidden)]
     b1 = [Value(data.draw(benign)) for _ in range(hidden)]
-    w2 = [Value(data.draw(benign)) for _ in range(hidden)]
+    w2 = [weight() for _ in range(hidden)]
     b2 = Value(data.draw(benign))
     inputs = [Value(data.draw(benign)) for _ in range(samples * nin)]
     params = [p for row in w1 for p in row] + b1 + w2 + [b2]
