@@ -282,9 +282,11 @@ static bool owned_links(const std::vector<uint8_t>& adders, const NodeId* links,
 // user made them one after another, kChainArrays, else scattered over the
 // holes of a used arena, kChainBlocks).  Each w and x then gets one
 // addition, none another's, in any order, and the bottom link's s' (the
-// bias) none of theirs.  *out: for kChainArrays the first w, the first x,
-// the first own node and the bias; for kChainBlocks the first x, the first
-// own node, the bias and each w, paired with the x's in order.
+// bias) none of theirs.  (Only for owned chains: no w, x or bias is then one
+// of the chain's own nodes, which the pass fills.)  *out: for kChainArrays
+// the first w, the first x, the first own node and the bias; for
+// kChainBlocks the first x, the first own node, the bias and each w, paired
+// with the x's in order.
 static uint8_t chain_arrays(const NodeId* links, size_t n, std::vector<NodeId>* out) {
     constexpr size_t kMinLinks = 4;  // fewer gain nothing from a loop
     if (n < kMinLinks) return 0;
@@ -686,7 +688,10 @@ AGRAD_ALWAYS_INLINE double read_number(const Graph& graph, const Graph::Slot* va
 // The terms w * x of a dot (or a chain's links) whose w's are the block
 // [w0, w0 + n) and x's [x0, x0 + n), apart: each w and x gets its one
 // addition, the product of the other and `link`, as loops over arrays
-// (vectorised on the hardware, kRule's pass one term at a time).
+// (vectorised on the hardware, kRule's pass one term at a time).  (With
+// the w's through their ids, as kChainBlocks has them, GCC vectorises
+// nothing, and a dot's backward was half again as slow through such a
+// shared loop.)
 template <class F, bool kFloats>
 AGRAD_ALWAYS_INLINE void add_products(Graph& graph, NodeId w0, NodeId x0, size_t n, double link) {
     double* __restrict w_grads = graph.grad_slots() + w0;
@@ -861,25 +866,24 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             add_products<F, kFloats>(graph, operands[step.a], operands[step.a + 1], step.b,
                                      F::add(0.0, g));
             return Status::Ok;
-        case kChainArrays: {  // (chain_arrays) kChainOwned's additions, as loops
-            const double d = F::add(0.0, g);
+        case kChainArrays:    // (chain_arrays) kChainOwned's additions, as loops:
+        case kChainBlocks: {  // its own s' and m filled with d, the bias added d,
+            const double d = F::add(0.0, g);  // each w and x its product with d
             const NodeId* c = operands + step.a;
-            std::fill(grads + c[2], grads + c[2] + 2 * step.b - 1, d);
-            grads[c[3]] = F::add(grads[c[3]], d);
-            add_products<F, kFloats>(graph, c[0], c[1], step.b, d);
-            return Status::Ok;
-        }
-        case kChainBlocks: {  // (chain_arrays) kChainArrays's, each w through its id
-            const double d = F::add(0.0, g);
-            const NodeId* c = operands + step.a;
-            std::fill(grads + c[1], grads + c[1] + 2 * step.b - 1, d);
-            grads[c[2]] = F::add(grads[c[2]], d);
-            const NodeId* w = c + 3;
-            double* __restrict x_grads = grads + c[0];
-            for (NodeId j = 0; j < step.b; ++j) {
-                const double wv = number(w[j]), xv = number(c[0] + j);
-                grads[w[j]] = ops::Mul::chain<F>(grads[w[j]], xv, d);
-                x_grads[j] = ops::Mul::chain<F>(x_grads[j], wv, d);
+            const bool w_block = step.kind == kChainArrays;
+            const NodeId x0 = c[w_block], own = c[w_block + 1], bias = c[w_block + 2];
+            std::fill(grads + own, grads + own + 2 * step.b - 1, d);
+            grads[bias] = F::add(grads[bias], d);
+            if (w_block) {
+                add_products<F, kFloats>(graph, c[0], x0, step.b, d);
+            } else {
+                const NodeId* w = c + 3;
+                double* __restrict x_grads = grads + x0;
+                for (NodeId j = 0; j < step.b; ++j) {
+                    const double wv = number(w[j]), xv = number(x0 + j);
+                    grads[w[j]] = ops::Mul::chain<F>(grads[w[j]], xv, d);
+                    x_grads[j] = ops::Mul::chain<F>(x_grads[j], wv, d);
+                }
             }
             return Status::Ok;
         }
@@ -963,14 +967,14 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_shared(Graph& graph, const Group& group
 // link's s' and t, from the top) the gradient passed down stays in a
 // register; every gradient gets the same additions in the same order.
 void Schedule::fuse_sums(const std::vector<uint8_t>& adders) {
-    auto is_link = [](const Decoded& d) { return d.kind == kAddNN && d.a != d.b; };
+    auto is_addition = [](const Decoded& d) { return d.kind == kAddNN && d.a != d.b; };
     auto reads = [](const Decoded& d, NodeId id) { return d.a == id || d.b == id; };
     std::vector<Decoded> fused;
     fused.reserve(grouped_.size());
     // from the end, the order a pass takes them; reversed again after
     for (size_t i = grouped_.size(); i-- > 0;) {
         size_t bottom = i;  // the chain: grouped_[bottom..i], run from i down
-        while (bottom > 0 && is_link(grouped_[bottom]) && is_link(grouped_[bottom - 1]) &&
+        while (bottom > 0 && is_addition(grouped_[bottom]) && is_addition(grouped_[bottom - 1]) &&
                reads(grouped_[bottom], grouped_[bottom - 1].node))
             --bottom;
         if (bottom == i) {  // one link gains nothing

@@ -303,7 +303,7 @@ void Replay::group_independent(size_t id_limit) {
                 chains.push_back(item.begin);
                 continue;
             }
-            if (code == kChain || code == kSumChain) {
+            if (code == kSumChain) {
                 grouped.insert(grouped.end(), code_.begin() + item.begin, code_.begin() + item.end);
                 continue;
             }
@@ -950,7 +950,7 @@ void Replay::as_block(Instruction* lanes) const {
 // A bundle's kLanes totals, instruction by instruction, each as run() takes
 // it alone: a run on the hardware, and again with the NaN rule for a total
 // that came out a NaN (with_nan_rule), from its own total before the run.
-bool Replay::run_bundle(Slots s, const Bundle& bundle) const {
+AGRAD_ALWAYS_INLINE bool Replay::run_bundle(Slots s, const Bundle& bundle) const {
     const double* k = s.k;
     const NodeId* operands = operands_.data();
     auto v = [s](NodeId id) { return s.v(id); };
