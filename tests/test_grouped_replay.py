@@ -363,7 +363,16 @@ def test_an_mlps_dots_replay_as_eager(width, samples, neurons, form, reg_first, 
     st.integers(1, 6),  # hidden neurons
     st.integers(2, 6),  # samples
     st.sampled_from(
-        ["plain", "partial sum reused", "hidden from a weight", "bias a weight", "weight twice"]
+        [
+            "plain",
+            "partial sum reused",
+            "hidden from a weight",
+            "bias a weight",
+            "weight twice",
+            "x * w",  # the operands of each product swapped
+            "w * x + s",  # each addition written term first
+            "a weight an x",  # a chain's weight is also one of its x's
+        ]
     ),
     st.booleans(),  # the hidden layer's outputs: relu, or used as they are
     st.booleans(),  # each weight made apart from the next (ids not consecutive)
@@ -377,7 +386,9 @@ def test_micrograd_chains_replay_as_eager(nin, hidden, samples, form, relu, apar
     products feed nothing else passes one gradient down every link.  Also
     chains where neither holds: a partial sum used again, a hidden value
     made from a weight of the neuron reading it, a bias that is also a
-    weight, a weight twice; weights at consecutive ids or apart.  The loss,
+    weight, a weight twice, a weight that is also an x; products written
+    x * w, additions written term first (whose NaN rule differs on the
+    hardware); weights at consecutive ids or apart.  The loss,
     every gradient, and on new numbers (NaNs, infinities, signed zeros)
     eager's bits, or the same exception."""
     spacers = []
@@ -399,7 +410,12 @@ def test_micrograd_chains_replay_as_eager(nin, hidden, samples, form, relu, apar
     def chain(w, x, b, partials=None):
         total = b
         for wi, xi in zip(w, x, strict=True):
-            total = total + wi * xi
+            if form == "x * w":
+                total = total + xi * wi
+            elif form == "w * x + s":
+                total = wi * xi + total
+            else:
+                total = total + wi * xi
             if partials is not None:
                 partials.append(total)
         return total
@@ -420,6 +436,8 @@ def test_micrograd_chains_replay_as_eager(nin, hidden, samples, form, relu, apar
                 scores.append(chain(w2, h, w2[0]))
             elif form == "weight twice":
                 scores.append(chain([w2[0], *w2[:-1]], h, b2))
+            elif form == "a weight an x":
+                scores.append(chain([*w2[:-1], h[0]], h, b2))
             else:
                 scores.append(chain(w2, h, b2))
         total = sum((1 + -s).relu() for s in scores) * (1.0 / len(scores))
