@@ -20,18 +20,18 @@ enum Kind : uint8_t {
     kDotTermNK,
     kDotTermKN,
     kDotTermKK,
-    kSumRun,     // kSumTermN steps of one node, merged
-    kDotRun,     // kDotTermNN steps of one node, merged
-    kDotArrays,  // a kDotRun whose w's and x's are two blocks of consecutive ids (dot_arrays)
+    kSumRun,         // kSumTermN steps of one node, merged
+    kDotRun,         // kDotTermNN steps of one node, merged
+    kDotArrays,      // a kDotRun whose w's and x's are two blocks of consecutive ids (dot_arrays)
     kChainOwned,     // a kChain whose links own their s' and m (owned_links)
     kChainArrays,    // a kChainOwned whose w's, x's and own nodes are blocks (chain_arrays)
     kChainBlocks,    // a kChainOwned whose x's and own nodes are blocks, w's apart (chain_arrays)
-    kChain,      // links of a chain of s = s' + w * x, merged (fuse_chains)
-    kSumChain,   // links of the builtin sum's chain s = s' + t, merged (fuse_sums)
+    kChain,          // links of a chain of s = s' + w * x, merged (fuse_chains)
+    kSumChain,       // links of the builtin sum's chain s = s' + t, merged (fuse_sums)
     kSumChainOwned,  // a kSumChain whose links own their s' (owned_links)
-    kPowKeep,    // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
-    kPowKept,    // kPow, reading its pow(x, k - 1) from powers[b]
-    kGroup,      // groups_[a]: steps of one operation, run as one loop (group_independent)
+    kPowKeep,        // kPow, keeping its pow(x, k - 1) in powers[b] (share_powers)
+    kPowKept,        // kPow, reading its pow(x, k - 1) from powers[b]
+    kGroup,          // groups_[a]: steps of one operation, run as one loop (group_independent)
 };
 
 // The steps a group may hold: a node's own operation of one or two operands,
@@ -310,7 +310,9 @@ static uint8_t chain_arrays(const NodeId* links, size_t n, std::vector<NodeId>* 
     if (own_hi - own_lo != 2 * n - 2) return 0;
     const NodeId x0 = up ? x_top : x_top - static_cast<NodeId>(n - 1);
     const NodeId bias = links[4 * (n - 1)];
-    auto in = [](NodeId id, NodeId first, size_t count) { return id >= first && id < first + count; };
+    auto in = [](NodeId id, NodeId first, size_t count) {
+        return id >= first && id < first + count;
+    };
     std::vector<NodeId> sorted(w);
     std::sort(sorted.begin(), sorted.end());
     if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return 0;
@@ -331,8 +333,8 @@ static uint8_t chain_arrays(const NodeId* links, size_t n, std::vector<NodeId>* 
 // Is steps[i] an addition s = s' + m (or m + s') and steps[i + step] its
 // product m = w * x, a link of a chain that reads neither s' nor m again?
 // (step: -1 in steps_, whose end backward() takes first; 1 in that order)
-bool Schedule::is_link(const std::vector<Decoded>& steps, size_t i, ptrdiff_t step,
-                       NodeId* below, NodeId* product) {
+bool Schedule::is_link(const std::vector<Decoded>& steps, size_t i, ptrdiff_t step, NodeId* below,
+                       NodeId* product) {
     const size_t j = i + step;
     if (j >= steps.size()) return false;
     const Decoded& add = steps[i];
@@ -866,9 +868,11 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
             add_products<F, kFloats>(graph, operands[step.a], operands[step.a + 1], step.b,
                                      F::add(0.0, g));
             return Status::Ok;
-        case kChainArrays:    // (chain_arrays) kChainOwned's additions, as loops:
-        case kChainBlocks: {  // its own s' and m filled with d, the bias added d,
-            const double d = F::add(0.0, g);  // each w and x its product with d
+        // (chain_arrays) kChainOwned's additions as loops: its own s' and m
+        // filled with d, the bias added d, each w and x its product with d
+        case kChainArrays:
+        case kChainBlocks: {
+            const double d = F::add(0.0, g);
             const NodeId* c = operands + step.a;
             const bool w_block = step.kind == kChainArrays;
             const NodeId x0 = c[w_block], own = c[w_block + 1], bias = c[w_block + 2];
@@ -920,8 +924,10 @@ AGRAD_ALWAYS_INLINE Status Schedule::run_decoded(Graph& graph, const Decoded& st
     AGRAD_UNARY_OPS(AGRAD_UNARY_KIND) \
     X(kSumTermN)                      \
     X(kSumTermK)                      \
-    X(kDotTermNN) X(kDotTermNK) X(kDotTermKN) X(kDotTermKK) X(kSumRun) X(kDotRun) X(kDotArrays) \
-        X(kChainOwned) X(kChainArrays) X(kChainBlocks)
+    X(kDotTermNN)                     \
+    X(kDotTermNK)                     \
+    X(kDotTermKN)                     \
+    X(kDotTermKK) X(kSumRun) X(kDotRun) X(kDotArrays) X(kChainOwned) X(kChainArrays) X(kChainBlocks)
 
 // A group of + or * steps with a shared operand (shared_operand): each
 // member's chain rule, with the shared operand's gradient a register that

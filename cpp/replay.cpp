@@ -581,7 +581,7 @@ void Replay::fuse_sums() {
 struct Replay::Slots {
     Graph::Slot* values;
     uint8_t* ints;
-    const double* k;  // the constants
+    const double* k;   // the constants
     bool marks_clear;  // every node the program writes holds a float since its last run
     double v(NodeId id) const { return values[id].f; }
     // n nodes from `first` hold floats (their int marks, unless still clear)

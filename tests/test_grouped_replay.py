@@ -20,6 +20,7 @@ import random
 import struct
 from collections import Counter
 
+import pytest
 from engines import exact, outcome
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -446,45 +447,45 @@ def test_micrograd_chains_replay_as_eager(nin, hidden, samples, form, relu, apar
     replays_as_eager(agrad.compile(run), run, leaves, data, rounds=2)
 
 
-def test_a_chains_links_keep_their_order_with_a_subtree_that_shares_a_weight():
+@pytest.mark.parametrize("seed", range(10))
+def test_a_chains_links_keep_their_order_with_a_subtree_that_shares_a_weight(seed):
     """A hidden value made from a weight of the neuron that reads it: in
     backward()'s order its subtree adds into that weight's gradient between
     two links of the neuron's chain, so the subtree must stay there (moved
     after the chain, the weight's additions would come in another order).
     Numbers of every magnitude, so that the order shows in the rounding."""
-    for seed in range(10):
-        rng = random.Random(seed)
-        nin, hidden, samples = 3, 4, 5
+    rng = random.Random(seed)
+    nin, hidden, samples = 3, 4, 5
 
-        def draw():
-            return Value(rng.uniform(-1, 1) * 2.0 ** rng.randint(-20, 20))
+    def draw():
+        return Value(rng.uniform(-1, 1) * 2.0 ** rng.randint(-20, 20))
 
-        w1 = [[draw() for _ in range(nin)] for _ in range(hidden)]
-        b1 = [draw() for _ in range(hidden)]
-        w2 = [draw() for _ in range(hidden)]
-        b2 = draw()
-        inputs = [draw() for _ in range(samples * nin)]
-        params = [p for row in w1 for p in row] + b1 + w2 + [b2]
+    w1 = [[draw() for _ in range(nin)] for _ in range(hidden)]
+    b1 = [draw() for _ in range(hidden)]
+    w2 = [draw() for _ in range(hidden)]
+    b2 = draw()
+    inputs = [draw() for _ in range(samples * nin)]
+    params = [p for row in w1 for p in row] + b1 + w2 + [b2]
 
-        def chain(w, x, b):
-            return sum((wi * xi for wi, xi in zip(w, x, strict=True)), b)
+    def chain(w, x, b):
+        return sum((wi * xi for wi, xi in zip(w, x, strict=True)), b)
 
-        def run():
-            scores = []
-            for s in range(samples):
-                x = inputs[s * nin : (s + 1) * nin]
-                h = [chain(w1[j], x, b1[j]) for j in range(hidden)]
-                h[-1] = h[-1] + w2[0]
-                scores.append(chain(w2, h, b2))
-            return sum(scores) * 0.3 + 1e-4 * sum(p * p for p in params)
+    def run():
+        scores = []
+        for s in range(samples):
+            x = inputs[s * nin : (s + 1) * nin]
+            h = [chain(w1[j], x, b1[j]) for j in range(hidden)]
+            h[-1] = h[-1] + w2[0]
+            scores.append(chain(w2, h, b2))
+        return sum(scores) * 0.3 + 1e-4 * sum(p * p for p in params)
 
-        f = agrad.compile(run)
-        f().backward()  # makes the kept schedule
-        for p in params:
-            p.grad = 0.0
-        f().backward()
-        got = [exact(p.grad) for p in params]
-        for p in params:
-            p.grad = 0.0
-        run().backward()
-        assert got == [exact(p.grad) for p in params]
+    f = agrad.compile(run)
+    f().backward()  # makes the kept schedule
+    for p in params:
+        p.grad = 0.0
+    f().backward()
+    got = [exact(p.grad) for p in params]
+    for p in params:
+        p.grad = 0.0
+    run().backward()
+    assert got == [exact(p.grad) for p in params]

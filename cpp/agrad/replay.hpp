@@ -71,8 +71,8 @@ private:
         kCopy,      // node out = node a, made earlier by the same operation on the same operands
         kGroup,   // groups_[out]: nodes of one operation, none reading another (group_independent)
         kBundle,  // bundles_[out]: kLanes running totals of one shape, in lockstep (bundle_totals)
-        kDotBlock,  // in a bundle, a kDotRun of consecutive ids: total += w * x for b pairs
-                    // (node a + t, node out + t)
+        kDotBlock,     // in a bundle, a kDotRun of consecutive ids: total += w * x for b pairs
+                       // (node a + t, node out + t)
         kChainBundle,  // chain_lanes_[out, out + kLanes): kChains of b links in lockstep,
                        // a: what each reads as arrays (array_chain) (bundle_chains)
     };
