@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -373,3 +374,23 @@ def test_the_c_floor_computes_agrads_graph(benchmarks_path):
     for c, v in zip(tape.input_grads(), inputs, strict=True):
         assert math.isclose(c, v.grad, rel_tol=1e-12, abs_tol=1e-300)
     assert any(v.grad != 0 for v in inputs)
+
+
+def test_a_samplers_block_is_sized_by_a_call_after_the_first(monkeypatch):
+    """A compiled step's first timed call decodes its program (milliseconds,
+    against microseconds a step after): a block sized by that call would hold
+    a call or two, each cold, not the block of calls asked for."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from measure import per_call_seconds
+
+    calls = []
+
+    def step():
+        if not calls:
+            time.sleep(0.05)  # the one-time work
+        calls.append(None)
+
+    sample = per_call_seconds(step, seconds=0.01)
+    before = len(calls)
+    sample()
+    assert len(calls) - before >= 100  # a step costs well under 100 us
