@@ -63,6 +63,7 @@ int highest_bit(uint64_t bits) {  // bits != 0
 // bitmap of the arena: linear, where std::sort of a 300,000-node free list
 // took 7 ms, more than recording a small function.
 void Graph::sort_free_list() {
+    frees_since_sort_ = 0;
     if (free_.size() < 2) return;
     free_bits_.assign((nodes_.size() + 63) / 64, 0);
     for (NodeId id : free_) free_bits_[id / 64] |= uint64_t{1} << (id % 64);
@@ -145,6 +146,7 @@ void Graph::relocate(const Moves& moves, const std::vector<NodeId>& parents) {
             left.refs = 0;
             left.owner = nullptr;
             free_.push_back(id);
+            ++frees_since_sort_;
         }
     for (auto& [id, name] : labels) labels_[id] = std::move(name);
     for (auto& [id, name] : op_names) op_names_[id] = std::move(name);
@@ -407,6 +409,7 @@ void Graph::free_unreferenced(NodeId id) {
         n.op = Op::Leaf;
         n.flags = 0;
         free_.push_back(d);
+        ++frees_since_sort_;
     }
 }
 

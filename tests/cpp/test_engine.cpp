@@ -696,6 +696,43 @@ void test_recording_takes_ascending_ids() {
     for (NodeId id : log) g.release(id);
 }
 
+// A model's weights, leaves made one at a time after a large graph was freed
+// in a scattered order, take neighbouring ids (the free list is sorted once
+// enough was freed); after a small release they pop as they were freed, so
+// that the sort is paid for by the frees it waited for.
+void test_leaves_after_a_large_release_are_neighbours() {
+    Graph g;
+    const int n = 1 << 17;  // above the frees a sort waits for
+    std::vector<NodeId> ids;
+    for (int i = 0; i < n; ++i) {
+        ids.push_back(g.leaf(F(i)));
+        g.retain(ids.back());
+    }
+    for (int i = 0; i < n; ++i) g.release(ids[(i * 7919) % n]);  // 7919 is prime
+    std::vector<NodeId> weights;
+    for (int i = 0; i < 300; ++i) weights.push_back(g.leaf(F(i)));
+    bool neighbours = true;
+    for (size_t i = 1; i < weights.size(); ++i)
+        neighbours = neighbours && weights[i] == weights[i - 1] + 1;
+    CHECK(neighbours);
+    for (NodeId id : weights) {
+        g.retain(id);
+        g.release(id);
+    }
+    // a small release: its ids pop last freed first, unsorted
+    std::vector<NodeId> few;
+    for (int i = 0; i < 8; ++i) {
+        few.push_back(g.leaf(F(i)));
+        g.retain(few.back());
+    }
+    const int order[8] = {3, 0, 6, 1, 7, 2, 5, 4};
+    for (int k : order) g.release(few[static_cast<size_t>(k)]);
+    bool popped_as_freed = true;
+    for (int j = 7; j >= 0; --j)
+        popped_as_freed = popped_as_freed && g.leaf(F(j)) == few[static_cast<size_t>(order[j])];
+    CHECK(popped_as_freed);
+}
+
 // Replay's decoded forward pass gives recompute's bits, constants ahead of a
 // fused node's first node term included, and declines when a number read is
 // an int.
@@ -1229,6 +1266,7 @@ int main() {
     test_long_chain();
     test_kept_schedule();
     test_recording_takes_ascending_ids();
+    test_leaves_after_a_large_release_are_neighbours();
     test_replay_matches_recompute();
     test_repeated_operations_shared();
     test_program();
