@@ -228,13 +228,11 @@ void Schedule::merge_runs() {
 bool Schedule::dot_arrays(NodeId* pairs, size_t n) {
     constexpr size_t kMinTerms = 4;  // fewer gain nothing from a loop
     if (n < kMinTerms) return false;
-    const bool up = pairs[2] > pairs[0];
-    const NodeId w0 = up ? pairs[0] : pairs[2 * (n - 1)];
-    const NodeId x0 = up ? pairs[1] : pairs[2 * (n - 1) + 1];
-    for (size_t t = 0; t < n; ++t) {
-        const size_t j = up ? t : n - 1 - t;
-        if (pairs[2 * t] != w0 + j || pairs[2 * t + 1] != x0 + j) return false;
-    }
+    const int64_t step = pairs[2] > pairs[0] ? 1 : -1;
+    if (!is_block(pairs, n, 2, pairs[0], step) || !is_block(pairs + 1, n, 2, pairs[1], step))
+        return false;
+    const NodeId w0 = step > 0 ? pairs[0] : pairs[2 * (n - 1)];
+    const NodeId x0 = step > 0 ? pairs[1] : pairs[2 * (n - 1) + 1];
     if (w0 < x0 + n && x0 < w0 + n) return false;  // the blocks overlap
     for (size_t j = 0; j < n; ++j) {
         pairs[2 * j] = static_cast<NodeId>(w0 + j);
@@ -292,12 +290,11 @@ static uint8_t chain_arrays(const NodeId* links, size_t n, std::vector<NodeId>* 
     if (n < kMinLinks) return 0;
     const NodeId x_top = links[3];
     const bool up = links[7] > x_top;  // (the link below the top: ids ascending downward)
+    if (!is_block(links + 3, n, 4, x_top, up ? 1 : -1)) return 0;
     NodeId own_lo = links[1], own_hi = links[1];
     std::vector<NodeId> w(n);  // in the x's order, ascending
     for (size_t l = 0; l < n; ++l) {
         const NodeId* link = links + 4 * l;
-        const NodeId step = static_cast<NodeId>(l);
-        if (link[3] != (up ? x_top + step : x_top - step)) return 0;
         w[up ? l : n - 1 - l] = link[2];
         own_lo = std::min(own_lo, link[1]);
         own_hi = std::max(own_hi, link[1]);
@@ -319,9 +316,7 @@ static uint8_t chain_arrays(const NodeId* links, size_t n, std::vector<NodeId>* 
     for (NodeId id : sorted)
         if (in(id, x0, n) || id == bias) return 0;
     if (in(bias, x0, n)) return 0;
-    bool w_block = true;
-    for (size_t j = 0; j < n; ++j) w_block &= w[j] == w[0] + j;
-    if (w_block) {
+    if (is_block(w.data(), n, 1, w[0], 1)) {
         *out = {w.front(), x0, own_lo, bias};
         return kChainArrays;
     }

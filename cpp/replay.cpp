@@ -345,16 +345,13 @@ void Replay::group_independent(size_t id_limit) {
 // arena, scattered over the holes of a used one, and then read through
 // their ids).
 uint8_t Replay::array_chain(const Instruction& chain) const {
-    const NodeId* link = operands_.data() + chain.a;
-    const NodeId w = link[0], x = link[1], own = link[2];
-    bool w_block = true;
-    for (NodeId l = 0; l < chain.b; ++l, link += 4) {
-        if (link[1] != x + l || link[2] != own + 2 * l ||
-            (link[3] & ~kTermFirst) != own + 2 * l + 1)
-            return 0;
-        w_block &= link[0] == w + l;
-    }
-    return w_block ? kWeightBlock : kBlocks;
+    const NodeId* links = operands_.data() + chain.a;
+    const NodeId own = links[2];
+    if (!is_block(links + 1, chain.b, 4, links[1], 1) || !is_block(links + 2, chain.b, 4, own, 2))
+        return 0;
+    for (NodeId l = 0; l < chain.b; ++l)  // each s (flagged when written term first)
+        if ((links[4 * l + 3] & ~kTermFirst) != own + 2 * l + 1) return 0;
+    return is_block(links, chain.b, 4, links[0], 1) ? kWeightBlock : kBlocks;
 }
 
 // The chains of one depth (an MLP layer's neurons of micrograd's code,
@@ -938,8 +935,9 @@ void Replay::run_chain_bundle(Slots s, const Instruction& in) const {
 void Replay::as_block(Instruction* lanes) const {
     for (uint32_t m = 0; m < kLanes; ++m) {
         const NodeId* pairs = operands_.data() + lanes[m].a;
-        for (NodeId t = 0; t < lanes[m].b; ++t)
-            if (pairs[2 * t] != pairs[0] + t || pairs[2 * t + 1] != pairs[1] + t) return;
+        if (!is_block(pairs, lanes[m].b, 2, pairs[0], 1) ||
+            !is_block(pairs + 1, lanes[m].b, 2, pairs[1], 1))
+            return;
     }
     for (uint32_t m = 0; m < kLanes; ++m) {
         const NodeId* pairs = operands_.data() + lanes[m].a;

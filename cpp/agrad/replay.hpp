@@ -39,6 +39,18 @@
 
 namespace agrad {
 
+// Whether ids[0], ids[stride], ..., ids[(n - 1) * stride] are first,
+// first + step, first + 2 * step, ...: n nodes a loop may read or write as
+// one array (step 1 or -1), or every other node of one (step 2).  The
+// forward and backward passes' loops over arrays both ask it.
+inline bool is_block(const NodeId* ids, size_t n, size_t stride, NodeId first, int64_t step) {
+    for (size_t t = 0; t < n; ++t)
+        if (static_cast<int64_t>(ids[t * stride]) !=
+            static_cast<int64_t>(first) + step * static_cast<int64_t>(t))
+            return false;
+    return true;
+}
+
 class Replay {
 public:
     // Decodes `steps`, the program's nodes made by operations, in the order
