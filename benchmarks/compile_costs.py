@@ -6,6 +6,9 @@ Usage: ``python benchmarks/compile_costs.py``: it prints medians of 30 timings
 in one process, then a whole training step as a user writes it and its parts
 (the least of 10 blocks of 2000 calls each, caches warm as in a training
 loop), and writes nothing; ``COMPILE.md`` is written by hand from its output.
+``--micrograd`` times micrograd's demo step instead (micrograd-style neurons,
+the loss compiled) and its parts, in a fresh arena and then with a model made
+after the benchmark suite's graphs were built and freed.
 """
 
 import argparse
@@ -13,7 +16,9 @@ import random
 import statistics
 import time
 
+import micrograd_demo
 import numpy as np
+import peers
 
 import agrad
 from agrad import _core
@@ -31,9 +36,20 @@ def med(f, n=30):
 
 
 def main(argv=None) -> int:
-    argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="python benchmarks/compile_costs.py", description=__doc__.split("\n\n")[0]
-    ).parse_args(argv)
+    )
+    parser.add_argument(
+        "--micrograd",
+        action="store_true",
+        help="micrograd's demo step (micrograd-style neurons, compiled) and its parts",
+    )
+    if parser.parse_args(argv).micrograd:
+        micrograd_parts("fresh arena")
+        for operations in (10_000, 100_000):  # the suite's graphs, built and freed
+            peers.build_graph(operations)
+        micrograd_parts("after the suite's graphs")
+        return 0
     xs, ys = batch_data(1000, random.Random(42))
     m = LinReg()
     eager = med(lambda: m.loss(xs, ys))
@@ -96,6 +112,42 @@ def main(argv=None) -> int:
     }
     print("  ".join(f"{name} {least(fn) * 1e6:.1f}us" for name, fn in parts.items()))
     return 0
+
+
+def micrograd_parts(arena: str) -> None:
+    """micrograd's demo step as micrograd_demo.demo_step writes it, with a
+    model made now (its weights take whatever ids the arena has free), and
+    its parts: the compiled call, its argument flattening and replay, the
+    backward pass, and the demo's own Python loops over the parameters."""
+    X, y = micrograd_demo.demo_data()
+    random.seed(1337)
+    model = micrograd_demo.ChainMLP(2, [16, 16, 1])
+    loss = agrad.compile(lambda points: micrograd_demo.demo_loss(model, points, y))
+    for _ in range(3):  # records, lays out, replays
+        micrograd_demo.demo_step(model, X, y, loss=loss)
+    total = loss(X)
+    nums = _core._flatten((X,), {}, np.ndarray)[1]
+    prog = loss.program(X)
+
+    def zero():
+        for p in model.parameters():
+            p.grad = 0.0
+
+    def update():
+        for p in model.parameters():
+            p.data -= 0.1 * p.grad
+
+    parts = {
+        "step": lambda: micrograd_demo.demo_step(model, X, y, loss=loss),
+        "the call loss(X)": lambda: loss(X),
+        "of which flattening": lambda: _core._flatten((X,), {}, np.ndarray),
+        "of which Program.run": lambda: prog.run(nums),
+        "backward()": total.backward,
+        "zeroing (p.grad = 0.0)": zero,
+        "the update (p.data -= ...)": update,
+    }
+    timed = "  ".join(f"{name} {least(fn, 200, 15) * 1e6:.1f}us" for name, fn in parts.items())
+    print(f"micrograd's demo, {arena}: {timed}")
 
 
 def least(f, number=2000, blocks=10):
