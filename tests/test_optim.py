@@ -13,6 +13,8 @@ import random
 import numpy as np
 import pytest
 from engines import exact
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import agrad
 import agrad.pure
@@ -191,6 +193,58 @@ def test_a_diverging_step_raises_and_changes_nothing():
     with pytest.raises(OverflowError):
         adam.step()
     assert adam.t == 0
+
+
+def _plain_sgd_step(value_class, data, grads, lr):
+    """Plain SGD on one engine: each parameter's new data (exact), or the
+    error's type and text, with the data then (nothing may have moved)."""
+    params = [value_class(x) for x in data]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    try:
+        optim.SGD(params, lr=lr).step()
+        outcome = None
+    except OverflowError as e:
+        outcome = str(e)
+    return outcome, [exact(p.data) for p in params]
+
+
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**62), 2**62),
+    st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1.7976931348623157e308]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(numbers, numbers), min_size=1, max_size=8),
+    st.one_of(st.floats(0, 1e300), st.sampled_from([0.0, 0.1, 1e308])),
+)
+def test_plain_sgd_steps_as_the_arrays_do(pairs, lr):
+    """The compiled engine's plain SGD step is one call (_Parameters.descend);
+    the pure engine's goes through NumPy arrays: the same new data, bit for
+    bit (ints, signed zeros, subnormals), and where a result is not finite
+    the same OverflowError, naming the same parameter, with nothing moved."""
+    data = [d for d, _ in pairs]
+    grads = [float(g) for _, g in pairs]
+    native = _plain_sgd_step(agrad.Value, data, grads, lr)
+    pure = _plain_sgd_step(agrad.pure.Value, data, grads, lr)
+    assert native == pure
+    if native[0] is not None:  # nothing moved
+        assert native[1] == [exact(x) for x in data]
+
+
+def test_a_diverging_plain_sgd_step_raises_and_changes_nothing():
+    params = [agrad.Value(1.0), agrad.Value(1e308), agrad.Value(2.0)]
+    params[0].grad, params[1].grad, params[2].grad = 1.0, -1e308, math.nan
+    with pytest.raises(OverflowError, match=r"makes Value\(: 1e\+308\) inf: the run diverges"):
+        optim.SGD(params, lr=10.0).step()
+    assert [p.data for p in params] == [1.0, 1e308, 2.0]
+    params[1].grad = 0.0
+    with pytest.raises(OverflowError, match=r"makes Value\(: 2.0\) nan"):
+        optim.SGD(params, lr=10.0).step()
+    assert [p.data for p in params] == [1.0, 1e308, 2.0]
 
 
 @pytest.mark.parametrize(

@@ -122,15 +122,17 @@ class Optimizer:
         finite = np.isfinite(new_data)
         if not finite.all():
             i = int(np.argmin(finite))
-            raise OverflowError(
-                f"the step makes {self.params[i]!r} {new_data[i]}: the run diverges "
-                "(a smaller lr may not)"
-            )
+            raise self._diverges(i, new_data[i])
         if self._bulk is not None:
             self._bulk.assign(new_data)
             return
         for p, x in zip(self.params, new_data.tolist(), strict=True):
             p.data = x
+
+    def _diverges(self, i: int, new_data: float) -> OverflowError:
+        return OverflowError(
+            f"the step makes {self.params[i]!r} {new_data}: the run diverges (a smaller lr may not)"
+        )
 
     def _gradients(self, weight_decay: float, data: np.ndarray) -> np.ndarray:
         if self._bulk is None:
@@ -183,6 +185,13 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         """Move every parameter one step against its gradient."""
+        if self._bulk is not None and not (self.momentum or self.weight_decay):
+            # the arrays' p.data - lr * g below, in one call
+            i = self._bulk.descend(self.lr)
+            if i >= 0:
+                p = self.params[i]
+                raise self._diverges(i, float(p.data) - self.lr * p.grad)
+            return
         data = self._data()
         grads = self._gradients(self.weight_decay, data)
         buffers = None
