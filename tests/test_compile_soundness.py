@@ -55,6 +55,7 @@ READS_AND_WRITES = {
     "backward": lambda v: v.backward(),
     "draw_dot": agrad.draw_dot,
     "SGD step": lambda v: optim.SGD([W], lr=0.1).step(),
+    "SGD step, momentum": lambda v: optim.SGD([W], lr=0.1, momentum=0.9).step(),
     "Adam step": lambda v: optim.Adam([W], lr=0.1).step(),
     "zero_grad": lambda v: optim.SGD([W], lr=0.1).zero_grad(),
     "list of data": lambda v: [u.data for u in (v, W)],
@@ -90,6 +91,24 @@ def test_every_read_or_write_of_numbers_while_recording_is_refused(access):
     # outside a recording the same access works as ever
     y = Value(2.0) * W
     access(y)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["plain, one call", "momentum, arrays"])
+def test_an_optimizer_step_while_recording_is_refused_as_a_read(momentum):
+    """A step reads the parameters first, whichever way it computes (plain
+    SGD on the compiled engine is one call that reads and writes): the
+    refusal names the read, and nothing moved."""
+    opt = optim.SGD([W], lr=0.1, momentum=momentum)
+    before = exact(W.data)
+
+    def fn(x):
+        y = x * W
+        opt.step()
+        return y
+
+    with pytest.raises(agrad.RecordingError, match="read parameters' data or gradients in bulk"):
+        agrad.compile(fn)(2.0)
+    assert exact(W.data) == before
 
 
 def test_a_refusal_the_function_catches_is_raised_again():

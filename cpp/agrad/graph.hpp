@@ -195,8 +195,9 @@ public:
     // over the arena (on micrograd's demo after the benchmarks' 10^5-op
     // graph, 337 weights over 765,000 ids: its compiled step 143 us against
     // 128).  So a leaf first sorts the free list once enough was freed since
-    // the last sort to pay for it: the sort is linear in the free list and
-    // the arena's words, each at most the frees it waited for.
+    // the last sort to pay for it: the sort is linear in the free list (at
+    // most twice the frees it waited for) and the arena's words (at most
+    // as many).
     NodeId leaf(Number value) {
         if (frees_since_sort_ >= std::max({kSortAfterFrees, free_.size() / 2, nodes_.size() / 64}))
             sort_free_list();

@@ -21,8 +21,10 @@ A step is computed on float64 NumPy arrays, one operation over all the
 parameters at a time: element by element the same IEEE operations, in the same
 order, as the update written per parameter in Python, so the same bits.  On
 the compiled engine the parameters' data and gradients move between the
-Values and those arrays in one call each (``agrad._core._Parameters``); on
-``agrad.pure`` through Python.
+Values and those arrays in one call each (``agrad._core._Parameters``), and
+plain SGD's step is one call that computes and writes them
+(``_Parameters.descend``, the same operations); on ``agrad.pure`` through
+Python.
 """
 
 from __future__ import annotations

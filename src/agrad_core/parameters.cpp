@@ -1,5 +1,6 @@
 // An optimizer's parameters (agrad.optim): their data and gradients moved
-// between the Values and float64 arrays in one call each way.
+// between the Values and float64 arrays in one call each way, and plain
+// SGD's step in one call.
 #include <cmath>
 #include <string>
 #include <vector>
