@@ -544,8 +544,6 @@ private:
     std::vector<double> grads_;
     std::vector<uint8_t> ints_;  // 1: values_[id] holds an int
     std::vector<NodeId> free_;
-    size_t frees_since_sort_ = 0;  // ids pushed on free_ since sort_free_list (see leaf)
-    static constexpr size_t kSortAfterFrees = size_t{1} << 16;
     std::vector<ChildList> lists_;  // children of n-ary nodes
     std::vector<uint32_t> free_lists_;
     std::unordered_map<NodeId, std::string> labels_;
@@ -577,7 +575,9 @@ private:
     };
     std::vector<Aside> aside_;
     std::vector<double> aside_constants_;
-    std::vector<uint64_t> free_bits_;                                  // sort_free_list's scratch
+    std::vector<uint64_t> free_bits_;  // sort_free_list's scratch
+    size_t frees_since_sort_ = 0;      // ids pushed on free_ since sort_free_list (see leaf)
+    static constexpr size_t kSortAfterFrees = size_t{1} << 16;
     std::unordered_map<NodeId, std::unique_ptr<Schedule>> schedules_;  // (keep_schedule)
     // Counts the changes to any graph's shape; a schedule made before the
     // last one is made again.  Starts at 1, so a fresh schedule is stale.
